@@ -1,0 +1,117 @@
+"""Process settings, read once at the process edge from `MLQ_*` environment variables, never at import."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+class SettingsError(ValueError):
+    """Raised when an `MLQ_*` variable cannot be parsed; the message names the variable and the expected form."""
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not an integer; set it to a whole number like {default}") from None
+    if value < minimum:
+        raise SettingsError(f"{name}={value} is below the minimum {minimum}")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not a number; set it like {default}") from None
+
+
+def parse_tokens(raw: str) -> dict[str, str]:
+    """`tenant:token,tenant2:token2` → {token: tenant}."""
+    tokens: dict[str, str] = {}
+    for part in filter(None, (p.strip() for p in raw.split(","))):
+        tenant, sep, token = part.partition(":")
+        if not sep or not tenant or not token:
+            raise SettingsError("MLQ_AUTH_TOKENS must look like 'tenant:token,tenant2:token2'")
+        tokens[token] = tenant
+    return tokens
+
+
+def parse_preload(raw: str) -> tuple[tuple[str, str, str], ...]:
+    """`name:alias,tenant/name:3` → ((tenant, name, ref), ...); the tenant defaults to `default`."""
+    out = []
+    for part in filter(None, (p.strip() for p in raw.split(","))):
+        model, _, ref = part.partition(":")
+        tenant, slash, name = model.rpartition("/")
+        if not name:
+            raise SettingsError("MLQ_PRELOAD must look like 'name:alias,tenant/name:3'")
+        out.append((tenant if slash else "default", name, ref or "production"))
+    return tuple(out)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a process of mlqueue is configured with. See the README's settings table."""
+
+    redis_url: str = "redis://localhost:6379/0"
+    home: Path = Path(".mlqueue")
+    auth_tokens: Mapping[str, str] = field(default_factory=dict)  # token → tenant; empty: no auth
+    preload: tuple[tuple[str, str, str], ...] = ()
+    max_upload_mb: int = 100
+    max_batch_rows: int = 1000
+    job_ttl_s: int = 7 * 24 * 3600  # finished job records expire after this
+    job_time_limit_s: int = 6 * 3600  # the longest a job may run
+    visibility_timeout_s: int = 12 * 3600  # > longest job + queue wait, or Redis redelivers running jobs
+    max_attempts: int = 3
+    heartbeat_s: float = 2.0
+    torch_threads: int = 1
+    batch_max_size: int = 64
+    batch_max_delay_ms: float = 2.0
+    secret_key: str = ""
+
+    @property
+    def auth_enabled(self) -> bool:
+        return bool(self.auth_tokens)
+
+    @property
+    def datasets_dir(self) -> Path:
+        return self.home / "datasets"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.home / "models"
+
+    @property
+    def checkpoints_dir(self) -> Path:
+        return self.home / "checkpoints"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        d = cls()
+        return cls(
+            redis_url=env.get("MLQ_REDIS_URL") or d.redis_url,
+            home=Path(env.get("MLQ_HOME") or d.home).absolute(),
+            auth_tokens=parse_tokens(env.get("MLQ_AUTH_TOKENS", "")),
+            preload=parse_preload(env.get("MLQ_PRELOAD", "")),
+            max_upload_mb=_int(env, "MLQ_MAX_UPLOAD_MB", d.max_upload_mb, 1),
+            max_batch_rows=_int(env, "MLQ_MAX_BATCH_ROWS", d.max_batch_rows, 1),
+            job_ttl_s=_int(env, "MLQ_JOB_TTL_S", d.job_ttl_s, 60),
+            job_time_limit_s=_int(env, "MLQ_JOB_TIME_LIMIT_S", d.job_time_limit_s, 1),
+            visibility_timeout_s=_int(env, "MLQ_VISIBILITY_TIMEOUT_S", d.visibility_timeout_s, 60),
+            max_attempts=_int(env, "MLQ_MAX_ATTEMPTS", d.max_attempts, 1),
+            heartbeat_s=_float(env, "MLQ_HEARTBEAT_S", d.heartbeat_s),
+            torch_threads=_int(env, "MLQ_TORCH_THREADS", d.torch_threads, 1),
+            batch_max_size=_int(env, "MLQ_BATCH_MAX_SIZE", d.batch_max_size, 1),
+            batch_max_delay_ms=_float(env, "MLQ_BATCH_MAX_DELAY_MS", d.batch_max_delay_ms),
+            secret_key=env.get("MLQ_SECRET_KEY", ""),
+        )
