@@ -172,6 +172,7 @@ def validate_params(algorithm: str, params: dict[str, Any] | None, task: str | N
         raise InvalidParams("invalid params: " + "; ".join(e["msg"] if e["loc"][-1] in e["msg"]
                                                            else f"{e['loc'][-1]}: {e['msg']}" for e in errors),
                             errors=errors)
-    out = {key: (list(spec.default) if isinstance(spec.default, list) else spec.default) for key, spec in schema.items()}
+    # Copy list defaults so a caller mutating its params never changes the schema.
+    out = {key: (list(s.default) if isinstance(s.default, list) else s.default) for key, s in schema.items()}
     out.update(params)
     return out

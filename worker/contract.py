@@ -6,7 +6,7 @@ Torch-free and Celery-free: the API imports it to enqueue by name, the workers t
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 from training.params import ALGORITHM_NAMES  # noqa: F401  (re-exported: the names the contract accepts)
@@ -19,7 +19,7 @@ TRAIN_TASK = "mlqueue.train"
 PREDICT_TASK = "mlqueue.predict"
 
 
-class JobStatus(str, Enum):
+class JobStatus(StrEnum):
     QUEUED = "queued"
     RUNNING = "running"
     SUCCEEDED = "succeeded"
@@ -34,7 +34,7 @@ class JobStatus(str, Enum):
 FINAL_STATUSES = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED})
 
 
-class JobType(str, Enum):
+class JobType(StrEnum):
     TRAIN = "train"
     PREDICT = "predict"
 
