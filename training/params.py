@@ -135,14 +135,14 @@ def _check_value(name: str, spec: ParamSpec, value: Any) -> str | None:
 
 def _check_number(name: str, spec: ParamSpec, value: Any, kind: str) -> str | None:
     # bool is an int subclass in Python; `true` is never a valid number here.
-    ok_types: tuple[type, ...] = (int,) if kind == "int" else (int, float)
-    if isinstance(value, bool) or not isinstance(value, ok_types):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind == "int" and isinstance(value, float)):
         return f"{name} must be {spec.describe()}, got {value!r}"
-    if value != value or value in (float("inf"), float("-inf")):
+    number = float(value)
+    if number != number or number in (float("inf"), float("-inf")):
         return f"{name} must be a finite number, got {value!r}"
-    if spec.minimum is not None and (value <= spec.minimum if spec.exclusive_minimum else value < spec.minimum):
+    if spec.minimum is not None and (number <= spec.minimum if spec.exclusive_minimum else number < spec.minimum):
         return f"{name} must be {spec.describe()}, got {value!r}"
-    if spec.maximum is not None and value > spec.maximum:
+    if spec.maximum is not None and number > spec.maximum:
         return f"{name} must be {spec.describe()}, got {value!r}"
     return None
 
