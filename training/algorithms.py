@@ -8,14 +8,12 @@ the MLP as safetensors weights plus a JSON architecture.
 from __future__ import annotations
 
 import json
-import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
-import skops.io as sio
 import torch
 from safetensors.torch import load_file, save_file
 from sklearn.base import BaseEstimator
@@ -28,6 +26,7 @@ from sklearn.ensemble import (
 from sklearn.linear_model import LinearRegression, LogisticRegression, Ridge
 from sklearn.metrics import log_loss, mean_squared_error
 
+from training import safe_skops
 from training.errors import ArtifactTampered, Cancelled, MLQError
 from training.mlp import MLP, resolve_device, train_loop
 from training.params import ALGORITHM_TASKS, CLASSIFICATION, REGRESSION, check_algorithm
@@ -123,41 +122,13 @@ class SklearnModel:
         return full / full.sum(axis=1, keepdims=True)
 
     def save(self, directory: Path) -> None:
-        directory.mkdir(parents=True, exist_ok=True)
-        sio.dump({"estimator": self.estimator, "task": self.task, "n_classes": self.n_classes},
-                 directory / SKOPS_FILE)
+        safe_skops.dump({"estimator": self.estimator, "task": self.task, "n_classes": self.n_classes},
+                        directory / SKOPS_FILE, TRUSTED_TYPES)
 
     @classmethod
     def load(cls, directory: Path) -> SklearnModel:
-        path = directory / SKOPS_FILE
-        if not path.is_file():
-            raise ArtifactTampered(f"{path} is missing; the model version is incomplete")
-        untrusted = sorted(t for t in _skops_types(path) if t not in TRUSTED_TYPES)
-        if untrusted:
-            raise ArtifactTampered(f"{path} contains types mlqueue never writes and will not load: "
-                                   f"{', '.join(untrusted)}; retrain the model with mlqueue")
-        content = sio.load(path, trusted=TRUSTED_TYPES)
+        content = safe_skops.load(directory / SKOPS_FILE, TRUSTED_TYPES)
         return cls(content["estimator"], content["task"], int(content["n_classes"]))
-
-
-def _skops_types(path: Path) -> set[str]:
-    """Every type named in a .skops file: its schema's nodes plus whatever skops itself calls untrusted."""
-    try:
-        with zipfile.ZipFile(path) as archive:
-            schema = json.loads(archive.read("schema.json"))
-        found = set(sio.get_untrusted_types(file=path))
-    except (zipfile.BadZipFile, KeyError, ValueError) as exc:
-        raise ArtifactTampered(f"{path} is not a readable skops file: {exc}") from exc
-    stack: list[Any] = [schema]
-    while stack:
-        node = stack.pop()
-        if isinstance(node, dict):
-            if "__class__" in node and "__module__" in node:
-                found.add(f"{node['__module__']}.{node['__class__']}")
-            stack.extend(node.values())
-        elif isinstance(node, list):
-            stack.extend(node)
-    return found
 
 
 class TorchMLPModel:

@@ -9,25 +9,21 @@ from __future__ import annotations
 
 import hashlib
 import io
-import math
-import os
 import re
-import zipfile
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-import skops.io as sio
 from sklearn.compose import ColumnTransformer
 from sklearn.impute import SimpleImputer
 from sklearn.model_selection import train_test_split
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardScaler
-from skops.io.exceptions import UntrustedTypesFoundException
 
-from training.errors import ArtifactTampered, ColumnNotFound, DataError, InvalidInput
+from training import safe_skops
+from training.errors import ColumnNotFound, DataError
 
 CLASSIFICATION = "classification"
 REGRESSION = "regression"
@@ -45,8 +41,9 @@ TRUSTED_TYPES = [
     "sklearn.preprocessing._data.StandardScaler",
     "sklearn.preprocessing._encoders.OneHotEncoder",
     "sklearn.preprocessing._function_transformer.FunctionTransformer",
-    "numpy.dtype",
-    "numpy.float32",
+    "builtins.dict", "builtins.list", "builtins.tuple", "builtins.str", "builtins.int", "builtins.float",
+    "builtins.bool", "builtins.NoneType", "builtins.slice", "builtins.object",
+    "numpy.ndarray", "numpy.dtype", "numpy.float32", "numpy.float64", "numpy.int64", "numpy.bool_",
 ]
 
 
@@ -198,7 +195,7 @@ def _numeric_with_strings(df: pd.DataFrame, columns: list[str]) -> None:
             )
 
 
-def _as_categories(values: Any) -> pd.Series:
+def as_categories(values: Any) -> pd.Series:
     """Categories as text with NaN for gaps, the same way in training and at prediction time, so that 1 and "1"
     are one category."""
     s = pd.Series(values, dtype=object)
@@ -231,7 +228,7 @@ def _encode_target(y: pd.Series, task: str) -> tuple[np.ndarray, list[Any] | Non
                             "use task 'classification' or pick a numeric target")
         return y.to_numpy(dtype=np.float64), None
     if not (pd.api.types.is_numeric_dtype(y) or pd.api.types.is_bool_dtype(y)):
-        y = _as_categories(y).rename(y.name)  # mixed text labels sort only as text
+        y = as_categories(y).rename(y.name)  # mixed text labels sort only as text
     uniques, codes = np.unique(y.to_numpy(), return_inverse=True)
     classes = [v.item() if isinstance(v, np.generic) else v for v in uniques]
     if len(classes) < 2:
@@ -308,7 +305,7 @@ def prepare(
         n: "number" if pd.api.types.is_numeric_dtype(data[n]) and not pd.api.types.is_bool_dtype(data[n])
         else "category" for n in features
     }
-    X = pd.DataFrame({n: data[n].astype(np.float64) if feature_dtypes[n] == "number" else _as_categories(data[n])
+    X = pd.DataFrame({n: data[n].astype(np.float64) if feature_dtypes[n] == "number" else as_categories(data[n])
                       for n in features})
     train, val, test = _split(len(X), y_all if classes else None, classes, split)
     X_train, X_val, X_test = (X.iloc[i].reset_index(drop=True) for i in (train, val, test))
@@ -326,94 +323,9 @@ def prepare(
 
 def save_preprocessor(pre: ColumnTransformer, path: Path) -> None:
     """Write `pre` with skops, atomically; refuses to write a type that load_preprocessor would not trust."""
-    blob = sio.dumps(pre)
-    extra = sorted(set(sio.get_untrusted_types(data=blob)) - set(TRUSTED_TYPES))
-    if extra:
-        raise DataError(f"the preprocessor holds types outside TRUSTED_TYPES: {', '.join(extra)}")
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(blob)
-    os.replace(tmp, path)
+    safe_skops.dump(pre, path, TRUSTED_TYPES)
 
 
 def load_preprocessor(path: Path) -> ColumnTransformer:
     """Load a preprocessor saved by save_preprocessor; any type outside TRUSTED_TYPES is refused unbuilt."""
-    try:
-        extra = sorted(set(sio.get_untrusted_types(file=path)) - set(TRUSTED_TYPES))
-        if extra:
-            raise ArtifactTampered(f"{path.name} contains types that are not trusted ({', '.join(extra)}); "
-                                   "it was not loaded. Re-train the model to get a clean artifact")
-        return sio.load(path, trusted=TRUSTED_TYPES)
-    except UntrustedTypesFoundException as exc:
-        raise ArtifactTampered(f"{path.name} contains untrusted types; it was not loaded: {exc}") from exc
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:  # a truncated zip or a bad schema
-        raise ArtifactTampered(f"{path.name} is not a readable skops preprocessor: {exc}") from exc
-
-
-def _bad_number(value: Any) -> str | None:
-    """Why `value` cannot fill a "number" feature, or None when it can (None/NaN are gaps the imputer fills)."""
-    if value is None:
-        return None
-    if isinstance(value, bool | np.bool_):
-        return f"expected a number, got the boolean {value!r}"
-    if isinstance(value, int | float | np.integer | np.floating):
-        try:
-            number = float(value)
-        except OverflowError:
-            number = math.inf
-        return None if not math.isinf(number) else f"expected a finite number, got {value!r}"
-    if isinstance(value, str):
-        return f"expected a number, got the string {value!r}; send numbers unquoted"
-    return f"expected a number, got a {type(value).__name__}"
-
-
-def _number_column(values: list[Any], name: str) -> np.ndarray:
-    try:
-        if {type(v) for v in values} <= {int, float, type(None)}:  # plain JSON numbers: one C-level conversion
-            column = np.array(values, dtype=np.float64)
-            if not np.isinf(column).any():
-                return column
-    except OverflowError:
-        pass
-    for i, v in enumerate(values):  # the slow path only runs to say which value is wrong
-        if (why := _bad_number(v)) is not None:
-            raise InvalidInput(f"row {i}, feature {name!r}: {why}", row=i, column=name)
-    return np.array(values, dtype=np.float64)
-
-
-def frame_from_rows(rows: list[Any], features: list[str], feature_dtypes: dict[str, str]) -> pd.DataFrame:
-    """Raw prediction rows → a DataFrame in `features` order, typed the way prepare typed the training frame.
-
-    A row is a dict keyed by feature (extra keys are ignored) or a list in `features` order. None (or NaN) means
-    "missing": the preprocessor imputes it with the training median / most frequent category.
-    """
-    if not isinstance(rows, list):
-        raise InvalidInput(f"inputs must be a list of rows, got {type(rows).__name__}")
-    n = len(features)
-    matrix: list[Any] = []
-    for i, row in enumerate(rows):
-        if isinstance(row, dict):
-            missing = next((f for f in features if f not in row), None)
-            if missing is not None:
-                raise InvalidInput(f"row {i} has no value for feature {missing!r}; each row needs: "
-                                   f"{', '.join(features)}", row=i, column=missing)
-            matrix.append([row[f] for f in features])
-        elif isinstance(row, list | tuple):
-            if len(row) != n:
-                raise InvalidInput(f"row {i} has {len(row)} values; expected {n}, in this order: "
-                                   f"{', '.join(features)}", row=i)
-            matrix.append(row)
-        else:
-            raise InvalidInput(f"row {i} is a {type(row).__name__}; expected an object keyed by feature name "
-                               f"or a list of {n} values", row=i)
-    columns: dict[str, Any] = {}
-    for j, name in enumerate(features):
-        values = [r[j] for r in matrix]
-        if feature_dtypes[name] == "number":
-            columns[name] = _number_column(values, name)
-        else:
-            for i, v in enumerate(values):
-                if v is not None and not isinstance(v, str | int | float | bool | np.generic):
-                    raise InvalidInput(f"row {i}, feature {name!r}: expected a single value (text or number), "
-                                       f"got a {type(v).__name__}", row=i, column=name)
-            columns[name] = _as_categories(values)
-    return pd.DataFrame(columns, columns=features)
+    return safe_skops.load(path, TRUSTED_TYPES)

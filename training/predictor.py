@@ -13,9 +13,10 @@ from typing import Any
 import numpy as np
 
 from training.algorithms import Model, load_model
-from training.data import frame_from_rows, load_preprocessor
+from training.data import load_preprocessor
 from training.errors import InvalidInput, InvalidParams, MLQError
 from training.registry import ModelRegistry
+from training.rows import frame_from_rows
 
 CLASSIFICATION = "classification"
 OUTPUTS = ("label", "proba", "both")
