@@ -1,0 +1,12 @@
+"""The Celery app of a worker process, for `celery -A worker.app worker` (the launcher runs exactly that).
+
+The process edge: settings are read here, once, from the environment; everything below takes them as arguments.
+"""
+
+from worker.celery_app import make_celery
+from worker.settings import Settings
+from worker.tasks import register_tasks
+
+settings = Settings.from_env()
+app = make_celery(settings)
+register_tasks(app, settings)
