@@ -1,0 +1,64 @@
+"""The mlqueue REST API: `create_app(settings)` builds a flask-openapi3 app with one blueprint per resource.
+
+The API process stays light: it imports no torch, scikit-learn, pandas or numpy, never imports `worker.tasks`,
+and of `training` only the stdlib modules errors, params and registry (a test checks sys.modules).
+"""
+
+from __future__ import annotations
+
+import redis
+from flask import Response, request
+from flask_openapi3 import Info, OpenAPI
+
+from api import datasets, jobs, models, predict, service
+from api.auth import init_auth
+from api.metrics import make_registry
+from api.parsing import check_json_body
+from api.problems import register_error_handlers, validation_error_response
+from api.schemas import Problem as ProblemModel
+from api.services import Services
+from training.registry import ModelRegistry
+from worker.celery_app import make_celery
+from worker.datasets import DatasetStore
+from worker.jobs import JobStore
+from worker.settings import Settings
+
+REDIS_TIMEOUT_S = 2.0
+MULTIPART_OVERHEAD = 1 << 20  # boundaries and part headers around the CSV itself
+
+
+def create_app(settings: Settings | None = None) -> OpenAPI:
+    """Build the API for `settings` (default: `Settings.from_env()`, read here, at the process edge)."""
+    settings = settings or Settings.from_env()
+    app = OpenAPI(__name__, info=Info(title="mlqueue", version="1.0.0",
+                                      description="Async job backend for machine learning"),
+                  security_schemes={"bearer": {"type": "http", "scheme": "bearer"}},
+                  validation_error_status=422, validation_error_model=ProblemModel,
+                  validation_error_callback=validation_error_response, doc_ui=False)
+    # Uploads are streamed and counted by DatasetStore; this bound also stops any other oversized body early.
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_upload_mb * 1024 * 1024 + MULTIPART_OVERHEAD
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+
+    client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=REDIS_TIMEOUT_S,
+                                  socket_timeout=REDIS_TIMEOUT_S, health_check_interval=30, decode_responses=True)
+    job_store = JobStore(client, ttl_s=settings.job_ttl_s)
+    app.extensions["mlq"] = Services(
+        settings=settings, redis=client, jobs=job_store, datasets=DatasetStore(settings.datasets_dir),
+        registry=ModelRegistry(settings.models_dir, secret_key=settings.secret_key or None),
+        celery=make_celery(settings))
+    metrics_registry, http_requests = make_registry(job_store)
+    app.extensions["mlq_metrics"] = metrics_registry
+
+    init_auth(app, settings)
+    app.before_request(check_json_body)
+    register_error_handlers(app)
+
+    @app.after_request
+    def count(response: Response) -> Response:
+        route = request.url_rule.rule if request.url_rule else "unmatched"
+        http_requests.labels(request.method, route, str(response.status_code)).inc()
+        return response
+
+    for module in (service, datasets, jobs, models, predict):
+        app.register_api(module.bp)
+    return app

@@ -1,0 +1,49 @@
+"""Bearer tokens → tenant. Tokens are compared in constant time against every configured token; never logged."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+
+from flask import Flask, g, request
+
+from api.problems import ApiError
+from training.registry import NAME_RE
+from worker.settings import Settings, SettingsError
+
+REALM = 'Bearer realm="mlqueue"'
+
+
+def _digest(token: str) -> bytes:
+    # Hashing first makes every comparison the same length, so timing says nothing about the token's length.
+    return hashlib.sha256(token.encode()).digest()
+
+
+def init_auth(app: Flask, settings: Settings) -> None:
+    """Install the hook that sets `g.tenant` for every /v1 request (401 when tokens are set and none fits)."""
+    known = [(_digest(token), tenant) for token, tenant in settings.auth_tokens.items()]
+    for _, tenant in known:
+        if not NAME_RE.fullmatch(tenant):
+            raise SettingsError(f"MLQ_AUTH_TOKENS: tenant {tenant!r} must match ^[a-z0-9][a-z0-9._-]{{0,62}}$")
+
+    @app.before_request
+    def authenticate() -> None:
+        if not request.path.startswith("/v1"):
+            return
+        if not known:
+            g.tenant = "default"
+            return
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token:
+            raise ApiError(401, "missing bearer token: send 'Authorization: Bearer <token>'", code="unauthorized",
+                           headers={"WWW-Authenticate": REALM})
+        digest = _digest(token)
+        tenant = None
+        for candidate, owner in known:  # no early exit: every token is compared
+            if hmac.compare_digest(digest, candidate):
+                tenant = owner
+        if tenant is None:
+            raise ApiError(401, "invalid bearer token", code="unauthorized",
+                           headers={"WWW-Authenticate": REALM + ', error="invalid_token"'})
+        g.tenant = tenant

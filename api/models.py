@@ -1,0 +1,89 @@
+"""Models in the registry: list, read, version manifests, aliases, deletion and artifact download."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Response, jsonify
+from flask_openapi3 import APIBlueprint, Tag
+
+from api.schemas import (
+    AliasBody,
+    AliasPath,
+    Manifest,
+    Model,
+    ModelList,
+    ModelPath,
+    ModelSummary,
+    Problem,
+    VersionPath,
+)
+from api.services import services, tenant
+from training.errors import NotFound
+from training.registry import NAME_RE
+
+bp = APIBlueprint("models", __name__, url_prefix="/v1/models", abp_tags=[Tag(name="models")],
+                  abp_security=[{"bearer": []}],
+                  abp_responses={401: Problem, 404: Problem, 422: Problem, 503: Problem})
+
+
+def known_name(name: str) -> str:
+    """A name that cannot exist is simply not found (a 404 like any unknown model, not a 422)."""
+    if not NAME_RE.fullmatch(name):
+        raise NotFound(f"no model named {name!r}; list yours with GET /v1/models")
+    return name
+
+
+def _summary(model: dict[str, Any]) -> dict[str, Any]:
+    return {"name": model["name"], "latest_version": model["latest_version"], "aliases": model["aliases"]}
+
+
+@bp.get("", responses={200: ModelList})
+def list_models() -> Response:
+    """The tenant's models with their latest version and aliases, by name."""
+    return jsonify({"items": services().registry.list_models(tenant()), "next_cursor": None})
+
+
+@bp.get("/<name>", responses={200: Model})
+def get_model(path: ModelPath) -> Response:
+    """The model with all its versions (manifests)."""
+    return jsonify(services().registry.get_model(tenant(), known_name(path.name)))
+
+
+@bp.get("/<name>/versions/<int:version>", responses={200: Manifest})
+def get_version(path: VersionPath) -> Response:
+    """One version's manifest: algorithm, task, params, metrics, features, classes, dataset, artifact."""
+    return jsonify(services().registry.manifest(tenant(), known_name(path.name), path.version))
+
+
+@bp.delete("/<name>/versions/<int:version>", responses={204: None, 409: Problem})
+def delete_version(path: VersionPath) -> tuple[str, int]:
+    """Delete a version; 409 while an alias points at it."""
+    services().registry.delete_version(tenant(), known_name(path.name), path.version)
+    return "", 204
+
+
+@bp.get("/<name>/versions/<int:version>/artifact",
+        responses={200: {"content": {"application/gzip": {"schema": {"type": "string", "format": "binary"}}}}})
+def download_artifact(path: VersionPath) -> Response:
+    """The version directory as a .tar.gz, checked against its manifest's sha256 sums first."""
+    name = known_name(path.name)
+    data = services().registry.archive(tenant(), name, path.version)
+    response = Response(data, mimetype="application/gzip")
+    response.headers["Content-Disposition"] = f'attachment; filename="{name}-v{path.version}.tar.gz"'
+    return response
+
+
+@bp.put("/<name>/aliases/<alias>", responses={200: ModelSummary})
+def set_alias(path: AliasPath, body: AliasBody) -> Response:
+    """Point an alias (production, staging, …) at a version; workers serving the alias follow it."""
+    registry = services().registry
+    name = known_name(path.name)
+    registry.set_alias(tenant(), name, path.alias, body.version)
+    return jsonify(_summary(registry.get_model(tenant(), name)))
+
+
+@bp.delete("/<name>/aliases/<alias>", responses={204: None})
+def delete_alias(path: AliasPath) -> tuple[str, int]:
+    services().registry.delete_alias(tenant(), known_name(path.name), path.alias)
+    return "", 204

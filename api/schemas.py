@@ -1,0 +1,234 @@
+"""Request and response models of the REST contract (docs/api.md). Pydantic v2 only, no Flask: the OpenAPI
+document is generated from these, and clients may reuse them."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from training.params import ALGORITHM_NAMES
+
+MODEL_NAME = r"^[a-z0-9][a-z0-9._-]{0,62}$"
+JobStatusName = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+JobTypeName = Literal["train", "predict", "batch_predict", "optimize", "search"]
+
+
+class Body(BaseModel):
+    # Strict JSON: unknown fields are refused (no mass assignment) and "true"/"1" are not booleans or numbers.
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+# ---- problems -------------------------------------------------------------------------------------------
+class ErrorItem(BaseModel):
+    loc: list[str | int]
+    msg: str
+
+
+class Problem(BaseModel):
+    type: str
+    title: str
+    status: int
+    detail: str
+    instance: str | None = None
+    code: str | None = None
+    errors: list[ErrorItem] | None = None
+
+
+# ---- shared query, header and path parts -----------------------------------------------------------------
+class ListQuery(BaseModel):
+    limit: int = Field(50, ge=1, le=200)
+    cursor: str | None = Field(None, max_length=512)
+
+
+class WaitQuery(BaseModel):
+    wait: int | None = Field(None, ge=0, description="seconds to wait for the job to end (at most 30)")
+
+
+class JobHeaders(BaseModel):
+    idempotency_key: str | None = Field(None, alias="Idempotency-Key", min_length=1, max_length=255,
+                                        pattern=r"^[\x21-\x7e]+$")
+    prefer: str | None = Field(None, alias="Prefer", max_length=1024, description="RFC 7240, e.g. wait=10")
+
+
+# ---- datasets --------------------------------------------------------------------------------------------
+class UploadQuery(BaseModel):
+    name: str | None = Field(None, min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f]+$")
+
+
+class DatasetPath(BaseModel):
+    dataset_id: str = Field(max_length=64)
+
+
+class Column(BaseModel):
+    name: str
+    dtype: Literal["number", "string"]
+    missing: int
+
+
+class Dataset(BaseModel):
+    id: str
+    name: str
+    rows: int
+    columns: list[Column]
+    sha256: str
+    size_bytes: int
+    created_at: str
+
+
+class DatasetList(BaseModel):
+    items: list[Dataset]
+    next_cursor: str | None
+
+
+# ---- jobs ------------------------------------------------------------------------------------------------
+class JobPath(BaseModel):
+    job_id: str = Field(max_length=64)
+
+
+class JobsQuery(ListQuery):
+    status: JobStatusName | None = None
+    type: JobTypeName | None = None
+    model: str | None = Field(None, max_length=63)
+
+
+class JobLinks(BaseModel):
+    self: str
+    events: str
+    cancel: str
+
+
+class Progress(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    fraction: float | None = None
+    epoch: int | None = None
+    epochs: int | None = None
+    loss: float | None = None
+    val_loss: float | None = None
+    message: str | None = None
+
+
+class JobErrorOut(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    type: str
+    message: str
+
+
+class Job(BaseModel):
+    id: str
+    type: JobTypeName
+    status: JobStatusName
+    model: str | None
+    created_at: str
+    started_at: str | None
+    finished_at: str | None
+    attempts: int
+    progress: Progress | None
+    result: dict[str, Any] | None
+    error: JobErrorOut | None
+    links: JobLinks
+
+
+class JobList(BaseModel):
+    items: list[Job]
+    next_cursor: str | None
+
+
+# ---- training --------------------------------------------------------------------------------------------
+class Preprocessing(Body):
+    missing: Literal["drop", "impute"] = "impute"
+    deduplicate: bool = False
+    scale: bool = True
+
+
+class Split(Body):
+    test: float = Field(default=0.2, gt=0, lt=1)
+    validation: float = Field(default=0.1, ge=0, lt=1)
+    seed: int = Field(default=0, ge=0, le=2**32 - 1)
+    stratify: bool = True
+
+    @model_validator(mode="after")
+    def leaves_training_rows(self) -> Split:
+        if self.test + self.validation >= 1:
+            raise ValueError("test + validation must be below 1, so that rows are left to train on")
+        return self
+
+
+class TrainBody(Body):
+    model: str = Field(pattern=MODEL_NAME, description="model name; a new version is registered under it")
+    dataset: str = Field(min_length=1, max_length=64, description="dataset id from POST /v1/datasets")
+    target: str = Field(min_length=1, max_length=1000)
+    algorithm: str = Field(json_schema_extra={"enum": list(ALGORITHM_NAMES)})
+    task: Literal["classification", "regression"] | None = None
+    features: list[str] | None = Field(None, min_length=1, max_length=10_000)
+    params: dict[str, Any] = Field(default_factory=dict)
+    preprocessing: Preprocessing = Field(default_factory=lambda: Preprocessing())
+    split: Split = Field(default_factory=lambda: Split())
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+
+# ---- models and inference --------------------------------------------------------------------------------
+class ModelPath(BaseModel):
+    name: str = Field(max_length=63)
+
+
+class VersionPath(ModelPath):
+    version: int
+
+
+class AliasPath(ModelPath):
+    alias: str = Field(max_length=63)
+
+
+class AliasBody(Body):
+    version: int = Field(ge=1)
+
+
+class ModelSummary(BaseModel):
+    name: str
+    latest_version: int | None
+    aliases: dict[str, int]
+
+
+class ModelList(BaseModel):
+    items: list[ModelSummary]
+    next_cursor: str | None = None
+
+
+class Manifest(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    version: int
+    created_at: str
+    artifact: dict[str, Any]
+
+
+class Model(ModelSummary):
+    versions: list[Manifest]
+
+
+class Postprocess(Body):
+    output: Literal["label", "proba", "both"] | None = None
+    top_k: int | None = Field(None, ge=1, le=10_000)
+    threshold: float | None = Field(None, ge=0, le=1)
+    sort: Literal["desc", "asc", "none"] | None = None
+
+
+class PredictBody(Body):
+    version: str | int | None = Field(None, description="alias or version number; default production, else latest")
+    inputs: list[dict[str, Any] | list[Any]] = Field(min_length=1, description="raw rows, up to MLQ_MAX_BATCH_ROWS")
+    postprocess: Postprocess | None = None
+
+
+# ---- service ---------------------------------------------------------------------------------------------
+class Health(BaseModel):
+    status: str
+
+
+class QueueState(BaseModel):
+    workers: int
+    depth: int | None
+
+
+class Readiness(BaseModel):
+    redis: str
+    queues: dict[str, QueueState]

@@ -1,0 +1,113 @@
+"""Creating a job: idempotency, the job record, the Celery message, and the 202/200 answer.
+
+Idempotency-Key (per tenant, 24 h): the first request claims the key with SET NX and a placeholder; the same
+key with the same body (fingerprint = sha256 of method, path and canonical JSON) replays the same job; with a
+different body it is a 422; while the first request is still being handled, 409. A request refused as invalid
+releases its claim, so the client can fix the body and retry with the same key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from flask import Response, jsonify, request
+
+from api.parsing import wait_seconds
+from api.problems import ApiError
+from api.schemas import JobHeaders
+from api.services import services, tenant
+from worker.contract import FINAL_STATUSES
+from worker.ids import new_id
+
+log = logging.getLogger(__name__)
+IDEMPOTENCY_TTL_S = 24 * 3600
+FINAL = {s.value for s in FINAL_STATUSES}
+RETRY_AFTER = {"train": "5", "predict": "1"}
+
+
+def fingerprint() -> str:
+    """sha256 of method, path and the body as canonical JSON (key order and spacing do not matter)."""
+    canonical = json.dumps(request.get_json(silent=True), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(f"{request.method}\n{request.path}\n{canonical}".encode()).hexdigest()
+
+
+def _claim(key: str, print_: str) -> str | None:
+    """Claim the key (None) or return the job id it already stands for; ApiError 422/409 otherwise."""
+    redis = services().redis
+    name = _key_name(key)
+    if redis.set(name, json.dumps({"fingerprint": print_, "job_id": None}), nx=True, ex=IDEMPOTENCY_TTL_S):
+        return None
+    raw = redis.get(name)
+    stored = json.loads(raw) if raw else {"fingerprint": print_, "job_id": None}
+    if stored["fingerprint"] != print_:
+        raise ApiError(422, "this Idempotency-Key was already used with a different request body; use a new key "
+                       "for a new request", code="idempotency_key_reused",
+                       errors=[{"loc": ["header", "Idempotency-Key"], "msg": "reused with a different body"}])
+    if stored["job_id"] is None:
+        raise ApiError(409, "a request with this Idempotency-Key is still being handled; retry in a moment",
+                       code="idempotency_key_in_use", headers={"Retry-After": "1"})
+    return stored["job_id"]
+
+
+def _key_name(key: str) -> str:
+    return f"mlq:idem:{tenant()}:{hashlib.sha256(key.encode()).hexdigest()}"
+
+
+def submit(*, job_type: str, model: str, task_name: str, queue: str, headers: JobHeaders, wait: int | None,
+           build: Callable[[str], tuple[dict[str, Any], dict[str, Any]]]) -> Response:
+    """Validate (via `build`), record and enqueue a job, then answer it.
+
+    `build(job_id)` raises for invalid input, else returns (the Celery message, the request kept on the record).
+    """
+    svc = services()
+    key = headers.idempotency_key
+    if key:
+        existing = _claim(key, fingerprint())
+        if existing is not None:
+            job = svc.jobs.get_for(tenant(), existing)
+            if job is None:
+                raise ApiError(409, "the job this Idempotency-Key created has expired; use a new key",
+                               code="idempotency_key_expired")
+            return answer(job, wait)
+    done = False
+    try:
+        job_id = new_id("job")
+        message, record = build(job_id)
+        job = svc.jobs.create(tenant(), job_type, model, record, job_id=job_id)
+        try:
+            svc.celery.send_task(task_name, args=[message], task_id=job_id, queue=queue)
+        except Exception:
+            log.exception("could not enqueue job %s", job_id)
+            svc.jobs.finish(job_id, "failed", error={"type": "enqueue_failed", "message": "the queue is down"})
+            raise ApiError(503, "the queue (Redis) is not answering; retry shortly", code="unavailable",
+                           headers={"Retry-After": "5"}) from None
+        if key:
+            svc.redis.set(_key_name(key), json.dumps({"fingerprint": fingerprint(), "job_id": job_id}),
+                          ex=IDEMPOTENCY_TTL_S)
+        done = True
+    finally:
+        if key and not done:
+            svc.redis.delete(_key_name(key))
+    return answer(job, wait)
+
+
+def answer(job: dict[str, Any], wait: int | None) -> Response:
+    """200 with the job when it ended within the requested wait, else 202 + Location + Retry-After."""
+    jobs = services().jobs
+    seconds, from_prefer = wait_seconds(wait)
+    if seconds > 0 and job["status"] not in FINAL:
+        job = jobs.wait(job["id"], seconds) or job
+    response = jsonify(jobs.public(job))
+    if from_prefer:
+        response.headers["Preference-Applied"] = f"wait={seconds}"
+    if seconds > 0 and job["status"] in FINAL:
+        response.status_code = 200
+        return response
+    response.status_code = 202
+    response.headers["Location"] = f"/v1/jobs/{job['id']}"
+    response.headers["Retry-After"] = RETRY_AFTER.get(job["type"], "2")
+    return response

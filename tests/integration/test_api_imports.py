@@ -1,0 +1,31 @@
+"""The API process stays light: importing it and building the app loads no ML library and no task module."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+FORBIDDEN = ["numpy", "pandas", "sklearn", "torch", "worker.tasks", "training.data", "training.algorithms",
+             "training.predictor", "training.pipeline", "training.mlp", "training.metrics"]
+
+SCRIPT = """
+import json, sys
+import api
+from worker.settings import Settings
+app = api.create_app(Settings(redis_url="redis://127.0.0.1:1/0", home=__import__("pathlib").Path(sys.argv[1])))
+app.test_client().get("/openapi.json")
+print(json.dumps(sorted(sys.modules)))
+"""
+
+
+def test_creating_the_app_imports_no_torch_sklearn_pandas_numpy_or_task_modules(tmp_path: Path) -> None:
+    root = Path(__file__).resolve().parents[2]
+    out = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path)], cwd=root, capture_output=True, text=True,
+                         check=True, timeout=120)
+    loaded = set(json.loads(out.stdout.strip().splitlines()[-1]))
+    assert "api" in loaded and "flask_openapi3" in loaded
+    assert not [m for m in FORBIDDEN if m in loaded]
+    assert {m for m in loaded if m.startswith("training.")} <= {"training.errors", "training.params",
+                                                               "training.registry"}

@@ -1,0 +1,134 @@
+"""JobStore against a real Redis: atomic transitions, first final status wins, cancel, TTL, listing, wait."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+import redis
+
+from worker.jobs import InvalidCursor, JobConflict, JobStore
+
+
+@pytest.fixture
+def store(redis_client: redis.Redis) -> JobStore:
+    return JobStore(redis_client, ttl_s=3600)
+
+
+def test_a_job_goes_queued_running_succeeded_with_timestamps_and_attempts(store: JobStore) -> None:
+    job = store.create("t1", "train", "iris", {"a": 1})
+    assert job["status"] == "queued" and job["attempts"] == 0 and job["created_at"].endswith("Z")
+    assert store.mark_running(job["id"], "w1")
+    store.set_progress(job["id"], {"fraction": 0.5, "epoch": 1, "epochs": 2})
+    running = store.get(job["id"])
+    assert running["status"] == "running" and running["attempts"] == 1 and running["worker"] == "w1"
+    assert running["progress"]["fraction"] == 0.5 and running["started_at"].endswith("Z")
+    assert store.finish(job["id"], "succeeded", result={"version": 1})
+    done = store.get(job["id"])
+    assert done["status"] == "succeeded" and done["result"] == {"version": 1} and done["finished_at"]
+    assert store.public(done)["links"]["self"] == f"/v1/jobs/{job['id']}"
+    assert "tenant" not in store.public(done) and "request" not in store.public(done)
+
+
+def test_only_the_first_final_status_wins(store: JobStore) -> None:
+    job = store.create("t1", "train", "iris", {})
+    store.mark_running(job["id"], "w1")
+    assert store.finish(job["id"], "failed", error={"type": "x", "message": "boom"})
+    assert not store.finish(job["id"], "succeeded", result={"version": 1})
+    assert not store.mark_running(job["id"], "w2")
+    assert store.get(job["id"])["status"] == "failed"
+    store.set_progress(job["id"], {"fraction": 0.9})
+    assert store.get(job["id"])["progress"] is None
+
+
+def test_concurrent_finishes_have_exactly_one_winner(store: JobStore, redis_url: str) -> None:
+    job = store.create("t1", "train", "iris", {})
+    wins: list[bool] = []
+    threads = [threading.Thread(target=lambda s=s: wins.append(
+        JobStore(redis.Redis.from_url(redis_url)).finish(job["id"], s)))
+        for s in ["succeeded", "failed", "cancelled"] * 3]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert wins.count(True) == 1
+
+
+def test_a_finished_record_expires_after_the_ttl(store: JobStore, redis_client: redis.Redis) -> None:
+    job = store.create("t1", "train", "iris", {})
+    assert redis_client.ttl(store.key(job["id"])) == -1  # a queued job never expires
+    store.finish(job["id"], "cancelled")
+    assert 0 < redis_client.ttl(store.key(job["id"])) <= 3600
+
+
+def test_a_retried_job_counts_its_attempts(store: JobStore) -> None:
+    job = store.create("t1", "train", "iris", {})
+    assert store.mark_running(job["id"], "w1")
+    assert store.mark_running(job["id"], "w2")  # redelivered after w1 died
+    assert store.get(job["id"])["attempts"] == 2
+
+
+def test_cancelling_a_queued_job_finishes_it_and_the_worker_never_starts_it(store: JobStore) -> None:
+    job = store.create("t1", "train", "iris", {})
+    assert store.request_cancel(job["id"])["status"] == "cancelled"
+    assert not store.mark_running(job["id"], "w1")
+    with pytest.raises(JobConflict):
+        store.request_cancel(job["id"])
+
+
+def test_cancelling_a_running_job_raises_the_flag_and_a_restart_then_refuses(store: JobStore) -> None:
+    job = store.create("t1", "train", "iris", {})
+    store.mark_running(job["id"], "w1")
+    assert not store.cancel_requested(job["id"])
+    assert store.request_cancel(job["id"])["status"] == "running"
+    assert store.cancel_requested(job["id"])
+    # A redelivered message after a crash must not run a job whose cancel was asked for.
+    assert not store.mark_running(job["id"], "w2")
+    assert store.get(job["id"])["status"] == "cancelled"
+
+
+def test_listing_pages_newest_first_with_filters_and_skips_expired_records(store: JobStore,
+                                                                          redis_client: redis.Redis) -> None:
+    ids = [store.create("t1", "train" if i % 2 else "predict", f"m{i % 3}", {})["id"] for i in range(7)]
+    store.create("t2", "train", "other", {})
+    seen, cursor = [], None
+    while True:
+        page, cursor = store.list("t1", limit=3, cursor=cursor)
+        seen += [j["id"] for j in page]
+        if cursor is None:
+            break
+    assert seen == ids[::-1]
+    trains, _ = store.list("t1", type="train")
+    assert [j["id"] for j in trains] == [i for n, i in enumerate(ids) if n % 2][::-1]
+    redis_client.delete(store.key(ids[0]))
+    assert ids[0] not in [j["id"] for j in store.list("t1", limit=50)[0]]
+    with pytest.raises(InvalidCursor):
+        store.list("t1", cursor="bm9wZQ")
+
+
+def test_wait_wakes_when_another_process_finishes_the_job(store: JobStore, redis_url: str) -> None:
+    job = store.create("t1", "predict", "iris", {})
+
+    def finish_later() -> None:
+        time.sleep(0.2)
+        JobStore(redis.Redis.from_url(redis_url)).finish(job["id"], "succeeded", result={"ok": True})
+
+    thread = threading.Thread(target=finish_later)
+    thread.start()
+    waited = store.wait(job["id"], 20)
+    thread.join()
+    assert waited is not None and waited["status"] == "succeeded"
+
+
+def test_wait_returns_the_unfinished_job_when_time_runs_out_and_none_for_unknown_ids(store: JobStore) -> None:
+    job = store.create("t1", "predict", "iris", {})
+    assert store.wait(job["id"], 0.2)["status"] == "queued"
+    assert store.wait("job_00000000000000000000000000", 0.1) is None
+    assert store.get("../../etc/passwd") is None
+
+
+def test_get_for_hides_other_tenants_jobs(store: JobStore) -> None:
+    job = store.create("t1", "train", "iris", {})
+    assert store.get_for("t1", job["id"])["id"] == job["id"]
+    assert store.get_for("t2", job["id"]) is None

@@ -1,0 +1,171 @@
+"""Uploaded CSV datasets on the artifact store. Stdlib only: the API writes them, workers read them.
+
+Layout: <root>/<tenant>/<dataset id>/{data.csv, meta.json}. An upload is streamed to `.tmp-<uuid>/` while its
+bytes are counted and hashed, parsed once with the csv module (rows, dtypes, missing values), and then renamed
+into place: a half-written or refused upload is never visible. Ids come from the server and are checked
+against a strict pattern before any path is built.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import re
+import shutil
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any
+
+from training.errors import DataError, MLQError, NotFound
+from training.registry import NAME_RE
+from worker.ids import is_dataset_id, new_id
+
+CHUNK = 1 << 16
+# What pandas.read_csv reads as missing by default, so the counts here match what training will see.
+NA_VALUES = frozenset({"", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN",
+                       "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null"})
+NUMBER_RE = re.compile(r"\s*[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?\s*|\s*[+-]?(inf|Inf|INF|infinity)\s*")
+
+
+class DatasetTooLarge(MLQError):
+    """Raised when an upload is larger than the configured maximum (MLQ_MAX_UPLOAD_MB)."""
+
+    code = "too_large"
+    status = 413
+
+
+def _now() -> str:
+    now = datetime.now(UTC)
+    return now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z"
+
+
+def describe_csv(path: Path) -> tuple[int, list[dict[str, Any]]]:
+    """(data rows, [{"name", "dtype": "number"|"string", "missing"}]) of a CSV; DataError naming the line."""
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as fh:
+            reader = csv.reader(fh, strict=True)
+            try:
+                header = next(reader)
+            except StopIteration:
+                raise DataError("the file is empty; upload a CSV with a header row and at least one data row",
+                                errors=[{"loc": ["file"], "msg": "empty file"}]) from None
+            names = [h.strip() for h in header]
+            _check_header(names)
+            missing = [0] * len(names)
+            numeric = [True] * len(names)
+            rows = 0
+            for record in reader:
+                if not record:  # blank lines are skipped, as pandas does
+                    continue
+                if len(record) != len(names):
+                    raise DataError(
+                        f"line {reader.line_num} has {len(record)} fields, expected {len(names)} like the header; "
+                        "check for unquoted commas or a truncated row",
+                        errors=[{"loc": ["file", "line", reader.line_num], "msg": "wrong number of fields"}])
+                rows += 1
+                for i, value in enumerate(record):
+                    if value in NA_VALUES:
+                        missing[i] += 1
+                    elif numeric[i] and not NUMBER_RE.fullmatch(value):
+                        numeric[i] = False
+    except csv.Error as exc:
+        raise DataError(f"the CSV cannot be parsed at line {reader.line_num}: {exc}",
+                        errors=[{"loc": ["file", "line", reader.line_num], "msg": str(exc)}]) from None
+    except UnicodeDecodeError as exc:
+        raise DataError(f"the file is not UTF-8 text (invalid byte at offset {exc.start}); save it as UTF-8 CSV",
+                        errors=[{"loc": ["file"], "msg": "not UTF-8"}]) from None
+    if rows == 0:
+        raise DataError("the CSV has a header but no data rows", errors=[{"loc": ["file"], "msg": "no rows"}])
+    columns = [{"name": n, "dtype": "number" if numeric[i] and missing[i] < rows else "string",
+                "missing": missing[i]} for i, n in enumerate(names)]
+    return rows, columns
+
+
+def _check_header(names: list[str]) -> None:
+    seen: set[str] = set()
+    for i, name in enumerate(names):
+        if not name:
+            raise DataError(f"column {i + 1} of the header has no name; every column needs a name",
+                            errors=[{"loc": ["file", "line", 1], "msg": f"column {i + 1} has no name"}])
+        if name in seen:
+            raise DataError(f"the header names column {name!r} twice; column names must be unique",
+                            errors=[{"loc": ["file", "line", 1], "msg": f"duplicate column {name!r}"}])
+        seen.add(name)
+
+
+class DatasetStore:
+    """Save, read, list and delete a tenant's datasets under `root`."""
+
+    def __init__(self, root: Path | str) -> None:
+        self.root = Path(root)
+
+    def _tenant_dir(self, tenant: str) -> Path:
+        if not NAME_RE.fullmatch(tenant):
+            raise NotFound(f"unknown tenant {tenant!r}")
+        return self.root / tenant
+
+    def _dir(self, tenant: str, dataset_id: str) -> Path:
+        if not is_dataset_id(dataset_id):
+            raise NotFound(f"no dataset {dataset_id!r}: dataset ids look like ds_01hx…",
+                           errors=[{"loc": ["dataset"], "msg": "not found"}])
+        path = self._tenant_dir(tenant) / dataset_id
+        if not (path / "meta.json").is_file():
+            raise NotFound(f"no dataset {dataset_id!r}; list yours with GET /v1/datasets",
+                           errors=[{"loc": ["dataset"], "msg": "not found"}])
+        return path
+
+    def save(self, tenant: str, stream: IO[bytes], name: str | None, max_bytes: int) -> dict[str, Any]:
+        """Stream `stream` to disk (at most `max_bytes`, else DatasetTooLarge), describe it, and publish it."""
+        tenant_dir = self._tenant_dir(tenant)
+        tenant_dir.mkdir(parents=True, exist_ok=True)
+        tmp = tenant_dir / f".tmp-{uuid.uuid4().hex}"
+        tmp.mkdir()
+        try:
+            digest, size = hashlib.sha256(), 0
+            with (tmp / "data.csv").open("wb") as fh:
+                while chunk := stream.read(CHUNK):
+                    size += len(chunk)
+                    if size > max_bytes:
+                        raise DatasetTooLarge(
+                            f"the upload is larger than the limit of {max_bytes} bytes (MLQ_MAX_UPLOAD_MB); "
+                            "upload a smaller file or raise the limit")
+                    digest.update(chunk)
+                    fh.write(chunk)
+                fh.flush()
+                os.fsync(fh.fileno())
+            rows, columns = describe_csv(tmp / "data.csv")
+            dataset_id = new_id("ds")
+            meta = {"id": dataset_id, "name": name or dataset_id, "rows": rows, "columns": columns,
+                    "sha256": digest.hexdigest(), "size_bytes": size, "created_at": _now()}
+            (tmp / "meta.json").write_text(json.dumps(meta))
+            os.rename(tmp, tenant_dir / dataset_id)
+            return meta
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    def get(self, tenant: str, dataset_id: str) -> dict[str, Any]:
+        return json.loads((self._dir(tenant, dataset_id) / "meta.json").read_text())
+
+    def path(self, tenant: str, dataset_id: str) -> Path:
+        return self._dir(tenant, dataset_id) / "data.csv"
+
+    def list(self, tenant: str) -> list[dict[str, Any]]:
+        """Every dataset of the tenant, newest first (ids sort by creation time)."""
+        tenant_dir = self._tenant_dir(tenant)
+        if not tenant_dir.is_dir():
+            return []
+        out = []
+        for entry in sorted(tenant_dir.iterdir(), key=lambda p: p.name, reverse=True):
+            if is_dataset_id(entry.name) and (entry / "meta.json").is_file():
+                out.append(json.loads((entry / "meta.json").read_text()))
+        return out
+
+    def delete(self, tenant: str, dataset_id: str) -> None:
+        path = self._dir(tenant, dataset_id)
+        # Rename first so the dataset disappears at once, even if removing its files takes a while.
+        trash = path.parent / f".trash-{uuid.uuid4().hex}"
+        os.rename(path, trash)
+        shutil.rmtree(trash, ignore_errors=True)

@@ -1,0 +1,337 @@
+"""Job records in Redis: the source of truth for a job's status. Stdlib + redis-py only (the API imports it).
+
+Layout: hash `mlq:job:{id}` (JSON fields stored as strings), per-tenant sorted set `mlq:jobs:{tenant}` (score =
+created ms) for listing, set `mlq:jobs:running`, flag `mlq:job:{id}:cancel`, channel `mlq:job:{id}:events`
+(every change is published there, so `wait()` wakes at once instead of polling). Status transitions are Lua
+scripts: queued → running → succeeded | failed | cancelled, and only the first final status wins, whichever
+process gets there first. Counters for /metrics live in two hashes so every process's observations add up.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import builtins
+import json
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import redis
+
+from worker.contract import FINAL_STATUSES, JobStatus
+from worker.ids import is_job_id, new_id
+
+RUNNING_SET = "mlq:jobs:running"
+METRICS_JOBS = "mlq:metrics:jobs"  # field "{type}:{status}" → jobs that reached that status
+METRICS_DURATION = "mlq:metrics:duration"  # fields "{type}:le:{bound}" (cumulative), "{type}:sum", "{type}:count"
+DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 4 * 3600.0)
+FINAL = tuple(s.value for s in FINAL_STATUSES)
+_PUBLIC = ("id", "type", "status", "model", "created_at", "started_at", "finished_at", "attempts")
+
+# Shared by every script: finish the job in KEYS[1] unless it is final. KEYS: job, running set, metrics jobs,
+# metrics duration, cancel flag, channel. The duration histogram counts from the first start to the end.
+_FINISH_LUA = """
+local function is_final(s) return s == 'succeeded' or s == 'failed' or s == 'cancelled' end
+local function finish(id, new, now, now_ms, ttl, result, err, first_bucket)
+  redis.call('HSET', KEYS[1], 'status', new, 'finished_at', now, 'result', result, 'error', err)
+  redis.call('EXPIRE', KEYS[1], ttl)
+  redis.call('SREM', KEYS[2], id)
+  local jtype = redis.call('HGET', KEYS[1], 'type')
+  redis.call('HINCRBY', KEYS[3], jtype .. ':' .. new, 1)
+  local started = redis.call('HGET', KEYS[1], 'started_ms')
+  if started and started ~= '' then
+    local d = (tonumber(now_ms) - tonumber(started)) / 1000.0
+    for i = first_bucket, #ARGV do
+      if d <= tonumber(ARGV[i]) then redis.call('HINCRBY', KEYS[4], jtype .. ':le:' .. ARGV[i], 1) end
+    end
+    redis.call('HINCRBYFLOAT', KEYS[4], jtype .. ':sum', d)
+    redis.call('HINCRBY', KEYS[4], jtype .. ':count', 1)
+  end
+  redis.call('PUBLISH', KEYS[6], new)
+end
+"""
+
+# ARGV: id, status, now, now_ms, ttl, result, error, buckets...
+_FINISH = _FINISH_LUA + """
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status then return -1 end
+if is_final(status) then return 0 end
+finish(ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], 8)
+return 1
+"""
+
+# ARGV: id, worker, now, now_ms, ttl, cancelled error, buckets...
+_MARK_RUNNING = _FINISH_LUA + """
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status or is_final(status) then return 0 end
+if redis.call('EXISTS', KEYS[5]) == 1 then
+  finish(ARGV[1], 'cancelled', ARGV[3], ARGV[4], ARGV[5], '', ARGV[6], 7)
+  return 0
+end
+if redis.call('HGET', KEYS[1], 'started_at') == '' then
+  redis.call('HSET', KEYS[1], 'started_at', ARGV[3], 'started_ms', ARGV[4])
+end
+redis.call('HSET', KEYS[1], 'status', 'running', 'worker', ARGV[2])
+redis.call('HINCRBY', KEYS[1], 'attempts', 1)
+redis.call('SADD', KEYS[2], ARGV[1])
+redis.call('HINCRBY', KEYS[3], redis.call('HGET', KEYS[1], 'type') .. ':running', 1)
+redis.call('PUBLISH', KEYS[6], 'running')
+return 1
+"""
+
+# ARGV: id, now, now_ms, ttl, cancelled error, buckets...   → -1 missing, 0 already final, 1 flagged
+_CANCEL = _FINISH_LUA + """
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status then return -1 end
+if is_final(status) then return 0 end
+redis.call('SET', KEYS[5], '1', 'EX', ARGV[4])
+if status == 'queued' then
+  finish(ARGV[1], 'cancelled', ARGV[2], ARGV[3], ARGV[4], '', ARGV[5], 6)
+else
+  redis.call('PUBLISH', KEYS[6], 'cancel_requested')
+end
+return 1
+"""
+
+# ARGV: progress JSON
+_PROGRESS = """
+if redis.call('HGET', KEYS[1], 'status') ~= 'running' then return 0 end
+redis.call('HSET', KEYS[1], 'progress', ARGV[1])
+redis.call('PUBLISH', KEYS[2], 'progress')
+return 1
+"""
+
+
+class JobConflict(Exception):
+    """Raised when a job's state forbids the request, e.g. cancelling a job that already ended."""
+
+    code = "job_conflict"
+    status = 409
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidCursor(ValueError):
+    """Raised when a list cursor was not produced by this server."""
+
+
+def now_rfc3339() -> tuple[str, int]:
+    """The current time as an RFC 3339 UTC string with milliseconds, and as epoch milliseconds."""
+    now = datetime.now(UTC)
+    return now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z", int(now.timestamp() * 1000)
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _json_or_none(raw: str) -> Any:
+    return json.loads(raw) if raw else None
+
+
+def encode_cursor(score: int, job_id: str) -> str:
+    return base64.urlsafe_b64encode(f"{score}:{job_id}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[int, str]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        score, _, job_id = raw.partition(":")
+        if not is_job_id(job_id):
+            raise ValueError(job_id)
+        return int(score), job_id
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise InvalidCursor(f"invalid cursor {cursor!r}: pass the next_cursor of a previous page") from None
+
+
+class JobStore:
+    """Create, read, list and move job records through their statuses."""
+
+    def __init__(self, client: redis.Redis, ttl_s: int = 7 * 24 * 3600) -> None:
+        self.redis = client
+        self.ttl_s = ttl_s
+        self._finish = client.register_script(_FINISH)
+        self._mark_running = client.register_script(_MARK_RUNNING)
+        self._cancel = client.register_script(_CANCEL)
+        self._progress = client.register_script(_PROGRESS)
+
+    @staticmethod
+    def key(job_id: str) -> str:
+        return f"mlq:job:{job_id}"
+
+    @staticmethod
+    def channel(job_id: str) -> str:
+        return f"mlq:job:{job_id}:events"
+
+    def _keys(self, job_id: str) -> list[str]:
+        return [self.key(job_id), RUNNING_SET, METRICS_JOBS, METRICS_DURATION, f"mlq:job:{job_id}:cancel",
+                self.channel(job_id)]
+
+    def create(self, tenant: str, type: str, model: str | None, request: dict[str, Any],
+               job_id: str | None = None) -> dict[str, Any]:
+        job_id = job_id or new_id("job")
+        created_at, created_ms = now_rfc3339()
+        record: dict[str, str | int] = {"id": job_id, "tenant": tenant, "type": type, "status": JobStatus.QUEUED.value,
+                  "model": model or "", "created_at": created_at, "created_ms": created_ms, "started_at": "",
+                  "started_ms": "", "finished_at": "", "attempts": 0, "worker": "", "progress": "",
+                  "result": "", "error": "", "request": json.dumps(request)}
+        with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(self.key(job_id), mapping=record)  # type: ignore[arg-type]
+            pipe.zadd(f"mlq:jobs:{tenant}", {job_id: created_ms})
+            pipe.hincrby(METRICS_JOBS, f"{type}:queued", 1)
+            pipe.execute()
+        return self._decode({k: str(v) for k, v in record.items()})
+
+    def _decode(self, raw: dict[Any, Any]) -> dict[str, Any]:
+        rec = {_text(k): _text(v) for k, v in raw.items()}
+        job: dict[str, Any] = {k: (rec.get(k) or None) for k in _PUBLIC}
+        job["attempts"] = int(rec.get("attempts") or 0)
+        for field in ("progress", "result", "error", "request"):
+            job[field] = _json_or_none(rec.get(field, ""))
+        job["tenant"] = rec.get("tenant", "")
+        job["worker"] = rec.get("worker") or None
+        job["created_ms"] = int(rec.get("created_ms") or 0)
+        return job
+
+    def get(self, job_id: str) -> dict[str, Any] | None:
+        if not is_job_id(job_id):
+            return None
+        raw = self.redis.hgetall(self.key(job_id))
+        return self._decode(raw) if raw else None
+
+    def get_for(self, tenant: str, job_id: str) -> dict[str, Any] | None:
+        job = self.get(job_id)
+        return job if job is not None and job["tenant"] == tenant else None
+
+    def list(self, tenant: str, status: str | None = None, type: str | None = None, model: str | None = None,
+             limit: int = 50, cursor: str | None = None) -> tuple[list[dict[str, Any]], str | None]:
+        """Newest first; a page of at most `limit` jobs and the cursor of the next page (None on the last)."""
+        index = f"mlq:jobs:{tenant}"
+        top: int | str = "+inf"
+        after: tuple[int, str] | None = None
+        if cursor:
+            after = decode_cursor(cursor)
+            top = after[0]
+        found: list[dict[str, Any]] = []
+        expired: list[str] = []
+        offset, batch = 0, max(limit + 1, 100)
+        while len(found) <= limit:
+            entries: list[tuple[Any, float]] = self.redis.zrevrangebyscore(  # type: ignore[assignment]
+                index, top, "-inf", start=offset, num=batch, withscores=True)
+            offset += len(entries)
+            ids = [_text(member) for member, score in entries
+                   if after is None or int(score) < after[0] or _text(member) < after[1]]
+            with self.redis.pipeline(transaction=False) as pipe:
+                for job_id in ids:
+                    pipe.hgetall(self.key(job_id))
+                records = pipe.execute()
+            for job_id, raw in zip(ids, records, strict=True):
+                if not raw:  # the record expired: drop it from the index (after the scan: offsets stay valid)
+                    expired.append(job_id)
+                    continue
+                job = self._decode(raw)
+                if (status and job["status"] != status) or (type and job["type"] != type) or \
+                        (model and job["model"] != model):
+                    continue
+                found.append(job)
+                if len(found) > limit:
+                    break
+            if len(entries) < batch:
+                break
+        if expired:
+            self.redis.zrem(index, *expired)
+        if len(found) > limit:
+            last = found[limit - 1]
+            return found[:limit], encode_cursor(last["created_ms"], last["id"])
+        return found, None
+
+    def mark_running(self, job_id: str, worker: str) -> bool:
+        """Move a job to running (attempts += 1). False when it is final, unknown, or its cancel was requested."""
+        now, now_ms = now_rfc3339()
+        error = json.dumps({"type": "cancelled", "message": "the job was cancelled before it started"})
+        return self._mark_running(keys=self._keys(job_id),
+                                  args=[job_id, worker, now, now_ms, self.ttl_s, error, *DURATION_BUCKETS]) == 1
+
+    def set_progress(self, job_id: str, progress: dict[str, Any]) -> None:
+        self._progress(keys=[self.key(job_id), self.channel(job_id)], args=[json.dumps(progress)])
+
+    def finish(self, job_id: str, status: str, result: dict[str, Any] | None = None,
+               error: dict[str, Any] | None = None) -> bool:
+        """Record the final status; True only for the first caller (a second finish changes nothing)."""
+        status = JobStatus(status).value
+        if status not in FINAL:
+            raise ValueError(f"finish() takes a final status ({', '.join(FINAL)}), not {status!r}")
+        now, now_ms = now_rfc3339()
+        args: list[str | int | float] = [
+            job_id, status, now, now_ms, self.ttl_s, json.dumps(result) if result is not None else "",
+            json.dumps(error) if error is not None else "", *DURATION_BUCKETS]
+        return self._finish(keys=self._keys(job_id), args=args) == 1
+
+    def request_cancel(self, job_id: str) -> dict[str, Any]:
+        """Flag the job for cancellation; a queued job ends `cancelled` at once. JobConflict if already final."""
+        now, now_ms = now_rfc3339()
+        error = json.dumps({"type": "cancelled", "message": "the job was cancelled before it started"})
+        outcome = self._cancel(keys=self._keys(job_id),
+                               args=[job_id, now, now_ms, self.ttl_s, error, *DURATION_BUCKETS])
+        job = self.get(job_id)
+        if outcome == -1 or job is None:
+            raise KeyError(job_id)
+        if outcome == 0:
+            raise JobConflict(f"job {job_id} already ended with status {job['status']}; only a queued or running "
+                              "job can be cancelled")
+        return job
+
+    def cancel_requested(self, job_id: str) -> bool:
+        return bool(self.redis.exists(f"mlq:job:{job_id}:cancel"))
+
+    def wait(self, job_id: str, timeout_s: float) -> dict[str, Any] | None:
+        """The job once it is final, or as it is when `timeout_s` runs out. Blocks on the job's channel."""
+        deadline = time.monotonic() + max(0.0, timeout_s)
+        pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+        try:
+            # Subscribe before reading, so a finish between the read and the wait cannot be missed.
+            pubsub.subscribe(self.channel(job_id))
+            job = self.get(job_id)
+            while job is not None and job["status"] not in FINAL:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                if pubsub.get_message(timeout=left) is not None:
+                    job = self.get(job_id)
+            return job
+        finally:
+            pubsub.close()
+
+    def heartbeat(self, job_id: str, worker: str, ttl_s: float) -> None:
+        """Say that `worker` still runs the job; the key expires when the worker dies."""
+        self.redis.set(f"mlq:job:{job_id}:heartbeat", worker, px=max(1, int(ttl_s * 1000)))
+
+    def heartbeat_alive(self, job_id: str) -> bool:
+        return bool(self.redis.exists(f"mlq:job:{job_id}:heartbeat"))
+
+    def running_ids(self) -> builtins.list[str]:
+        return sorted(_text(m) for m in self.redis.smembers(RUNNING_SET))
+
+    def metrics(self) -> tuple[dict[tuple[str, str], int], dict[str, dict[str, float]]]:
+        """(jobs reaching each (type, status), per-type duration histogram fields) for the /metrics collector."""
+        jobs = {}
+        for field, value in self.redis.hgetall(METRICS_JOBS).items():
+            jtype, _, status = _text(field).partition(":")
+            jobs[(jtype, status)] = int(value)
+        durations: dict[str, dict[str, float]] = {}
+        for field, value in self.redis.hgetall(METRICS_DURATION).items():
+            jtype, _, rest = _text(field).partition(":")
+            durations.setdefault(jtype, {})[rest] = float(value)
+        return jobs, durations
+
+    @staticmethod
+    def public(job: dict[str, Any]) -> dict[str, Any]:
+        """The contract's job object: no tenant, worker or request internals."""
+        out = {k: job.get(k) for k in _PUBLIC}
+        out.update(progress=job.get("progress"), result=job.get("result"), error=job.get("error"))
+        base = f"/v1/jobs/{job['id']}"
+        out["links"] = {"self": base, "events": f"{base}/events", "cancel": f"{base}/cancel"}
+        return out
