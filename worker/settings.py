@@ -77,6 +77,16 @@ class Settings:
     batch_max_size: int = 64
     batch_max_delay_ms: float = 2.0
     secret_key: str = ""
+    # Limits on what a client controls (issue: nothing lost, nobody in).
+    max_rows: int = 1_000_000  # rows in an uploaded dataset
+    max_columns: int = 1000  # columns in an uploaded dataset
+    max_epochs: int = 1000
+    max_hidden_units: int = 4096  # per hidden layer of an mlp
+    max_active_jobs: int = 100  # queued + running jobs per tenant; more → 429
+    rate_limit_per_minute: int = 0  # job submissions per tenant per minute; 0 = unlimited
+    # Reliability: a running job whose heartbeat is older than this is put back on its queue.
+    stale_job_s: float = 10.0
+    shutdown_grace_s: float = 20.0  # SIGTERM: a training may finish within this, else it checkpoints and requeues
 
     @property
     def auth_enabled(self) -> bool:
@@ -114,4 +124,12 @@ class Settings:
             batch_max_size=_int(env, "MLQ_BATCH_MAX_SIZE", d.batch_max_size, 1),
             batch_max_delay_ms=_float(env, "MLQ_BATCH_MAX_DELAY_MS", d.batch_max_delay_ms),
             secret_key=env.get("MLQ_SECRET_KEY", ""),
+            max_rows=_int(env, "MLQ_MAX_ROWS", d.max_rows, 1),
+            max_columns=_int(env, "MLQ_MAX_COLUMNS", d.max_columns, 1),
+            max_epochs=_int(env, "MLQ_MAX_EPOCHS", d.max_epochs, 1),
+            max_hidden_units=_int(env, "MLQ_MAX_HIDDEN_UNITS", d.max_hidden_units, 1),
+            max_active_jobs=_int(env, "MLQ_MAX_ACTIVE_JOBS", d.max_active_jobs, 1),
+            rate_limit_per_minute=_int(env, "MLQ_RATE_LIMIT_PER_MINUTE", d.rate_limit_per_minute, 0),
+            stale_job_s=_float(env, "MLQ_STALE_JOB_S", d.stale_job_s),
+            shutdown_grace_s=_float(env, "MLQ_SHUTDOWN_GRACE_S", d.shutdown_grace_s),
         )
