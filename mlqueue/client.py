@@ -1,0 +1,273 @@
+"""The Python client of the mlqueue REST API (API.md), on httpx. Torch-free: importable anywhere.
+
+    from mlqueue import Client
+    c = Client("http://127.0.0.1:8000", token="...")
+    ds = c.upload_dataset("penguins.csv")
+    job = c.wait(c.train("penguins", ds["id"], target="species", algorithm="mlp")["id"])
+    print(c.predict("penguins", [{"bill_length_mm": 39.1, "island": "Torgersen"}], wait=30)["result"])
+"""
+
+from __future__ import annotations
+
+import email.utils
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from mlqueue.errors import JobCancelled, JobFailed, Unreachable, WaitTimeout, error_for
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+FINAL = frozenset({"succeeded", "failed", "cancelled"})
+MAX_WAIT_S = 30.0  # the API's cap on ?wait=
+RETRY_STATUSES = frozenset({429, 502, 503, 504})
+
+
+def retry_after(response: httpx.Response, default: float) -> float:
+    """Seconds from a Retry-After header (delta-seconds or an HTTP-date), else `default`; capped at 30."""
+    raw = response.headers.get("Retry-After")
+    if not raw:
+        return default
+    try:
+        return min(max(float(raw), 0.0), MAX_WAIT_S)
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(raw).timestamp()
+    except (TypeError, ValueError):
+        return default
+    return min(max(when - time.time(), 0.0), MAX_WAIT_S)
+
+
+class Client:
+    """A connection to one mlqueue service. Every method returns the API's JSON (dicts), or raises MLQueueError.
+
+    GETs, PUTs, DELETEs and job-creating POSTs (which always carry an Idempotency-Key) are retried up to
+    `max_retries` times on connection errors, 429 and 502-504, honouring Retry-After.
+    """
+
+    def __init__(self, url: str = DEFAULT_URL, token: str | None = None, timeout: float = 30.0,
+                 max_retries: int = 2, transport: httpx.BaseTransport | None = None) -> None:
+        headers = {"Accept": "application/json", "User-Agent": "mlqueue-client/0.1"}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        self.url = url.rstrip("/")
+        self.timeout = timeout
+        self.max_retries = max_retries
+        self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout, transport=transport)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- transport -------------------------------------------------------------------------------------------
+
+    def _request(self, method: str, path: str, *, retry: bool | None = None, wait: float | None = None,
+                 **kwargs: Any) -> httpx.Response:
+        if retry is None:
+            retry = method in ("GET", "PUT", "DELETE")
+        if wait is not None:
+            # A waiting request legitimately takes up to `wait` seconds: give the read timeout room for it.
+            kwargs.setdefault("timeout", httpx.Timeout(self.timeout, read=self.timeout + wait))
+        attempt = 0
+        while True:
+            try:
+                response = self._http.request(method, path, **kwargs)
+            except httpx.TransportError as exc:
+                # A refused connection never reached the server, so even a plain POST is safe to resend.
+                safe = retry or isinstance(exc, httpx.ConnectError)
+                if safe and attempt < self.max_retries:
+                    attempt += 1
+                    time.sleep(min(0.5 * 2**attempt, 5.0))
+                    continue
+                raise Unreachable(None, {"title": f"cannot reach mlqueue at {self.url}",
+                                         "detail": f"cannot reach mlqueue at {self.url}: {exc}"}) from None
+            if response.status_code in RETRY_STATUSES and retry and attempt < self.max_retries:
+                attempt += 1
+                time.sleep(retry_after(response, min(0.5 * 2**attempt, 5.0)))
+                continue
+            if response.status_code >= 400:
+                raise error_for(response.status_code, _problem(response))
+            return response
+
+    def _json(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = self._request(method, path, **kwargs)
+        return response.json() if response.content else None
+
+    def _pages(self, path: str, params: dict[str, Any], limit: int | None) -> Iterator[dict[str, Any]]:
+        """Every item of a list endpoint, newest first, following `next_cursor`; stops after `limit` items."""
+        params = {k: v for k, v in params.items() if v is not None}
+        seen = 0
+        while True:
+            page = self._json("GET", path, params=params)
+            for item in page.get("items", []):
+                if limit is not None and seen >= limit:
+                    return
+                seen += 1
+                yield item
+            cursor = page.get("next_cursor")
+            if not cursor or (limit is not None and seen >= limit):
+                return
+            params["cursor"] = cursor
+
+    @staticmethod
+    def _wait_param(wait: float | None) -> dict[str, Any]:
+        # Whole seconds: the contract's ?wait= is an integer from 0 to 30.
+        seconds = int(min(wait or 0, MAX_WAIT_S))
+        return {"wait": seconds} if seconds > 0 else {}
+
+    # -- datasets ----------------------------------------------------------------------------------------------
+
+    def upload_dataset(self, data: str | Path | bytes, name: str | None = None) -> dict[str, Any]:
+        """Upload a CSV (a path, or its bytes) as multipart field `file`; returns the dataset object."""
+        if isinstance(data, bytes):
+            filename, content = (name or "data") + ".csv", data
+        else:
+            path = Path(data)
+            filename, content = path.name, path.read_bytes()
+            name = name or path.stem
+        params = {"name": name} if name else {}
+        files = {"file": (filename, content, "text/csv")}
+        return self._json("POST", "/v1/datasets", params=params, files=files)
+
+    def list_datasets(self, limit: int | None = None) -> list[dict[str, Any]]:
+        return list(self._pages("/v1/datasets", {}, limit))
+
+    def get_dataset(self, dataset_id: str) -> dict[str, Any]:
+        return self._json("GET", f"/v1/datasets/{dataset_id}")
+
+    def delete_dataset(self, dataset_id: str) -> None:
+        self._request("DELETE", f"/v1/datasets/{dataset_id}")
+
+    # -- jobs ----------------------------------------------------------------------------------------------------
+
+    def train(self, model: str, dataset: str, target: str, algorithm: str, task: str | None = None,
+              features: list[str] | None = None, params: dict[str, Any] | None = None,
+              preprocessing: dict[str, Any] | None = None, split: dict[str, Any] | None = None,
+              device: str | None = None, wait: float | None = None,
+              idempotency_key: str | None = None) -> dict[str, Any]:
+        """Submit a training job; returns the job (final if it ended within `wait` seconds, at most 30)."""
+        body = {"model": model, "dataset": dataset, "target": target, "algorithm": algorithm, "task": task,
+                "features": features, "params": params, "preprocessing": preprocessing, "split": split,
+                "device": device}
+        return self._create_job("/v1/jobs/train", body, wait, idempotency_key)
+
+    def predict(self, model: str, inputs: list[Any], version: str | int | None = None,
+                postprocess: dict[str, Any] | None = None, wait: float | None = None,
+                idempotency_key: str | None = None) -> dict[str, Any]:
+        """Submit a prediction job on raw rows; returns the job (its `result` is set once it succeeded)."""
+        body = {"version": version, "inputs": inputs, "postprocess": postprocess}
+        return self._create_job(f"/v1/models/{model}/predict", body, wait, idempotency_key)
+
+    def _create_job(self, path: str, body: dict[str, Any], wait: float | None, key: str | None) -> dict[str, Any]:
+        body = {k: v for k, v in body.items() if v is not None}
+        # A key of our own makes a retried POST return the same job instead of queueing a second one.
+        headers = {"Idempotency-Key": key or uuid.uuid4().hex}
+        return self._json("POST", path, json=body, headers=headers, params=self._wait_param(wait),
+                          retry=True, wait=wait)
+
+    def get_job(self, job_id: str, wait: float | None = None) -> dict[str, Any]:
+        return self._json("GET", f"/v1/jobs/{job_id}", params=self._wait_param(wait), wait=wait)
+
+    def list_jobs(self, status: str | None = None, type: str | None = None, model: str | None = None,
+                  limit: int | None = None, page_size: int = 50) -> Iterator[dict[str, Any]]:
+        """Iterate over the tenant's jobs, newest first, page by page (at most `limit` of them)."""
+        params = {"status": status, "type": type, "model": model, "limit": page_size}
+        return self._pages("/v1/jobs", params, limit)
+
+    def cancel(self, job_id: str) -> dict[str, Any]:
+        """Ask a job to stop; returns the job. A job already final raises Conflict."""
+        return self._json("POST", f"/v1/jobs/{job_id}/cancel", retry=True)
+
+    def wait(self, job_id: str, timeout: float | None = None, poll: float = 1.0, step: float = MAX_WAIT_S,
+             on_progress: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+        """Block until the job is final and return it, whatever its status; WaitTimeout after `timeout` s.
+
+        Each request asks the server to hold it for up to `step` seconds (?wait=, at most 30), so a finished job
+        is seen at once without polling; a server that answers early is polled again after Retry-After (or
+        `poll`). `on_progress(job)` is called whenever the job's status or progress changed; give a small
+        `step` with it to see each epoch.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        last: Any = None
+        while True:
+            remaining = None if deadline is None else deadline - time.monotonic()
+            hold = step if remaining is None else max(min(step, remaining), 0.0)
+            started = time.monotonic()
+            response = self._request("GET", f"/v1/jobs/{job_id}", params=self._wait_param(hold), wait=hold)
+            job = response.json()
+            state = (job.get("status"), job.get("progress"))
+            if on_progress is not None and state != last:
+                on_progress(job)
+            last = state
+            if job.get("status") in FINAL:
+                return job
+            if deadline is not None and time.monotonic() >= deadline:
+                raise WaitTimeout(job, timeout or 0.0)
+            # The server held the request as asked: ask again at once. It answered early: back off a little.
+            elapsed = time.monotonic() - started
+            if elapsed < hold - 0.5 or hold < 1.0:
+                pause = retry_after(response, poll)
+                if deadline is not None:
+                    pause = min(pause, max(deadline - time.monotonic(), 0.0))
+                time.sleep(max(pause, 0.05))
+
+    def result(self, job_id: str, timeout: float | None = None) -> Any:
+        """Wait for the job and return its `result`; JobFailed or JobCancelled when it did not succeed."""
+        job = self.wait(job_id, timeout=timeout)
+        if job["status"] == "failed":
+            raise JobFailed(job)
+        if job["status"] == "cancelled":
+            raise JobCancelled(job)
+        return job.get("result")
+
+    # -- models --------------------------------------------------------------------------------------------------
+
+    def list_models(self) -> list[dict[str, Any]]:
+        return list(self._json("GET", "/v1/models").get("items", []))
+
+    def get_model(self, name: str) -> dict[str, Any]:
+        return self._json("GET", f"/v1/models/{name}")
+
+    def get_version(self, name: str, version: int | str) -> dict[str, Any]:
+        return self._json("GET", f"/v1/models/{name}/versions/{version}")
+
+    def set_alias(self, name: str, alias: str, version: int) -> dict[str, Any] | None:
+        return self._json("PUT", f"/v1/models/{name}/aliases/{alias}", json={"version": int(version)})
+
+    def delete_alias(self, name: str, alias: str) -> None:
+        self._request("DELETE", f"/v1/models/{name}/aliases/{alias}")
+
+    def delete_version(self, name: str, version: int) -> None:
+        self._request("DELETE", f"/v1/models/{name}/versions/{version}")
+
+    # -- service -------------------------------------------------------------------------------------------------
+
+    def health(self) -> dict[str, Any]:
+        return self._json("GET", "/healthz")
+
+    def ready(self) -> dict[str, Any]:
+        """The /readyz body; raises ServiceUnavailable (503) while Redis or a queue's workers are missing."""
+        return self._json("GET", "/readyz", retry=False)
+
+
+def _problem(response: httpx.Response) -> dict[str, Any]:
+    """The problem details of an error answer; a made-up one when the body is not JSON (a proxy's HTML page)."""
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if isinstance(body, dict):
+        body.setdefault("status", response.status_code)
+        body.setdefault("title", response.reason_phrase)
+        return body
+    text = " ".join(response.text.split())[:200]
+    return {"status": response.status_code, "title": response.reason_phrase, "detail": text}

@@ -1,0 +1,211 @@
+"""`mlq dev`: the whole service on one machine — Redis, the API, a train worker and an inference worker.
+
+A small supervisor for trying mlqueue and for development, not for production (use docker compose there). Each
+child runs in its own process group, so a Ctrl-C in the terminal reaches only this supervisor, which stops the
+children in order (workers, API, then Redis) and waits for them. If any child dies on its own, the rest are
+stopped too and the exit code is 1: a half-running service is worse than a clear failure.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+
+import httpx
+import redis
+
+DEFAULT_REDIS_URL = "redis://localhost:6379/0"
+READY_TIMEOUT_S = 180.0  # workers import torch and preload models first; two slow cores take a while
+STOP_GRACE_S = 15.0  # Celery's warm shutdown lets a running task finish; after this we kill
+
+
+class DevError(RuntimeError):
+    """Raised when `mlq dev` cannot start: no Redis and no redis-server, a port in use, a child failing at once."""
+
+
+@dataclass
+class Child:
+    name: str
+    proc: subprocess.Popen[bytes]
+
+
+def gunicorn_argv(host: str, port: int, workers: int, threads: int = 16) -> list[str]:
+    """The API under gunicorn: threads, because a request waiting on a job (?wait=) holds one."""
+    return [sys.executable, "-m", "gunicorn", "-w", str(workers), "-k", "gthread", "--threads", str(threads),
+            "-b", f"{host}:{port}", "api.wsgi:app"]
+
+
+def redis_answers(url: str) -> bool:
+    client = redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1)
+    try:
+        return bool(client.ping())
+    except (redis.RedisError, OSError):
+        return False
+    finally:
+        client.close()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def port_in_use(host: str, port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((host, port)) == 0
+
+
+def start_redis() -> tuple[subprocess.Popen[bytes], str]:
+    """A throwaway redis-server on a free port (nothing saved to disk); returns it and its URL."""
+    exe = shutil.which("redis-server")
+    if exe is None:
+        raise DevError("no Redis answers and redis-server is not installed. Install it (Debian/Ubuntu: "
+                       "`sudo apt-get install redis-server`, macOS: `brew install redis`), or run one with "
+                       "`docker run -d -p 6379:6379 redis:7`, or point MLQ_REDIS_URL at a Redis you have")
+    port = free_port()
+    proc = subprocess.Popen([exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                             "--loglevel", "warning"], stdout=sys.stderr, process_group=0)
+    url = f"redis://127.0.0.1:{port}/0"
+    deadline = time.monotonic() + 10
+    while not redis_answers(url):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            stop([Child("redis", proc)])
+            raise DevError(f"redis-server did not start on port {port} (exit code {proc.poll()})")
+        time.sleep(0.1)
+    return proc, url
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below `pid` (Linux /proc; elsewhere none): the launcher's Celery workers are their own groups."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        kids = children.get(todo.pop(), [])
+        found += kids
+        todo += kids
+    return found
+
+
+def stop(children: list[Child], grace_s: float = STOP_GRACE_S) -> None:
+    """SIGTERM each child's process group, newest first; SIGKILL whatever is left after `grace_s`."""
+    for child in reversed(children):
+        if child.proc.poll() is not None:
+            continue
+        below = descendants(child.proc.pid)
+        try:
+            os.killpg(child.proc.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            continue
+        try:
+            child.proc.wait(grace_s)
+        except subprocess.TimeoutExpired:
+            print(f"mlq dev: {child.name} did not stop within {grace_s:g} s; killing it", file=sys.stderr)
+            with _quiet():
+                os.killpg(child.proc.pid, signal.SIGKILL)
+            child.proc.wait()
+        for pid in below:  # processes that left the group (Celery workers) must not outlive the supervisor
+            with _quiet():
+                os.kill(pid, signal.SIGKILL)
+
+
+class _quiet:
+    """Ignore a process that is already gone."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type: type[BaseException] | None, *rest: object) -> bool:
+        return exc_type is not None and issubclass(exc_type, ProcessLookupError | PermissionError)
+
+
+def wait_ready(url: str, children: list[Child], stopping: threading.Event) -> bool:
+    """Poll /readyz until it says 200; False on timeout. Raises DevError if a child dies meanwhile."""
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while time.monotonic() < deadline and not stopping.is_set():
+        check_children(children)
+        try:
+            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                return True
+        except httpx.HTTPError:
+            pass
+        stopping.wait(0.5)
+    return False
+
+
+def check_children(children: list[Child]) -> None:
+    for child in children:
+        code = child.proc.poll()
+        if code is not None:
+            raise DevError(f"{child.name} exited with code {code}; stopping the rest (its log is above)")
+
+
+def run_dev(host: str = "127.0.0.1", port: int = 8000, env: Mapping[str, str] | None = None) -> int:
+    """Start everything, wait for Ctrl-C or SIGTERM, stop everything. 0 on a requested stop, 1 on a failure."""
+    env = dict(os.environ if env is None else env)
+    stopping = threading.Event()
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        stopping.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    children: list[Child] = []
+    try:
+        if port_in_use(host, port):
+            raise DevError(f"port {port} on {host} is already in use; pick another with --port")
+        redis_url = env.get("MLQ_REDIS_URL") or DEFAULT_REDIS_URL
+        if redis_answers(redis_url):
+            redis_note = "(already running)"
+        else:
+            print(f"mlq dev: no Redis at {redis_url}; starting redis-server", file=sys.stderr)
+            proc, redis_url = start_redis()
+            children.append(Child("redis-server", proc))
+            redis_note = "(started here; data is not saved)"
+        home = Path(env.get("MLQ_HOME") or ".mlqueue").absolute()
+        home.mkdir(parents=True, exist_ok=True)
+        env.update(MLQ_REDIS_URL=redis_url, MLQ_HOME=str(home), PYTHONUNBUFFERED="1")
+        mlq = [sys.executable, "-m", "mlqueue.cli"]
+        for name, argv in (("api", gunicorn_argv(host, port, 1)),
+                           ("train worker", [*mlq, "worker", "--queues", "train"]),
+                           ("inference worker", [*mlq, "worker", "--queues", "inference"])):
+            # Children log to our stderr; our stdout carries only the lines below.
+            proc = subprocess.Popen(argv, env=env, stdout=sys.stderr, process_group=0)
+            children.append(Child(name, proc))
+        url = f"http://{host}:{port}"
+        print(f"mlqueue dev\n  api    {url}\n  redis  {redis_url} {redis_note}\n  home   {home}\n"
+              f"try: curl -s {url}/readyz\n     MLQ_URL={url} mlq datasets upload data.csv\n"
+              "stop with Ctrl-C", flush=True)
+        if wait_ready(url, children, stopping):
+            print(f"ready: {url}/readyz answers 200", flush=True)
+        elif not stopping.is_set():
+            print(f"mlq dev: {url}/readyz is still not 200 after {READY_TIMEOUT_S:g} s; still waiting for the "
+                  "workers (see their logs above)", file=sys.stderr)
+        while not stopping.is_set():
+            check_children(children)
+            stopping.wait(0.5)
+        print("mlq dev: stopping", file=sys.stderr)
+        return 0
+    except (DevError, OSError) as exc:
+        print(f"mlq dev: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        stop(children)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

@@ -1,0 +1,133 @@
+"""What every `mlq` command shares: JSON and tables on stdout, one-line errors, common options, following a job.
+
+Stdlib + click + the client only: `mlq --help` and the HTTP commands must not import torch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from mlqueue.client import DEFAULT_URL, Client
+from mlqueue.progress import JobProgress
+
+
+class Cli(click.Group):
+    """The root group: turns every failure below it into one line on stderr instead of a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            sys.exit(130)
+        except Exception as exc:  # the point of this class: a person reads one line, never a stack trace
+            if os.environ.get("MLQ_DEBUG"):
+                raise
+            message = " ".join(str(exc).split()) or type(exc).__name__
+            if not _is_ours(exc):
+                message = f"{type(exc).__name__}: {message}"
+            click.echo(f"error: {message}", err=True)
+            sys.exit(1)
+
+
+def _is_ours(exc: Exception) -> bool:
+    # Our errors' messages are written for people; anything else gets its class name as context.
+    module = type(exc).__module__
+    return module.startswith(("mlqueue", "training", "worker")) or isinstance(exc, OSError)
+
+
+class UsageProblem(click.UsageError):
+    """Raised for a bad option value we detect ourselves; printed as one line, exit 2."""
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"error: {self.format_message()}", err=True)
+
+
+def out(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, default=str))
+
+
+def parse_json(option: str, raw: str | None) -> Any:
+    if raw is None:
+        return None
+    try:
+        return json.loads(raw)
+    except ValueError as exc:
+        raise UsageProblem(f"{option} is not valid JSON ({exc}); example: {option} '{{\"epochs\": 5}}'") from None
+
+
+def json_object(option: str, raw: str | None) -> dict[str, Any] | None:
+    value = parse_json(option, raw)
+    if value is not None and not isinstance(value, dict):
+        raise UsageProblem(f"{option} must be a JSON object like '{{\"epochs\": 5}}', got {raw}")
+    return value
+
+
+def read_rows(path: str) -> list[Any]:
+    """Rows from a JSON file (`-` for stdin): a list of rows, or an object with an `inputs` list."""
+    text = sys.stdin.read() if path == "-" else Path(path).read_text()
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise UsageProblem(f"--input {path} is not valid JSON: {exc}") from None
+    if isinstance(data, dict):
+        data = data.get("inputs")
+    if not isinstance(data, list):
+        raise UsageProblem(f"--input {path} must hold a JSON list of rows (or {{\"inputs\": [...]}})")
+    return data
+
+
+def http_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """--url, --token and --json, on every command that talks to the service."""
+    f = click.option("--json", "as_json", is_flag=True, help="Print exactly one JSON document (for scripts).")(f)
+    f = click.option("--token", envvar="MLQ_TOKEN", default=None, help="Bearer token [env MLQ_TOKEN].")(f)
+    return click.option("--url", envvar="MLQ_URL", default=DEFAULT_URL, show_default=True,
+                        help="The mlqueue API [env MLQ_URL].")(f)
+
+
+def home_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option("--home", envvar="MLQ_HOME", default=".mlqueue", show_default=True,
+                        type=click.Path(file_okay=False, path_type=Path),
+                        help="Artifact store for --local [env MLQ_HOME].")(f)
+
+
+def finish(client: Client, job: dict[str, Any], as_json: bool, show: str = "result") -> None:
+    """Follow a job to its end with a progress line on stderr; print it (or its result); exit 1 unless it succeeded."""
+    bar = JobProgress()
+    final = job.get("status") in ("succeeded", "failed", "cancelled")
+    if show == "job" or not final:
+        bar.update(job)
+    if not final:
+        try:
+            job = client.wait(job["id"], step=1.0, on_progress=bar.update)
+        except KeyboardInterrupt:
+            bar.close()
+            click.echo(f"stopped watching; job {job['id']} keeps running: mlq watch {job['id']}", err=True)
+            sys.exit(130)
+    bar.close()
+    if as_json or show == "job":
+        out(job)
+    if job["status"] == "succeeded":
+        if not (as_json or show == "job"):
+            out(job.get("result"))
+        return
+    error = job.get("error") or {}
+    reason = f": {error.get('type', 'error')}: {error.get('message', '')}" if job["status"] == "failed" else ""
+    click.echo(f"error: job {job['id']} {job['status']}{reason}", err=True)
+    sys.exit(1)
+
+
+def table(rows: list[list[Any]], header: list[str]) -> None:
+    cells = [header, *[["" if v is None else str(v) for v in row] for row in rows]]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    for row in cells:
+        click.echo("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())

@@ -1,0 +1,254 @@
+"""The Python client and `mlq` against the real service: gunicorn, a real worker (`mlq worker`), a real Redis.
+
+Run with MLQ_TEST_REDIS_URL=redis://127.0.0.1:6379/12 (default db 15). The db is flushed before and after.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import redis
+from sklearn.datasets import load_iris
+
+from mlqueue import Client, NotFound, ValidationFailed
+from mlqueue.dev import descendants
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+REDIS_URL = os.environ.get("MLQ_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+START_TIMEOUT_S = 180.0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def write_iris(path: Path) -> None:
+    iris = load_iris()
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["sepal_length", "sepal_width", "petal_length", "petal_width", "species"])
+        for i, (values, target) in enumerate(zip(iris.data, iris.target, strict=True)):
+            cells = [f"{v:.1f}" for v in values]
+            cells[1] = "" if i % 19 == 4 else cells[1]  # a few blanks: the service imputes them
+            writer.writerow([*cells, iris.target_names[target]])
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=40)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+
+
+def require_redis() -> redis.Redis:
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        client.ping()
+    except redis.ConnectionError as exc:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI needs a Redis at {REDIS_URL}: {exc}")
+        pytest.skip(f"no Redis at {REDIS_URL}")
+    return client
+
+
+def test_mlq_dev_without_redis_or_redis_server_says_how_to_install_it(tmp_path: Path) -> None:
+    env = {**os.environ, "PATH": str(tmp_path), "MLQ_HOME": str(tmp_path / "home"),
+           "MLQ_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"}
+    result = subprocess.run([str(BIN / "mlq"), "dev", "--port", str(free_port())], capture_output=True, text=True,
+                            env=env, timeout=60)
+    assert result.returncode == 1
+    assert "redis-server is not installed" in result.stderr and "apt-get install redis-server" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_mlq_dev_serves_until_sigterm_then_stops_every_child_and_exits_zero(tmp_path: Path) -> None:
+    """Runs first in this module, before the shared service exists, so its /readyz counts only its own workers."""
+    client = require_redis()
+    client.flushdb()
+    port = free_port()
+    env = {**os.environ, "MLQ_REDIS_URL": REDIS_URL, "MLQ_HOME": str(tmp_path / "home"), "MLQ_TORCH_THREADS": "1"}
+    proc = subprocess.Popen([str(BIN / "mlq"), "dev", "--port", str(port)], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, process_group=0)
+    try:
+        assert proc.stdout is not None
+        lines = []
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+            if line.startswith("ready:"):
+                break
+        assert any(line.startswith("ready:") for line in lines), "".join(lines)
+        assert f"curl -s http://127.0.0.1:{port}/readyz" in "".join(lines)
+        ready = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=5).json()
+        assert all(ready["queues"][q]["workers"] >= 1 for q in ("train", "inference"))
+        children = descendants(proc.pid)
+        assert len(children) >= 3  # gunicorn, two `mlq worker` launchers, their Celery workers
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+        assert not [pid for pid in children if Path(f"/proc/{pid}").exists()
+                    and "zombie" not in Path(f"/proc/{pid}/status").read_text(errors="replace").lower()]
+        with pytest.raises(httpx.ConnectError):
+            httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        client.flushdb()
+        client.close()
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """gunicorn serving api.wsgi:app and one `mlq worker` for both queues, on a fresh MLQ_HOME and the test db."""
+    client = require_redis()
+    client.flushdb()
+    tmp = tmp_path_factory.mktemp("client-cli")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "MLQ_REDIS_URL": REDIS_URL, "MLQ_HOME": str(tmp / "home"), "MLQ_URL": url,
+           "MLQ_TORCH_THREADS": "1", "MLQ_HEARTBEAT_S": "0.5"}
+    env.pop("MLQ_TOKEN", None)
+    logs = (tmp / "api.log").open("wb"), (tmp / "worker.log").open("wb")
+    api = subprocess.Popen([str(BIN / "mlq"), "api", "--port", str(port), "--workers", "1"], cwd=ROOT, env=env,
+                           stdout=logs[0], stderr=subprocess.STDOUT, process_group=0)
+    worker = subprocess.Popen([str(BIN / "mlq"), "worker", "--queues", "train,inference", "--devices", "cpu"],
+                              cwd=ROOT, env=env, stdout=logs[1], stderr=subprocess.STDOUT, process_group=0)
+    try:
+        with Client(url, timeout=5, max_retries=0) as probe:
+            deadline = time.monotonic() + START_TIMEOUT_S
+            while True:
+                for proc, log in ((api, "api.log"), (worker, "worker.log")):
+                    if proc.poll() is not None:
+                        pytest.fail(f"{log} process exited:\n{(tmp / log).read_text()[-4000:]}")
+                try:
+                    probe.ready()
+                    break
+                except Exception:
+                    if time.monotonic() > deadline:
+                        pytest.fail(f"service not ready:\n{(tmp / 'worker.log').read_text()[-4000:]}")
+                    time.sleep(0.5)
+        data = tmp / "iris.csv"
+        write_iris(data)
+        yield {"url": url, "env": env, "tmp": tmp, "data": data}
+    finally:
+        stop(worker)
+        stop(api)
+        for log_file in logs:
+            log_file.close()
+        client.flushdb()
+        client.close()
+
+
+def mlq(service: dict[str, Any], *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(BIN / "mlq"), *args], capture_output=True, text=True, env=service["env"],
+                          timeout=timeout)
+
+
+def test_the_client_uploads_trains_predicts_lists_and_points_an_alias(service: dict[str, Any]) -> None:
+    with Client(service["url"]) as client:
+        dataset = client.upload_dataset(service["data"])
+        assert dataset["rows"] == 150 and dataset["name"] == "iris"
+        assert dataset["id"] in [d["id"] for d in client.list_datasets()]
+        job = client.train("flowers", dataset["id"], target="species", algorithm="logistic_regression")
+        assert job["status"] in ("queued", "running", "succeeded")
+        final = client.wait(job["id"], timeout=150)
+        assert final["status"] == "succeeded", final
+        assert final["result"]["version"] == 1 and final["result"]["metrics"]["accuracy"] > 0.8
+
+        rows = [[5.1, 3.5, 1.4, 0.2], [6.7, None, 5.2, 2.3], [5.9, 3.0, 4.2, 1.5]]
+        answer = client.result(client.predict("flowers", rows, wait=30)["id"], timeout=60)
+        assert (answer["model"], answer["version"]) == ("flowers", 1)
+        assert [p["label"] for p in answer["predictions"]][0] == "setosa"
+        assert len(answer["predictions"]) == 3
+
+        assert job["id"] in [j["id"] for j in client.list_jobs(type="train")]
+        assert {j["type"] for j in client.list_jobs(page_size=1, limit=2)} <= {"train", "predict"}
+        assert len(list(client.list_jobs(page_size=1))) >= 2  # follows next_cursor across pages
+        assert "flowers" in [m["name"] for m in client.list_models()]
+        client.set_alias("flowers", "production", 1)
+        assert client.get_model("flowers")["aliases"] == {"production": 1}
+        client.delete_alias("flowers", "production")
+        assert client.get_model("flowers")["aliases"] == {}
+
+
+def test_the_client_raises_typed_errors_from_problem_details(service: dict[str, Any]) -> None:
+    with Client(service["url"]) as client:
+        with pytest.raises(NotFound) as missing:
+            client.get_job("job_00000000000000000000000000")
+        assert missing.value.status == 404 and missing.value.problem["status"] == 404
+        with pytest.raises(NotFound):
+            client.get_model("no-such-model")
+        with pytest.raises(ValidationFailed) as invalid:
+            client.train("flowers", "ds_00000000000000000000000000", target="species", algorithm="deep_forest")
+        assert invalid.value.status == 422 and "logistic_regression" in str(invalid.value)
+
+
+def test_mlq_trains_over_http_and_watch_prints_progress_then_the_final_job(service: dict[str, Any]) -> None:
+    submitted = mlq(service, "train", "--data", str(service["data"]), "--target", "species", "--algorithm", "mlp",
+                    "--model", "petals", "--params", '{"epochs": 4, "hidden_layers": [8]}')
+    assert submitted.returncode == 0, submitted.stderr
+    job = json.loads(submitted.stdout)
+    assert job["type"] == "train" and f"mlq watch {job['id']}" in submitted.stderr
+
+    watched = mlq(service, "watch", job["id"])
+    assert watched.returncode == 0, watched.stderr
+    final = json.loads(watched.stdout)
+    assert final["id"] == job["id"] and final["status"] == "succeeded"
+    assert final["result"]["epochs_run"] >= 1
+    assert f"{job['id']} " in watched.stderr and "succeeded" in watched.stderr  # the progress line
+
+    shown = mlq(service, "jobs", "show", job["id"])
+    assert json.loads(shown.stdout)["status"] == "succeeded"
+    listed = mlq(service, "jobs", "list", "--json")
+    assert job["id"] in [j["id"] for j in json.loads(listed.stdout)]
+    table = mlq(service, "jobs", "list", "--model", "petals")
+    assert table.stdout.splitlines()[0].split()[:3] == ["ID", "STATUS", "TYPE"] and job["id"] in table.stdout
+
+
+def test_mlq_predict_alias_models_and_errors_over_http(service: dict[str, Any]) -> None:
+    trained = mlq(service, "train", "--data", str(service["data"]), "--target", "species", "--algorithm",
+                  "random_forest", "--model", "irises", "--params", '{"n_estimators": 10}', "--wait")
+    assert trained.returncode == 0, trained.stderr
+    assert json.loads(trained.stdout)["version"] == 1
+
+    alias = mlq(service, "models", "alias", "irises", "production", "1")
+    assert alias.returncode == 0, alias.stderr
+    assert json.loads(alias.stdout)["aliases"] == {"production": 1}
+    models = mlq(service, "models", "--json")
+    assert {"name": "irises", "latest_version": 1, "aliases": {"production": 1}} in json.loads(models.stdout)
+    versions = mlq(service, "models", "irises")
+    assert versions.returncode == 0 and "random_forest" in versions.stdout
+
+    rows = service["tmp"] / "rows.json"
+    rows.write_text(json.dumps([{"sepal_length": 6.3, "sepal_width": 3.3, "petal_length": 6.0, "petal_width": 2.5}]))
+    predicted = mlq(service, "predict", "irises", "--input", str(rows), "--version", "production")
+    assert predicted.returncode == 0, predicted.stderr
+    answer = json.loads(predicted.stdout)
+    assert answer["version"] == 1 and answer["predictions"][0]["label"] == "virginica"
+
+    missing = mlq(service, "jobs", "show", "job_00000000000000000000000000")
+    assert missing.returncode == 1 and missing.stderr.startswith("error: 404") and missing.stderr.count("\n") == 1
+    done = mlq(service, "jobs", "cancel", json.loads(mlq(service, "jobs", "list", "--json").stdout)[0]["id"])
+    assert done.returncode == 1 and "error: 409" in done.stderr  # that job is already final
