@@ -8,7 +8,7 @@ broker connection loss, and a long wait for children that load models before the
 from __future__ import annotations
 
 from celery import Celery
-from kombu import Queue
+from kombu import Exchange, Queue
 
 from worker.contract import INFERENCE_QUEUE, PREDICT_TASK, TRAIN_QUEUE, TRAIN_TASK
 from worker.settings import Settings
@@ -39,8 +39,13 @@ def make_celery(settings: Settings) -> Celery:
         accept_content=["json"],
         result_accept_content=["json"],
         event_serializer="json",
-        task_queues=(Queue(TRAIN_QUEUE), Queue(INFERENCE_QUEUE)),
+        # Each queue gets its own direct exchange and routing key. A bare Queue(name) inherits the default
+        # exchange *and* routing key, so Redis' binding table would list both queues under key "train":
+        # Celery publishes straight to the named queue, but anything routing by exchange would hit both.
+        task_queues=tuple(Queue(q, Exchange(q, type="direct"), routing_key=q) for q in (TRAIN_QUEUE, INFERENCE_QUEUE)),
         task_default_queue=TRAIN_QUEUE,
+        task_default_exchange=TRAIN_QUEUE,
+        task_default_routing_key=TRAIN_QUEUE,
         task_routes={TRAIN_TASK: {"queue": TRAIN_QUEUE}, PREDICT_TASK: {"queue": INFERENCE_QUEUE}},
         # At-least-once: a job is acked when it ends, and a worker holds one job per process, so a second
         # training never waits behind the first on a busy worker. Inference workers raise the prefetch on
