@@ -24,6 +24,10 @@ from training.registry import ModelRegistry
 PREPROCESSOR_FILE = "preprocessor.skops"
 
 
+class RegistrationDeclined(Exception):
+    """Raised when `claim_registration` said no: another attempt of the same job registers (or registered) it."""
+
+
 def library_versions() -> dict[str, str]:
     """Versions recorded in every manifest, so a model can be traced to the code that built it."""
     import numpy
@@ -55,6 +59,7 @@ def train_model(
     dataset_id: str | None = None,
     job_id: str | None = None,
     extra_manifest: dict[str, Any] | None = None,
+    claim_registration: Callable[[], bool] | None = None,
 ) -> dict[str, Any]:
     """Train one model on a CSV and register it as the next version of `model_name`.
 
@@ -111,6 +116,8 @@ def train_model(
     try:
         save_preprocessor(data.preprocessor, staging / PREPROCESSOR_FILE)
         model.save(staging)
+        if claim_registration is not None and not claim_registration():
+            raise RegistrationDeclined(f"job {job_id}: another attempt owns the registration; nothing registered")
         registered = registry.register(tenant, model_name, staging, manifest)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

@@ -1,4 +1,4 @@
-"""The worker's tasks, `mlqueue.train` and `mlqueue.predict`, and the per-process start-up that serves them.
+"""The worker's task `mlqueue.train` and the per-process start-up (predictions: worker/inference.py).
 
 The only module of `worker/` that imports `training/`. Tasks are registered on an app by `register_tasks(app,
 settings)`, called once by `worker/app.py` (the process edge that reads the settings): closures over one
@@ -10,33 +10,53 @@ parent that forks never holds a connection, a model or a CUDA context.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import redis
 import torch
 from celery import Celery, Task, signals
 from celery.exceptions import SoftTimeLimitExceeded
 
-from training.errors import Cancelled, MLQError
-from training.pipeline import train_model
+from training.errors import Cancelled, MLQError, NotFound
+from training.pipeline import RegistrationDeclined, train_model
 from training.registry import ModelRegistry
-from worker.contract import PREDICT_TASK, TRAIN_TASK, JobError, PredictRequest, TrainRequest
+from worker.contract import TRAIN_QUEUE, TRAIN_TASK, JobError, TrainRequest
 from worker.datasets import DatasetStore
 from worker.jobs import JobStore
 from worker.liveness import Heartbeat, WorkerLiveness
 from worker.model_cache import ModelCache
+from worker.recovery import Leases, Sweeper, drain_key, parse_drain, request_drain
 from worker.settings import Settings
 
 log = logging.getLogger(__name__)
 
 # Cancellation is checked at most this often: a tiny batch takes microseconds, a Redis GET ~0.1 ms.
 CANCEL_CHECK_INTERVAL_S = 0.05
+# How long the end of a training keeps retrying its last Redis writes (claim, final status) through an outage.
+FINAL_WRITE_RETRY_S = 120.0
+T = TypeVar("T")
+
+
+def retry_redis(call: Callable[[], T], what: str, within_s: float = FINAL_WRITE_RETRY_S) -> T:
+    """`call()`, retried through RedisErrors for up to `within_s` (then the last error is raised)."""
+    deadline = time.monotonic() + within_s
+    delay = 0.2
+    while True:
+        try:
+            return call()
+        except redis.RedisError as exc:
+            if time.monotonic() + delay > deadline:
+                raise
+            log.warning("%s failed (%s); retrying in %.1f s", what, exc, delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
 
 
 def _device_label() -> str:
@@ -48,27 +68,48 @@ def _device_label() -> str:
 
 
 class CancelCheck:
-    """`should_stop` for the training loop: asks Redis at most every `interval_s`, remembers a yes."""
+    """`should_stop` for the training loop: asks Redis at most every `interval_s`, remembers a yes.
 
-    def __init__(self, jobs: JobStore, job_id: str, interval_s: float = CANCEL_CHECK_INTERVAL_S) -> None:
+    It stops for one of three reasons, kept in `reason`: "cancel" (the job's cancel flag), "drain" (this worker
+    is shutting down and its grace period is over: the job goes back on the queue) or "lost" (the attempt's lease
+    is gone: another attempt owns the job now).
+    """
+
+    def __init__(self, jobs: JobStore, job_id: str, interval_s: float = CANCEL_CHECK_INTERVAL_S,
+                 hostname: str = "", lost: threading.Event | None = None) -> None:
         self.jobs = jobs
         self.job_id = job_id
         self.interval_s = interval_s
+        self.hostname = hostname
+        self.lost = lost
+        self.reason: str | None = None
         self._last = float("-inf")
-        self._cancelled = False
+
+    @property
+    def _cancelled(self) -> bool:
+        return self.reason is not None
 
     def __call__(self) -> bool:
-        if self._cancelled:
+        if self.reason is not None:
+            return True
+        if self.lost is not None and self.lost.is_set():
+            self.reason = "lost"
             return True
         now = time.monotonic()
         if now - self._last >= self.interval_s:
             self._last = now
             try:
-                self._cancelled = self.jobs.cancel_requested(self.job_id)
+                cancel, drain = self.jobs.redis.mget(f"mlq:job:{self.job_id}:cancel", drain_key(self.hostname))
             except redis.RedisError as exc:
                 # A Redis blip must not kill hours of training; the next due check asks again.
                 log.warning("job %s: cancel check failed: %s", self.job_id, exc)
-        return self._cancelled
+            else:
+                deadline = parse_drain(drain)
+                if cancel:
+                    self.reason = "cancel"
+                elif deadline is not None and time.time() >= deadline:
+                    self.reason = "drain"
+        return self.reason is not None
 
 
 def progress_reporter(jobs: JobStore, job_id: str) -> Callable[..., None]:
@@ -91,17 +132,25 @@ def progress_reporter(jobs: JobStore, job_id: str) -> Callable[..., None]:
 
 
 class JobHeartbeat:
-    """While a training runs, refresh its job heartbeat key, so a dead worker is told from a slow one."""
+    """While a training runs, refresh its attempt's lease, so a dead worker is told from a slow one.
 
-    def __init__(self, jobs: JobStore, job_id: str, worker: str, interval_s: float) -> None:
-        self.jobs, self.job_id, self.worker = jobs, job_id, worker
+    When the lease is gone (the job was requeued after this worker looked dead, or it ended), `lost` is set and
+    the training stops at its next batch: another attempt owns the job.
+    """
+
+    def __init__(self, leases: Leases, job_id: str, token: int, worker: str, interval_s: float) -> None:
+        self.leases, self.job_id, self.token, self.worker = leases, job_id, token, worker
         self.interval_s = max(0.05, interval_s)
+        self.lost = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"mlq-job-{job_id}", daemon=True)
 
     def _beat(self) -> None:
         try:
-            self.jobs.heartbeat(self.job_id, self.worker, self.interval_s * 3)
+            if not self.leases.heartbeat(self.job_id, self.token, self.worker):
+                if not self.lost.is_set():
+                    log.warning("job %s: attempt %d no longer holds the job; stopping it", self.job_id, self.token)
+                self.lost.set()
         except redis.RedisError as exc:
             log.warning("job %s: heartbeat failed: %s", self.job_id, exc)
 
@@ -119,6 +168,49 @@ class JobHeartbeat:
         self._thread.join(timeout=self.interval_s + 1)
 
 
+def registered_by(registry: ModelRegistry, tenant: str, model: str, job_id: str) -> dict[str, Any] | None:
+    """The job's result, rebuilt from the registry, if a version of `model` was registered by `job_id`."""
+    try:
+        versions = registry.get_model(tenant, model)["versions"]
+    except NotFound:
+        return None
+    for manifest in reversed(versions):
+        if manifest.get("job_id") == job_id:
+            return {"model": model, "version": manifest["version"], "metrics": manifest.get("metrics"),
+                    "epochs_run": manifest.get("epochs_run"), "duration_s": None, "task": manifest.get("task"),
+                    "task_inferred": manifest.get("task_inferred"), "recovered": True}
+    return None
+
+
+class RegistrationClaim:
+    """`claim_registration` for train_model: one job registers at most one version, whatever happens.
+
+    Claims `mlq:job:{id}:registered` for this attempt (only while it holds the job, and not once a cancel was
+    requested). If an earlier attempt holds the claim, its version is looked up in the registry: found, this
+    attempt finishes with it (`existing`); not found (that attempt died between the claim and the rename), the
+    claim is taken over.
+    """
+
+    def __init__(self, runtime: WorkerRuntime, request: TrainRequest, token: int) -> None:
+        self.runtime, self.request, self.token = runtime, request, token
+        self.existing: dict[str, Any] | None = None
+        self.outcome: int | None = None
+
+    def __call__(self) -> bool:
+        leases, job_id = self.runtime.leases, self.request.job_id
+        code, holder = retry_redis(lambda: leases.claim_registration(job_id, self.token), f"job {job_id}: claim")
+        if code == -2:
+            self.existing = registered_by(self.runtime.registry, self.request.tenant, self.request.model, job_id)
+            if self.existing is not None:
+                log.warning("job %s: attempt %s already registered version %s; not registering another",
+                            job_id, holder, self.existing["version"])
+                return False
+            code, holder = retry_redis(lambda: leases.claim_registration(job_id, self.token, takeover_from=holder),
+                                       f"job {job_id}: claim")
+        self.outcome = code
+        return code == 1
+
+
 class WorkerRuntime:
     """What one worker process holds: settings, its Redis client, stores, model cache and heartbeat."""
 
@@ -129,7 +221,10 @@ class WorkerRuntime:
         self.cache = ModelCache(self.registry)
         self._redis: redis.Redis | None = None
         self._jobs: JobStore | None = None
+        self._leases: Leases | None = None
         self._heartbeat: Heartbeat | None = None
+        self._sweeper: Sweeper | None = None
+        self.app: Celery | None = None  # set by register_tasks: re-sends go through it, by task name
 
     @property
     def redis(self) -> redis.Redis:
@@ -144,6 +239,19 @@ class WorkerRuntime:
             self._jobs = JobStore(self.redis, ttl_s=self.settings.job_ttl_s)
         return self._jobs
 
+    @property
+    def leases(self) -> Leases:
+        if self._leases is None:
+            self._leases = Leases(self.jobs, stale_s=self.settings.stale_job_s,
+                                  max_attempts=self.settings.max_attempts,
+                                  time_limit_s=self.settings.job_time_limit_s)
+        return self._leases
+
+    def send_train(self, payload: dict[str, Any]) -> None:
+        """Put a training back on the `train` queue, by name, with its original request."""
+        assert self.app is not None, "register_tasks() sets the app"
+        self.app.send_task(TRAIN_TASK, args=[payload], task_id=payload["job_id"], queue=TRAIN_QUEUE)
+
     def start(self, hostname: str, queues: list[str]) -> None:
         """Runs once per worker process, after the fork: threads, preloaded models, then the heartbeat."""
         torch.set_num_threads(self.settings.torch_threads)
@@ -155,28 +263,18 @@ class WorkerRuntime:
         self._heartbeat = Heartbeat(WorkerLiveness(self.redis), hostname, queues, self.settings.heartbeat_s,
                                     _device_label(), models=self.cache.describe)
         self._heartbeat.start()
+        if TRAIN_QUEUE in queues:
+            # Every train process sweeps: whichever is alive puts a dead worker's job back within seconds.
+            self._sweeper = Sweeper(self.leases, self.send_train, self.settings.stale_job_s / 2)
+            self._sweeper.start()
 
     def stop(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.stop()
+            self._sweeper = None
         if self._heartbeat is not None:
             self._heartbeat.stop()
             self._heartbeat = None
-
-    def begin(self, job_id: str, hostname: str) -> bool:
-        """Claim a job; False when it must not run (cancelled while queued, already final, too many attempts)."""
-        if not self.jobs.mark_running(job_id, hostname):
-            log.info("job %s is cancelled or already final; skipped", job_id)
-            return False
-        job = self.jobs.get(job_id) or {}
-        attempts = int(job.get("attempts") or 0)
-        if attempts > self.settings.max_attempts:
-            # The message came back after its worker died this many times: the job likely kills workers.
-            self.jobs.finish(job_id, "failed", error={
-                "type": "too_many_attempts",
-                "message": f"the job was started {attempts} times and its worker died each time "
-                           f"(limit MLQ_MAX_ATTEMPTS={self.settings.max_attempts}); it may need more memory "
-                           "or smaller parameters"})
-            return False
-        return True
 
     def error_for(self, job_id: str, exc: BaseException) -> dict[str, Any]:
         """The job error for `exc`: the library's own errors as they are, anything else as internal."""
@@ -194,57 +292,103 @@ class WorkerRuntime:
     def train(self, payload: dict[str, Any], hostname: str) -> None:
         request = TrainRequest.decode(payload)
         job_id = request.job_id
-        if not self.begin(job_id, hostname):
-            return
         checkpoint_dir = self.settings.checkpoints_dir / job_id
+        token, why = retry_redis(lambda: self.leases.begin(job_id, hostname), f"job {job_id}: start", 30.0)
+        if token is None:
+            # A duplicate or late message (the job is final, or another live attempt holds it): nothing to do.
+            log.info("job %s not started: %s", job_id, why)
+            if why in ("final", "cancelled", "poison"):
+                shutil.rmtree(checkpoint_dir, ignore_errors=True)
+            return
+        heartbeat = JobHeartbeat(self.leases, job_id, token, hostname, self.settings.heartbeat_s)
+        check = CancelCheck(self.jobs, job_id, hostname=hostname, lost=heartbeat.lost)
+        claim = RegistrationClaim(self, request, token)
+        result: dict[str, Any] | None = None
+        error: dict[str, Any] | None = None
         try:
-            with JobHeartbeat(self.jobs, job_id, hostname, self.settings.heartbeat_s):
+            with heartbeat:
                 result = train_model(
                     data_path=self.datasets.path(request.tenant, request.dataset_id),
                     target=request.target, algorithm=request.algorithm, model_name=request.model,
                     registry=self.registry, tenant=request.tenant, task=request.task, features=request.features,
                     params=request.params, preprocessing=request.preprocessing, split=request.split,
                     device=request.device, checkpoint_dir=checkpoint_dir,
-                    on_progress=progress_reporter(self.jobs, job_id), should_stop=CancelCheck(self.jobs, job_id),
-                    dataset_id=request.dataset_id, job_id=job_id,
+                    on_progress=progress_reporter(self.jobs, job_id), should_stop=check,
+                    dataset_id=request.dataset_id, job_id=job_id, claim_registration=claim,
                 )
         except Cancelled:
+            if check.reason == "drain":
+                self.preempt(request, token)
+                return
+            if check.reason == "lost":
+                log.warning("job %s: attempt %d stopped; a newer attempt owns the job", job_id, token)
+                return
             log.info("job %s cancelled; nothing registered", job_id)
-            status, result, error = "cancelled", None, None
+            status = "cancelled"
+        except RegistrationDeclined:
+            if claim.existing is not None:
+                # An earlier attempt registered the version but died before recording it: that is the result.
+                status, result = "succeeded", claim.existing
+            elif claim.outcome == -1:
+                status = "cancelled"
+            else:
+                log.warning("job %s: attempt %d lost the job before registering; nothing registered", job_id, token)
+                return
+        except SoftTimeLimitExceeded as exc:
+            status, error = "failed", self.error_for(job_id, exc)
         except Exception as exc:
-            status, result, error = "failed", None, self.error_for(job_id, exc)
+            status, error = "failed", self.error_for(job_id, exc)
         else:
-            status, error = "succeeded", None
-        # The job ends here (not in a dead process), so no later attempt will resume from the checkpoint.
-        # Removed before the final status is written: whoever sees the job final sees it cleaned up.
-        shutil.rmtree(checkpoint_dir, ignore_errors=True)
-        self.jobs.finish(job_id, status, result=result, error=error)
+            status = "succeeded"
+        self.conclude(job_id, token, hostname, status, result, error)
 
-    def predict(self, payload: dict[str, Any], hostname: str) -> None:
-        request = PredictRequest.decode(payload)
-        if not self.begin(request.job_id, hostname):
-            return
+    def conclude(self, job_id: str, token: int, hostname: str, status: str, result: dict[str, Any] | None,
+                 error: dict[str, Any] | None) -> None:
+        """Write the attempt's final status, fenced: only if this attempt still holds the job."""
+        checkpoint_dir = self.settings.checkpoints_dir / job_id
         try:
-            predictor = self.cache.get(request.tenant, request.model, request.version)
-            predictions = predictor.predict(request.inputs, request.postprocess or None)
-        except Exception as exc:
-            self.jobs.finish(request.job_id, "failed", error=self.error_for(request.job_id, exc))
+            # The job ends here (not in a dead process), so no later attempt will resume from the checkpoint.
+            # Removed before the final status is written (whoever sees the job final sees it cleaned up), but only
+            # while this attempt still holds the job: a newer attempt may be resuming from it.
+            if retry_redis(lambda: self.leases.heartbeat(job_id, token, hostname), f"job {job_id}: lease check"):
+                shutil.rmtree(checkpoint_dir, ignore_errors=True)
+            outcome = retry_redis(lambda: self.leases.finish(job_id, token, status, result=result, error=error),
+                                  f"job {job_id}: recording {status}")
+        except redis.RedisError:
+            # Redis stayed away: the lease expires and a sweeper requeues the job; the registration claim makes
+            # the next attempt finish with the version registered here instead of training a second one.
+            log.exception("job %s: could not record %s; a later attempt will", job_id, status)
             return
-        result = {"model": request.model, "version": predictor.version, "predictions": predictions}
-        self.jobs.finish(request.job_id, "succeeded", result=result)
+        if outcome == 2:
+            log.warning("job %s: attempt %d ended %s but a newer attempt owns the job; not recorded",
+                        job_id, token, status)
+
+    def preempt(self, request: TrainRequest, token: int) -> None:
+        """The worker is shutting down and the grace period is over: back on the queue, checkpoint kept."""
+        job_id = request.job_id
+        try:
+            outcome = retry_redis(lambda: self.leases.preempt(job_id, token), f"job {job_id}: requeue", 10.0)
+            if outcome == 1:
+                retry_redis(lambda: self.send_train(request.encode()), f"job {job_id}: re-send", 10.0)
+                log.warning("job %s: worker shutting down; requeued after attempt %d (checkpoint kept)",
+                            job_id, token)
+        except Exception:
+            # Not requeued by us: the lease expires and a sweeper on another worker requeues the job.
+            log.exception("job %s: could not requeue it on shutdown; a sweeper will", job_id)
+            with contextlib.suppress(redis.RedisError):
+                self.leases.unrequeue(job_id, token)
 
 
 def register_tasks(app: Celery, settings: Settings) -> WorkerRuntime:
-    """Register `mlqueue.train` and `mlqueue.predict` on `app`, and the per-process start-up and shutdown."""
+    """Register `mlqueue.train` on `app`, and the per-process start-up and shutdown.
+
+    Online predictions do not go through Celery: worker/inference.py serves them from a Redis Stream."""
     runtime = WorkerRuntime(settings)
+    runtime.app = app
 
     @app.task(name=TRAIN_TASK, bind=True)
     def train(self: Task, payload: dict[str, Any]) -> None:
         runtime.train(payload, self.request.hostname or "unknown")
-
-    @app.task(name=PREDICT_TASK, bind=True)
-    def predict(self: Task, payload: dict[str, Any]) -> None:
-        runtime.predict(payload, self.request.hostname or "unknown")
 
     def on_process_init(sender: Any = None, **_: Any) -> None:
         # The sender is the worker's node name (e.g. cpu@host); its queues were chosen before the fork.
@@ -254,6 +398,16 @@ def register_tasks(app: Celery, settings: Settings) -> WorkerRuntime:
     def on_process_shutdown(**_: Any) -> None:
         runtime.stop()
 
+    def on_shutting_down(sender: Any = None, how: str = "Warm", **_: Any) -> None:
+        # Main process, on SIGTERM/SIGINT (warm) or SIGQUIT (cold): tell this worker's trainings how long they
+        # have. They finish if they can; otherwise they checkpoint, requeue and return, and the worker exits.
+        grace = settings.shutdown_grace_s if how == "Warm" else 0.0
+        try:
+            request_drain(settings.redis_url, str(sender), grace)
+        except redis.RedisError as exc:
+            log.warning("could not announce the shutdown of %s: %s", sender, exc)
+
+    signals.worker_shutting_down.connect(on_shutting_down, weak=False, dispatch_uid=f"mlq-drain-{id(app)}")
     signals.worker_process_init.connect(on_process_init, weak=False, dispatch_uid=f"mlq-init-{id(app)}")
     signals.worker_process_shutdown.connect(on_process_shutdown, weak=False, dispatch_uid=f"mlq-stop-{id(app)}")
     # With -P solo the worker_process_shutdown signal is not sent; the worker's own shutdown is.

@@ -1,0 +1,304 @@
+"""Chaos helpers: a private redis-server that tests may stop and restart, and real worker subprocesses on it.
+
+`private_redis` is a redis-server of the test's own on a free port (never the shared one on 6379), so a test can
+kill it, restart it, flush it or fill it without touching anybody else's data. The worker helpers of
+tests/integration/conftest.py are reused (loaded by file path: conftest modules are not importable by name).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from worker.launcher import plan
+from worker.liveness import WorkerLiveness
+from worker.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _load_integration_helpers() -> Any:
+    name = "mlq_integration_conftest"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, ROOT / "tests" / "integration" / "conftest.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+_integration = _load_integration_helpers()
+WorkerProcess = _integration.WorkerProcess
+wait_until_announced: Callable[[Any, WorkerLiveness], None] = _integration._wait_until_announced
+stop_worker: Callable[[Any], None] = _integration._stop
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class PrivateRedis:
+    """A redis-server subprocess on a fixed port: `.url`, `.stop()`, `.start()` (same port, same --dir)."""
+
+    def __init__(self, directory: Path, appendonly: bool = False, db: int = 0) -> None:
+        self.directory = directory
+        self.appendonly = appendonly
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/{db}"
+        self.log_path = directory / "redis.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def argv(self) -> list[str]:
+        binary = shutil.which("redis-server")
+        assert binary is not None
+        argv = [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.directory),
+                "--save", "", "--logfile", str(self.log_path), "--maxmemory-policy", "noeviction"]
+        if self.appendonly:
+            argv += ["--appendonly", "yes", "--appendfsync", "always"]
+        else:
+            argv += ["--appendonly", "no"]
+        return argv
+
+    def client(self, **kwargs: Any) -> redis.Redis:
+        return redis.Redis.from_url(self.url, **kwargs)
+
+    def start(self, timeout_s: float = 15.0) -> None:
+        """(Re)start the server on the same port and wait until it answers PING (and has loaded its data)."""
+        assert self.proc is None or self.proc.poll() is not None, "already running"
+        self.proc = subprocess.Popen(self.argv(), stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout_s
+        client = self.client(socket_timeout=1)
+        try:
+            while True:
+                try:
+                    if client.ping():
+                        return
+                except (redis.ConnectionError, redis.BusyLoadingError, redis.TimeoutError):
+                    pass
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    log = self.log_path.read_text(errors="replace")[-3000:] if self.log_path.exists() else ""
+                    raise RuntimeError(f"redis-server on port {self.port} did not start:\n{log}")
+                time.sleep(0.05)
+        finally:
+            client.close()
+
+    def stop(self, kill: bool = True) -> None:
+        """Stop the server: SIGKILL (a crash) by default, else SIGTERM (a clean shutdown)."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
+        self.proc.wait(timeout=15)
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+
+def run_private_redis(tmp: Path, appendonly: bool) -> Iterator[PrivateRedis]:
+    if shutil.which("redis-server") is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("CI needs redis-server on PATH for tests/reliability (apt-get install redis-server)")
+        pytest.skip("redis-server is not installed")
+    server = PrivateRedis(tmp, appendonly=appendonly)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+
+
+# Worker settings for chaos tests: fast heartbeats, stale jobs found within ~2 s, short grace.
+FAST_ENV = {"MLQ_HEARTBEAT_S": "0.5", "MLQ_STALE_JOB_S": "2", "MLQ_SHUTDOWN_GRACE_S": "2", "MLQ_MAX_ATTEMPTS": "3",
+            "MLQ_TORCH_THREADS": "1"}
+
+
+class WorkerFleet:
+    """Starts `celery worker` subprocesses (the launcher's command line) on one Redis and one MLQ_HOME."""
+
+    def __init__(self, settings: Settings, logs: Path) -> None:
+        self.settings = settings
+        self.logs = logs
+        self.started: list[Any] = []
+        self.client = redis.Redis.from_url(settings.redis_url, decode_responses=True)
+        self.liveness = WorkerLiveness(self.client)
+
+    def start(self, queues: list[str], env: dict[str, str] | None = None, wait: bool = True) -> Any:
+        (worker_plan,) = plan("cpu", queues, concurrency=1, loglevel="info")
+        name = f"{'-'.join(queues)}-{uuid.uuid4().hex[:8]}"
+        argv = list(worker_plan.argv)
+        argv[argv.index("-n") + 1] = f"{name}@%h"
+        full_env = {**os.environ, **worker_plan.env, **FAST_ENV, "MLQ_REDIS_URL": self.settings.redis_url,
+                    "MLQ_HOME": str(self.settings.home), **(env or {})}
+        log_path = self.logs / f"{name}.log"
+        with log_path.open("wb") as log:
+            proc = subprocess.Popen(argv, cwd=ROOT, env=full_env, stdout=log, stderr=subprocess.STDOUT,
+                                    process_group=0)
+        worker = WorkerProcess(proc, name, log_path)
+        self.started.append(worker)
+        if wait:
+            wait_until_announced(worker, self.liveness)
+        return worker
+
+    @staticmethod
+    def kill(worker: Any) -> None:
+        """SIGKILL the whole worker (main process and its pool children): a machine losing power."""
+        if worker.proc.poll() is None:
+            os.killpg(worker.proc.pid, signal.SIGKILL)
+            worker.proc.wait(timeout=15)
+
+    @staticmethod
+    def stop(worker: Any) -> None:
+        stop_worker(worker)
+        # Whatever the warm shutdown left behind (it should leave nothing) goes with the group.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(worker.proc.pid, signal.SIGKILL)
+
+    def close(self) -> None:
+        for worker in self.started:
+            self.stop(worker)
+        self.client.close()
+
+
+
+
+JOB_TIMEOUT_S = 90.0
+TENANT = "default"
+
+
+def breast_cancer_csv() -> bytes:
+    from sklearn.datasets import load_breast_cancer
+
+    data = load_breast_cancer(as_frame=True)
+    frame = data.frame.drop(columns="target").iloc[:, :8]
+    frame.columns = [f"f{i}" for i in range(frame.shape[1])]
+    frame["diagnosis"] = ["malignant" if t == 0 else "benign" for t in data.target]
+    return frame.to_csv(index=False).encode()
+
+
+def iris_csv() -> bytes:
+    from sklearn.datasets import load_iris
+
+    iris = load_iris(as_frame=True)
+    frame = iris.frame.drop(columns="target")
+    frame.columns = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
+    frame["species"] = iris.target_names[iris.target]
+    return frame.to_csv(index=False).encode()
+
+
+def dump(job: Any) -> str:
+    import json
+
+    return json.dumps(job, indent=1, default=str)
+
+
+class ChaosHarness:
+    """What the API does, minus HTTP (job record first, then the task by name), plus waits on job records."""
+
+    def __init__(self, settings: Settings) -> None:
+        from training.registry import ModelRegistry
+        from worker.celery_app import make_celery
+        from worker.datasets import DatasetStore
+        from worker.jobs import JobStore
+
+        self.settings = settings
+        self.redis = redis.Redis.from_url(settings.redis_url, decode_responses=True)
+        self.jobs = JobStore(self.redis, ttl_s=settings.job_ttl_s)
+        self.datasets = DatasetStore(settings.datasets_dir)
+        self.registry = ModelRegistry(settings.models_dir, secret_key=settings.secret_key)
+        self.celery = make_celery(settings)
+        self._datasets: dict[str, str] = {}
+
+    def dataset(self, kind: str = "breast_cancer") -> str:
+        import io
+
+        if kind not in self._datasets:
+            csv = breast_cancer_csv() if kind == "breast_cancer" else iris_csv()
+            self._datasets[kind] = self.datasets.save(TENANT, io.BytesIO(csv), kind, max_bytes=10**7)["id"]
+        return self._datasets[kind]
+
+    def train_job(self, model: str, params: dict[str, Any] | None = None, algorithm: str = "mlp",
+                  send: bool = True) -> str:
+        """A training job as the API records it (the request minus job_id and tenant), sent by name."""
+        from worker.contract import TrainRequest
+        from worker.ids import new_id
+
+        job_id = new_id("job")
+        if algorithm == "mlp":
+            dataset, target = self.dataset("breast_cancer"), "diagnosis"
+        else:
+            dataset, target = self.dataset("iris"), "species"
+        request = TrainRequest(job_id=job_id, tenant=TENANT, model=model, dataset_id=dataset, target=target,
+                               algorithm=algorithm, params=params or {}, device="cpu").encode()
+        record = {k: v for k, v in request.items() if k not in ("job_id", "tenant")}
+        self.jobs.create(TENANT, "train", model, record, job_id=job_id)
+        if send:
+            self.send(request)
+        return job_id
+
+    def request_of(self, job_id: str) -> dict[str, Any]:
+        job = self.jobs.get(job_id)
+        assert job is not None
+        return {**job["request"], "job_id": job_id, "tenant": job["tenant"]}
+
+    def send(self, payload: dict[str, Any]) -> None:
+        from worker.contract import TRAIN_QUEUE, TRAIN_TASK
+
+        self.celery.send_task(TRAIN_TASK, args=[payload], task_id=payload["job_id"], queue=TRAIN_QUEUE)
+
+    def wait(self, job_id: str, timeout_s: float = JOB_TIMEOUT_S) -> dict[str, Any]:
+        job = self.jobs.wait(job_id, timeout_s)
+        assert job is not None and job["status"] in ("succeeded", "failed", "cancelled"), dump(job)
+        return job
+
+    def wait_for(self, job_id: str, predicate: Callable[[dict[str, Any]], bool],
+                 timeout_s: float = JOB_TIMEOUT_S, what: str = "") -> dict[str, Any]:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            job = self.jobs.get(job_id)
+            if job is not None and predicate(job):
+                return job
+            assert time.monotonic() < deadline, f"timed out waiting for {what or predicate}: {dump(job)}"
+            time.sleep(0.02)
+
+    def versions(self, model: str) -> list[dict[str, Any]]:
+        from training.errors import NotFound
+
+        try:
+            return list(self.registry.get_model(TENANT, model)["versions"])
+        except NotFound:
+            return []
+
+    def close(self) -> None:
+        self.celery.close()
+        self.redis.close()
+
+
+def epoch_of(job: dict[str, Any]) -> int:
+    return int((job.get("progress") or {}).get("epoch") or 0)
+
+
+def running_at_epoch(n: int, attempt: int | None = None) -> Callable[[dict[str, Any]], bool]:
+    def ok(job: dict[str, Any]) -> bool:
+        return job["status"] == "running" and epoch_of(job) >= n and (attempt is None or job["attempts"] == attempt)
+    return ok
+

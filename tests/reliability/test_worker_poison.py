@@ -1,0 +1,32 @@
+"""A job that kills its worker every time it runs ends `failed` after MLQ_MAX_ATTEMPTS, with a readable reason."""
+
+from __future__ import annotations
+
+import pytest
+from reliability_support import ChaosHarness, WorkerFleet, dump
+
+from worker.contract import TRAIN_QUEUE
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+MLP = {"hidden_layers": [16], "batch_size": 4, "early_stopping_patience": 0, "epochs": 1000}
+
+
+def test_a_job_whose_worker_dies_every_time_fails_after_max_attempts(
+        harness: ChaosHarness, fleet: WorkerFleet) -> None:
+    job_id = harness.train_job("bc-poison", MLP)
+    for attempt in (1, 2, 3):  # MLQ_MAX_ATTEMPTS=3 in the chaos workers' environment
+        worker = fleet.start([TRAIN_QUEUE])
+        harness.wait_for(job_id, lambda j, a=attempt: j["status"] == "running" and j["attempts"] == a,  # type: ignore[misc]
+                         what=f"attempt {attempt} running")
+        fleet.kill(worker)  # e.g. the kernel's OOM killer, every time the job runs
+    survivor = fleet.start([TRAIN_QUEUE])
+    job = harness.wait(job_id, timeout_s=30)
+    assert (job["status"], job["attempts"]) == ("failed", 3), dump(job)
+    assert job["error"]["type"] == "worker_lost"
+    assert "3 times" in job["error"]["message"] and "MLQ_MAX_ATTEMPTS" in job["error"]["message"]
+    assert harness.versions("bc-poison") == []
+    # Not looping: the worker is free for the next job, and the poison job never runs again.
+    after = harness.wait(harness.train_job("iris-after-poison", algorithm="logistic_regression"))
+    assert after["status"] == "succeeded", dump(after) + survivor.log_tail()
+    assert harness.jobs.get(job_id)["attempts"] == 3  # type: ignore[index]

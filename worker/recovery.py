@@ -1,0 +1,366 @@
+"""A training job outlives its worker: attempt leases, the stale-job sweeper, warm-shutdown drains, one registration.
+
+Celery on Redis only notices a dead worker when the visibility timeout (hours) runs out, so mlqueue keeps its own
+lease on every running training, in the job record it already owns (stdlib + redis only; no torch, no Celery):
+
+- **Attempt token.** `begin()` moves a job to running and returns its new attempt number (the job's `attempts`
+  field) as a fence: heartbeats, the registration claim and the final status of an attempt are accepted only while
+  the job is still running *that* attempt, so an old attempt (a worker thought dead, or a message redelivered hours
+  later) can never overwrite what a newer one did. `begin()` also writes the first heartbeat in the same script,
+  so two deliveries of one message can never both start it.
+- **Heartbeat.** `mlq:job:{id}:heartbeat` (value `worker:attempt`) lives `stale_job_s` and is refreshed every
+  `heartbeat_s` by the running attempt.
+- **Sweeper.** A thread in every train-worker process looks every `stale_job_s / 2` for running trainings whose
+  heartbeat expired. One script decides, atomically (only one sweeper wins): cancelled → `cancelled`; attempts used
+  up → `failed` (`worker_lost`); past the job time limit → `failed` (`time_limit`); otherwise back to `queued`, and
+  the sweeper re-sends `mlqueue.train` by name with the job's own request. The next attempt resumes from the
+  checkpoint in `MLQ_HOME/checkpoints/{job}`.
+- **Drain.** On SIGTERM the worker's main process writes `mlq:drain:{hostname}` (deadline = now +
+  `shutdown_grace_s`); the training's stop check reads it, and past the deadline the attempt stops at the next
+  batch and puts itself back on the queue (`preempt()`), which does not count as a failed attempt.
+- **One registration.** Right before registering, an attempt claims `mlq:job:{id}:registered` (Lua: only while its
+  lease holds, and not once the job is cancelled). A later attempt that finds the claim taken finds the version in
+  the registry by the manifest's job id and finishes with it, instead of registering a second one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import redis
+
+from worker.jobs import _FINISH_LUA, DURATION_BUCKETS, JobStore, now_rfc3339
+
+log = logging.getLogger(__name__)
+
+DRAIN_PREFIX = "mlq:drain:"
+
+# KEYS: the JobStore keys (job, running set, metrics jobs, metrics duration, cancel flag, channel) + heartbeat.
+# ARGV: id, worker, now, now_ms, ttl, cancelled error, heartbeat ttl ms, max attempts, poison error, buckets...
+_BEGIN = _FINISH_LUA + """
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status then return {0, 'missing'} end
+if is_final(status) then return {0, 'final'} end
+if redis.call('EXISTS', KEYS[5]) == 1 then
+  finish(ARGV[1], 'cancelled', ARGV[3], ARGV[4], ARGV[5], '', ARGV[6], 10)
+  return {0, 'cancelled'}
+end
+if status == 'running' and redis.call('EXISTS', KEYS[7]) == 1 then return {0, 'running_elsewhere'} end
+-- queued, or running with a dead holder whose message came back before a sweeper noticed
+local used = tonumber(redis.call('HGET', KEYS[1], 'attempts') or '0') -
+             tonumber(redis.call('HGET', KEYS[1], 'preempted') or '0')
+if used >= tonumber(ARGV[8]) then
+  finish(ARGV[1], 'failed', ARGV[3], ARGV[4], ARGV[5], '', ARGV[9], 10)
+  return {0, 'poison'}
+end
+if (redis.call('HGET', KEYS[1], 'started_at') or '') == '' then
+  redis.call('HSET', KEYS[1], 'started_at', ARGV[3], 'started_ms', ARGV[4])
+end
+local token = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
+redis.call('HSET', KEYS[1], 'status', 'running', 'worker', ARGV[2], 'attempt_started_ms', ARGV[4])
+redis.call('SADD', KEYS[2], ARGV[1])
+redis.call('HINCRBY', KEYS[3], redis.call('HGET', KEYS[1], 'type') .. ':running', 1)
+redis.call('SET', KEYS[7], ARGV[2] .. ':' .. token, 'PX', ARGV[7])
+redis.call('PUBLISH', KEYS[6], 'running')
+return {1, token}
+"""
+
+# KEYS: job, heartbeat. ARGV: token, value, ttl ms. → 1 refreshed, 0 the lease is gone (final, requeued, newer).
+_HEARTBEAT = """
+if redis.call('HGET', KEYS[1], 'status') ~= 'running' or redis.call('HGET', KEYS[1], 'attempts') ~= ARGV[1] then
+  return 0
+end
+redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
+return 1
+"""
+
+# KEYS: JobStore keys + heartbeat. ARGV: id, status, now, now_ms, ttl, result, error, token, buckets...
+_FINISH_FENCED = _FINISH_LUA + """
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status then return -1 end
+if is_final(status) then return 0 end
+if status ~= 'running' or redis.call('HGET', KEYS[1], 'attempts') ~= ARGV[8] then return 2 end
+finish(ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], 9)
+redis.call('DEL', KEYS[7])
+return 1
+"""
+
+# KEYS: JobStore keys + heartbeat. ARGV: id, now, now_ms, ttl, cancelled error, max attempts, poison error,
+# time limit ms, time limit error, buckets...
+_SWEEP = _FINISH_LUA + """
+local status = redis.call('HGET', KEYS[1], 'status')
+if status ~= 'running' then
+  redis.call('SREM', KEYS[2], ARGV[1])
+  return 'not_running'
+end
+if redis.call('HGET', KEYS[1], 'type') ~= 'train' then return 'not_train' end
+if redis.call('EXISTS', KEYS[7]) == 1 then return 'alive' end
+if redis.call('EXISTS', KEYS[5]) == 1 then
+  finish(ARGV[1], 'cancelled', ARGV[2], ARGV[3], ARGV[4], '', ARGV[5], 10)
+  return 'cancelled'
+end
+local used = tonumber(redis.call('HGET', KEYS[1], 'attempts') or '0') -
+             tonumber(redis.call('HGET', KEYS[1], 'preempted') or '0')
+if used >= tonumber(ARGV[6]) then
+  finish(ARGV[1], 'failed', ARGV[2], ARGV[3], ARGV[4], '', ARGV[7], 10)
+  return 'poison'
+end
+local attempt_started = tonumber(redis.call('HGET', KEYS[1], 'attempt_started_ms') or '0') or 0
+if tonumber(ARGV[8]) > 0 and attempt_started > 0 and tonumber(ARGV[3]) - attempt_started >= tonumber(ARGV[8]) then
+  finish(ARGV[1], 'failed', ARGV[2], ARGV[3], ARGV[4], '', ARGV[9], 10)
+  return 'time_limit'
+end
+redis.call('HSET', KEYS[1], 'status', 'queued', 'worker', '')
+redis.call('HINCRBY', KEYS[1], 'requeues', 1)
+redis.call('SREM', KEYS[2], ARGV[1])
+redis.call('PUBLISH', KEYS[6], 'queued')
+return 'requeued'
+"""
+
+# KEYS: JobStore keys + heartbeat. ARGV: id, token, now, now_ms, ttl, buckets... → 1 requeued, 2 cancelled, 0 fenced
+_PREEMPT = _FINISH_LUA + """
+if redis.call('HGET', KEYS[1], 'status') ~= 'running' or redis.call('HGET', KEYS[1], 'attempts') ~= ARGV[2] then
+  return 0
+end
+redis.call('DEL', KEYS[7])
+if redis.call('EXISTS', KEYS[5]) == 1 then
+  finish(ARGV[1], 'cancelled', ARGV[3], ARGV[4], ARGV[5], '', '', 6)
+  return 2
+end
+redis.call('HSET', KEYS[1], 'status', 'queued', 'worker', '')
+redis.call('HINCRBY', KEYS[1], 'preempted', 1)
+redis.call('SREM', KEYS[2], ARGV[1])
+redis.call('PUBLISH', KEYS[6], 'queued')
+return 1
+"""
+
+# The re-send after a requeue failed: make the job look running-with-a-dead-holder again, so a later sweep retries.
+# KEYS: job, running set. ARGV: id, attempts when requeued.
+_UNREQUEUE = """
+if redis.call('HGET', KEYS[1], 'status') ~= 'queued' or redis.call('HGET', KEYS[1], 'attempts') ~= ARGV[2] then
+  return 0
+end
+redis.call('HSET', KEYS[1], 'status', 'running')
+redis.call('SADD', KEYS[2], ARGV[1])
+return 1
+"""
+
+# KEYS: job, claim, cancel flag. ARGV: token, ttl s, takeover-from ('' = none).
+# → 1 claimed; 0 fenced (not the current attempt); -1 cancel requested; -2 claimed by attempt <value> (see reply)
+_CLAIM = """
+if redis.call('HGET', KEYS[1], 'status') ~= 'running' or redis.call('HGET', KEYS[1], 'attempts') ~= ARGV[1] then
+  return {0, ''}
+end
+if redis.call('EXISTS', KEYS[3]) == 1 then return {-1, ''} end
+local holder = redis.call('GET', KEYS[2])
+if holder and holder ~= ARGV[1] and holder ~= ARGV[3] then return {-2, holder} end
+redis.call('SET', KEYS[2], ARGV[1], 'EX', ARGV[2])
+return {1, ''}
+"""
+
+
+def _error(type_: str, message: str) -> str:
+    return json.dumps({"type": type_, "message": message})
+
+
+def heartbeat_key(job_id: str) -> str:
+    return f"mlq:job:{job_id}:heartbeat"
+
+
+def claim_key(job_id: str) -> str:
+    return f"mlq:job:{job_id}:registered"
+
+
+def drain_key(hostname: str) -> str:
+    return f"{DRAIN_PREFIX}{hostname}"
+
+
+def poison_message(max_attempts: int) -> str:
+    return (f"the job was started {max_attempts} times and its worker died (or was lost) each time "
+            f"(MLQ_MAX_ATTEMPTS={max_attempts}); it may need more memory, smaller parameters or a smaller dataset")
+
+
+class Leases:
+    """The fenced transitions of a training's attempts; every method is one Lua script (atomic)."""
+
+    def __init__(self, jobs: JobStore, stale_s: float, max_attempts: int, time_limit_s: float = 0) -> None:
+        if len(jobs._keys("job_x")) != 6:  # the scripts below put the heartbeat at KEYS[7]
+            raise RuntimeError("JobStore._keys() changed; update the KEYS of worker/recovery.py's scripts")
+        self.jobs = jobs
+        self.redis = jobs.redis
+        self.stale_s = stale_s
+        self.max_attempts = max_attempts
+        self.time_limit_s = time_limit_s
+        self._begin = self.redis.register_script(_BEGIN)
+        self._heartbeat = self.redis.register_script(_HEARTBEAT)
+        self._finish = self.redis.register_script(_FINISH_FENCED)
+        self._sweep = self.redis.register_script(_SWEEP)
+        self._preempt = self.redis.register_script(_PREEMPT)
+        self._unrequeue = self.redis.register_script(_UNREQUEUE)
+        self._claim = self.redis.register_script(_CLAIM)
+
+    def _keys(self, job_id: str) -> list[str]:
+        return [*self.jobs._keys(job_id), heartbeat_key(job_id)]
+
+    @property
+    def _ttl_ms(self) -> int:
+        return max(1, int(self.stale_s * 1000))
+
+    def begin(self, job_id: str, worker: str) -> tuple[int | None, str]:
+        """Start an attempt: (its token, "started"), or (None, why not: final, cancelled, running_elsewhere, ...)."""
+        now, now_ms = now_rfc3339()
+        reply = self._begin(keys=self._keys(job_id), args=[
+            job_id, worker, now, now_ms, self.jobs.ttl_s,
+            _error("cancelled", "the job was cancelled before it started"), self._ttl_ms, self.max_attempts,
+            _error("worker_lost", poison_message(self.max_attempts)), *DURATION_BUCKETS])
+        ok, detail = int(reply[0]), reply[1]
+        if ok == 1:
+            return int(detail), "started"
+        return None, detail.decode() if isinstance(detail, bytes) else str(detail)
+
+    def heartbeat(self, job_id: str, token: int, worker: str) -> bool:
+        """Refresh the lease; False once this attempt no longer holds the job."""
+        return self._heartbeat(keys=[self.jobs.key(job_id), heartbeat_key(job_id)],
+                               args=[token, f"{worker}:{token}", self._ttl_ms]) == 1
+
+    def finish(self, job_id: str, token: int, status: str, result: dict[str, Any] | None = None,
+               error: dict[str, Any] | None = None) -> int:
+        """Record the final status if this attempt still holds the job: 1 done, 0 already final, 2 fenced, -1 gone."""
+        now, now_ms = now_rfc3339()
+        return int(self._finish(keys=self._keys(job_id), args=[
+            job_id, status, now, now_ms, self.jobs.ttl_s, json.dumps(result) if result is not None else "",
+            json.dumps(error) if error is not None else "", token, *DURATION_BUCKETS]))
+
+    def preempt(self, job_id: str, token: int) -> int:
+        """Put the job back on the queue from its running attempt (a drain): 1 requeued, 2 cancelled, 0 fenced."""
+        now, now_ms = now_rfc3339()
+        return int(self._preempt(keys=self._keys(job_id), args=[job_id, token, now, now_ms, self.jobs.ttl_s,
+                                                                 *DURATION_BUCKETS]))
+
+    def sweep_one(self, job_id: str) -> str:
+        """Decide about one running job whose heartbeat may have expired; "requeued" means: send it again."""
+        now, now_ms = now_rfc3339()
+        limit_ms = int(self.time_limit_s * 1000)
+        outcome = self._sweep(keys=self._keys(job_id), args=[
+            job_id, now, now_ms, self.jobs.ttl_s,
+            _error("cancelled", "the job was cancelled; its worker was lost before it could stop"),
+            self.max_attempts, _error("worker_lost", poison_message(self.max_attempts)), limit_ms,
+            _error("time_limit", f"the job ran past its time limit (MLQ_JOB_TIME_LIMIT_S={self.time_limit_s:g}) "
+                   "and its worker was stopped"), *DURATION_BUCKETS])
+        return outcome.decode() if isinstance(outcome, bytes) else str(outcome)
+
+    def unrequeue(self, job_id: str, attempts: int) -> bool:
+        return self._unrequeue(keys=[self.jobs.key(job_id), self.jobs._keys(job_id)[1]],
+                               args=[job_id, attempts]) == 1
+
+    def claim_registration(self, job_id: str, token: int, takeover_from: str = "") -> tuple[int, str]:
+        """(1, "") claimed; (0, "") fenced; (-1, "") cancelled; (-2, holder) another attempt holds the claim."""
+        reply = self._claim(keys=[self.jobs.key(job_id), claim_key(job_id), f"mlq:job:{job_id}:cancel"],
+                            args=[token, self.jobs.ttl_s, takeover_from])
+        holder = reply[1].decode() if isinstance(reply[1], bytes) else str(reply[1])
+        return int(reply[0]), holder
+
+    def train_payload(self, job: dict[str, Any]) -> dict[str, Any]:
+        """The encoded TrainRequest of a job record (the API keeps the request minus job_id and tenant)."""
+        return {**(job.get("request") or {}), "job_id": job["id"], "tenant": job["tenant"]}
+
+    # ---- drains (warm shutdown) -------------------------------------------------------------------------------
+
+    def drain_deadline(self, hostname: str) -> float | None:
+        """The wall-clock time after which trainings on `hostname` must stop, if its main process is draining."""
+        return parse_drain(self.redis.get(drain_key(hostname)))
+
+
+def parse_drain(raw: Any) -> float | None:
+    """A drain record → its deadline, when it was written by this process's worker (its pid or its parent's)."""
+    if not raw:
+        return None
+    try:
+        record = json.loads(raw)
+        if int(record["pid"]) not in (os.getpid(), os.getppid()):
+            return None  # left behind by an earlier worker of the same name
+        return float(record["deadline"])
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def request_drain(redis_url: str, hostname: str, grace_s: float) -> None:
+    """Called in the worker's main process on SIGTERM: trainings get `grace_s` more, then checkpoint and requeue.
+
+    A short-lived client: the main process forks the pool and must not keep a connection.
+    """
+    client = redis.Redis.from_url(redis_url, socket_timeout=2, socket_connect_timeout=2)
+    try:
+        record = json.dumps({"deadline": time.time() + max(0.0, grace_s), "pid": os.getpid()})
+        client.set(drain_key(hostname), record, ex=int(max(grace_s, 0) + 3600))
+    finally:
+        client.close()
+
+
+class Sweeper:
+    """Every `interval_s`, put running trainings whose heartbeat expired back on the queue (or end them)."""
+
+    def __init__(self, leases: Leases, send: Callable[[dict[str, Any]], None], interval_s: float) -> None:
+        self.leases = leases
+        self.send = send
+        self.interval_s = max(0.1, interval_s)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="mlq-sweeper", daemon=True)
+        # After Redis was unreachable, give live holders time to refresh their heartbeats before judging them.
+        self._quiet_until = time.monotonic() + leases.stale_s
+        self.min_redis_uptime_s = leases.stale_s
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=self.interval_s + 2)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            try:
+                self.sweep()
+            except redis.RedisError as exc:
+                self._quiet_until = time.monotonic() + self.leases.stale_s
+                log.warning("stale-job sweep failed (Redis): %s", exc)
+            except Exception:  # never let the thread die: the next sweep may work
+                log.exception("stale-job sweep failed")
+
+    def sweep(self) -> list[tuple[str, str]]:
+        """One pass; returns (job id, outcome) for every job it acted on."""
+        if time.monotonic() < self._quiet_until:
+            return []
+        # A Redis that just restarted expired every heartbeat while it was down: wait for the holders to come back.
+        uptime = int(self.leases.redis.info("server").get("uptime_in_seconds", 1 << 30))
+        if uptime < self.min_redis_uptime_s:
+            return []
+        acted = []
+        for job_id in self.leases.jobs.running_ids():
+            if self.leases.jobs.heartbeat_alive(job_id):
+                continue
+            outcome = self.leases.sweep_one(job_id)
+            if outcome in ("alive", "not_running", "not_train"):
+                continue
+            acted.append((job_id, outcome))
+            if outcome != "requeued":
+                log.warning("job %s: its worker was lost; the job ended (%s)", job_id, outcome)
+                continue
+            job = self.leases.jobs.get(job_id)
+            if job is None:
+                continue
+            try:
+                self.send(self.leases.train_payload(job))
+            except Exception:
+                log.exception("job %s: could not re-send it; a later sweep retries", job_id)
+                self.leases.unrequeue(job_id, int(job["attempts"]))
+                raise
+            log.warning("job %s: its worker was lost during attempt %d; requeued (it resumes from its checkpoint)",
+                        job_id, job["attempts"])
+        return acted
