@@ -15,7 +15,7 @@ from worker.jobs import InvalidCursor
 
 bp = APIBlueprint("datasets", __name__, url_prefix="/v1/datasets", abp_tags=[Tag(name="datasets")],
                   abp_security=[{"bearer": []}],
-                  abp_responses={401: Problem, 404: Problem, 422: Problem, 503: Problem})
+                  abp_responses={400: Problem, 401: Problem, 404: Problem, 422: Problem, 503: Problem})
 
 _CSV_SCHEMA = {"type": "string", "format": "binary"}
 UPLOAD_DOC = {"requestBody": {"required": True, "content": {
@@ -47,8 +47,9 @@ def _upload_stream() -> tuple[IO[bytes], str | None]:
 def upload_dataset(query: UploadQuery) -> tuple[Response, int]:
     """Upload a CSV; it is parsed once (rows, column dtypes, missing values) and stored with its sha256."""
     stream, filename = _upload_stream()
-    max_bytes = services().settings.max_upload_mb * 1024 * 1024
-    meta = services().datasets.save(tenant(), stream, query.name or filename, max_bytes)
+    settings = services().settings
+    meta = services().datasets.save(tenant(), stream, query.name or filename, settings.max_upload_mb * 1024 * 1024,
+                                    max_rows=settings.max_rows, max_columns=settings.max_columns)
     response = jsonify(meta)
     response.headers["Location"] = f"/v1/datasets/{meta['id']}"
     return response, 201

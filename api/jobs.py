@@ -8,6 +8,7 @@ from typing import Any
 from flask import Response, jsonify
 from flask_openapi3 import APIBlueprint, Tag
 
+from api.limits import check_training_params
 from api.parsing import json_body, wait_seconds
 from api.problems import ApiError
 from api.schemas import Job, JobHeaders, JobList, JobPath, JobsQuery, Problem, TrainBody, WaitQuery
@@ -49,7 +50,7 @@ def _check_columns(body: TrainBody, meta: dict[str, Any]) -> dict[str, dict[str,
     return columns
 
 
-@bp.post("/train", responses={200: Job, 202: Job, 409: Problem, 415: Problem})
+@bp.post("/train", responses={200: Job, 202: Job, 409: Problem, 415: Problem, 429: Problem})
 @json_body
 def train(query: WaitQuery, header: JobHeaders, body: TrainBody) -> Response:
     """Submit a training job: 202 with the job (200 when waited for and it ended in time)."""
@@ -62,6 +63,7 @@ def train(query: WaitQuery, header: JobHeaders, body: TrainBody) -> Response:
         # A text target can only be classified: catch a regression-only algorithm before it is queued.
         task = body.task or ("classification" if columns[body.target]["dtype"] == "string" else None)
         params = validate_params(body.algorithm, body.params, task)
+        check_training_params(params)
         message = TrainRequest(job_id=job_id, tenant=tenant(), model=body.model, dataset_id=body.dataset,
                                target=body.target, algorithm=body.algorithm, task=body.task,
                                features=body.features, params=params,

@@ -14,6 +14,7 @@ from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
 from worker.contract import QUEUES
+from worker.inference_queue import queue_depths
 from worker.jobs import DURATION_BUCKETS, JobStore
 from worker.liveness import WorkerLiveness
 
@@ -28,7 +29,7 @@ class JobsCollector:
         up = GaugeMetricFamily("mlq_redis_up", "1 when Redis answered this scrape")
         try:
             counts, durations = self.jobs.metrics()
-            depths = {q: int(self.jobs.redis.llen(q)) for q in QUEUES}
+            depths = queue_depths(self.jobs.redis)
             workers = WorkerLiveness(self.jobs.redis).counts()
         except redis.RedisError:
             up.add_metric([], 0)

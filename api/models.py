@@ -24,7 +24,7 @@ from training.registry import NAME_RE
 
 bp = APIBlueprint("models", __name__, url_prefix="/v1/models", abp_tags=[Tag(name="models")],
                   abp_security=[{"bearer": []}],
-                  abp_responses={401: Problem, 404: Problem, 422: Problem, 503: Problem})
+                  abp_responses={400: Problem, 401: Problem, 404: Problem, 422: Problem, 503: Problem})
 
 
 def known_name(name: str) -> str:

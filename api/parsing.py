@@ -31,18 +31,27 @@ def _no_constants(name: str) -> Any:
 
 
 def check_json_body() -> None:
-    """A before_request hook: 415 for a non-JSON content type, 400 for a body that is not valid JSON."""
-    view = current_app.view_functions.get(request.endpoint or "")
-    if request.method not in ("POST", "PUT", "PATCH") or not getattr(view, "json_body", False):
+    """A before_request hook: 415 for a non-JSON content type, 400 for a body that is not valid JSON.
+
+    Every JSON body is checked (also on routes not marked `@json_body`, e.g. PUT alias), because flask-openapi3
+    parses it afterwards with a plain `get_json()`, where nesting deeper than Python's recursion limit would
+    raise RecursionError, a 500.
+    """
+    if request.method not in ("POST", "PUT", "PATCH"):
         return
-    if not request.is_json:
+    view = current_app.view_functions.get(request.endpoint or "")
+    if getattr(view, "json_body", False) and not request.is_json:
         raise ApiError(415, f"expected Content-Type: application/json, got {request.mimetype or 'none'!r}",
                        code="unsupported_media_type")
+    if not request.is_json:
+        return
     raw = request.get_data(cache=True)
     try:
         json.loads(raw, parse_constant=_no_constants)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ApiError(400, f"the body is not valid JSON: {exc}", code="malformed_json") from None
+    except RecursionError:
+        raise ApiError(400, "the body is nested too deeply to be read; flatten it", code="malformed_json") from None
 
 
 def wait_seconds(query_wait: int | None) -> tuple[int, bool]:

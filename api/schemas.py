@@ -3,15 +3,25 @@ document is generated from these, and clients may reuse them."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from training.params import ALGORITHM_NAMES
 
 MODEL_NAME = r"^[a-z0-9][a-z0-9._-]{0,62}$"
 JobStatusName = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 JobTypeName = Literal["train", "predict", "batch_predict", "optimize", "search"]
+
+
+def _whole_number(value: Any) -> Any:
+    # JSON (and JSON Schema) has one number type: 3.0 is the integer 3. Strict mode still refuses "3" and 3.5.
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**63:
+        return int(value)
+    return value
+
+
+JsonInt = Annotated[int, BeforeValidator(_whole_number)]
 
 
 class Body(BaseModel):
@@ -38,7 +48,7 @@ class Problem(BaseModel):
 # ---- shared query, header and path parts -----------------------------------------------------------------
 class ListQuery(BaseModel):
     limit: int = Field(50, ge=1, le=200)
-    cursor: str | None = Field(None, max_length=512)
+    cursor: str | None = Field(None, max_length=512, description="next_cursor of the previous page")
 
 
 class WaitQuery(BaseModel):
@@ -144,7 +154,7 @@ class Preprocessing(Body):
 class Split(Body):
     test: float = Field(default=0.2, gt=0, lt=1)
     validation: float = Field(default=0.1, ge=0, lt=1)
-    seed: int = Field(default=0, ge=0, le=2**32 - 1)
+    seed: JsonInt = Field(default=0, ge=0, le=2**32 - 1)
     stratify: bool = True
 
     @model_validator(mode="after")
@@ -177,11 +187,11 @@ class VersionPath(ModelPath):
 
 
 class AliasPath(ModelPath):
-    alias: str = Field(max_length=63)
+    alias: str = Field(max_length=63, pattern=MODEL_NAME)
 
 
 class AliasBody(Body):
-    version: int = Field(ge=1)
+    version: JsonInt = Field(ge=1, le=2**31 - 1)
 
 
 class ModelSummary(BaseModel):
@@ -208,7 +218,7 @@ class Model(ModelSummary):
 
 class Postprocess(Body):
     output: Literal["label", "proba", "both"] | None = None
-    top_k: int | None = Field(None, ge=1, le=10_000)
+    top_k: JsonInt | None = Field(None, ge=1, le=10_000)
     threshold: float | None = Field(None, ge=0, le=1)
     sort: Literal["desc", "asc", "none"] | None = None
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import redis
@@ -12,6 +13,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from api.schemas import Health, Readiness
 from api.services import services
 from worker.contract import QUEUES
+from worker.inference_queue import queue_depths
 from worker.liveness import WorkerLiveness
 
 bp = APIBlueprint("service", __name__, abp_tags=[Tag(name="service")])
@@ -31,8 +33,9 @@ def readyz() -> tuple[Response, int]:
     try:
         client.ping()
         workers = WorkerLiveness(client).counts()
+        depths = queue_depths(client)
         for queue in QUEUES:
-            body["queues"][queue] = {"workers": workers.get(queue, 0), "depth": int(client.llen(queue))}
+            body["queues"][queue] = {"workers": workers.get(queue, 0), "depth": depths[queue]}
     except redis.RedisError as exc:
         body["redis"] = f"error: {type(exc).__name__}"
         body["queues"] = {q: {"workers": 0, "depth": None} for q in QUEUES}
@@ -55,4 +58,27 @@ def metrics() -> Response:
 @bp.get("/openapi.json", responses={200: {"content": {"application/json": {"schema": {"type": "object"}}}}})
 def openapi() -> Response:
     """This OpenAPI 3.1 document."""
-    return jsonify(current_app.api_doc)  # type: ignore[attr-defined]
+    doc = current_app.extensions.get("mlq_openapi")
+    if doc is None:
+        doc = current_app.extensions["mlq_openapi"] = problem_media_type(current_app.api_doc)  # type: ignore[attr-defined]
+    return jsonify(doc)
+
+
+def problem_media_type(doc: dict[str, Any]) -> dict[str, Any]:
+    """The document with every Problem response under `application/problem+json`, the type the API sends.
+
+    flask-openapi3 documents every response model as application/json; clients (and schemathesis) check the
+    Content-Type against the document.
+    """
+    doc = copy.deepcopy(doc)
+    problem_ref = "#/components/schemas/Problem"
+    for operations in doc.get("paths", {}).values():
+        for operation in operations.values():
+            if not isinstance(operation, dict):
+                continue
+            for response in operation.get("responses", {}).values():
+                content = response.get("content", {})
+                media = content.get("application/json")
+                if media and media.get("schema", {}).get("$ref") == problem_ref:
+                    content["application/problem+json"] = content.pop("application/json")
+    return doc

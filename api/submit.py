@@ -16,6 +16,7 @@ from typing import Any
 
 from flask import Response, jsonify, request
 
+from api.limits import check_rate_limit, too_many_active
 from api.parsing import wait_seconds
 from api.problems import ApiError
 from api.schemas import JobHeaders
@@ -73,26 +74,58 @@ def submit(*, job_type: str, model: str, task_name: str, queue: str, headers: Jo
                 raise ApiError(409, "the job this Idempotency-Key created has expired; use a new key",
                                code="idempotency_key_expired")
             return answer(job, wait)
-    done = False
+    done = admitted = created = False
+    job_id = new_id("job")
     try:
-        job_id = new_id("job")
+        check_rate_limit()
         message, record = build(job_id)
+        admitted = svc.jobs.admit(tenant(), job_id, svc.settings.max_active_jobs)
+        if not admitted:
+            raise too_many_active()
         job = svc.jobs.create(tenant(), job_type, model, record, job_id=job_id)
-        try:
-            svc.celery.send_task(task_name, args=[message], task_id=job_id, queue=queue)
-        except Exception:
-            log.exception("could not enqueue job %s", job_id)
-            svc.jobs.finish(job_id, "failed", error={"type": "enqueue_failed", "message": "the queue is down"})
-            raise ApiError(503, "the queue (Redis) is not answering; retry shortly", code="unavailable",
-                           headers={"Retry-After": "5"}) from None
+        created = True
+        _publish(task_name, message, job_id, queue)
         if key:
             svc.redis.set(_key_name(key), json.dumps({"fingerprint": fingerprint(), "job_id": job_id}),
                           ex=IDEMPOTENCY_TTL_S)
         done = True
     finally:
-        if key and not done:
-            svc.redis.delete(_key_name(key))
+        if not done:
+            _undo(job_id, key, admitted=admitted and not created)
     return answer(job, wait)
+
+
+def _publish(task_name: str, message: dict[str, Any], job_id: str, queue: str) -> None:
+    """Send the job's message; if that fails, the record just written is marked failed (never left queued).
+
+    ignore_result: the API never reads Celery results (the job record is the truth), and touching the
+    result backend while Redis is down blocks for ~19 s and then breaks the backend for the process's life.
+    """
+    svc = services()
+    try:
+        svc.celery.send_task(task_name, args=[message], task_id=job_id, queue=queue, ignore_result=True)
+    except Exception as exc:
+        log.error("could not enqueue job %s: %s: %s", job_id, type(exc).__name__, exc)
+        try:
+            svc.jobs.finish(job_id, "failed", error={"type": "enqueue_failed",
+                                                     "message": "the queue (Redis) did not take the job; "
+                                                                "submit it again"})
+        except Exception as finish_exc:  # noqa: BLE001 - Redis is down; the 503 below is the answer either way
+            log.error("job %s stays queued without a message: %s", job_id, finish_exc)
+        raise ApiError(503, "the queue (Redis) is not answering; retry shortly", code="unavailable",
+                       headers={"Retry-After": "5"}) from None
+
+
+def _undo(job_id: str, key: str | None, *, admitted: bool) -> None:
+    """Give back what a refused or failed submission claimed: its active-job slot and its Idempotency-Key."""
+    svc = services()
+    try:
+        if admitted:
+            svc.jobs.release(tenant(), job_id)
+        if key:
+            svc.redis.delete(_key_name(key))
+    except Exception as exc:  # noqa: BLE001 - Redis is down: the original error is what the client must see
+        log.warning("could not release the claims of job %s: %s", job_id, exc)
 
 
 def answer(job: dict[str, Any], wait: int | None) -> Response:

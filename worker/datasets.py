@@ -31,10 +31,22 @@ NUMBER_RE = re.compile(r"\s*[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?\s*|\s*[+-]?(
 
 
 class DatasetTooLarge(MLQError):
-    """Raised when an upload is larger than the configured maximum (MLQ_MAX_UPLOAD_MB)."""
+    """Raised when an upload is larger than a configured maximum (MLQ_MAX_UPLOAD_MB, MLQ_MAX_ROWS, MLQ_MAX_COLUMNS)."""
 
     code = "too_large"
     status = 413
+
+
+class TooManyRows(DatasetTooLarge):
+    """Raised when an uploaded CSV has more data rows than MLQ_MAX_ROWS."""
+
+    code = "too_many_rows"
+
+
+class TooManyColumns(DatasetTooLarge):
+    """Raised when an uploaded CSV has more columns than MLQ_MAX_COLUMNS."""
+
+    code = "too_many_columns"
 
 
 def _now() -> str:
@@ -42,8 +54,13 @@ def _now() -> str:
     return now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z"
 
 
-def describe_csv(path: Path) -> tuple[int, list[dict[str, Any]]]:
-    """(data rows, [{"name", "dtype": "number"|"string", "missing"}]) of a CSV; DataError naming the line."""
+def describe_csv(path: Path, max_rows: int | None = None,
+                 max_columns: int | None = None) -> tuple[int, list[dict[str, Any]]]:
+    """(data rows, [{"name", "dtype": "number"|"string", "missing"}]) of a CSV; DataError naming the line.
+
+    DatasetTooLarge as soon as the header has more than `max_columns` columns or the data more than `max_rows`
+    rows, so a refused file is not read to its end.
+    """
     try:
         with path.open(newline="", encoding="utf-8-sig") as fh:
             reader = csv.reader(fh, strict=True)
@@ -53,6 +70,11 @@ def describe_csv(path: Path) -> tuple[int, list[dict[str, Any]]]:
                 raise DataError("the file is empty; upload a CSV with a header row and at least one data row",
                                 errors=[{"loc": ["file"], "msg": "empty file"}]) from None
             names = [h.strip() for h in header]
+            if max_columns is not None and len(names) > max_columns:
+                raise TooManyColumns(
+                    f"the CSV has {len(names)} columns, more than the limit of {max_columns} (MLQ_MAX_COLUMNS); "
+                    "drop columns or raise the limit",
+                    errors=[{"loc": ["file", "line", 1], "msg": f"at most {max_columns} columns"}])
             _check_header(names)
             missing = [0] * len(names)
             numeric = [True] * len(names)
@@ -66,6 +88,11 @@ def describe_csv(path: Path) -> tuple[int, list[dict[str, Any]]]:
                         "check for unquoted commas or a truncated row",
                         errors=[{"loc": ["file", "line", reader.line_num], "msg": "wrong number of fields"}])
                 rows += 1
+                if max_rows is not None and rows > max_rows:
+                    raise TooManyRows(
+                        f"the CSV has more than {max_rows} data rows, the limit (MLQ_MAX_ROWS); upload fewer rows "
+                        "or raise the limit",
+                        errors=[{"loc": ["file", "line", reader.line_num], "msg": f"at most {max_rows} rows"}])
                 for i, value in enumerate(record):
                     if value in NA_VALUES:
                         missing[i] += 1
@@ -117,7 +144,8 @@ class DatasetStore:
                            errors=[{"loc": ["dataset"], "msg": "not found"}])
         return path
 
-    def save(self, tenant: str, stream: IO[bytes], name: str | None, max_bytes: int) -> dict[str, Any]:
+    def save(self, tenant: str, stream: IO[bytes], name: str | None, max_bytes: int, max_rows: int | None = None,
+             max_columns: int | None = None) -> dict[str, Any]:
         """Stream `stream` to disk (at most `max_bytes`, else DatasetTooLarge), describe it, and publish it."""
         tenant_dir = self._tenant_dir(tenant)
         tenant_dir.mkdir(parents=True, exist_ok=True)
@@ -127,6 +155,9 @@ class DatasetStore:
             digest, size = hashlib.sha256(), 0
             with (tmp / "data.csv").open("wb") as fh:
                 while chunk := stream.read(CHUNK):
+                    if b"\x00" in chunk:  # the csv module would read it as data; no text CSV holds one
+                        raise DataError(f"the file holds a NUL byte (near byte {size + chunk.index(0)}); it is "
+                                        "not a text CSV", errors=[{"loc": ["file"], "msg": "NUL byte"}])
                     size += len(chunk)
                     if size > max_bytes:
                         raise DatasetTooLarge(
@@ -136,7 +167,7 @@ class DatasetStore:
                     fh.write(chunk)
                 fh.flush()
                 os.fsync(fh.fileno())
-            rows, columns = describe_csv(tmp / "data.csv")
+            rows, columns = describe_csv(tmp / "data.csv", max_rows, max_columns)
             dataset_id = new_id("ds")
             meta = {"id": dataset_id, "name": name or dataset_id, "rows": rows, "columns": columns,
                     "sha256": digest.hexdigest(), "size_bytes": size, "created_at": _now()}

@@ -27,8 +27,9 @@ def new_id(prefix: str) -> str:
     created one after the other also sort one after the other.
     """
     global _last
+    fresh = secrets.randbits(80)  # drawn outside the lock: 32 API threads would otherwise queue on it
     with _lock:
-        ms, rand = time.time_ns() // 1_000_000, secrets.randbits(80)
+        ms, rand = time.time_ns() // 1_000_000, fresh
         if ms <= _last[0] and _last[1] < (1 << 80) - 1:
             ms, rand = _last[0], _last[1] + 1
         _last = (ms, rand)

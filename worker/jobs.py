@@ -18,11 +18,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 import redis
+from redis.client import Pipeline
 
 from worker.contract import FINAL_STATUSES, JobStatus
 from worker.ids import is_job_id, new_id
 
 RUNNING_SET = "mlq:jobs:running"
+ACTIVE_SET = "mlq:active:{tenant}"  # a tenant's queued + running job ids, for MLQ_MAX_ACTIVE_JOBS
 METRICS_JOBS = "mlq:metrics:jobs"  # field "{type}:{status}" → jobs that reached that status
 METRICS_DURATION = "mlq:metrics:duration"  # fields "{type}:le:{bound}" (cumulative), "{type}:sum", "{type}:count"
 DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 4 * 3600.0)
@@ -37,6 +39,9 @@ local function finish(id, new, now, now_ms, ttl, result, err, first_bucket)
   redis.call('HSET', KEYS[1], 'status', new, 'finished_at', now, 'result', result, 'error', err)
   redis.call('EXPIRE', KEYS[1], ttl)
   redis.call('SREM', KEYS[2], id)
+  -- The tenant's active set (see JobStore.admit); its name comes from the record (standalone Redis only).
+  local owner = redis.call('HGET', KEYS[1], 'tenant')
+  if owner then redis.call('SREM', 'mlq:active:' .. owner, id) end
   local jtype = redis.call('HGET', KEYS[1], 'type')
   redis.call('HINCRBY', KEYS[3], jtype .. ':' .. new, 1)
   local started = redis.call('HGET', KEYS[1], 'started_ms')
@@ -92,6 +97,30 @@ else
   redis.call('PUBLISH', KEYS[6], 'cancel_requested')
 end
 return 1
+"""
+
+# ARGV: job id, max active  → 1 admitted, 0 the tenant is at its limit. KEYS: the tenant's active set.
+_ADMIT = """
+if redis.call('SISMEMBER', KEYS[1], ARGV[1]) == 1 then return 1 end
+if redis.call('SCARD', KEYS[1]) >= tonumber(ARGV[2]) then return 0 end
+redis.call('SADD', KEYS[1], ARGV[1])
+return 1
+"""
+
+# Online inference: finish like _FINISH (unless already final), then push the record (HGETALL as a JSON array)
+# to the job's reply list, where the API thread that submitted it waits with BLPOP. KEYS: _keys() + reply list.
+REPLY_TTL_MS = 60_000  # the submitter waits at most 30 s; an unread reply goes soon after
+_FINISH_REPLY = _FINISH_LUA + """
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status then return -1 end
+local done = 0
+if not is_final(status) then
+  finish(ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], 8)
+  done = 1
+end
+redis.call('RPUSH', KEYS[7], cjson.encode(redis.call('HGETALL', KEYS[1])))
+redis.call('PEXPIRE', KEYS[7], """ + str(REPLY_TTL_MS) + """)
+return done
 """
 
 # ARGV: progress JSON
@@ -157,6 +186,8 @@ class JobStore:
         self._mark_running = client.register_script(_MARK_RUNNING)
         self._cancel = client.register_script(_CANCEL)
         self._progress = client.register_script(_PROGRESS)
+        self._admit = client.register_script(_ADMIT)
+        self._finish_reply = client.register_script(_FINISH_REPLY)
 
     @staticmethod
     def key(job_id: str) -> str:
@@ -171,18 +202,22 @@ class JobStore:
                 self.channel(job_id)]
 
     def create(self, tenant: str, type: str, model: str | None, request: dict[str, Any],
-               job_id: str | None = None) -> dict[str, Any]:
+               job_id: str | None = None, pipe: Pipeline | None = None) -> dict[str, Any]:
+        """Write a queued job record. With `pipe`, the writes are only queued on it (the caller executes them,
+        e.g. in the same MULTI as the message that enqueues the job: one round trip)."""
         job_id = job_id or new_id("job")
         created_at, created_ms = now_rfc3339()
         record: dict[str, str | int] = {"id": job_id, "tenant": tenant, "type": type, "status": JobStatus.QUEUED.value,
                   "model": model or "", "created_at": created_at, "created_ms": created_ms, "started_at": "",
                   "started_ms": "", "finished_at": "", "attempts": 0, "worker": "", "progress": "",
                   "result": "", "error": "", "request": json.dumps(request)}
-        with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hset(self.key(job_id), mapping=record)  # type: ignore[arg-type]
-            pipe.zadd(f"mlq:jobs:{tenant}", {job_id: created_ms})
-            pipe.hincrby(METRICS_JOBS, f"{type}:queued", 1)
-            pipe.execute()
+        target = pipe if pipe is not None else self.redis.pipeline(transaction=True)
+        target.hset(self.key(job_id), mapping=record)  # type: ignore[arg-type]
+        target.zadd(f"mlq:jobs:{tenant}", {job_id: created_ms})
+        target.hincrby(METRICS_JOBS, f"{type}:queued", 1)
+        if pipe is None:
+            with target:
+                target.execute()
         return self._decode({k: str(v) for k, v in record.items()})
 
     def _decode(self, raw: dict[Any, Any]) -> dict[str, Any]:
@@ -311,6 +346,64 @@ class JobStore:
 
     def heartbeat_alive(self, job_id: str) -> bool:
         return bool(self.redis.exists(f"mlq:job:{job_id}:heartbeat"))
+
+    def admit(self, tenant: str, job_id: str, max_active: int) -> bool:
+        """Claim one of the tenant's `max_active` slots for a job about to be created (atomic check-and-add).
+
+        The slot is given back when the job reaches a final status (the finish script removes it) or with
+        `release()` when the job is never created. Ids whose record expired or ended are pruned when the
+        tenant looks full, so a lost record can never block a tenant for good.
+        """
+        key = ACTIVE_SET.format(tenant=tenant)
+        if self._admit(keys=[key], args=[job_id, max_active]) == 1:
+            return True
+        members = [_text(m) for m in self.redis.smembers(key)]
+        with self.redis.pipeline(transaction=False) as pipe:
+            for member in members:
+                pipe.hget(self.key(member), "status")
+            statuses = pipe.execute()
+        gone = [m for m, s in zip(members, statuses, strict=True) if s is None or _text(s) in FINAL]
+        if not gone:
+            return False
+        self.redis.srem(key, *gone)
+        return self._admit(keys=[key], args=[job_id, max_active]) == 1
+
+    def release(self, tenant: str, job_id: str) -> None:
+        """Give back the slot `admit()` claimed for a job that was not created after all."""
+        self.redis.srem(ACTIVE_SET.format(tenant=tenant), job_id)
+
+    def active_count(self, tenant: str) -> int:
+        return int(self.redis.scard(ACTIVE_SET.format(tenant=tenant)))
+
+    # ---- online inference: job records finished in batches, answers pushed to the waiting submitter --------
+    @staticmethod
+    def reply_key(job_id: str) -> str:
+        return f"mlq:job:{job_id}:reply"
+
+    def mark_running_in(self, pipe: Pipeline, job_id: str, worker: str) -> None:
+        """Queue `mark_running` on `pipe`; its result (1 = run it) comes back from pipe.execute()."""
+        now, now_ms = now_rfc3339()
+        error = json.dumps({"type": "cancelled", "message": "the job was cancelled before it started"})
+        self._mark_running(keys=self._keys(job_id), args=[job_id, worker, now, now_ms, self.ttl_s, error,
+                                                          *DURATION_BUCKETS], client=pipe)
+
+    def finish_and_reply_in(self, pipe: Pipeline, job_id: str, status: str, result: bytes | str | None = None,
+                            error: dict[str, Any] | None = None) -> None:
+        """Queue on `pipe`: finish the job (only the first final status wins, as in finish()) and push the
+        record, as it then is, to the job's reply list. `result` is already JSON (encoded once, by the worker)."""
+        status = JobStatus(status).value
+        if status not in FINAL:
+            raise ValueError(f"finish_and_reply_in() takes a final status, not {status!r}")
+        now, now_ms = now_rfc3339()
+        args: list[str | int | float | bytes] = [
+            job_id, status, now, now_ms, self.ttl_s, result if result is not None else "",
+            json.dumps(error) if error is not None else "", *DURATION_BUCKETS]
+        self._finish_reply(keys=[*self._keys(job_id), self.reply_key(job_id)], args=args, client=pipe)
+
+    def decode_reply(self, raw: str | bytes) -> dict[str, Any]:
+        """The job from a reply pushed by finish_and_reply_in (a flat [field, value, ...] JSON array)."""
+        flat = json.loads(raw)
+        return self._decode(dict(zip(flat[::2], flat[1::2], strict=True)))
 
     def running_ids(self) -> builtins.list[str]:
         return sorted(_text(m) for m in self.redis.smembers(RUNNING_SET))

@@ -5,10 +5,11 @@ from __future__ import annotations
 import io
 import tarfile
 
-from api_support import queued_messages, register_model
+import redis
+from api_support import register_model
 from flask.testing import FlaskClient
 
-from worker.contract import PREDICT_TASK
+from worker.inference_queue import queued_requests
 from worker.settings import Settings
 
 pytest_plugins = ["api_fixtures"]  # the shared fixtures: settings, client, auth_settings, auth_client
@@ -58,7 +59,7 @@ def test_the_artifact_downloads_as_a_gzip_tarball_of_the_version(client: FlaskCl
     assert {"model.bin", "manifest.json"} <= names
 
 
-def test_a_prediction_is_queued_on_the_inference_queue_with_the_resolved_version(client: FlaskClient,
+def test_a_prediction_is_queued_on_the_inference_stream_with_the_resolved_version(client: FlaskClient,
                                                                                  settings: Settings,
                                                                                  redis_url: str) -> None:
     register_model(settings)
@@ -68,11 +69,11 @@ def test_a_prediction_is_queued_on_the_inference_queue_with_the_resolved_version
     assert response.status_code == 202
     job = response.get_json()
     assert job["type"] == "predict" and job["model"] == "iris" and job["status"] == "queued"
-    [message] = queued_messages(redis_url, "inference")
-    assert message["headers"]["task"] == PREDICT_TASK and message["headers"]["id"] == job["id"]
-    request = message["decoded"][0][0]
+    [request] = queued_requests(redis.Redis.from_url(redis_url))
+    assert request["job_id"] == job["id"]
     assert request["version"] == 1 and request["inputs"] == body["inputs"]
     assert request["postprocess"] == {"output": "both", "top_k": 1}
+    assert client.get("/readyz").get_json()["queues"]["inference"]["depth"] == 1  # the stream, not a list
 
 
 def test_bad_rows_are_a_422_naming_the_row_and_column_and_never_reach_the_queue(
@@ -90,7 +91,7 @@ def test_bad_rows_are_a_422_naming_the_row_and_column_and_never_reach_the_queue(
         assert response.status_code == 422, inputs
         assert response.get_json()["errors"][0]["loc"] == loc
         assert f"row {loc[1]}" in response.get_json()["detail"]
-    assert queued_messages(redis_url, "inference") == []
+    assert queued_requests(redis.Redis.from_url(redis_url)) == []
 
 
 def test_prediction_limits_and_references_are_checked(client: FlaskClient, settings: Settings) -> None:
