@@ -25,5 +25,10 @@ lint: $(STAMP)
 run: $(STAMP)
 	$(BIN)/mlq dev
 
+# The benchmark (docs/benchmarks.md): wrk is a Debian package; `make bench ARGS=--quick` for ~5 s runs.
+bench: $(STAMP)
+	command -v wrk >/dev/null || apt-get install -y wrk
+	$(BIN)/python -m bench $(ARGS)
+
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

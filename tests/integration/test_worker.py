@@ -29,7 +29,6 @@ from training.registry import ModelRegistry
 from worker.celery_app import make_celery
 from worker.contract import (
     INFERENCE_QUEUE,
-    PREDICT_TASK,
     TRAIN_QUEUE,
     TRAIN_TASK,
     JobType,
@@ -38,6 +37,7 @@ from worker.contract import (
 )
 from worker.datasets import DatasetStore
 from worker.ids import new_id
+from worker.inference_queue import enqueue_in
 from worker.jobs import JobStore
 from worker.liveness import WorkerLiveness
 from worker.settings import Settings
@@ -104,8 +104,11 @@ class Harness:
         job_id = new_id("job")
         request = PredictRequest(job_id=job_id, tenant=TENANT, model=model, version=version, inputs=inputs,
                                  postprocess=postprocess or {})
-        self.jobs.create(TENANT, JobType.PREDICT.value, model, request.encode(), job_id=job_id)
-        self.send(PREDICT_TASK, request.encode(), job_id, INFERENCE_QUEUE)
+        # As the API does: the record and the stream entry in one MULTI (no Celery task for predictions).
+        with self.redis.pipeline(transaction=True) as pipe:
+            self.jobs.create(TENANT, JobType.PREDICT.value, model, request.encode(), job_id=job_id, pipe=pipe)
+            enqueue_in(pipe, request.encode())
+            pipe.execute()
         return job_id
 
     def send(self, task: str, payload: dict[str, Any], job_id: str, queue: str) -> None:

@@ -1,0 +1,231 @@
+"""`python -m bench [--quick]`: train through the service, run W1, W1b, W2, W3, W4 and both baselines, print
+ONE table and write the raw numbers to bench/results/<timestamp>.json. The method is in docs/benchmarks.md."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import redis
+
+from bench import models, wrk
+from bench.stack import ROOT, Proc, Stack, cpu_seconds, holds_torch, rss_mb
+from worker.inference_queue import stats
+
+RESULTS = ROOT / "bench" / "results"
+
+
+def measure(url: str, body: dict[str, Any], args: argparse.Namespace, workdir: Path,
+            procs: dict[str, Proc], client: redis.Redis | None = None) -> dict[str, Any]:
+    """Warm up, then one measured wrk run with CPU per process (and batch sizes when `client` is mlqueue's)."""
+    wrk.run(url, body, args.warmup, workdir)
+    pids = {name: proc.pids for name, proc in procs.items()}
+    cpu_before = {name: cpu_seconds(p) for name, p in pids.items()}
+    batches_before = stats(client) if client else None
+    started = time.monotonic()
+    result = wrk.run(url, body, args.duration, workdir)
+    wall = time.monotonic() - started
+    result["cpu_pct"] = {name: round(100 * (cpu_seconds(p) - cpu_before[name]) / wall, 1) for name, p in pids.items()}
+    if client and batches_before:
+        after = stats(client)
+        delta = {k: after[k] - batches_before[k] for k in after}
+        result["batches"] = delta
+        result["mean_batch"] = round(delta["rows"] / delta["forward_passes"], 2) if delta["forward_passes"] else None
+    if result["rps"]:  # keep wrk's own output only when nothing was measured
+        result.pop("raw")
+    return result
+
+
+def body_for(name: str, row: list[float]) -> tuple[str, dict[str, Any]]:
+    return f"/v1/models/{name}/predict", {"inputs": [row]}
+
+
+def run_mlqueue(args: argparse.Namespace, stack: Stack, workdir: Path, out: dict[str, Any]) -> dict[str, Any]:
+    api, url = stack.gunicorn("api", "api.wsgi:app")
+    train = stack.celery("train", "worker.app", "train")
+    client = httpx.Client(base_url=url)
+    wait_ready(client, "train")
+    print("training mlp32 and mlp-wide through the service ...", flush=True)
+    rows = models.train_models(client, workdir)
+    print("W3: training through the queue vs in-process ...", flush=True)
+    out["W3"] = models.w3_training(client, workdir, args.w3_rows, Path(stack.env["MLQ_HOME"]))
+    print(f"  {out['W3']}", flush=True)
+    stack.stop(train)
+    print("W2: forward passes in-process ...", flush=True)
+    out["W2"] = models.w2_compute(Path(stack.env["MLQ_HOME"]))
+    infer = stack.celery("inference", "worker.app", "inference")
+    wait_ready(client, "inference")
+    r = redis.Redis.from_url(stack.env["MLQ_REDIS_URL"], decode_responses=True)
+    for workload, name in (("W1", "mlp32"), ("W1b", "mlp-wide")):
+        path, body = body_for(name, rows[name])
+        print(f"{workload} mlqueue ...", flush=True)
+        out.setdefault(workload, {})["mlqueue"] = measure(url + path, body, args, workdir,
+                                                          {"api": api, "worker": infer, "redis": redis_proc(stack)},
+                                                          r)
+    out["idle"] = idle(api, infer)
+    if not args.skip_w4:
+        path, body = body_for("mlp-wide", rows["mlp-wide"])
+        second = stack.celery("inference2", "worker.app", "inference")
+        wait_ready(client, "inference", 2)
+        print("W4 mlqueue, 1 API process, 2 inference workers ...", flush=True)
+        procs = {"api": api, "worker": infer, "worker2": second, "redis": redis_proc(stack)}
+        out.setdefault("W4", {})["api1_workers2"] = measure(url + path, body, args, workdir, procs, r)
+        client.close()
+        stack.stop(api)
+        api, url = stack.gunicorn("api2", "api.wsgi:app", workers=2)
+        print("W4 mlqueue, 2 API processes, 2 inference workers ...", flush=True)
+        procs["api"] = api
+        out["W4"]["api2_workers2"] = measure(url + path, body, args, workdir, procs, r)
+        out["W4"]["api1_workers1"] = out["W1b"]["mlqueue"]
+        stack.stop(second)
+    client.close()
+    stack.stop(api)
+    stack.stop(infer)
+    return rows
+
+
+def redis_proc(stack: Stack) -> Proc:
+    return next(p for p in stack.procs if p.name == "redis")
+
+
+def wait_ready(client: httpx.Client, queue: str, workers: int = 1, timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        ready = client.get("/readyz").json()
+        if ready["queues"][queue]["workers"] >= workers:
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"no {queue} worker became ready: {ready}")
+        time.sleep(0.2)
+
+
+def idle(api: Proc, worker: Proc, seconds: float = 5.0) -> dict[str, Any]:
+    """CPU of the idle worker and API over `seconds`; the API's RSS and whether it mapped libtorch."""
+    time.sleep(1.0)
+    before = cpu_seconds(worker.pids), cpu_seconds(api.pids)
+    time.sleep(seconds)
+    after = cpu_seconds(worker.pids), cpu_seconds(api.pids)
+    api_pid = api.pids[-1]  # the gunicorn worker (the master's child)
+    return {"worker_cpu_pct": round(100 * (after[0] - before[0]) / seconds, 2),
+            "api_cpu_pct": round(100 * (after[1] - before[1]) / seconds, 2),
+            "api_rss_mb": round(rss_mb(api_pid), 1), "api_holds_torch": holds_torch(api_pid)}
+
+
+def run_baselines(args: argparse.Namespace, stack: Stack, workdir: Path, rows: dict[str, list[float]],
+                  out: dict[str, Any]) -> None:
+    env = {"BENCH_REDIS_URL": stack.env["MLQ_REDIS_URL"].rsplit("/", 1)[0] + "/1"}
+    worker = stack.celery("naive-worker", "bench.baselines.naive_celery:celery_app", "naive", pool="solo",
+                          extra_env=env)
+    api, url = stack.gunicorn("naive-api", "bench.baselines.naive_celery:app", extra_env=env)
+    ping = {"inputs": [rows["mlp32"]]}
+    deadline = time.monotonic() + 120
+    while httpx.post(url + "/v1/models/mlp32/predict", json=ping, timeout=30).status_code != 200:
+        if time.monotonic() > deadline or worker.popen.poll() is not None:
+            raise RuntimeError(f"the naive Celery baseline does not answer:\n{worker.tail()}")
+        time.sleep(0.5)
+    for workload, name in (("W1", "mlp32"), ("W1b", "mlp-wide")):
+        print(f"{workload} naive Celery ...", flush=True)
+        path, body = body_for(name, rows[name])
+        out[workload]["naive_celery"] = measure(url + path, body, args, workdir,
+                                                {"api": api, "worker": worker, "redis": redis_proc(stack)})
+    stack.stop(api)
+    stack.stop(worker)
+    api, url = stack.gunicorn("inprocess-api", "bench.baselines.inprocess_flask:app")
+    for workload, name in (("W1", "mlp32"), ("W1b", "mlp-wide")):
+        print(f"{workload} in-process Flask ...", flush=True)
+        path, body = body_for(name, rows[name])
+        out[workload]["inprocess_flask"] = measure(url + path, body, args, workdir, {"api": api})
+    stack.stop(api)
+
+
+def ratio(a: float | None, b: float | None) -> str:
+    return f"{a / b:.2f}x" if a and b else "-"
+
+
+def table(out: dict[str, Any]) -> str:
+    lines = ["| workload | system | req/s | p50 ms | p99 ms | errors (non-2xx / non-200) | mean batch | CPU % per "
+             "process | req/s vs naive | p99 vs naive | req/s vs in-process |", "|" + "---|" * 11]
+    for workload in ("W1", "W1b"):
+        naive = out[workload].get("naive_celery", {})
+        inproc = out[workload].get("inprocess_flask", {})
+        for system in ("mlqueue", "naive_celery", "inprocess_flask"):
+            r = out[workload].get(system)
+            if not r:
+                continue
+            cpu = ", ".join(f"{k} {v}" for k, v in r["cpu_pct"].items())
+            lines.append(f"| {workload} | {system} | {r['rps']:.0f} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | "
+                         f"{r['non_2xx']} / {r['non_200']} | {r.get('mean_batch') or '-'} | {cpu} | "
+                         f"{ratio(r['rps'], naive.get('rps'))} | {ratio(r['p99_ms'], naive.get('p99_ms'))} | "
+                         f"{ratio(r['rps'], inproc.get('rps'))} |")
+    for config, r in out.get("W4", {}).items():
+        cpu = ", ".join(f"{k} {v}" for k, v in r["cpu_pct"].items())
+        lines.append(f"| W4 | mlqueue {config} | {r['rps']:.0f} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | "
+                     f"{r['non_2xx']} / {r['non_200']} | {r.get('mean_batch') or '-'} | {cpu} | | | "
+                     f"{ratio(r['rps'], out['W4']['api1_workers1']['rps'])} vs 1 worker |")
+    w3 = out.get("W3")
+    if w3:
+        lines.append(f"\nW3 ({w3['rows']} x 32, 5 epochs): through the queue {w3['queue_s']} s, in-process "
+                     f"{w3['inprocess_s']} s: overhead {w3['overhead_pct']} % (the job's own duration_s "
+                     f"{w3['job_duration_s']} s: the queue's share is {w3['queue_s'] - (w3['job_duration_s'] or 0):.3f}"
+                     " s)")
+    if "W2" in out:
+        lines.append("W2 rows/s (one torch thread): " + ", ".join(f"{k} {v['rows_per_s']:.0f} ({v['ms_per_call']} "
+                                                                 f"ms/call)" for k, v in out["W2"].items()))
+    if "idle" in out:
+        lines.append(f"Idle: {out['idle']}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="~5 s runs, 1 s warm-up, a smaller W3")
+    parser.add_argument("--duration", type=float, default=15.0, help="measured seconds per run (default 15)")
+    parser.add_argument("--warmup", type=float, default=3.0, help="warm-up seconds per run (default 3)")
+    parser.add_argument("--w3-rows", type=int, default=100_000)
+    parser.add_argument("--skip-w4", action="store_true")
+    parser.add_argument("--skip-baselines", action="store_true")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.duration, args.warmup, args.w3_rows = 5.0, 1.0, min(args.w3_rows, 20_000)
+    wrk.require_wrk()
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    workdir = Path(os.environ.get("BENCH_WORKDIR", f"/tmp/mlq-bench-{stamp}"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    stack = Stack(workdir)
+    # SIGTERM (e.g. from `timeout`) must still stop every process the harness started.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    out: dict[str, Any] = {"args": vars(args), "machine": machine()}
+    try:
+        url = stack.redis()
+        stack.env = {"MLQ_REDIS_URL": url, "MLQ_HOME": str(workdir / "home"), "MLQ_TORCH_THREADS": "1",
+                     "OMP_NUM_THREADS": "1", "MLQ_MAX_UPLOAD_MB": "200", "MLQ_HEARTBEAT_S": "1",
+                     "MLQ_PRELOAD": "mlp32:1,mlp-wide:1", "PYTHONPATH": str(ROOT)}
+        rows = run_mlqueue(args, stack, workdir, out)
+        if not args.skip_baselines:
+            run_baselines(args, stack, workdir, rows, out)
+    finally:
+        stack.close()
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / f"{stamp}.json"
+    path.write_text(json.dumps(out, indent=1))
+    print()
+    print(table(out))
+    print(f"\nraw results: {path}; logs: {workdir}")
+    return 0
+
+
+def machine() -> dict[str, Any]:
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), "unknown")
+    return {"nproc": os.cpu_count(), "cpu": cpu, "python": sys.version.split()[0]}
+
+
+if __name__ == "__main__":
+    sys.exit(main())

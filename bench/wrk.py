@@ -1,0 +1,64 @@
+"""Closed-loop load with wrk (-t1 -c32 --latency), a Lua script for the POST body, and its output parsed."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+LUA = """
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Prefer"] = "wait=10"
+wrk.body = %s
+local threads = {}
+function setup(thread) table.insert(threads, thread) end
+function init(args) not200 = 0 end
+function response(status, headers, body) if status ~= 200 then not200 = not200 + 1 end end
+function done(summary, latency, requests)
+  local n = 0
+  for _, t in ipairs(threads) do n = n + t:get("not200") end
+  io.write(string.format("NOT200 %%d\\n", n))
+end
+"""
+UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0, "m": 60_000.0}
+
+
+def require_wrk() -> str:
+    path = shutil.which("wrk")
+    if path is None:
+        raise SystemExit("wrk is not installed: `apt-get install -y wrk` (or run `make bench`, which does)")
+    return path
+
+
+def _ms(text: str) -> float:
+    number, unit = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text).groups()  # type: ignore[union-attr]
+    return float(number) * UNITS[unit]
+
+
+def run(url: str, body: dict[str, Any], seconds: float, workdir: Path, connections: int = 32) -> dict[str, Any]:
+    """One wrk run against `url`; req/s, p50/p99 (ms), non-2xx, non-200 (e.g. 202: not answered in time)."""
+    script = workdir / "post.lua"
+    # A Lua long string holds the JSON as it is: no escaping to get wrong.
+    script.write_text(LUA % ("[==[" + json.dumps(body) + "]==]"))
+    argv = [require_wrk(), "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency", "-s",
+            str(script), url]
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60).stdout
+    result: dict[str, Any] = {"raw": out}
+    match = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    result["rps"] = float(match.group(1)) if match else 0.0
+    for pct in ("50", "99"):
+        match = re.search(rf"^\s+{pct}%\s+(\S+)", out, re.MULTILINE)
+        result[f"p{pct}_ms"] = _ms(match.group(1)) if match else None
+    match = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    result["non_2xx"] = int(match.group(1)) if match else 0
+    match = re.search(r"Socket errors:.*?timeout (\d+)", out)
+    result["timeouts"] = int(match.group(1)) if match else 0
+    match = re.search(r"NOT200 (\d+)", out)
+    result["non_200"] = int(match.group(1)) if match else 0
+    match = re.search(r"(\d+) requests in", out)
+    result["requests"] = int(match.group(1)) if match else 0
+    return result

@@ -1,0 +1,356 @@
+"""The batching inference consumer: a thread in each inference worker process that serves the request stream.
+
+One loop: XREADGROUP takes up to `batch_max_size` rows of requests that are waiting (waiting at most
+`batch_max_delay_ms` for more once the first arrived); ONE pipelined round trip marks their jobs running; the
+rows of all requests for the same model version go through ONE preprocessing call and ONE forward pass; the
+output is split back per request with each request's own post-processing; ONE pipelined round trip finishes
+every job (the first final status wins), pushes each answer to the submitter's reply list, and XACKs + XDELs
+the entries. A request whose rows cannot be processed fails alone: its batch is then answered request by request.
+
+Delivery is at least once. An entry that was read but not acked stays in the group's pending list; every
+CLAIM_EVERY_S a consumer looks for entries idle longer than `claim_idle_s` (their worker died), fails those
+already delivered `max_attempts` times (the request likely kills workers) and serves the others (XCLAIM).
+Warm shutdown: `stop()` lets the loop finish and answer the batch it holds, then it reads no more.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import orjson
+import redis
+from celery import Celery, signals
+
+from training.predictor import CLASSIFICATION, PROBA_DIGITS, Predictor, check_postprocess
+from training.rows import frame_from_rows
+from worker.contract import INFERENCE_QUEUE, PredictRequest
+from worker.inference_queue import FIELD, GROUP, STATS, STREAM
+from worker.inference_queue import decode as decode_request
+from worker.jobs import JobStore
+from worker.model_cache import ModelCache
+from worker.settings import Settings
+
+if TYPE_CHECKING:
+    from worker.tasks import WorkerRuntime
+
+log = logging.getLogger(__name__)
+
+BLOCK_MS = 1000  # an idle consumer wakes once a second (to notice a shutdown): no busy polling
+CLAIM_EVERY_S = 2.0
+CLAIM_IDLE_S = 30.0  # longer than any batch takes; a live worker's entries are never taken from it
+ErrorFor = Callable[[str, BaseException], dict[str, Any]]
+
+
+@dataclass
+class Item:
+    """One stream entry on its way through a batch."""
+
+    entry_id: str
+    job_id: str | None
+    request: PredictRequest | None
+    run: bool = True  # False: its job is already final (cancelled, answered) or undecodable
+    result: bytes | None = None
+    error: dict[str, Any] | None = None
+
+
+def _label_key(label: Any) -> str:
+    # As Predictor writes proba keys: the label as JSON writes it (1 → "1", True → "true").
+    return label if isinstance(label, str) else orjson.dumps(label).decode()
+
+
+def postprocess(predictor: Predictor, scores: np.ndarray, options: dict[str, Any]) -> list[dict[str, Any]]:
+    """One request's predictions from its slice of the batch's scores (probabilities or values), exactly as
+    Predictor.predict post-processes them (labels, top_k, threshold, sort; "row" is the request's own index)."""
+    if predictor.task == CLASSIFICATION:
+        classes = predictor.classes or []
+        proba = scores
+        top = proba.max(axis=1)
+        order = np.argsort(-proba, axis=1, kind="stable")
+        keep = order[:, : options["top_k"] or len(classes)]
+        keys = [_label_key(c) for c in classes]
+        rounded = np.round(proba, PROBA_DIGITS)
+        threshold = options["threshold"]
+        predictions: list[dict[str, Any]] = []
+        for i in range(len(proba)):
+            if threshold is not None and top[i] < threshold:
+                continue
+            item: dict[str, Any] = {"row": i}
+            if options["output"] != "proba":
+                item["label"] = classes[int(order[i, 0])]
+            if options["output"] != "label":
+                item["proba"] = {keys[j]: float(rounded[i, j]) for j in keep[i]}
+            predictions.append(item)
+        score = top
+    else:
+        predictions = [{"row": i, "value": float(v)} for i, v in enumerate(scores)]
+        score = scores
+    if options["sort"] != "none":
+        predictions.sort(key=lambda p: float(score[p["row"]]), reverse=options["sort"] == "desc")
+    return predictions
+
+
+def scores_for(predictor: Predictor, rows: list[Any]) -> np.ndarray:
+    """Class probabilities (n, K) or regression values (n,) for `rows`: one frame, one transform, one forward."""
+    frame = frame_from_rows(rows, predictor.features, predictor.feature_dtypes)
+    X = np.asarray(predictor.preprocessor.transform(frame), dtype=np.float32)
+    if predictor.task == CLASSIFICATION:
+        proba = predictor.model.predict_proba(X)
+        if proba is None:  # a classifier without probabilities: its label gets probability 1
+            proba = np.eye(len(predictor.classes or []))[np.asarray(predictor.model.predict(X), dtype=np.int64)]
+        return np.asarray(proba, dtype=np.float64)
+    return np.asarray(predictor.model.predict(X), dtype=np.float64)
+
+
+class InferenceConsumer:
+    """Reads the request stream in batches and answers them; `start()` runs it on a thread."""
+
+    def __init__(self, client: redis.Redis, jobs: JobStore, cache: ModelCache, name: str, *, max_size: int,
+                 max_delay_ms: float, max_attempts: int, error_for: ErrorFor,
+                 claim_idle_s: float = CLAIM_IDLE_S) -> None:
+        self.redis = client
+        self.jobs = jobs
+        self.cache = cache
+        self.name = name  # the consumer name in the group: unique per process
+        self.max_size = max(1, max_size)
+        self.max_delay_s = max(0.0, max_delay_ms) / 1000
+        self.max_attempts = max_attempts
+        self.error_for = error_for
+        self.claim_idle_ms = int(claim_idle_s * 1000)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self.run, name="mlq-inference", daemon=True)
+
+    def start(self) -> InferenceConsumer:
+        self.ensure_group()
+        self._thread.start()
+        return self
+
+    def stop(self, timeout_s: float = 60.0) -> None:
+        """Stop reading; the batch in hand is answered first. Then leave the group if nothing is pending."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=timeout_s)
+        try:
+            pending = self.redis.xpending_range(STREAM, GROUP, "-", "+", 1, consumername=self.name)
+            if not pending:
+                self.redis.xgroup_delconsumer(STREAM, GROUP, self.name)
+        except redis.RedisError as exc:
+            log.warning("inference consumer %s: could not leave the group: %s", self.name, exc)
+
+    def ensure_group(self) -> None:
+        try:
+            # From id 0: requests queued before any worker ever started are served too.
+            self.redis.xgroup_create(STREAM, GROUP, id="0", mkstream=True)
+        except redis.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    def run(self) -> None:
+        next_claim = 0.0
+        while not self._stop.is_set():
+            try:
+                if time.monotonic() >= next_claim:
+                    next_claim = time.monotonic() + CLAIM_EVERY_S
+                    self.claim_stale()
+                items = self.read()
+                if items:
+                    self.serve(items)
+            except redis.ResponseError as exc:
+                if "NOGROUP" in str(exc):  # the stream or group was deleted (e.g. a flushed db): recreate
+                    self._retry(self.ensure_group)
+                else:
+                    log.exception("inference consumer %s: Redis refused a command", self.name)
+                    self._stop.wait(1.0)
+            except redis.RedisError as exc:
+                # Redis went away: what was read stays pending and is served after the claim idle time.
+                log.warning("inference consumer %s: %s; retrying in 1 s", self.name, exc)
+                self._stop.wait(1.0)
+            except Exception:
+                log.exception("inference consumer %s: unexpected error; continuing", self.name)
+                self._stop.wait(0.1)
+
+    def _retry(self, step: Callable[[], None]) -> None:
+        try:
+            step()
+        except redis.RedisError as exc:
+            log.warning("inference consumer %s: %s", self.name, exc)
+            self._stop.wait(1.0)
+
+    # ---- reading -------------------------------------------------------------------------------------------
+    def _xread(self, count: int, block_ms: int) -> list[Item]:
+        reply: Any = self.redis.xreadgroup(GROUP, self.name, {STREAM: ">"}, count=count, block=block_ms)
+        return [self.decode(entry_id, fields) for _, entries in reply or [] for entry_id, fields in entries]
+
+    def read(self) -> list[Item]:
+        """What is waiting, up to max_size rows; after the first arrival, wait at most max_delay for more."""
+        items = self._xread(self.max_size, BLOCK_MS)
+        if not items:
+            return []
+        rows = sum(len(it.request.inputs) if it.request else 1 for it in items)
+        deadline = time.monotonic() + self.max_delay_s
+        while rows < self.max_size:
+            left_ms = int((deadline - time.monotonic()) * 1000)
+            if left_ms < 1:
+                break
+            more = self._xread(self.max_size - rows, left_ms)
+            if not more:
+                break
+            items += more
+            rows += sum(len(it.request.inputs) if it.request else 1 for it in more)
+        return items
+
+    def decode(self, entry_id: str, fields: dict[str, Any] | None) -> Item:
+        try:
+            request = PredictRequest.decode(decode_request((fields or {})[FIELD]))
+        except (KeyError, TypeError, ValueError) as exc:
+            # Not a request this code wrote: acknowledge it, there is no job to answer.
+            log.error("inference: dropping undecodable stream entry %s: %s", entry_id, exc)
+            return Item(entry_id, None, None, run=False)
+        return Item(entry_id, request.job_id, request)
+
+    def claim_stale(self) -> None:
+        """Take over entries whose consumer died; fail those delivered max_attempts times already."""
+        pending: Any = self.redis.xpending_range(STREAM, GROUP, "-", "+", self.max_size, idle=self.claim_idle_ms)
+        if not pending:
+            return
+        deliveries = {p["message_id"]: int(p["times_delivered"]) for p in pending}
+        claimed: Any = self.redis.xclaim(STREAM, GROUP, self.name, self.claim_idle_ms, list(deliveries))
+        items = [self.decode(entry_id, fields) for entry_id, fields in claimed or []]
+        for it in items:
+            if deliveries.get(it.entry_id, 0) >= self.max_attempts and it.job_id:
+                it.run = False
+                it.error = {"type": "too_many_attempts",
+                            "message": f"the request was taken {deliveries[it.entry_id]} times by inference "
+                                       f"workers that died before answering (limit MLQ_MAX_ATTEMPTS="
+                                       f"{self.max_attempts}); it may need more memory or fewer rows"}
+        log.warning("inference consumer %s: took over %d requests of dead workers", self.name, len(items))
+        if items:
+            self.serve(items)
+
+    # ---- serving -------------------------------------------------------------------------------------------
+    def serve(self, items: list[Item]) -> None:
+        """Answer one batch: mark running, predict per model version, finish + reply + ack in one pipeline."""
+        live = [it for it in items if it.run and it.job_id]
+        if live:
+            with self.redis.pipeline(transaction=False) as pipe:
+                for it in live:
+                    self.jobs.mark_running_in(pipe, it.job_id, self.name)  # type: ignore[arg-type]
+                started = pipe.execute()
+            for it, ok in zip(live, started, strict=True):
+                it.run = ok == 1  # 0: cancelled while queued, or already answered by another worker
+        groups: dict[tuple[str, str, Any], list[Item]] = {}
+        for it in items:
+            if it.run and it.request is not None:
+                groups.setdefault((it.request.tenant, it.request.model, it.request.version), []).append(it)
+        counts = {"rows": 0, "forward_passes": 0, "alone": 0}
+        for (tenant, model, version), group in groups.items():
+            try:
+                predictor = self.cache.get(tenant, model, version)
+            except Exception as exc:
+                for it in group:
+                    it.error = self.error_for(it.job_id or "", exc)
+                continue
+            self.predict_group(predictor, group, counts)
+        self.answer(items, counts)
+
+    def predict_group(self, predictor: Predictor, group: list[Item], counts: dict[str, int]) -> None:
+        """ONE forward pass for every request of `group` (same model version); fall back to one pass per
+        request when the batch as a whole fails, so one request's bad rows fail that request alone."""
+        n_classes = len(predictor.classes) if predictor.classes else 0
+        ready: list[tuple[Item, dict[str, Any]]] = []
+        for it in group:
+            assert it.request is not None
+            try:
+                ready.append((it, check_postprocess(it.request.postprocess or None, predictor.task, n_classes)))
+            except Exception as exc:
+                it.error = self.error_for(it.job_id or "", exc)
+        rows = [row for it, _ in ready for row in it.request.inputs]  # type: ignore[union-attr]
+        if not ready:
+            return
+        try:
+            scores = scores_for(predictor, rows) if rows else np.zeros((0,))
+        except Exception:
+            for it, options in ready:
+                self._predict_one(predictor, it, options, counts)
+            return
+        counts["rows"] += len(rows)
+        counts["forward_passes"] += 1 if rows else 0
+        start = 0
+        for it, options in ready:
+            n = len(it.request.inputs)  # type: ignore[union-attr]
+            it.result = self._result(predictor, postprocess(predictor, scores[start:start + n], options))
+            start += n
+
+    def _predict_one(self, predictor: Predictor, it: Item, options: dict[str, Any], counts: dict[str, int]) -> None:
+        assert it.request is not None
+        counts["alone"] += 1
+        try:
+            scores = scores_for(predictor, it.request.inputs) if it.request.inputs else np.zeros((0,))
+        except Exception as exc:
+            it.error = self.error_for(it.job_id or "", exc)
+            return
+        counts["rows"] += len(it.request.inputs)
+        counts["forward_passes"] += 1
+        it.result = self._result(predictor, postprocess(predictor, scores, options))
+
+    @staticmethod
+    def _result(predictor: Predictor, predictions: list[dict[str, Any]]) -> bytes:
+        # Encoded once, here; the record stores these bytes as they are.
+        return orjson.dumps({"model": predictor.name, "version": predictor.version, "predictions": predictions},
+                            option=orjson.OPT_SERIALIZE_NUMPY)
+
+    def answer(self, items: list[Item], counts: dict[str, int]) -> None:
+        """ONE round trip: finish each job and wake its submitter, ack + delete the entries, count the batch."""
+        with self.redis.pipeline(transaction=False) as pipe:
+            for it in items:
+                if it.job_id is None:
+                    continue
+                if it.error is not None:
+                    self.jobs.finish_and_reply_in(pipe, it.job_id, "failed", error=it.error)
+                elif it.result is not None:
+                    self.jobs.finish_and_reply_in(pipe, it.job_id, "succeeded", result=it.result)
+                else:  # already final: the script changes nothing and replies with the record as it is
+                    self.jobs.finish_and_reply_in(pipe, it.job_id, "failed")
+            ids = [it.entry_id for it in items]
+            pipe.xack(STREAM, GROUP, *ids)
+            pipe.xdel(STREAM, *ids)
+            pipe.hincrby(STATS, "batches", 1)
+            pipe.hincrby(STATS, "requests", len(items))
+            for key, value in counts.items():
+                if value:
+                    pipe.hincrby(STATS, key, value)
+            pipe.execute()
+
+
+def attach(app: Celery, runtime: WorkerRuntime, settings: Settings, claim_idle_s: float = CLAIM_IDLE_S) -> None:
+    """Run a consumer in every worker process of `app` that consumes the `inference` queue.
+
+    Started in worker_process_init, i.e. after the fork (the parent never holds a connection or a model), and
+    after the runtime's own start-up (connected later, so called later): models are preloaded by then.
+    """
+    running: list[InferenceConsumer] = []
+
+    def on_process_init(sender: Any = None, **_: Any) -> None:
+        if INFERENCE_QUEUE not in app.amqp.queues.consume_from:
+            return
+        consumer = InferenceConsumer(
+            runtime.redis, runtime.jobs, runtime.cache, f"{sender}:{os.getpid()}",
+            max_size=settings.batch_max_size, max_delay_ms=settings.batch_max_delay_ms,
+            max_attempts=settings.max_attempts, error_for=runtime.error_for, claim_idle_s=claim_idle_s)
+        running.append(consumer.start())
+        log.info("inference consumer %s started (batches of up to %d rows, %.1f ms)", consumer.name,
+                 settings.batch_max_size, settings.batch_max_delay_ms)
+
+    def on_shutdown(**_: Any) -> None:
+        while running:
+            running.pop().stop()
+
+    signals.worker_process_init.connect(on_process_init, weak=False, dispatch_uid=f"mlq-infer-init-{id(app)}")
+    signals.worker_process_shutdown.connect(on_shutdown, weak=False, dispatch_uid=f"mlq-infer-stop-{id(app)}")
+    signals.worker_shutdown.connect(on_shutdown, weak=False, dispatch_uid=f"mlq-infer-wstop-{id(app)}")
