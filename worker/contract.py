@@ -15,8 +15,7 @@ TRAIN_QUEUE = "train"
 INFERENCE_QUEUE = "inference"
 QUEUES = (TRAIN_QUEUE, INFERENCE_QUEUE)
 
-TRAIN_TASK = "mlqueue.train"
-PREDICT_TASK = "mlqueue.predict"
+TRAIN_TASK = "mlqueue.train"  # predictions are not Celery tasks: see worker/inference_queue.py
 
 
 class JobStatus(StrEnum):

@@ -18,13 +18,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from types import FrameType
 
-from worker.contract import QUEUES, TRAIN_QUEUE
+from worker.contract import QUEUES
 
 log = logging.getLogger(__name__)
-
-# Inference jobs are short: reserving a few per process hides the broker round trip between them.
-INFERENCE_PREFETCH = 4
-
 
 class LauncherError(ValueError):
     """Raised when the devices, queues or concurrency asked for cannot be started; says what is possible."""
@@ -67,10 +63,11 @@ def visible_gpus(env: Mapping[str, str] | None = None) -> list[str]:
 
 
 def _celery_argv(hostname: str, queues: list[str], concurrency: int, loglevel: str) -> list[str]:
-    prefetch = 1 if TRAIN_QUEUE in queues else INFERENCE_PREFETCH
+    # One job reserved per process: a second training never waits behind the first on a busy worker.
+    # (Predictions do not travel as Celery tasks: the inference stream consumer batches them.)
     return [sys.executable, "-m", "celery", "-A", "worker.app", "worker",
             "-Q", ",".join(queues), "-n", hostname, "-P", "prefork", "-c", str(concurrency),
-            "--prefetch-multiplier", str(prefetch), "--loglevel", loglevel,
+            "--prefetch-multiplier", "1", "--loglevel", loglevel,
             # Gossip and mingle sync revokes and events between nodes; mlqueue cancels through the job
             # record instead, and mingle alone adds seconds to every start.
             "--without-gossip", "--without-mingle"]
@@ -126,6 +123,10 @@ def plan(devices: str, queues: list[str], concurrency: int, gpu_count: int | Non
         else:
             tag = f"gpu{device}" if device.isdigit() else f"gpu{index}"  # UUID masks get a position
             env, label = {"CUDA_VISIBLE_DEVICES": device}, f"cuda:{device}"
+        # A worker for one queue carries its name, so a train and an inference worker on one machine (mlq dev)
+        # are distinct Celery nodes: train-cpu@host, inference-gpu0@host; one for both queues is cpu@host.
+        if len(queues) == 1:
+            tag = f"{queues[0]}-{tag}"
         hostname = f"{tag}@%h"
         plans.append(WorkerPlan(_celery_argv(hostname, list(queues), concurrency, loglevel), env, hostname, label))
     return plans

@@ -29,17 +29,17 @@ def test_cpu_devices_start_one_cpu_worker_with_cuda_hidden() -> None:
 
 def test_auto_without_a_gpu_falls_back_to_one_cpu_worker() -> None:
     plans = plan("auto", ["train"], concurrency=1, gpu_count=0)
-    assert [(p.hostname, p.device, p.env["CUDA_VISIBLE_DEVICES"]) for p in plans] == [("cpu@%h", "cpu", "")]
+    assert [(p.hostname, p.device, p.env["CUDA_VISIBLE_DEVICES"]) for p in plans] == [("train-cpu@%h", "cpu", "")]
 
 
 def test_auto_with_gpus_starts_one_worker_per_gpu() -> None:
     plans = plan("auto", ["inference"], concurrency=1, gpu_count=3)
     assert [p.env["CUDA_VISIBLE_DEVICES"] for p in plans] == ["0", "1", "2"]
-    assert [p.hostname for p in plans] == ["gpu0@%h", "gpu1@%h", "gpu2@%h"]
+    assert [p.hostname for p in plans] == ["inference-gpu0@%h", "inference-gpu1@%h", "inference-gpu2@%h"]
 
 
 def test_explicit_gpu_ids_pin_one_process_per_gpu() -> None:
-    plans = plan("0,1", ["train"], concurrency=1, gpu_count=2)
+    plans = plan("0,1", ["train", "inference"], concurrency=1, gpu_count=2)
     assert [p.env for p in plans] == [{"CUDA_VISIBLE_DEVICES": "0"}, {"CUDA_VISIBLE_DEVICES": "1"}]
     assert [p.hostname for p in plans] == ["gpu0@%h", "gpu1@%h"]
     assert [p.device for p in plans] == ["cuda:0", "cuda:1"]
@@ -60,15 +60,20 @@ def test_a_gpu_named_twice_is_refused() -> None:
 
 def test_several_cpu_workers_get_distinct_hostnames() -> None:
     plans = plan("cpu:3", ["inference"], concurrency=1)
-    assert [p.hostname for p in plans] == ["cpu@%h", "cpu1@%h", "cpu2@%h"]
+    assert [p.hostname for p in plans] == ["inference-cpu@%h", "inference-cpu1@%h", "inference-cpu2@%h"]
     assert all(p.env == {"CUDA_VISIBLE_DEVICES": ""} for p in plans)
 
 
-def test_train_workers_prefetch_one_job_and_inference_workers_a_few() -> None:
-    (train,) = plan("cpu", ["train", "inference"], concurrency=1)
+def test_every_worker_reserves_one_job_per_process() -> None:
+    for queues in (["train", "inference"], ["train"], ["inference"]):
+        (worker,) = plan("cpu", queues, concurrency=1)
+        assert _option(worker.argv, "--prefetch-multiplier") == "1"
+
+
+def test_a_train_and_an_inference_worker_on_one_machine_are_distinct_nodes() -> None:
+    (train,) = plan("cpu", ["train"], concurrency=1)
     (inference,) = plan("cpu", ["inference"], concurrency=1)
-    assert _option(train.argv, "--prefetch-multiplier") == "1"
-    assert int(_option(inference.argv, "--prefetch-multiplier")) > 1
+    assert train.hostname == "train-cpu@%h" and inference.hostname == "inference-cpu@%h"
 
 
 def test_unknown_queues_and_zero_concurrency_are_refused() -> None:
