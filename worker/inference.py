@@ -328,7 +328,7 @@ class InferenceConsumer:
             pipe.execute()
 
 
-def attach(app: Celery, runtime: WorkerRuntime, settings: Settings, claim_idle_s: float = CLAIM_IDLE_S) -> None:
+def attach(app: Celery, runtime: WorkerRuntime, settings: Settings) -> None:
     """Run a consumer in every worker process of `app` that consumes the `inference` queue.
 
     Started in worker_process_init, i.e. after the fork (the parent never holds a connection or a model), and
@@ -342,7 +342,8 @@ def attach(app: Celery, runtime: WorkerRuntime, settings: Settings, claim_idle_s
         consumer = InferenceConsumer(
             runtime.redis, runtime.jobs, runtime.cache, f"{sender}:{os.getpid()}",
             max_size=settings.batch_max_size, max_delay_ms=settings.batch_max_delay_ms,
-            max_attempts=settings.max_attempts, error_for=runtime.error_for, claim_idle_s=claim_idle_s)
+            max_attempts=settings.max_attempts, error_for=runtime.error_for,
+            claim_idle_s=settings.inference_claim_idle_s)
         running.append(consumer.start())
         log.info("inference consumer %s started (batches of up to %d rows, %.1f ms)", consumer.name,
                  settings.batch_max_size, settings.batch_max_delay_ms)

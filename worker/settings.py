@@ -87,6 +87,8 @@ class Settings:
     # Reliability: a running job whose heartbeat is older than this is put back on its queue.
     stale_job_s: float = 10.0
     shutdown_grace_s: float = 20.0  # SIGTERM: a training may finish within this, else it checkpoints and requeues
+    # A prediction read by a worker that then died is taken over by another after this long; longer than any batch.
+    inference_claim_idle_s: float = 30.0
 
     @property
     def auth_enabled(self) -> bool:
@@ -132,4 +134,5 @@ class Settings:
             rate_limit_per_minute=_int(env, "MLQ_RATE_LIMIT_PER_MINUTE", d.rate_limit_per_minute, 0),
             stale_job_s=_float(env, "MLQ_STALE_JOB_S", d.stale_job_s),
             shutdown_grace_s=_float(env, "MLQ_SHUTDOWN_GRACE_S", d.shutdown_grace_s),
+            inference_claim_idle_s=_float(env, "MLQ_INFERENCE_CLAIM_IDLE_S", d.inference_claim_idle_s),
         )

@@ -320,16 +320,16 @@ def test_the_launcher_runs_a_worker_per_device_and_stops_it_on_sigterm(
     liveness = WorkerLiveness(harness.redis)
     try:
         deadline = time.monotonic() + JOB_TIMEOUT_S
-        while not [r for r in liveness.workers() if r["hostname"].startswith("cpu@")]:
+        while not [r for r in liveness.workers() if r["hostname"].startswith("inference-cpu@")]:
             assert launcher.poll() is None and time.monotonic() < deadline, launcher.communicate()[0][-4000:]
             time.sleep(0.1)
-        (record,) = [r for r in liveness.workers() if r["hostname"].startswith("cpu@")]
+        (record,) = [r for r in liveness.workers() if r["hostname"].startswith("inference-cpu@")]
         assert (record["device"], record["queues"]) == ("cpu", [INFERENCE_QUEUE])
         launcher.send_signal(signal.SIGTERM)
         output = launcher.communicate(timeout=60)[0]
         assert launcher.returncode == 0, output[-4000:]
         # The worker removed its liveness key on the way out: /readyz stops counting it at once.
-        assert not [r for r in liveness.workers() if r["hostname"].startswith("cpu@")]
+        assert not [r for r in liveness.workers() if r["hostname"].startswith("inference-cpu@")]
     finally:
         if launcher.poll() is None:
             launcher.kill()
