@@ -25,7 +25,7 @@ from api.parsing import MAX_WAIT_S, json_body, wait_seconds
 from api.problems import ApiError
 from api.schemas import Job, JobHeaders, ModelPath, PredictBody, Problem, WaitQuery
 from api.services import services, tenant
-from api.submit import FINAL, IDEMPOTENCY_TTL_S, RETRY_AFTER, _claim, _key_name, answer, fingerprint
+from api.submit import FINAL, IDEMPOTENCY_TTL_S, RETRY_AFTER, _key_name, fingerprint, replay
 from training.errors import InvalidInput
 from worker.ids import new_id
 from worker.inference_queue import enqueue_in
@@ -180,14 +180,9 @@ def predict(path: ModelPath, query: PredictQuery, header: PredictHeaders, body: 
                        "(MLQ_MAX_BATCH_ROWS); split the batch or use batch-predict", code="too_many_rows",
                        errors=[{"loc": ["inputs"], "msg": f"at most {limit} rows"}])
     key = header.idempotency_key
-    if key:
-        existing = _claim(key, fingerprint())
-        if existing is not None:
-            replayed = svc.jobs.get_for(tenant(), existing)
-            if replayed is None:
-                raise ApiError(409, "the job this Idempotency-Key created has expired; use a new key",
-                               code="idempotency_key_expired")
-            return answer(replayed, query.wait)
+    replayed = replay(key, query.wait)
+    if replayed is not None:
+        return replayed
     done = False
     try:
         check_rate_limit()

@@ -58,6 +58,23 @@ def _key_name(key: str) -> str:
     return f"mlq:idem:{tenant()}:{hashlib.sha256(key.encode()).hexdigest()}"
 
 
+def replay(key: str | None, wait: int | None) -> Response | None:
+    """With an Idempotency-Key already used for this body, the answer for its job; None to go on and create one.
+
+    A fresh key is claimed (held as "in flight") by this call; the caller records the job id on it or drops it.
+    """
+    if not key:
+        return None
+    existing = _claim(key, fingerprint())
+    if existing is None:
+        return None
+    job = services().jobs.get_for(tenant(), existing)
+    if job is None:
+        raise ApiError(409, "the job this Idempotency-Key created has expired; use a new key",
+                       code="idempotency_key_expired")
+    return answer(job, wait)
+
+
 def submit(*, job_type: str, model: str, task_name: str, queue: str, headers: JobHeaders, wait: int | None,
            build: Callable[[str], tuple[dict[str, Any], dict[str, Any]]]) -> Response:
     """Validate (via `build`), record and enqueue a job, then answer it.
@@ -66,14 +83,9 @@ def submit(*, job_type: str, model: str, task_name: str, queue: str, headers: Jo
     """
     svc = services()
     key = headers.idempotency_key
-    if key:
-        existing = _claim(key, fingerprint())
-        if existing is not None:
-            job = svc.jobs.get_for(tenant(), existing)
-            if job is None:
-                raise ApiError(409, "the job this Idempotency-Key created has expired; use a new key",
-                               code="idempotency_key_expired")
-            return answer(job, wait)
+    replayed = replay(key, wait)
+    if replayed is not None:
+        return replayed
     done = admitted = created = False
     job_id = new_id("job")
     try:

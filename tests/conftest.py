@@ -11,6 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 import redis
+from redis_check import require_redis
 
 # Tests use their own database so they never touch data on db 0.
 TEST_REDIS_URL = os.environ.get("MLQ_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
@@ -18,13 +19,7 @@ TEST_REDIS_URL = os.environ.get("MLQ_TEST_REDIS_URL", "redis://127.0.0.1:6379/15
 
 @pytest.fixture
 def redis_url() -> Iterator[str]:
-    client = redis.Redis.from_url(TEST_REDIS_URL)
-    try:
-        client.ping()
-    except redis.ConnectionError as exc:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"CI needs a Redis at {TEST_REDIS_URL}: {exc}")
-        pytest.skip(f"no Redis at {TEST_REDIS_URL}")
+    client = require_redis(TEST_REDIS_URL)
     client.flushdb()
     yield TEST_REDIS_URL
     client.flushdb()

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 import redis
+from redis_check import require_redis
 
 from worker.launcher import plan
 from worker.liveness import WorkerLiveness
@@ -47,13 +48,7 @@ class WorkerProcess:
 @pytest.fixture(scope="module")
 def mlq_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
     """Settings for the test's workers: a fresh MLQ_HOME and the test Redis db, flushed before and after."""
-    client = redis.Redis.from_url(TEST_REDIS_URL)
-    try:
-        client.ping()
-    except redis.ConnectionError as exc:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"CI needs a Redis at {TEST_REDIS_URL}: {exc}")
-        pytest.skip(f"no Redis at {TEST_REDIS_URL}")
+    client = require_redis(TEST_REDIS_URL)
     client.flushdb()
     home = tmp_path_factory.mktemp("mlq-home")
     yield Settings(redis_url=TEST_REDIS_URL, home=home, heartbeat_s=0.5)

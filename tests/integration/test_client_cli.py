@@ -19,7 +19,7 @@ from typing import Any
 
 import httpx
 import pytest
-import redis
+from redis_check import require_redis
 from sklearn.datasets import load_iris
 
 from mlqueue import Client, NotFound, ValidationFailed
@@ -60,17 +60,6 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
             proc.wait(timeout=10)
 
 
-def require_redis() -> redis.Redis:
-    client = redis.Redis.from_url(REDIS_URL)
-    try:
-        client.ping()
-    except redis.ConnectionError as exc:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"CI needs a Redis at {REDIS_URL}: {exc}")
-        pytest.skip(f"no Redis at {REDIS_URL}")
-    return client
-
-
 def test_mlq_dev_without_redis_or_redis_server_says_how_to_install_it(tmp_path: Path) -> None:
     env = {**os.environ, "PATH": str(tmp_path), "MLQ_HOME": str(tmp_path / "home"),
            "MLQ_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"}
@@ -83,7 +72,7 @@ def test_mlq_dev_without_redis_or_redis_server_says_how_to_install_it(tmp_path: 
 
 def test_mlq_dev_serves_until_sigterm_then_stops_every_child_and_exits_zero(tmp_path: Path) -> None:
     """Runs first in this module, before the shared service exists, so its /readyz counts only its own workers."""
-    client = require_redis()
+    client = require_redis(REDIS_URL)
     client.flushdb()
     port = free_port()
     env = {**os.environ, "MLQ_REDIS_URL": REDIS_URL, "MLQ_HOME": str(tmp_path / "home"), "MLQ_TORCH_THREADS": "1"}
@@ -122,7 +111,7 @@ def test_mlq_dev_serves_until_sigterm_then_stops_every_child_and_exits_zero(tmp_
 @pytest.fixture(scope="module")
 def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """gunicorn serving api.wsgi:app and one `mlq worker` for both queues, on a fresh MLQ_HOME and the test db."""
-    client = require_redis()
+    client = require_redis(REDIS_URL)
     client.flushdb()
     tmp = tmp_path_factory.mktemp("client-cli")
     port = free_port()
