@@ -27,7 +27,7 @@ run: $(STAMP)
 
 # The benchmark (docs/benchmarks.md): wrk is a Debian package; `make bench ARGS=--quick` for ~5 s runs.
 bench: $(STAMP)
-	command -v wrk >/dev/null || apt-get install -y wrk
+	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
 	$(BIN)/python -m bench $(ARGS)
 
 clean:
