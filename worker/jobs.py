@@ -3,14 +3,13 @@
 Layout: hash `mlq:job:{id}` (JSON fields stored as strings), per-tenant sorted set `mlq:jobs:{tenant}` (score =
 created ms) for listing, set `mlq:jobs:running`, flag `mlq:job:{id}:cancel`, channel `mlq:job:{id}:events`
 (every change is published there, so `wait()` wakes at once instead of polling). Status transitions are Lua
-scripts: queued → running → succeeded | failed | cancelled, and only the first final status wins, whichever
-process gets there first. Counters for /metrics live in two hashes so every process's observations add up.
+scripts (their sources: worker/job_scripts.py): queued → running → succeeded | failed | cancelled, and only the
+first final status wins, whichever process gets there first. Counters for /metrics live in two hashes so every
+process's observations add up. List cursors: worker/job_cursor.py.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import builtins
 import json
 import time
@@ -20,8 +19,11 @@ from typing import Any
 import redis
 from redis.client import Pipeline
 
+from worker import job_scripts
 from worker.contract import FINAL_STATUSES, JobStatus
 from worker.ids import is_job_id, new_id
+from worker.job_cursor import InvalidCursor as InvalidCursor  # re-exported: the API catches it from here
+from worker.job_cursor import decode_cursor, encode_cursor
 
 RUNNING_SET = "mlq:jobs:running"
 ACTIVE_SET = "mlq:active:{tenant}"  # a tenant's queued + running job ids, for MLQ_MAX_ACTIVE_JOBS
@@ -30,106 +32,6 @@ METRICS_DURATION = "mlq:metrics:duration"  # fields "{type}:le:{bound}" (cumulat
 DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 4 * 3600.0)
 FINAL = tuple(s.value for s in FINAL_STATUSES)
 _PUBLIC = ("id", "type", "status", "model", "created_at", "started_at", "finished_at", "attempts")
-
-# Shared by every script: finish the job in KEYS[1] unless it is final. KEYS: job, running set, metrics jobs,
-# metrics duration, cancel flag, channel. The duration histogram counts from the first start to the end.
-_FINISH_LUA = """
-local function is_final(s) return s == 'succeeded' or s == 'failed' or s == 'cancelled' end
-local function finish(id, new, now, now_ms, ttl, result, err, first_bucket)
-  redis.call('HSET', KEYS[1], 'status', new, 'finished_at', now, 'result', result, 'error', err)
-  redis.call('EXPIRE', KEYS[1], ttl)
-  redis.call('SREM', KEYS[2], id)
-  -- The tenant's active set (see JobStore.admit); its name comes from the record (standalone Redis only).
-  local owner = redis.call('HGET', KEYS[1], 'tenant')
-  if owner then redis.call('SREM', 'mlq:active:' .. owner, id) end
-  local jtype = redis.call('HGET', KEYS[1], 'type')
-  redis.call('HINCRBY', KEYS[3], jtype .. ':' .. new, 1)
-  local started = redis.call('HGET', KEYS[1], 'started_ms')
-  if started and started ~= '' then
-    local d = (tonumber(now_ms) - tonumber(started)) / 1000.0
-    for i = first_bucket, #ARGV do
-      if d <= tonumber(ARGV[i]) then redis.call('HINCRBY', KEYS[4], jtype .. ':le:' .. ARGV[i], 1) end
-    end
-    redis.call('HINCRBYFLOAT', KEYS[4], jtype .. ':sum', d)
-    redis.call('HINCRBY', KEYS[4], jtype .. ':count', 1)
-  end
-  redis.call('PUBLISH', KEYS[6], new)
-end
-"""
-
-# ARGV: id, status, now, now_ms, ttl, result, error, buckets...
-_FINISH = _FINISH_LUA + """
-local status = redis.call('HGET', KEYS[1], 'status')
-if not status then return -1 end
-if is_final(status) then return 0 end
-finish(ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], 8)
-return 1
-"""
-
-# ARGV: id, worker, now, now_ms, ttl, cancelled error, buckets...
-_MARK_RUNNING = _FINISH_LUA + """
-local status = redis.call('HGET', KEYS[1], 'status')
-if not status or is_final(status) then return 0 end
-if redis.call('EXISTS', KEYS[5]) == 1 then
-  finish(ARGV[1], 'cancelled', ARGV[3], ARGV[4], ARGV[5], '', ARGV[6], 7)
-  return 0
-end
-if redis.call('HGET', KEYS[1], 'started_at') == '' then
-  redis.call('HSET', KEYS[1], 'started_at', ARGV[3], 'started_ms', ARGV[4])
-end
-redis.call('HSET', KEYS[1], 'status', 'running', 'worker', ARGV[2])
-redis.call('HINCRBY', KEYS[1], 'attempts', 1)
-redis.call('SADD', KEYS[2], ARGV[1])
-redis.call('HINCRBY', KEYS[3], redis.call('HGET', KEYS[1], 'type') .. ':running', 1)
-redis.call('PUBLISH', KEYS[6], 'running')
-return 1
-"""
-
-# ARGV: id, now, now_ms, ttl, cancelled error, buckets...   → -1 missing, 0 already final, 1 flagged
-_CANCEL = _FINISH_LUA + """
-local status = redis.call('HGET', KEYS[1], 'status')
-if not status then return -1 end
-if is_final(status) then return 0 end
-redis.call('SET', KEYS[5], '1', 'EX', ARGV[4])
-if status == 'queued' then
-  finish(ARGV[1], 'cancelled', ARGV[2], ARGV[3], ARGV[4], '', ARGV[5], 6)
-else
-  redis.call('PUBLISH', KEYS[6], 'cancel_requested')
-end
-return 1
-"""
-
-# ARGV: job id, max active  → 1 admitted, 0 the tenant is at its limit. KEYS: the tenant's active set.
-_ADMIT = """
-if redis.call('SISMEMBER', KEYS[1], ARGV[1]) == 1 then return 1 end
-if redis.call('SCARD', KEYS[1]) >= tonumber(ARGV[2]) then return 0 end
-redis.call('SADD', KEYS[1], ARGV[1])
-return 1
-"""
-
-# Online inference: finish like _FINISH (unless already final), then push the record (HGETALL as a JSON array)
-# to the job's reply list, where the API thread that submitted it waits with BLPOP. KEYS: _keys() + reply list.
-REPLY_TTL_MS = 60_000  # the submitter waits at most 30 s; an unread reply goes soon after
-_FINISH_REPLY = _FINISH_LUA + """
-local status = redis.call('HGET', KEYS[1], 'status')
-if not status then return -1 end
-local done = 0
-if not is_final(status) then
-  finish(ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], 8)
-  done = 1
-end
-redis.call('RPUSH', KEYS[7], cjson.encode(redis.call('HGETALL', KEYS[1])))
-redis.call('PEXPIRE', KEYS[7], """ + str(REPLY_TTL_MS) + """)
-return done
-"""
-
-# ARGV: progress JSON
-_PROGRESS = """
-if redis.call('HGET', KEYS[1], 'status') ~= 'running' then return 0 end
-redis.call('HSET', KEYS[1], 'progress', ARGV[1])
-redis.call('PUBLISH', KEYS[2], 'progress')
-return 1
-"""
 
 
 class JobConflict(Exception):
@@ -141,10 +43,6 @@ class JobConflict(Exception):
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
-
-
-class InvalidCursor(ValueError):
-    """Raised when a list cursor was not produced by this server."""
 
 
 def now_rfc3339() -> tuple[str, int]:
@@ -161,33 +59,18 @@ def _json_or_none(raw: str) -> Any:
     return json.loads(raw) if raw else None
 
 
-def encode_cursor(score: int, job_id: str) -> str:
-    return base64.urlsafe_b64encode(f"{score}:{job_id}".encode()).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> tuple[int, str]:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        score, _, job_id = raw.partition(":")
-        if not is_job_id(job_id):
-            raise ValueError(job_id)
-        return int(score), job_id
-    except (ValueError, binascii.Error, UnicodeDecodeError):
-        raise InvalidCursor(f"invalid cursor {cursor!r}: pass the next_cursor of a previous page") from None
-
-
 class JobStore:
     """Create, read, list and move job records through their statuses."""
 
     def __init__(self, client: redis.Redis, ttl_s: int = 7 * 24 * 3600) -> None:
         self.redis = client
         self.ttl_s = ttl_s
-        self._finish = client.register_script(_FINISH)
-        self._mark_running = client.register_script(_MARK_RUNNING)
-        self._cancel = client.register_script(_CANCEL)
-        self._progress = client.register_script(_PROGRESS)
-        self._admit = client.register_script(_ADMIT)
-        self._finish_reply = client.register_script(_FINISH_REPLY)
+        self._finish = client.register_script(job_scripts.FINISH)
+        self._mark_running = client.register_script(job_scripts.MARK_RUNNING)
+        self._cancel = client.register_script(job_scripts.CANCEL)
+        self._progress = client.register_script(job_scripts.PROGRESS)
+        self._admit = client.register_script(job_scripts.ADMIT)
+        self._finish_reply = client.register_script(job_scripts.FINISH_REPLY)
 
     @staticmethod
     def key(job_id: str) -> str:
