@@ -110,31 +110,44 @@ class Predictor:
         """Predictions for `rows` (dicts keyed by feature, or lists in feature order), post-processed."""
         n_classes = len(self.classes) if self.classes else 0
         options = check_postprocess(postprocess, self.task, n_classes)
+        return self.postprocess(self.scores(rows), options)
+
+    def scores(self, rows: list[Any]) -> np.ndarray:
+        """Class probabilities (n, K) or regression values (n,): one frame, one transform, one model call.
+
+        The inference worker calls this once for the rows of many requests, then `postprocess` per request.
+        """
         frame = frame_from_rows(rows, self.features, self.feature_dtypes)
         if len(frame) == 0:
-            return []
+            return np.zeros((0, len(self.classes)) if self.task == CLASSIFICATION and self.classes else (0,))
         try:
             X = np.asarray(self.preprocessor.transform(frame), dtype=np.float32)
         except (ValueError, TypeError) as exc:  # frame_from_rows catches row errors; this is the last guard
             raise InvalidInput(f"the inputs could not be preprocessed: {exc}") from exc
+        if self.task != CLASSIFICATION:
+            return np.asarray(self.model.predict(X), dtype=np.float64)
+        assert self.classes is not None
+        proba = self.model.predict_proba(X)
+        if proba is None:  # a classifier without probabilities: its label gets probability 1
+            proba = np.eye(len(self.classes))[np.asarray(self.model.predict(X), dtype=np.int64)]
+        return np.asarray(proba, dtype=np.float64)
+
+    def postprocess(self, scores: np.ndarray, options: dict[str, Any]) -> list[dict[str, Any]]:
+        """Predictions from `scores` (as `scores` returns them) and checked options (see check_postprocess):
+        labels, top_k, threshold and sort; "row" is the index within `scores`."""
         if self.task == CLASSIFICATION:
-            predictions, score = self._classify(X, options)
+            predictions, score = self._classify(scores, options)
         else:
-            values = np.asarray(self.model.predict(X), dtype=np.float64)
-            predictions = [{"row": i, "value": float(v)} for i, v in enumerate(values)]
-            score = values
+            predictions = [{"row": i, "value": float(v)} for i, v in enumerate(scores)]
+            score = scores
         if options["sort"] != "none":
             # Python's sort stays stable with reverse=True: equal scores keep their input order either way.
             predictions.sort(key=lambda p: float(score[p["row"]]), reverse=options["sort"] == "desc")
         return predictions
 
-    def _classify(self, X: np.ndarray, options: dict[str, Any]) -> tuple[list[dict[str, Any]], np.ndarray]:
+    def _classify(self, proba: np.ndarray, options: dict[str, Any]) -> tuple[list[dict[str, Any]], np.ndarray]:
         assert self.classes is not None
-        proba = self.model.predict_proba(X)
-        if proba is None:  # a classifier without probabilities: its label gets probability 1
-            proba = np.eye(len(self.classes))[np.asarray(self.model.predict(X), dtype=np.int64)]
-        proba = np.asarray(proba, dtype=np.float64)
-        top = proba.max(axis=1)
+        top = proba.max(axis=1) if len(proba) else np.zeros((0,))
         # Most probable first; ties keep class order. The first column is the predicted label.
         order = np.argsort(-proba, axis=1, kind="stable")
         keep = order[:, : options["top_k"] or len(self.classes)]

@@ -23,13 +23,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import orjson
 import redis
 from celery import Celery, signals
 
 from training.predictor import Predictor, check_postprocess
-from worker.batch_scoring import postprocess, scores_for
 from worker.contract import INFERENCE_QUEUE, PredictRequest
 from worker.inference_queue import FIELD, GROUP, STATS, STREAM
 from worker.inference_queue import decode as decode_request
@@ -226,7 +224,7 @@ class InferenceConsumer:
         if not ready:
             return
         try:
-            scores = scores_for(predictor, rows) if rows else np.zeros((0,))
+            scores = predictor.scores(rows)
         except Exception:
             for it, options in ready:
                 self._predict_one(predictor, it, options, counts)
@@ -236,20 +234,20 @@ class InferenceConsumer:
         start = 0
         for it, options in ready:
             n = len(it.request.inputs)  # type: ignore[union-attr]
-            it.result = self._result(predictor, postprocess(predictor, scores[start:start + n], options))
+            it.result = self._result(predictor, predictor.postprocess(scores[start:start + n], options))
             start += n
 
     def _predict_one(self, predictor: Predictor, it: Item, options: dict[str, Any], counts: dict[str, int]) -> None:
         assert it.request is not None
         counts["alone"] += 1
         try:
-            scores = scores_for(predictor, it.request.inputs) if it.request.inputs else np.zeros((0,))
+            scores = predictor.scores(it.request.inputs)
         except Exception as exc:
             it.error = self.error_for(it.job_id or "", exc)
             return
         counts["rows"] += len(it.request.inputs)
         counts["forward_passes"] += 1
-        it.result = self._result(predictor, postprocess(predictor, scores, options))
+        it.result = self._result(predictor, predictor.postprocess(scores, options))
 
     @staticmethod
     def _result(predictor: Predictor, predictions: list[dict[str, Any]]) -> bytes:
