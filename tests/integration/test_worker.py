@@ -6,8 +6,6 @@ inference tests need are trained in this process with the same pipeline before t
 
 from __future__ import annotations
 
-import io
-import json
 import os
 import signal
 import subprocess
@@ -17,28 +15,21 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
-import redis
-from sklearn.datasets import load_breast_cancer, load_iris
+from job_harness import TENANT, JobHarness, breast_cancer_csv, dump, iris_csv
 
 from training.errors import ArtifactTampered, NotFound
 from training.pipeline import train_model
 from training.predictor import Predictor
-from training.registry import ModelRegistry
-from worker.celery_app import make_celery
 from worker.contract import (
     INFERENCE_QUEUE,
     TRAIN_QUEUE,
-    TRAIN_TASK,
     JobType,
     PredictRequest,
     TrainRequest,
 )
-from worker.datasets import DatasetStore
 from worker.ids import new_id
 from worker.inference_queue import enqueue_in
-from worker.jobs import JobStore
 from worker.liveness import WorkerLiveness
 from worker.settings import Settings
 
@@ -46,7 +37,6 @@ pytestmark = pytest.mark.integration
 WorkerProcess = Any  # tests/integration/conftest.py's WorkerProcess (conftest modules are not imported)
 
 ROOT = Path(__file__).resolve().parents[2]
-TENANT = "default"
 JOB_TIMEOUT_S = 120.0
 IRIS_ROWS = [
     {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2},
@@ -55,39 +45,11 @@ IRIS_ROWS = [
 ]
 
 
-def dump(job: dict[str, Any] | None) -> str:
-    return json.dumps(job, indent=1, default=str)
-
-
-def iris_csv() -> bytes:
-    iris = load_iris(as_frame=True)
-    frame = iris.frame.drop(columns="target")
-    frame.columns = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
-    frame["species"] = iris.target_names[iris.target]
-    return frame.to_csv(index=False).encode()
-
-
-def breast_cancer_csv() -> bytes:
-    data = load_breast_cancer(as_frame=True)
-    frame = data.frame.drop(columns="target").iloc[:, :8]  # a few features are plenty for a tiny MLP
-    frame.columns = [f"f{i}" for i in range(frame.shape[1])]
-    frame["diagnosis"] = np.where(data.target == 0, "malignant", "benign")
-    return frame.to_csv(index=False).encode()
-
-
-class Harness:
-    """What the API does, minus HTTP: write a job record, then send the task by name."""
+class Harness(JobHarness):
+    """The shared job harness with this module's job shapes (the record keeps the whole request)."""
 
     def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.redis = redis.Redis.from_url(settings.redis_url, decode_responses=True)
-        self.jobs = JobStore(self.redis, ttl_s=settings.job_ttl_s)
-        self.datasets = DatasetStore(settings.datasets_dir)
-        self.registry = ModelRegistry(settings.models_dir, secret_key=settings.secret_key)
-        self.celery = make_celery(settings)
-
-    def dataset(self, csv: bytes, name: str) -> str:
-        return self.datasets.save(TENANT, io.BytesIO(csv), name, max_bytes=10**7)["id"]
+        super().__init__(settings, JOB_TIMEOUT_S)
 
     def train_job(self, model: str, dataset: str, target: str, algorithm: str, params: dict | None = None,
                   send: bool = True) -> str:
@@ -96,7 +58,7 @@ class Harness:
                                algorithm=algorithm, params=params or {}, device="cpu")
         self.jobs.create(TENANT, JobType.TRAIN.value, model, request.encode(), job_id=job_id)
         if send:
-            self.send(TRAIN_TASK, request.encode(), job_id, TRAIN_QUEUE)
+            self.send(request.encode())
         return job_id
 
     def predict_job(self, model: str, version: str | int | None, inputs: list[Any],
@@ -111,18 +73,6 @@ class Harness:
             pipe.execute()
         return job_id
 
-    def send(self, task: str, payload: dict[str, Any], job_id: str, queue: str) -> None:
-        self.celery.send_task(task, args=[payload], task_id=job_id, queue=queue)
-
-    def wait(self, job_id: str) -> dict[str, Any]:
-        job = self.jobs.wait(job_id, JOB_TIMEOUT_S)
-        assert job is not None and job["status"] in ("succeeded", "failed", "cancelled"), dump(job)
-        return job
-
-    def close(self) -> None:
-        self.celery.close()
-        self.redis.close()
-
 
 @pytest.fixture(scope="module")
 def harness(mlq_settings: Settings) -> Iterator[Harness]:
@@ -133,7 +83,7 @@ def harness(mlq_settings: Settings) -> Iterator[Harness]:
 
 @pytest.fixture(scope="module")
 def iris_dataset(harness: Harness) -> str:
-    return harness.dataset(iris_csv(), "iris")
+    return harness.save_dataset(iris_csv(), "iris")
 
 
 @pytest.fixture(scope="module")
@@ -171,7 +121,7 @@ def test_a_train_job_succeeds_and_registers_version_1_with_its_metrics(
 
 def test_an_mlp_job_records_its_progress_up_to_its_last_epoch(
         harness: Harness, train_worker: WorkerProcess) -> None:
-    dataset = harness.dataset(breast_cancer_csv(), "breast-cancer")
+    dataset = harness.save_dataset(breast_cancer_csv(), "breast-cancer")
     params = {"epochs": 4, "hidden_layers": [16], "batch_size": 32, "early_stopping_patience": 0}
     job = harness.wait(harness.train_job("bc-mlp", dataset, "diagnosis", "mlp", params))
     assert job["status"] == "succeeded", dump(job)
@@ -184,7 +134,7 @@ def test_an_mlp_job_records_its_progress_up_to_its_last_epoch(
 
 def test_cancelling_a_running_training_stops_it_with_no_version_registered(
         harness: Harness, train_worker: WorkerProcess) -> None:
-    dataset = harness.dataset(breast_cancer_csv(), "breast-cancer-long")
+    dataset = harness.save_dataset(breast_cancer_csv(), "breast-cancer-long")
     # Enough epochs that the training is certainly still running when we cancel it.
     params = {"epochs": 1000, "hidden_layers": [32], "batch_size": 4, "early_stopping_patience": 0}
     job_id = harness.train_job("bc-cancelled", dataset, "diagnosis", "mlp", params)
@@ -212,7 +162,7 @@ def test_a_job_cancelled_while_queued_never_starts(
     cancelled = harness.train_job("iris-never", iris_dataset, "species", "logistic_regression", send=False)
     assert harness.jobs.request_cancel(cancelled)["status"] == "cancelled"
     request = harness.jobs.get(cancelled)["request"]  # type: ignore[index]
-    harness.send(TRAIN_TASK, request, cancelled, TRAIN_QUEUE)  # the message still reaches the worker
+    harness.send(request)  # the message still reaches the worker
     # One worker process takes one message at a time, in order: once the next job ends, the first was seen.
     after = harness.wait(harness.train_job("iris-after", iris_dataset, "species", "logistic_regression"))
     assert after["status"] == "succeeded", dump(after)
@@ -230,7 +180,7 @@ def test_training_on_a_dataset_it_cannot_use_fails_with_a_readable_message(
     assert missing["error"]["type"] == "column_not_found"
     assert "colour" in missing["error"]["message"] and "species" in missing["error"]["message"]
 
-    one_class = harness.dataset(b"x,y\n1,a\n2,a\n3,a\n4,a\n5,a\n6,a\n7,a\n8,a\n9,a\n10,a\n", "one-class")
+    one_class = harness.save_dataset(b"x,y\n1,a\n2,a\n3,a\n4,a\n5,a\n6,a\n7,a\n8,a\n9,a\n10,a\n", "one-class")
     job = harness.wait(harness.train_job("one-class", one_class, "y", "logistic_regression"))
     assert job["status"] == "failed", dump(job)
     assert job["error"]["type"] == "invalid_data"

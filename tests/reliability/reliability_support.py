@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 import redis
+from job_harness import TENANT, JobHarness, breast_cancer_csv, dump, iris_csv
 
 from worker.launcher import plan
 from worker.liveness import WorkerLiveness
@@ -182,58 +183,19 @@ class WorkerFleet:
 
 
 JOB_TIMEOUT_S = 90.0
-TENANT = "default"
 
 
-def breast_cancer_csv() -> bytes:
-    from sklearn.datasets import load_breast_cancer
-
-    data = load_breast_cancer(as_frame=True)
-    frame = data.frame.drop(columns="target").iloc[:, :8]
-    frame.columns = [f"f{i}" for i in range(frame.shape[1])]
-    frame["diagnosis"] = ["malignant" if t == 0 else "benign" for t in data.target]
-    return frame.to_csv(index=False).encode()
-
-
-def iris_csv() -> bytes:
-    from sklearn.datasets import load_iris
-
-    iris = load_iris(as_frame=True)
-    frame = iris.frame.drop(columns="target")
-    frame.columns = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
-    frame["species"] = iris.target_names[iris.target]
-    return frame.to_csv(index=False).encode()
-
-
-def dump(job: Any) -> str:
-    import json
-
-    return json.dumps(job, indent=1, default=str)
-
-
-class ChaosHarness:
-    """What the API does, minus HTTP (job record first, then the task by name), plus waits on job records."""
+class ChaosHarness(JobHarness):
+    """The shared job harness with the API's record shape, datasets made once, and waits on job records."""
 
     def __init__(self, settings: Settings) -> None:
-        from training.registry import ModelRegistry
-        from worker.celery_app import make_celery
-        from worker.datasets import DatasetStore
-        from worker.jobs import JobStore
-
-        self.settings = settings
-        self.redis = redis.Redis.from_url(settings.redis_url, decode_responses=True)
-        self.jobs = JobStore(self.redis, ttl_s=settings.job_ttl_s)
-        self.datasets = DatasetStore(settings.datasets_dir)
-        self.registry = ModelRegistry(settings.models_dir, secret_key=settings.secret_key)
-        self.celery = make_celery(settings)
+        super().__init__(settings, JOB_TIMEOUT_S)
         self._datasets: dict[str, str] = {}
 
     def dataset(self, kind: str = "breast_cancer") -> str:
-        import io
-
         if kind not in self._datasets:
             csv = breast_cancer_csv() if kind == "breast_cancer" else iris_csv()
-            self._datasets[kind] = self.datasets.save(TENANT, io.BytesIO(csv), kind, max_bytes=10**7)["id"]
+            self._datasets[kind] = self.save_dataset(csv, kind)
         return self._datasets[kind]
 
     def train_job(self, model: str, params: dict[str, Any] | None = None, algorithm: str = "mlp",
@@ -260,16 +222,6 @@ class ChaosHarness:
         assert job is not None
         return {**job["request"], "job_id": job_id, "tenant": job["tenant"]}
 
-    def send(self, payload: dict[str, Any]) -> None:
-        from worker.contract import TRAIN_QUEUE, TRAIN_TASK
-
-        self.celery.send_task(TRAIN_TASK, args=[payload], task_id=payload["job_id"], queue=TRAIN_QUEUE)
-
-    def wait(self, job_id: str, timeout_s: float = JOB_TIMEOUT_S) -> dict[str, Any]:
-        job = self.jobs.wait(job_id, timeout_s)
-        assert job is not None and job["status"] in ("succeeded", "failed", "cancelled"), dump(job)
-        return job
-
     def wait_for(self, job_id: str, predicate: Callable[[dict[str, Any]], bool],
                  timeout_s: float = JOB_TIMEOUT_S, what: str = "") -> dict[str, Any]:
         deadline = time.monotonic() + timeout_s
@@ -287,10 +239,6 @@ class ChaosHarness:
             return list(self.registry.get_model(TENANT, model)["versions"])
         except NotFound:
             return []
-
-    def close(self) -> None:
-        self.celery.close()
-        self.redis.close()
 
 
 def epoch_of(job: dict[str, Any]) -> int:
