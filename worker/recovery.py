@@ -150,12 +150,6 @@ class Leases:
         """The encoded TrainRequest of a job record (the API keeps the request minus job_id and tenant)."""
         return {**(job.get("request") or {}), "job_id": job["id"], "tenant": job["tenant"]}
 
-    # ---- drains (warm shutdown) -------------------------------------------------------------------------------
-
-    def drain_deadline(self, hostname: str) -> float | None:
-        """The wall-clock time after which trainings on `hostname` must stop, if its main process is draining."""
-        return parse_drain(self.redis.get(drain_key(hostname)))
-
 
 def parse_drain(raw: Any) -> float | None:
     """A drain record → its deadline, when it was written by this process's worker (its pid or its parent's)."""

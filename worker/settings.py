@@ -91,10 +91,6 @@ class Settings:
     inference_claim_idle_s: float = 30.0
 
     @property
-    def auth_enabled(self) -> bool:
-        return bool(self.auth_tokens)
-
-    @property
     def datasets_dir(self) -> Path:
         return self.home / "datasets"
 

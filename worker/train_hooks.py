@@ -69,10 +69,6 @@ class CancelCheck:
         self.reason: str | None = None
         self._last = float("-inf")
 
-    @property
-    def _cancelled(self) -> bool:
-        return self.reason is not None
-
     def __call__(self) -> bool:
         if self.reason is not None:
             return True
