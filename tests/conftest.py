@@ -1,27 +1,49 @@
-"""Shared fixtures: a real Redis, flushed before and after each test that asks for it.
+"""Shared fixtures: a real Redis of this test session's own, flushed before and after each test that asks for it.
 
-Locally a test that needs Redis is skipped when none answers; under CI=true it fails instead, so a broken CI
-setup can never pass by skipping (the convention of dramatiq's and rq's suites).
+Each test session starts a private `redis-server` on a free port (two test runs on one machine must never flush
+each other's data) and points MLQ_TEST_REDIS_URL at it before any test module reads it. A URL set by the caller
+wins. Locally a test that needs Redis is skipped when none can be had; under CI=true it fails instead, so a broken
+CI setup can never pass by skipping (the convention of dramatiq's and rq's suites).
 """
 
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import redis
+from private_redis import PrivateRedis
 from redis_check import require_redis
 
-# Tests use their own database so they never touch data on db 0.
-TEST_REDIS_URL = os.environ.get("MLQ_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+_session_redis: PrivateRedis | None = None
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    global _session_redis
+    if os.environ.get("MLQ_TEST_REDIS_URL") or shutil.which("redis-server") is None:
+        return  # the caller chose a Redis, or none can be started (require_redis then skips or fails)
+    directory = Path(tempfile.mkdtemp(prefix="mlq-test-redis-"))
+    _session_redis = PrivateRedis(directory, db=15)
+    _session_redis.start()
+    os.environ["MLQ_TEST_REDIS_URL"] = _session_redis.url
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if _session_redis is not None:
+        _session_redis.stop(kill=False)
+        shutil.rmtree(_session_redis.directory, ignore_errors=True)
 
 
 @pytest.fixture
 def redis_url() -> Iterator[str]:
-    client = require_redis(TEST_REDIS_URL)
+    url = os.environ.get("MLQ_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+    client = require_redis(url)
     client.flushdb()
-    yield TEST_REDIS_URL
+    yield url
     client.flushdb()
     client.close()
 

@@ -12,7 +12,6 @@ import importlib.util
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,6 +23,7 @@ from typing import Any
 import pytest
 import redis
 from job_harness import TENANT, JobHarness, breast_cancer_csv, dump, iris_csv
+from private_redis import PrivateRedis
 
 from worker.launcher import plan
 from worker.liveness import WorkerLiveness
@@ -48,69 +48,6 @@ _integration = _load_integration_helpers()
 WorkerProcess = _integration.WorkerProcess
 wait_until_announced: Callable[[Any, WorkerLiveness], None] = _integration._wait_until_announced
 stop_worker: Callable[[Any], None] = _integration._stop
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class PrivateRedis:
-    """A redis-server subprocess on a fixed port: `.url`, `.stop()`, `.start()` (same port, same --dir)."""
-
-    def __init__(self, directory: Path, appendonly: bool = False, db: int = 0) -> None:
-        self.directory = directory
-        self.appendonly = appendonly
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/{db}"
-        self.log_path = directory / "redis.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def argv(self) -> list[str]:
-        binary = shutil.which("redis-server")
-        assert binary is not None
-        argv = [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.directory),
-                "--save", "", "--logfile", str(self.log_path), "--maxmemory-policy", "noeviction"]
-        if self.appendonly:
-            argv += ["--appendonly", "yes", "--appendfsync", "always"]
-        else:
-            argv += ["--appendonly", "no"]
-        return argv
-
-    def client(self, **kwargs: Any) -> redis.Redis:
-        return redis.Redis.from_url(self.url, **kwargs)
-
-    def start(self, timeout_s: float = 15.0) -> None:
-        """(Re)start the server on the same port and wait until it answers PING (and has loaded its data)."""
-        assert self.proc is None or self.proc.poll() is not None, "already running"
-        self.proc = subprocess.Popen(self.argv(), stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + timeout_s
-        client = self.client(socket_timeout=1)
-        try:
-            while True:
-                try:
-                    if client.ping():
-                        return
-                except (redis.ConnectionError, redis.BusyLoadingError, redis.TimeoutError):
-                    pass
-                if self.proc.poll() is not None or time.monotonic() > deadline:
-                    log = self.log_path.read_text(errors="replace")[-3000:] if self.log_path.exists() else ""
-                    raise RuntimeError(f"redis-server on port {self.port} did not start:\n{log}")
-                time.sleep(0.05)
-        finally:
-            client.close()
-
-    def stop(self, kill: bool = True) -> None:
-        """Stop the server: SIGKILL (a crash) by default, else SIGTERM (a clean shutdown)."""
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
-        self.proc.wait(timeout=15)
-
-    @property
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
 
 
 def run_private_redis(tmp: Path, appendonly: bool) -> Iterator[PrivateRedis]:
