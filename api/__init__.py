@@ -13,13 +13,15 @@ from flask_openapi3 import Info, OpenAPI
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from api import datasets, jobs, models, predict, service
+from api import datasets, events, jobs, models, predict, service
 from api.auth import init_auth
+from api.hub import EventHub
 from api.metrics import make_registry
-from api.parsing import check_json_body
+from api.parsing import FastJSON, check_json_body
 from api.problems import register_error_handlers, validation_error_response
 from api.schemas import Problem as ProblemModel
 from api.services import Services
+from api.waits import WaitSlots, client_socket
 from training.registry import ModelRegistry
 from worker.celery_app import make_celery
 from worker.datasets import DatasetStore
@@ -27,6 +29,9 @@ from worker.jobs import JobStore
 from worker.settings import Settings
 
 REDIS_TIMEOUT_S = 2.0
+# Requests borrow a connection for one command or pipeline and give it back; waiting requests hold none (api/hub.py).
+# A bounded pool makes a burst of thousands of greenlets queue for a connection instead of opening thousands.
+REDIS_POOL_SIZE = 64
 MULTIPART_OVERHEAD = 1 << 20  # boundaries and part headers around the CSV itself
 PUBLISH_RETRY = {"max_retries": 1, "interval_start": 0, "interval_step": 0.1, "interval_max": 0.1}
 
@@ -56,22 +61,35 @@ def create_app(settings: Settings | None = None) -> OpenAPI:
                   validation_error_callback=validation_error_response, doc_ui=False)
     # Uploads are streamed and counted by DatasetStore; this bound also stops any other oversized body early.
     app.config["MAX_CONTENT_LENGTH"] = settings.max_upload_mb * 1024 * 1024 + MULTIPART_OVERHEAD
-    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.json = FastJSON(app)
+    app.json.sort_keys = False
 
     # One immediate retry on a connection error replaces a connection that broke while Redis restarted; a Redis
     # that is down refuses at once, so a request still fails (503) in milliseconds, a hung one within 2 s.
-    client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=REDIS_TIMEOUT_S,
-                                  socket_timeout=REDIS_TIMEOUT_S, health_check_interval=30, decode_responses=True,
-                                  retry=Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,)))
+    pool = redis.BlockingConnectionPool.from_url(
+        settings.redis_url, max_connections=REDIS_POOL_SIZE, timeout=REDIS_TIMEOUT_S,
+        socket_connect_timeout=REDIS_TIMEOUT_S, socket_timeout=REDIS_TIMEOUT_S, health_check_interval=30,
+        decode_responses=True, retry=Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,)))
+    client = redis.Redis(connection_pool=pool)
     job_store = JobStore(client, ttl_s=settings.job_ttl_s)
+    metrics_registry, http_requests, gauges = make_registry(job_store)
     app.extensions["mlq"] = Services(
         settings=settings, redis=client, jobs=job_store, datasets=DatasetStore(settings.datasets_dir),
         registry=ModelRegistry(settings.models_dir, secret_key=settings.secret_key or None),
-        celery=publisher(make_celery(settings)))
-    metrics_registry, http_requests = make_registry(job_store)
+        celery=publisher(make_celery(settings)), hub=EventHub(settings.redis_url),
+        waits=WaitSlots(settings.max_waits, settings.max_waits_per_tenant, gauges))
     app.extensions["mlq_metrics"] = metrics_registry
 
     init_auth(app, settings)
+
+    @app.before_request
+    def bound_client_io() -> None:
+        # A client that sends (or reads) nothing for this long is cut off: a slow body or a stalled reader
+        # holds its greenlet no longer than this. (Headers: gunicorn's keepalive timeout, api/gunicorn_conf.py.)
+        sock = client_socket()
+        if sock is not None:
+            sock.settimeout(settings.client_timeout_s)
+
     app.before_request(check_json_body)
     register_error_handlers(app)
 
@@ -81,6 +99,6 @@ def create_app(settings: Settings | None = None) -> OpenAPI:
         http_requests.labels(request.method, route, str(response.status_code)).inc()
         return response
 
-    for module in (service, datasets, jobs, models, predict):
+    for module in (service, datasets, jobs, events, models, predict):
         app.register_api(module.bp)
     return app

@@ -14,6 +14,7 @@ from api.problems import ApiError
 from api.schemas import Job, JobHeaders, JobList, JobPath, JobsQuery, Problem, TrainBody, WaitQuery
 from api.services import services, tenant
 from api.submit import FINAL, submit
+from api.waits import wait_for_job
 from training.errors import ColumnNotFound, DataError
 from training.params import check_algorithm, validate_params
 from worker.contract import TRAIN_QUEUE, TRAIN_TASK, TrainRequest
@@ -93,8 +94,7 @@ def get_job(path: JobPath, query: WaitQuery) -> Response:
     if job is None:
         raise _not_found(path.job_id)
     seconds, from_prefer = wait_seconds(query.wait)
-    if seconds > 0 and job["status"] not in FINAL:
-        job = jobs.wait(job["id"], seconds) or job
+    job = wait_for_job(job, seconds)
     response = jsonify(jobs.public(job))
     if from_prefer:
         response.headers["Preference-Applied"] = f"wait={seconds}"

@@ -1,20 +1,25 @@
-"""Prometheus metrics read from Redis at scrape time, so every API and worker process's jobs are counted.
+"""Prometheus metrics: what all processes share is read from Redis at scrape time; what each API process counts
+is added up across gunicorn's processes by prometheus_client's multiprocess mode.
 
-Job counters and the duration histogram are kept by worker.jobs (Lua scripts, one hash each); queue depth is
-the length of Celery's Redis lists; worker counts come from the liveness keys. Nothing here is per process
-except the HTTP request counter.
+Job counters and the duration histogram are kept by worker.jobs (Lua scripts, one hash each); the inference batch
+sizes by the inference workers (worker/inference_queue.py); queue depth is the length of Celery's Redis lists and of
+the inference stream; worker counts come from the liveness keys. The HTTP request counter and the gauges of waits
+and streams in progress are per process: under gunicorn (api/gunicorn_conf.py sets PROMETHEUS_MULTIPROC_DIR) each
+process writes them to its own file and every scrape, whichever process answers it, sums them all, so counters
+never jump between scrapes.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import redis
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry, Counter, Gauge, multiprocess
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
 from worker.contract import QUEUES
-from worker.inference_queue import queue_depths
+from worker.inference_queue import batch_size_histogram, queue_depths, stats
 from worker.jobs import DURATION_BUCKETS, JobStore
 from worker.liveness import WorkerLiveness
 
@@ -31,6 +36,7 @@ class JobsCollector:
             counts, durations = self.jobs.metrics()
             depths = queue_depths(self.jobs.redis)
             workers = WorkerLiveness(self.jobs.redis).counts()
+            batching = stats(self.jobs.redis)
         except redis.RedisError:
             up.add_metric([], 0)
             yield up
@@ -55,12 +61,28 @@ class JobsCollector:
             alive.add_metric([queue], workers.get(queue, 0))
         yield depth
         yield alive
+        sizes = HistogramMetricFamily("mlq_inference_batch_size", "Predict requests answered by one batch")
+        size_buckets, size_sum, _ = batch_size_histogram(batching)
+        sizes.add_metric([], size_buckets, sum_value=size_sum)
+        yield sizes
 
 
-def make_registry(jobs: JobStore) -> tuple[CollectorRegistry, Counter]:
-    """A registry per app (not the global one, so several apps in one process never clash)."""
+def make_registry(jobs: JobStore) -> tuple[CollectorRegistry, Counter, dict[str, Gauge]]:
+    """The registry a scrape reads, the HTTP request counter and the in-progress gauges ("wait", "stream").
+
+    Without PROMETHEUS_MULTIPROC_DIR (tests, `flask run`) the metrics live in a registry of the app's own, so
+    several apps in one process never clash. With it, they are written to the directory and a scrape reads all of
+    it; "livesum" gauges count only the processes alive.
+    """
     registry = CollectorRegistry(auto_describe=False)
     registry.register(JobsCollector(jobs))
-    requests = Counter("mlq_http_requests", "HTTP requests served by this process",
-                       ["method", "route", "status"], registry=registry)
-    return registry, requests
+    shared = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+    if shared:
+        multiprocess.MultiProcessCollector(registry)
+    own = None if shared else registry
+    requests = Counter("mlq_http_requests", "HTTP requests served by the API", ["method", "route", "status"],
+                       registry=own)
+    gauges = {kind: Gauge(f"mlq_{kind}s_in_progress", f"{help_} in progress on the API", registry=own,
+                          multiprocess_mode="livesum")
+              for kind, help_ in (("wait", "Requests waiting for a job to end"), ("stream", "Event streams open"))}
+    return registry, requests, gauges

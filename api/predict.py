@@ -26,9 +26,11 @@ from api.problems import ApiError
 from api.schemas import Job, JobHeaders, ModelPath, PredictBody, Problem, WaitQuery
 from api.services import services, tenant
 from api.submit import FINAL, IDEMPOTENCY_TTL_S, RETRY_AFTER, _key_name, fingerprint, replay
+from api.waits import DISCONNECT_CHECK_S, client_gone, client_socket
 from training.errors import InvalidInput
 from worker.ids import new_id
 from worker.inference_queue import enqueue_in
+from worker.jobs import JobStore
 
 bp = APIBlueprint("predict", __name__, url_prefix="/v1/models", abp_tags=[Tag(name="inference")],
                   abp_security=[{"bearer": []}],
@@ -213,16 +215,18 @@ def predict(path: ModelPath, query: PredictQuery, header: PredictHeaders, body: 
 
 
 def respond(job: dict[str, Any], wait: int | None) -> Response:
-    """200 with the job when it ended within the requested wait (BLPOP on its reply list), else 202."""
-    jobs = services().jobs
+    """200 with the job when it ended within the requested wait (BLPOP on its reply list), else 202.
+
+    The wait holds one of the tenant's wait slots (api/waits.py); with none free it answers 202 at once. It blocks in
+    slices, so that a client that has gone stops its wait within DISCONNECT_CHECK_S.
+    """
+    svc = services()
+    jobs = svc.jobs
     seconds, from_prefer = wait_seconds(wait)
     if seconds > 0:
-        try:
-            reply = waiter().blpop([jobs.reply_key(job["id"])], timeout=seconds)
-            # No reply in time: the record may still have ended another way (e.g. cancelled).
-            job = jobs.decode_reply(reply[1]) if reply else (jobs.get(job["id"]) or job)
-        except redis.RedisError:
-            raise unavailable() from None
+        with svc.waits.hold(job["tenant"], "wait") as held:
+            if held:
+                job = _await_reply(jobs, job, seconds)
     final = seconds > 0 and job["status"] in FINAL
     response = Response(orjson.dumps(jobs.public(job)), status=200 if final else 202, mimetype="application/json")
     if from_prefer:
@@ -231,3 +235,19 @@ def respond(job: dict[str, Any], wait: int | None) -> Response:
         response.headers["Location"] = f"/v1/jobs/{job['id']}"
         response.headers["Retry-After"] = RETRY_AFTER["predict"]
     return response
+
+
+def _await_reply(jobs: JobStore, job: dict[str, Any], seconds: float) -> dict[str, Any]:
+    sock = client_socket()
+    deadline = time.monotonic() + seconds
+    try:
+        while True:
+            left = deadline - time.monotonic()
+            reply = waiter().blpop([jobs.reply_key(job["id"])], timeout=max(0.01, min(left, DISCONNECT_CHECK_S)))
+            if reply:
+                return jobs.decode_reply(reply[1])
+            if left <= DISCONNECT_CHECK_S or client_gone(sock):
+                # No reply in time: the record may still have ended another way (e.g. cancelled).
+                return jobs.get(job["id"]) or job
+    except redis.RedisError:
+        raise unavailable() from None

@@ -114,6 +114,14 @@ def register_error_handlers(app: Flask) -> None:
         return problem(503, "the queue (Redis) is not answering; retry shortly", code="unavailable",
                        headers={"Retry-After": "5"})
 
+    @app.errorhandler(TimeoutError)
+    def client_too_slow(exc: TimeoutError) -> Response:
+        # The client sent nothing for MLQ_CLIENT_TIMEOUT_S while its body was read (api/__init__.py).
+        response = problem(408, "the request body did not arrive in time (MLQ_CLIENT_TIMEOUT_S); send it again",
+                           code="request_timeout")
+        response.headers["Connection"] = "close"
+        return response
+
     @app.errorhandler(Exception)
     def unexpected(exc: Exception) -> Response:
         log.exception("unhandled error on %s %s", request.method, request.path)

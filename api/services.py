@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import redis
 from celery import Celery
 from flask import current_app, g
 
+from api.hub import EventHub
 from training.registry import ModelRegistry
 from worker.datasets import DatasetStore
 from worker.jobs import JobStore
 from worker.settings import Settings
+
+if TYPE_CHECKING:
+    from api.waits import WaitSlots
 
 
 @dataclass(frozen=True)
@@ -22,6 +27,8 @@ class Services:
     datasets: DatasetStore
     registry: ModelRegistry
     celery: Celery
+    hub: EventHub
+    waits: WaitSlots
 
 
 def services() -> Services:

@@ -21,6 +21,7 @@ from api.parsing import wait_seconds
 from api.problems import ApiError
 from api.schemas import JobHeaders
 from api.services import services, tenant
+from api.waits import wait_for_job
 from worker.contract import FINAL_STATUSES
 from worker.ids import new_id
 
@@ -144,8 +145,7 @@ def answer(job: dict[str, Any], wait: int | None) -> Response:
     """200 with the job when it ended within the requested wait, else 202 + Location + Retry-After."""
     jobs = services().jobs
     seconds, from_prefer = wait_seconds(wait)
-    if seconds > 0 and job["status"] not in FINAL:
-        job = jobs.wait(job["id"], seconds) or job
+    job = wait_for_job(job, seconds)
     response = jsonify(jobs.public(job))
     if from_prefer:
         response.headers["Preference-Applied"] = f"wait={seconds}"

@@ -280,13 +280,13 @@ def models_alias(name: str, alias: str, version: int | None, delete: bool, url: 
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True)
 @click.option("--workers", type=click.IntRange(1, 64), default=2, show_default=True, help="gunicorn processes.")
-@click.option("--threads", type=click.IntRange(1, 256), default=16, show_default=True,
-              help="Threads per process (a waiting request holds one).")
-def api(host: str, port: int, workers: int, threads: int) -> None:
+@click.option("--worker-class", type=click.Choice(["gevent", "gthread"]), default="gevent", show_default=True,
+              help="gevent: a waiting request or event stream costs a greenlet; gthread: it holds one of 16 threads.")
+def api(host: str, port: int, workers: int, worker_class: str) -> None:
     """Serve the REST API with gunicorn (settings from MLQ_* variables)."""
     from mlqueue.dev import gunicorn_argv
 
-    argv = gunicorn_argv(host, port, workers, threads)
+    argv = gunicorn_argv(host, port, workers, worker_class)
     os.execv(argv[0], argv)
 
 

@@ -8,6 +8,7 @@ stopped too and the exit code is 1: a half-running service is worse than a clear
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import signal
@@ -39,10 +40,18 @@ class Child:
     proc: subprocess.Popen[bytes]
 
 
-def gunicorn_argv(host: str, port: int, workers: int, threads: int = 16) -> list[str]:
-    """The API under gunicorn: threads, because a request waiting on a job (?wait=) holds one."""
-    return [sys.executable, "-m", "gunicorn", "-w", str(workers), "-k", "gthread", "--threads", str(threads),
-            "-b", f"{host}:{port}", "api.wsgi:app"]
+def gunicorn_config_path() -> str:
+    """api/gunicorn_conf.py as a file: loaded by path, so the `api` package (and prometheus_client with it) is not
+    imported into gunicorn's master before the config has set PROMETHEUS_MULTIPROC_DIR."""
+    spec = importlib.util.find_spec("api")
+    assert spec is not None and spec.submodule_search_locations is not None, "the api package is not installed"
+    return str(Path(list(spec.submodule_search_locations)[0]) / "gunicorn_conf.py")
+
+
+def gunicorn_argv(host: str, port: int, workers: int, worker_class: str = "gevent") -> list[str]:
+    """The API under gunicorn with api/gunicorn_conf.py: gevent workers, so a waiting request costs a greenlet."""
+    return [sys.executable, "-m", "gunicorn", "-c", gunicorn_config_path(), "-w", str(workers),
+            "-k", worker_class, "-b", f"{host}:{port}", "api.wsgi:app"]
 
 
 def redis_answers(url: str) -> bool:

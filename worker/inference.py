@@ -29,7 +29,7 @@ from celery import Celery, signals
 
 from training.predictor import Predictor, check_postprocess
 from worker.contract import INFERENCE_QUEUE, PredictRequest
-from worker.inference_queue import FIELD, GROUP, STATS, STREAM
+from worker.inference_queue import FIELD, GROUP, STATS, STREAM, batch_size_field
 from worker.inference_queue import decode as decode_request
 from worker.jobs import JobStore
 from worker.model_cache import ModelCache
@@ -272,6 +272,7 @@ class InferenceConsumer:
             pipe.xdel(STREAM, *ids)
             pipe.hincrby(STATS, "batches", 1)
             pipe.hincrby(STATS, "requests", len(items))
+            pipe.hincrby(STATS, batch_size_field(len(items)), 1)
             for key, value in counts.items():
                 if value:
                     pipe.hincrby(STATS, key, value)

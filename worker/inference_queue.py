@@ -28,6 +28,16 @@ FIELD = "r"  # the entry's one field: the PredictRequest as JSON
 # Counters every inference worker adds to: batches read, requests, rows, forward passes (rows per forward
 # pass = the mean batch size), requests answered on their own because their batch had a bad row.
 STATS = "mlq:inference:stats"
+# The histogram of requests per batch, in the same hash: field "size:{bound}" counts the batches whose size is at
+# most `bound` and above the bound before it (cumulated at scrape time, api/metrics.py).
+BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+
+
+def batch_size_field(size: int) -> str:
+    for bound in BATCH_SIZE_BUCKETS:
+        if size <= bound:
+            return f"size:{bound}"
+    return "size:inf"
 
 
 def enqueue_in(pipe: Pipeline, request: dict[str, Any]) -> None:
@@ -71,3 +81,14 @@ def stats(client: redis.Redis) -> dict[str, int]:
     for key, value in raw.items():
         out[key.decode() if isinstance(key, bytes) else key] = int(value)
     return out
+
+
+def batch_size_histogram(counters: dict[str, int]) -> tuple[list[tuple[str, float]], float, float]:
+    """(cumulative buckets, sum, count) of requests per batch from `stats()`, for a Prometheus histogram."""
+    buckets, running = [], 0
+    for bound in BATCH_SIZE_BUCKETS:
+        running += counters.get(f"size:{bound}", 0)
+        buckets.append((str(bound), float(running)))
+    running += counters.get("size:inf", 0)
+    buckets.append(("+Inf", float(running)))
+    return buckets, float(counters["requests"]), float(running)

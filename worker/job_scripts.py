@@ -6,9 +6,35 @@ transition, fenced or not, must update the record, the running and active sets, 
 same way. The API imports this module through worker.jobs, so it must stay free of anything heavier than the stdlib.
 """
 
+TENANT_LOG_MAXLEN = 10_000  # a tenant's recent job events, kept for clients that reconnect (a few MB)
+JOB_LOG_MAXLEN = 1_000  # one job's events (an epoch or a chunk each)
+
+# Every change of a job is announced by `emit`: PUBLISH on the job's channel (wakes waiters) and, for every job type
+# but online predictions (hundreds a second; their answer is the reply list), an entry on the job's event log
+# `mlq:job:{id}:log` and on the tenant's `mlq:tenant:{t}:log` (Redis Streams: their ids are the SSE event ids, so a
+# client that reconnects with Last-Event-ID misses nothing), plus a PUBLISH on the tenant's channel.
+# `kind` is queued | running | progress | cancel_requested | succeeded | failed | cancelled.
+EMIT_LUA = """
+local function emit(job_key, channel, kind)
+  local f = redis.call('HMGET', job_key, 'type', 'tenant', 'status', 'progress', 'model')
+  if f[1] and f[1] ~= 'predict' and f[2] then
+    local id = string.sub(job_key, 9)
+    local log = job_key .. ':log'
+    redis.call('XADD', log, 'MAXLEN', '~', """ + str(JOB_LOG_MAXLEN) + """, '*',
+               'event', kind, 'status', f[3], 'progress', f[4] or '')
+    local ttl = redis.call('TTL', job_key)
+    if ttl > 0 then redis.call('EXPIRE', log, ttl) end
+    redis.call('XADD', 'mlq:tenant:' .. f[2] .. ':log', 'MAXLEN', '~', """ + str(TENANT_LOG_MAXLEN) + """, '*',
+               'job', id, 'event', kind, 'type', f[1], 'model', f[5] or '', 'status', f[3], 'progress', f[4] or '')
+    redis.call('PUBLISH', 'mlq:tenant:' .. f[2] .. ':events', id)
+  end
+  redis.call('PUBLISH', channel, kind)
+end
+"""
+
 # Shared by every script: finish the job in KEYS[1] unless it is final. KEYS: job, running set, metrics jobs,
 # metrics duration, cancel flag, channel. The duration histogram counts from the first start to the end.
-FINISH_LUA = """
+FINISH_LUA = EMIT_LUA + """
 local function is_final(s) return s == 'succeeded' or s == 'failed' or s == 'cancelled' end
 local function finish(id, new, now, now_ms, ttl, result, err, first_bucket)
   redis.call('HSET', KEYS[1], 'status', new, 'finished_at', now, 'result', result, 'error', err)
@@ -28,7 +54,7 @@ local function finish(id, new, now, now_ms, ttl, result, err, first_bucket)
     redis.call('HINCRBYFLOAT', KEYS[4], jtype .. ':sum', d)
     redis.call('HINCRBY', KEYS[4], jtype .. ':count', 1)
   end
-  redis.call('PUBLISH', KEYS[6], new)
+  emit(KEYS[1], KEYS[6], new)
 end
 """
 
@@ -56,7 +82,7 @@ redis.call('HSET', KEYS[1], 'status', 'running', 'worker', ARGV[2])
 redis.call('HINCRBY', KEYS[1], 'attempts', 1)
 redis.call('SADD', KEYS[2], ARGV[1])
 redis.call('HINCRBY', KEYS[3], redis.call('HGET', KEYS[1], 'type') .. ':running', 1)
-redis.call('PUBLISH', KEYS[6], 'running')
+emit(KEYS[1], KEYS[6], 'running')
 return 1
 """
 
@@ -69,7 +95,7 @@ redis.call('SET', KEYS[5], '1', 'EX', ARGV[4])
 if status == 'queued' then
   finish(ARGV[1], 'cancelled', ARGV[2], ARGV[3], ARGV[4], '', ARGV[5], 6)
 else
-  redis.call('PUBLISH', KEYS[6], 'cancel_requested')
+  emit(KEYS[1], KEYS[6], 'cancel_requested')
 end
 return 1
 """
@@ -99,9 +125,9 @@ return done
 """
 
 # ARGV: progress JSON
-PROGRESS = """
+PROGRESS = EMIT_LUA + """
 if redis.call('HGET', KEYS[1], 'status') ~= 'running' then return 0 end
 redis.call('HSET', KEYS[1], 'progress', ARGV[1])
-redis.call('PUBLISH', KEYS[2], 'progress')
+emit(KEYS[1], KEYS[2], 'progress')
 return 1
 """

@@ -24,6 +24,8 @@ from worker.contract import FINAL_STATUSES, JobStatus
 from worker.ids import is_job_id, new_id
 from worker.job_cursor import InvalidCursor as InvalidCursor  # re-exported: the API catches it from here
 from worker.job_cursor import decode_cursor, encode_cursor
+from worker.job_events import job_log, tenant_channel, tenant_log
+from worker.job_scripts import JOB_LOG_MAXLEN, TENANT_LOG_MAXLEN
 
 RUNNING_SET = "mlq:jobs:running"
 ACTIVE_SET = "mlq:active:{tenant}"  # a tenant's queued + running job ids, for MLQ_MAX_ACTIVE_JOBS
@@ -98,6 +100,13 @@ class JobStore:
         target.hset(self.key(job_id), mapping=record)  # type: ignore[arg-type]
         target.zadd(f"mlq:jobs:{tenant}", {job_id: created_ms})
         target.hincrby(METRICS_JOBS, f"{type}:queued", 1)
+        if type != "predict":  # the first event of the job's and the tenant's logs (the Lua `emit` writes the rest)
+            target.xadd(job_log(job_id), {"event": "queued", "status": "queued", "progress": ""},
+                        maxlen=JOB_LOG_MAXLEN, approximate=True)
+            target.xadd(tenant_log(tenant), {"job": job_id, "event": "queued", "type": type, "model": model or "",
+                                             "status": "queued", "progress": ""},
+                        maxlen=TENANT_LOG_MAXLEN, approximate=True)
+            target.publish(tenant_channel(tenant), job_id)
         if pipe is None:
             with target:
                 target.execute()
@@ -113,6 +122,10 @@ class JobStore:
         job["worker"] = rec.get("worker") or None
         job["created_ms"] = int(rec.get("created_ms") or 0)
         return job
+
+    def decode(self, raw: dict[Any, Any]) -> dict[str, Any]:
+        """The job from its record as HGETALL returned it (for callers that read it in their own pipeline)."""
+        return self._decode(raw)
 
     def get(self, job_id: str) -> dict[str, Any] | None:
         if not is_job_id(job_id):

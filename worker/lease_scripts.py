@@ -34,7 +34,7 @@ redis.call('HSET', KEYS[1], 'status', 'running', 'worker', ARGV[2], 'attempt_sta
 redis.call('SADD', KEYS[2], ARGV[1])
 redis.call('HINCRBY', KEYS[3], redis.call('HGET', KEYS[1], 'type') .. ':running', 1)
 redis.call('SET', KEYS[7], ARGV[2] .. ':' .. token, 'PX', ARGV[7])
-redis.call('PUBLISH', KEYS[6], 'running')
+emit(KEYS[1], KEYS[6], 'running')
 return {1, token}
 """
 
@@ -86,7 +86,7 @@ end
 redis.call('HSET', KEYS[1], 'status', 'queued', 'worker', '')
 redis.call('HINCRBY', KEYS[1], 'requeues', 1)
 redis.call('SREM', KEYS[2], ARGV[1])
-redis.call('PUBLISH', KEYS[6], 'queued')
+emit(KEYS[1], KEYS[6], 'queued')
 return 'requeued'
 """
 
@@ -103,7 +103,7 @@ end
 redis.call('HSET', KEYS[1], 'status', 'queued', 'worker', '')
 redis.call('HINCRBY', KEYS[1], 'preempted', 1)
 redis.call('SREM', KEYS[2], ARGV[1])
-redis.call('PUBLISH', KEYS[6], 'queued')
+emit(KEYS[1], KEYS[6], 'queued')
 return 1
 """
 

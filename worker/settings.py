@@ -84,6 +84,12 @@ class Settings:
     max_hidden_units: int = 4096  # per hidden layer of an mlp
     max_active_jobs: int = 100  # queued + running jobs per tenant; more → 429
     rate_limit_per_minute: int = 0  # job submissions per tenant per minute; 0 = unlimited
+    # Serving (per API process): waits and event streams held at once, in all and per tenant; past them a wait
+    # answers at once (202) and a stream is refused (429).
+    max_waits: int = 2000
+    max_waits_per_tenant: int = 250
+    max_json_mb: int = 4  # a JSON body larger than this is refused (413) before it is read
+    client_timeout_s: float = 30.0  # a client that sends or reads nothing for this long is disconnected
     # Reliability: a running job whose heartbeat is older than this is put back on its queue.
     stale_job_s: float = 10.0
     shutdown_grace_s: float = 20.0  # SIGTERM: a training may finish within this, else it checkpoints and requeues
@@ -128,6 +134,10 @@ class Settings:
             max_hidden_units=_int(env, "MLQ_MAX_HIDDEN_UNITS", d.max_hidden_units, 1),
             max_active_jobs=_int(env, "MLQ_MAX_ACTIVE_JOBS", d.max_active_jobs, 1),
             rate_limit_per_minute=_int(env, "MLQ_RATE_LIMIT_PER_MINUTE", d.rate_limit_per_minute, 0),
+            max_waits=_int(env, "MLQ_MAX_WAITS", d.max_waits, 0),
+            max_waits_per_tenant=_int(env, "MLQ_MAX_WAITS_PER_TENANT", d.max_waits_per_tenant, 0),
+            max_json_mb=_int(env, "MLQ_MAX_JSON_MB", d.max_json_mb, 1),
+            client_timeout_s=_float(env, "MLQ_CLIENT_TIMEOUT_S", d.client_timeout_s),
             stale_job_s=_float(env, "MLQ_STALE_JOB_S", d.stale_job_s),
             shutdown_grace_s=_float(env, "MLQ_SHUTDOWN_GRACE_S", d.shutdown_grace_s),
             inference_claim_idle_s=_float(env, "MLQ_INFERENCE_CLAIM_IDLE_S", d.inference_claim_idle_s),

@@ -19,6 +19,8 @@ sys.path.insert(0, str(ROOT / "tests" / "integration"))
 
 from api_support import ALICE, BOB, IRIS_CSV, TOKENS, make_settings, register_model, train_body, upload  # noqa: E402
 
+from mlqueue.dev import gunicorn_argv  # noqa: E402
+
 __all__ = ["ALICE", "BOB", "IRIS_CSV", "TOKENS", "make_settings", "register_model", "train_body", "upload",
            "gunicorn", "token_env"]
 
@@ -35,11 +37,11 @@ def token_env(tokens: dict[str, str]) -> str:
 
 
 @contextmanager
-def gunicorn(env: dict[str, str], log_path: Path, threads: int = 32, extra_args: tuple[str, ...] = ()) -> Iterator[str]:
-    """`api.wsgi:app` under gunicorn (1 process, gthread) on a free loopback port; yields its base URL."""
+def gunicorn(env: dict[str, str], log_path: Path, extra_args: tuple[str, ...] = (), workers: int = 1) -> Iterator[str]:
+    """`api.wsgi:app` under gunicorn as `mlq api` runs it (gevent, api/gunicorn_conf.py) on a free loopback port;
+    yields its base URL."""
     port = free_port()
-    argv = [sys.executable, "-m", "gunicorn", "-w", "1", "-k", "gthread", "--threads", str(threads),
-            "--backlog", "2048", "-b", f"127.0.0.1:{port}", "--timeout", "60", *extra_args, "api.wsgi:app"]
+    argv = [*gunicorn_argv("127.0.0.1", port, workers)[:-1], *extra_args, "api.wsgi:app"]
     with log_path.open("wb") as log:
         proc = subprocess.Popen(argv, cwd=ROOT, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"

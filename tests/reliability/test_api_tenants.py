@@ -143,7 +143,7 @@ def test_a_token_never_appears_in_logs_or_answers(world: dict[str, Any], caplog:
 def test_a_token_never_appears_in_the_servers_access_or_debug_log(tmp_path: Path, redis_url: str) -> None:
     env = {"MLQ_REDIS_URL": redis_url, "MLQ_HOME": str(tmp_path / "home"), "MLQ_AUTH_TOKENS": token_env(TOKENS)}
     log = tmp_path / "gunicorn.log"
-    with gunicorn(env, log, threads=4, extra_args=("--access-logfile", "-", "--log-level", "debug")) as base:
+    with gunicorn(env, log, extra_args=("--access-logfile", "-", "--log-level", "debug")) as base:
         assert httpx.get(base + "/v1/jobs", headers=ALICE).status_code == 200
         assert httpx.get(base + "/v1/jobs", headers={"Authorization": "Bearer tok-bob-wrong"}).status_code == 401
         assert httpx.get(base + "/v1/jobs?limit=0", headers=BOB).status_code == 422

@@ -84,7 +84,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path
     tmp = tmp_path_factory.mktemp("uploads")
     url = os.environ.get("MLQ_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
     env = {"MLQ_REDIS_URL": url, "MLQ_HOME": str(tmp / "home"), "MLQ_MAX_UPLOAD_MB": "1"}
-    with gunicorn(env, tmp / "gunicorn.log", threads=4) as base:
+    with gunicorn(env, tmp / "gunicorn.log") as base:
         yield base, tmp / "home"
 
 

@@ -40,7 +40,7 @@ def test_a_thousand_concurrent_submissions_end_in_202_or_429_and_every_accepted_
     fleet.start(["train"])
     env = {"MLQ_REDIS_URL": private_redis.url, "MLQ_HOME": str(chaos_settings.home),
            "MLQ_MAX_ACTIVE_JOBS": str(MAX_ACTIVE)}
-    with gunicorn(env, tmp_path / "gunicorn.log", threads=THREADS) as base, \
+    with gunicorn(env, tmp_path / "gunicorn.log") as base, \
             httpx.Client(base_url=base, timeout=30, limits=httpx.Limits(max_connections=THREADS)) as http:
         upload = http.post("/v1/datasets", content=small_csv(), headers={"Content-Type": "text/csv"})
         assert upload.status_code == 201, upload.text

@@ -1,0 +1,175 @@
+"""Live events as Server-Sent Events: GET /v1/jobs/{id}/events (one job) and GET /v1/events (all of a tenant's jobs).
+
+Each event is `id: <stream id>`, `event: status | progress`, `data: <JSON>`, read from the job's or the tenant's
+event log (worker/job_events.py), so a client that reconnects with `Last-Event-ID` (browsers' EventSource do it by
+themselves) gets every event it missed, the final status included. A job's stream starts with the job as it is
+(`event: status`), sends every change after it, and ends after the final status, whose data is the whole job with
+its result or error. A comment line every HEARTBEAT_S keeps proxies from closing an idle stream and finds clients
+that left. Streams count against the wait caps (api/waits.py): past them, 429 with Retry-After.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import orjson
+from flask import Response
+from flask_openapi3 import APIBlueprint, Tag
+from pydantic import BaseModel, Field
+
+from api.problems import ApiError
+from api.schemas import JobPath, Problem
+from api.services import Services, services, tenant
+from api.waits import DISCONNECT_CHECK_S, RECHECK_S, client_gone, client_socket
+from worker.job_events import JobEvent, job_log, last_id, read_after, tenant_channel, tenant_log, valid_event_id
+from worker.jobs import FINAL
+
+HEARTBEAT_S = 15.0
+RETRY_MS = 2000  # how soon an EventSource reconnects after a drop
+STREAM_RETRY_AFTER_S = "5"
+READ_BATCH = 200
+SSE = {"text/event-stream": {"schema": {"type": "string", "description": "Server-Sent Events; see docs/api.md"}}}
+
+bp = APIBlueprint("events", __name__, url_prefix="/v1", abp_tags=[Tag(name="jobs")],
+                  abp_security=[{"bearer": []}],
+                  abp_responses={401: Problem, 404: Problem, 429: Problem, 503: Problem})
+
+
+class EventsQuery(BaseModel):
+    last_event_id: str | None = Field(None, max_length=64,
+                                      description="resume after this event id (as the Last-Event-ID header)")
+
+
+class EventsHeaders(BaseModel):
+    last_event_id: str | None = Field(None, alias="Last-Event-ID", max_length=64,
+                                      description="resume after this event id; sent by EventSource on reconnect")
+
+
+def sse(event_id: str | None, event: str, data: dict[str, Any]) -> bytes:
+    head = f"id: {event_id}\n" if event_id else ""
+    return f"{head}event: {event}\n".encode() + b"data: " + orjson.dumps(data) + b"\n\n"
+
+
+def _resume_from(header: EventsHeaders, query: EventsQuery) -> str | None:
+    return valid_event_id(header.last_event_id or query.last_event_id)
+
+
+def _stream(body: Iterator[bytes], svc: Services, owner: str) -> Response:
+    """The streaming response; its wait slot is given back when the server closes it (client gone or stream over).
+
+    The body runs after the view returned, outside the request context: it gets what it needs as arguments.
+    """
+    if not svc.waits.acquire(owner, "stream"):
+        raise ApiError(429, f"too many waits and event streams open (at most {svc.waits.max_per_tenant} per tenant "
+                       f"and {svc.waits.max_total} per API process: MLQ_MAX_WAITS_PER_TENANT, MLQ_MAX_WAITS); close "
+                       "some, or poll", code="too_many_waits", headers={"Retry-After": STREAM_RETRY_AFTER_S})
+    response = Response(body, mimetype="text/event-stream",
+                        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    response.call_on_close(lambda: svc.waits.release(owner, "stream"))
+    return response
+
+
+def _change(job: dict[str, Any], ev: JobEvent) -> dict[str, Any]:
+    return {"id": job["id"], "type": job["type"], "model": job["model"], "status": ev.status, "event": ev.event,
+            "progress": ev.progress}
+
+
+def _final(svc: Services, job: dict[str, Any]) -> dict[str, Any]:
+    return {**svc.jobs.public(job), "event": job["status"]}
+
+
+def job_events(svc: Services, job_id: str, after: str | None, sock: socket.socket | None) -> Iterator[bytes]:
+    log = job_log(job_id)
+    yield f"retry: {RETRY_MS}\n\n".encode()
+    with svc.hub.listen(svc.jobs.channel(job_id)) as waiter:
+        # Read the record and the log's newest id together: every event after that id is news to this client.
+        with svc.redis.pipeline(transaction=True) as pipe:
+            pipe.hgetall(svc.jobs.key(job_id))
+            pipe.xrevrange(log, count=1)
+            raw, newest = pipe.execute()
+        if not raw:
+            return
+        job = svc.jobs.decode(raw)
+        if after is None:
+            after = newest[0][0] if newest else "0-0"
+            if job["status"] in FINAL:
+                yield sse(after, "status", _final(svc, job))
+                return
+            yield sse(after, "status", {**svc.jobs.public(job), "event": "snapshot"})
+        beat = checked = time.monotonic()
+        changed = True
+        while True:
+            if changed:
+                events = read_after(svc.redis, log, after, READ_BATCH)
+                for ev in events:
+                    after = ev.id
+                    if ev.event in FINAL:
+                        job = svc.jobs.get(job_id) or job
+                        yield sse(ev.id, "status", _final(svc, job))
+                        return
+                    yield sse(ev.id, "progress" if ev.event == "progress" else "status", _change(job, ev))
+                if len(events) >= READ_BATCH:  # a backlog: read on before waiting
+                    continue
+                if not events:  # the record may be final with no log entry (predictions; an expired log)
+                    current = svc.jobs.get(job_id)
+                    if current is None:
+                        return
+                    if current["status"] in FINAL:
+                        yield sse(after, "status", _final(svc, current))
+                        return
+                checked = time.monotonic()
+            if time.monotonic() - beat >= HEARTBEAT_S:
+                yield b": keep-alive\n\n"
+                beat = time.monotonic()
+            # A wake-up, or now and then without one: a message lost while Redis reconnected costs a delay, no more.
+            changed = waiter.wait(min(DISCONNECT_CHECK_S, HEARTBEAT_S)) or time.monotonic() - checked >= RECHECK_S
+            if client_gone(sock):
+                return
+
+
+def tenant_events(svc: Services, owner: str, after: str | None, sock: socket.socket | None) -> Iterator[bytes]:
+    log = tenant_log(owner)
+    yield f"retry: {RETRY_MS}\n\n".encode()
+    with svc.hub.listen(tenant_channel(owner)) as waiter:
+        if after is None:
+            after = last_id(svc.redis, log)  # from now on; a client lists the jobs first (GET /v1/jobs)
+        beat = checked = time.monotonic()
+        changed = True
+        while True:
+            if changed:
+                events = read_after(svc.redis, log, after, READ_BATCH)
+                for ev in events:
+                    after = ev.id
+                    yield sse(ev.id, "progress" if ev.event == "progress" else "status",
+                              {"id": ev.job, "type": ev.type, "model": ev.model or None, "status": ev.status,
+                               "event": ev.event, "progress": ev.progress})
+                checked = time.monotonic()
+                if len(events) >= READ_BATCH:  # a backlog: read on before waiting
+                    continue
+            if time.monotonic() - beat >= HEARTBEAT_S:
+                yield b": keep-alive\n\n"
+                beat = time.monotonic()
+            changed = waiter.wait(min(DISCONNECT_CHECK_S, HEARTBEAT_S)) or time.monotonic() - checked >= RECHECK_S
+            if client_gone(sock):
+                return
+
+
+@bp.get("/jobs/<job_id>/events", responses={200: {"content": SSE}})
+def job_event_stream(path: JobPath, query: EventsQuery, header: EventsHeaders) -> Response:
+    """The job's status and progress changes as Server-Sent Events; the stream ends after the final status."""
+    svc = services()
+    owner = tenant()
+    if svc.jobs.get_for(owner, path.job_id) is None:
+        raise ApiError(404, f"no job {path.job_id!r}; list yours with GET /v1/jobs", code="not_found")
+    return _stream(job_events(svc, path.job_id, _resume_from(header, query), client_socket()), svc, owner)
+
+
+@bp.get("/events", responses={200: {"content": SSE}})
+def tenant_event_stream(query: EventsQuery, header: EventsHeaders) -> Response:
+    """Every status and progress change of the tenant's jobs (online predictions excepted), as Server-Sent Events."""
+    svc = services()
+    owner = tenant()
+    return _stream(tenant_events(svc, owner, _resume_from(header, query), client_socket()), svc, owner)

@@ -1,0 +1,126 @@
+"""Waiting requests: the caps on how many a tenant and the process may hold, and the wait itself.
+
+A wait (`?wait=`, `Prefer: wait=`) or an event stream is cheap under gunicorn's gevent worker (a greenlet and no
+Redis connection, see api/hub.py), but not free: each holds a socket and some memory. The caps are counted per API
+process (MLQ_MAX_WAITS in all, MLQ_MAX_WAITS_PER_TENANT for one tenant; waits and streams together). Past a cap a
+wait is not refused: it answers at once, as if the client had not asked to wait (202 + Location + Retry-After), and
+the client polls; a stream past the cap is a 429. A waiting request whose client has gone stops waiting.
+"""
+
+from __future__ import annotations
+
+import select
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from flask import request
+
+from api.services import services
+from worker.jobs import FINAL
+
+DISCONNECT_CHECK_S = 2.0  # how often a waiter looks whether its client is still there
+RECHECK_S = 10.0  # a waiter re-reads the record this often even without a wake-up (a lost message costs no more)
+
+
+class WaitSlots:
+    """Counters of the waits and streams in progress, by tenant and in all, with their caps (per process)."""
+
+    def __init__(self, max_total: int, max_per_tenant: int, gauges: dict[str, Any] | None = None) -> None:
+        self.max_total = max_total
+        self.max_per_tenant = max_per_tenant
+        self._gauges = gauges or {}
+        self._lock = threading.Lock()
+        self._by_tenant: dict[str, int] = {}
+        self.total = 0
+        self.by_kind: dict[str, int] = {"wait": 0, "stream": 0}
+
+    def acquire(self, tenant: str, kind: str) -> bool:
+        """Take a slot (True), or False when the process or the tenant is at its cap; `release()` gives it back."""
+        with self._lock:
+            if self.total >= self.max_total or self._by_tenant.get(tenant, 0) >= self.max_per_tenant:
+                return False
+            self.total += 1
+            self._by_tenant[tenant] = self._by_tenant.get(tenant, 0) + 1
+            self.by_kind[kind] += 1
+        if kind in self._gauges:
+            self._gauges[kind].inc()
+        return True
+
+    def release(self, tenant: str, kind: str) -> None:
+        with self._lock:
+            self.total -= 1
+            self.by_kind[kind] -= 1
+            left = self._by_tenant[tenant] - 1
+            if left:
+                self._by_tenant[tenant] = left
+            else:
+                del self._by_tenant[tenant]
+        if kind in self._gauges:
+            self._gauges[kind].dec()
+
+    @contextmanager
+    def hold(self, tenant: str, kind: str) -> Iterator[bool]:
+        """Yield True with a slot held until the block ends, or False (nothing held) when a cap is reached."""
+        held = self.acquire(tenant, kind)
+        try:
+            yield held
+        finally:
+            if held:
+                self.release(tenant, kind)
+
+
+def client_socket() -> socket.socket | None:
+    """The request's client socket where the server exposes it (gunicorn, werkzeug), else None."""
+    sock = request.environ.get("gunicorn.socket") or request.environ.get("werkzeug.socket")
+    return sock if isinstance(sock, socket.socket) else None
+
+
+def client_gone(sock: socket.socket | None) -> bool:
+    """True when the client closed or reset its connection (a readable socket with nothing to read).
+
+    A client that pipelines its next request makes the socket readable too, but with data: it is still there.
+    """
+    if sock is None:
+        return False
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+        return bool(readable) and sock.recv(1, socket.MSG_PEEK) == b""
+    except (OSError, ValueError):
+        return True
+
+
+def wait_for_job(job: dict[str, Any], seconds: float) -> dict[str, Any]:
+    """`job` once it is final, or as it is after `seconds` (also when the client left, or past the caps).
+
+    Holds a wait slot of the job's tenant meanwhile; with none free it answers at once. Woken by the hub on every
+    change of the job; reads the record after the subscription is confirmed, so a change between the read and the
+    wait cannot be missed.
+    """
+    svc = services()
+    if seconds <= 0 or job["status"] in FINAL:
+        return job
+    with svc.waits.hold(job["tenant"], "wait") as held:
+        if not held:
+            return job
+        return _wait(svc, job, seconds)
+
+
+def _wait(svc: Any, job: dict[str, Any], seconds: float) -> dict[str, Any]:
+    sock = client_socket()
+    deadline = time.monotonic() + seconds
+    with svc.hub.listen(svc.jobs.channel(job["id"])) as waiter:
+        current = svc.jobs.get(job["id"])
+        last_read = time.monotonic()
+        while current is not None and current["status"] not in FINAL:
+            left = deadline - time.monotonic()
+            if left <= 0 or client_gone(sock):
+                break
+            changed = waiter.wait(min(left, DISCONNECT_CHECK_S))
+            if changed or time.monotonic() - last_read >= RECHECK_S:
+                current = svc.jobs.get(job["id"])
+                last_read = time.monotonic()
+        return current or job

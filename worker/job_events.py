@@ -1,0 +1,75 @@
+"""The event logs of jobs, read by the API's event streams (SSE). Stdlib + redis-py only (the API imports it).
+
+The Lua `emit` of worker/job_scripts.py writes them: `mlq:job:{id}:log`, one Redis Stream entry per change of a job
+(queued, running, progress, cancel_requested, final), and `mlq:tenant:{t}:log`, the same for all of a tenant's jobs
+but online predictions. Stream entry ids ("1732891234567-0") are the SSE event ids: a client that reconnects with
+Last-Event-ID reads on from there and misses nothing. Each change is also PUBLISHed on `mlq:job:{id}:events` and
+`mlq:tenant:{t}:events`, which only wakes readers (api/hub.py); the logs carry the data.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+# Stream ids as Redis writes them; anything else in a Last-Event-ID header is ignored, not passed to XRANGE.
+_STREAM_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
+
+
+def job_log(job_id: str) -> str:
+    return f"mlq:job:{job_id}:log"
+
+
+def tenant_log(tenant: str) -> str:
+    return f"mlq:tenant:{tenant}:log"
+
+
+def tenant_channel(tenant: str) -> str:
+    return f"mlq:tenant:{tenant}:events"
+
+
+def valid_event_id(value: str | None) -> str | None:
+    """`value` when it is a stream id this server could have sent, else None (then the stream starts afresh)."""
+    value = (value or "").strip()
+    return value if _STREAM_ID.match(value) else None
+
+
+@dataclass(frozen=True)
+class JobEvent:
+    """One entry of a job's or a tenant's event log."""
+
+    id: str  # the stream entry id, sent as the SSE `id:`
+    event: str  # queued | running | progress | cancel_requested | succeeded | failed | cancelled
+    status: str  # the job's status right after the change
+    progress: dict[str, Any] | None
+    job: str = ""  # tenant logs only: which job, its type and model
+    type: str = ""
+    model: str = ""
+
+    @classmethod
+    def from_entry(cls, entry_id: Any, fields: dict[Any, Any]) -> JobEvent:
+        text = {_text(k): _text(v) for k, v in fields.items()}
+        progress = text.get("progress") or ""
+        return cls(id=_text(entry_id), event=text.get("event", ""), status=text.get("status", ""),
+                   progress=json.loads(progress) if progress else None, job=text.get("job", ""),
+                   type=text.get("type", ""), model=text.get("model") or "")
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def read_after(client: redis.Redis, key: str, after: str, count: int = 200) -> list[JobEvent]:
+    """Entries of the log `key` strictly after the id `after` ("0-0" for all), oldest first."""
+    entries: Any = client.xrange(key, min=f"({after}", max="+", count=count)
+    return [JobEvent.from_entry(entry_id, fields) for entry_id, fields in entries]
+
+
+def last_id(client: redis.Redis, key: str) -> str:
+    """The id of the newest entry of the log `key`, "0-0" when it is empty or gone."""
+    newest: Any = client.xrevrange(key, max="+", min="-", count=1)
+    return _text(newest[0][0]) if newest else "0-0"
