@@ -7,6 +7,7 @@ edge: MLQ_URL, MLQ_TOKEN, MLQ_HOME. Training modules (torch, pandas) are importe
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -148,17 +149,34 @@ def jobs() -> None:
 @click.option("--type", "type_", type=click.Choice(["train", "predict"]))
 @click.option("--model")
 @click.option("--limit", type=click.IntRange(1, 10_000), default=20, show_default=True)
+@click.option("--follow", is_flag=True, help="Then print each change of any of your jobs as it happens (Ctrl-C ends).")
 @http_options
-def jobs_list(status: str | None, type_: str | None, model: str | None, limit: int, url: str, token: str | None,
-              as_json: bool) -> None:
+def jobs_list(status: str | None, type_: str | None, model: str | None, limit: int, follow: bool, url: str,
+              token: str | None, as_json: bool) -> None:
     """The newest jobs first."""
     with Client(url, token) as client:
         items = list(client.list_jobs(status=status, type=type_, model=model, limit=limit))
-    if as_json:
-        return out(items)
-    table([[j["id"], j["status"], j["type"], j.get("model"), j.get("created_at"),
-            epoch_text(j.get("progress") or {})] for j in items],
-          ["ID", "STATUS", "TYPE", "MODEL", "CREATED", "PROGRESS"])
+        if as_json and not follow:
+            return out(items)
+        if as_json:  # JSON lines: the listed jobs, then one line per change
+            for item in items:
+                click.echo(json.dumps(item))
+        else:
+            table([[j["id"], j["status"], j["type"], j.get("model"), j.get("created_at"),
+                    epoch_text(j.get("progress") or {})] for j in items],
+                  ["ID", "STATUS", "TYPE", "MODEL", "CREATED", "PROGRESS"])
+        if follow:
+            try:
+                for change in client.tenant_events():
+                    if (status and change["status"] != status) or (type_ and change["type"] != type_) or \
+                            (model and change.get("model") != model):
+                        continue
+                    click.echo(json.dumps(change) if as_json else
+                               f"{change['id']}  {change['status']}  {change['type']}  {change.get('model') or ''}  "
+                               f"{epoch_text(change.get('progress') or {})}".rstrip())
+            except KeyboardInterrupt:
+                return None
+    return None
 
 
 @jobs.command("show")

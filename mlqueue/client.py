@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import email.utils
+import json
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -18,7 +19,7 @@ from typing import Any
 
 import httpx
 
-from mlqueue.errors import JobCancelled, JobFailed, Unreachable, WaitTimeout, error_for
+from mlqueue.errors import JobCancelled, JobFailed, MLQueueError, Unreachable, WaitTimeout, error_for
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 FINAL = frozenset({"succeeded", "failed", "cancelled"})
@@ -220,6 +221,69 @@ class Client:
                     pause = min(pause, max(deadline - time.monotonic(), 0.0))
                 time.sleep(max(pause, 0.05))
 
+    def events(self, job_id: str, last_event_id: str | None = None, reconnects: int = 5) -> Iterator[dict[str, Any]]:
+        """The job's live events (GET /v1/jobs/{id}/events): its state first, then each status and progress change,
+        the whole job last; ends after the final status.
+
+        Each item is the event's data with `event` (snapshot | queued | running | progress | cancel_requested | a
+        final status) and `event_id`. A dropped connection is resumed with Last-Event-ID (up to `reconnects` times
+        in a row), so no change is missed.
+        """
+        path = f"/v1/jobs/{job_id}/events"
+        for item in self._sse(path, last_event_id, reconnects):
+            yield item
+            if item.get("event") in FINAL:
+                return
+
+    def tenant_events(self, last_event_id: str | None = None, reconnects: int = 5) -> Iterator[dict[str, Any]]:
+        """Every status and progress change of the tenant's jobs from now on (GET /v1/events); never ends by itself.
+        Each item has the job's `id`, `type`, `model`, `status`, `progress`, `event` and `event_id`."""
+        yield from self._sse("/v1/events", last_event_id, reconnects)
+
+    def _sse(self, path: str, last_event_id: str | None, reconnects: int) -> Iterator[dict[str, Any]]:
+        failures = 0
+        while True:
+            headers = {"Accept": "text/event-stream"}
+            if last_event_id:
+                headers["Last-Event-ID"] = last_event_id
+            try:
+                # No read timeout: the server sends a comment every 15 s, and a dead connection is a read error.
+                with self._http.stream("GET", path, headers=headers,
+                                       timeout=httpx.Timeout(self.timeout, read=60.0)) as response:
+                    if response.status_code >= 400:
+                        response.read()
+                        raise error_for(response.status_code, _problem(response))
+                    for event_id, data in _parse_sse(response.iter_lines()):
+                        failures = 0
+                        if event_id:
+                            last_event_id = event_id
+                        yield {**data, "event_id": event_id}
+                return  # the server ended the stream
+            except httpx.TransportError as exc:
+                failures += 1
+                if failures > reconnects:
+                    raise Unreachable(None, {"title": f"cannot reach mlqueue at {self.url}",
+                                             "detail": f"the event stream of {path} broke: {exc}"}) from None
+                time.sleep(min(0.5 * 2**failures, 5.0))
+
+    def follow(self, job_id: str, on_progress: Callable[[dict[str, Any]], None] | None = None,
+               timeout: float | None = None) -> dict[str, Any]:
+        """Like `wait()`, but fed by the job's event stream (every epoch arrives as it happens); falls back to
+        waiting by polling when the server has no stream for this client (too many streams open, an old server)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        try:
+            for event in self.events(job_id):
+                if on_progress is not None:
+                    on_progress(event)
+                if event.get("event") in FINAL:
+                    return {k: v for k, v in event.items() if k not in ("event", "event_id")}
+                if deadline is not None and time.monotonic() >= deadline:
+                    break
+        except (MLQueueError, httpx.HTTPError):
+            pass  # 429 past the stream caps, 404 from an older server, a broken stream: poll instead
+        remaining = None if deadline is None else max(deadline - time.monotonic(), 0.0)
+        return self.wait(job_id, timeout=remaining, step=1.0 if on_progress else MAX_WAIT_S, on_progress=on_progress)
+
     def result(self, job_id: str, timeout: float | None = None) -> Any:
         """Wait for the job and return its `result`; JobFailed or JobCancelled when it did not succeed."""
         job = self.wait(job_id, timeout=timeout)
@@ -271,3 +335,18 @@ def _problem(response: httpx.Response) -> dict[str, Any]:
         return body
     text = " ".join(response.text.split())[:200]
     return {"status": response.status_code, "title": response.reason_phrase, "detail": text}
+
+
+def _parse_sse(lines: Iterator[str]) -> Iterator[tuple[str | None, dict[str, Any]]]:
+    """(id, data as JSON) of each event in the lines of a text/event-stream; comments and `retry:` are skipped."""
+    event_id: str | None = None
+    data: list[str] = []
+    for line in lines:
+        if line == "":
+            if data:
+                yield event_id, json.loads("\n".join(data))
+            data = []
+        elif line.startswith("data:"):
+            data.append(line[5:].removeprefix(" "))
+        elif line.startswith("id:"):
+            event_id = line[3:].strip()

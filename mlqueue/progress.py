@@ -1,11 +1,13 @@
 """Progress lines for the terminal: `epoch 3/20 loss 0.41 val_loss 0.45`, a bar and an ETA. Stdlib only.
 
-Progress always goes to stderr, so stdout keeps only data. On a terminal one line is redrawn in place (`\\r`);
-into a pipe or a file each change is its own line, which reads well in CI logs.
+Progress always goes to stderr, so stdout keeps only data. On a terminal one line is redrawn in place (`\\r`), cut
+to the terminal's width (a line that wrapped could not be redrawn, and each update would flood the screen); into a
+pipe or a file each change is its own line, whole, which reads well in CI logs.
 """
 
 from __future__ import annotations
 
+import shutil
 import sys
 import time
 from typing import Any, TextIO
@@ -79,6 +81,9 @@ class JobProgress:
             return
         self._last = text
         if self.live:
+            width = shutil.get_terminal_size().columns - 1  # the last column would wrap on some terminals
+            if len(text) > width:
+                text = text[:max(width - 1, 0)] + "…"
             # Pad with spaces so a shorter line fully covers the previous one.
             self.stream.write("\r" + text.ljust(self._width))
             self._width = len(text)

@@ -101,14 +101,15 @@ def home_option(f: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def finish(client: Client, job: dict[str, Any], as_json: bool, show: str = "result") -> None:
-    """Follow a job to its end with a progress line on stderr; print it (or its result); exit 1 unless it succeeded."""
+    """Follow a job to its end with a progress line on stderr (fed by its event stream, else by polling); print it
+    (or its result); exit 1 unless it succeeded."""
     bar = JobProgress()
     final = job.get("status") in ("succeeded", "failed", "cancelled")
     if show == "job" or not final:
         bar.update(job)
     if not final:
         try:
-            job = client.wait(job["id"], step=1.0, on_progress=bar.update)
+            job = client.follow(job["id"], on_progress=bar.update)
         except KeyboardInterrupt:
             bar.close()
             click.echo(f"stopped watching; job {job['id']} keeps running: mlq watch {job['id']}", err=True)

@@ -25,8 +25,10 @@ import pytest
 from api_reliability_support import ALICE, BOB, TOKENS, gunicorn, token_env
 from job_harness import breast_cancer_csv
 
+from mlqueue import Client
 from worker.settings import Settings
 
+TOKENS_BY_TENANT = {tenant: token for token, tenant in TOKENS.items()}
 PER_TENANT_CAP = 200
 WAITERS = 256
 
@@ -364,3 +366,14 @@ def test_metrics_counters_never_go_backwards_across_gunicorn_processes(api: str)
             seen.append(total)
     assert seen == sorted(seen) and seen[-1] >= 20
     assert "mlq_inference_batch_size_bucket" in text and "mlq_streams_in_progress" in text
+
+
+def test_the_python_client_follows_a_training_through_its_event_stream(api: str, dataset: str) -> None:
+    submitted = train(api, dataset, epochs=4, model="followed", batch_size=64)
+    seen: list[dict[str, Any]] = []
+    with Client(api, token=TOKENS_BY_TENANT["alice"]) as client:
+        final = client.follow(submitted["id"], on_progress=seen.append)
+        replay = list(client.events(submitted["id"]))  # after the end: the final job at once
+    assert final["status"] == "succeeded" and final["result"]["version"] >= 1 and "event" not in final
+    assert [e["progress"]["epoch"] for e in seen if e["event"] == "progress"] == [1, 2, 3, 4]
+    assert [e["event"] for e in replay] == ["succeeded"]
