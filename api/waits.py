@@ -22,8 +22,8 @@ from flask import request
 from api.services import services
 from worker.jobs import FINAL
 
-DISCONNECT_CHECK_S = 2.0  # how often a waiter looks whether its client is still there
-RECHECK_S = 10.0  # a waiter re-reads the record this often even without a wake-up (a lost message costs no more)
+DISCONNECT_CHECK_S = 5.0  # how often a waiter looks whether its client is still there
+RECHECK_S = 30.0  # a waiter re-reads the record this often even without a wake-up (a lost message costs no more)
 
 
 class WaitSlots:
