@@ -35,7 +35,7 @@ SSE = {"text/event-stream": {"schema": {"type": "string", "description": "Server
 
 bp = APIBlueprint("events", __name__, url_prefix="/v1", abp_tags=[Tag(name="jobs")],
                   abp_security=[{"bearer": []}],
-                  abp_responses={401: Problem, 404: Problem, 429: Problem, 503: Problem})
+                  abp_responses={401: Problem, 404: Problem, 422: Problem, 429: Problem, 503: Problem})
 
 
 class EventsQuery(BaseModel):

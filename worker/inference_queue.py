@@ -40,13 +40,18 @@ def batch_size_field(size: int) -> str:
     return "size:inf"
 
 
-def enqueue_in(pipe: Pipeline, request: dict[str, Any]) -> None:
-    """Queue the XADD of a predict request on `pipe` (the caller executes it with the job record)."""
+def stream_entry(request: dict[str, Any]) -> dict[str, bytes]:
+    """The fields of the stream entry that carries a predict request."""
     try:
         body = orjson.dumps(request)
     except TypeError:  # orjson refuses integers beyond 64 bits; the worker then refuses the row by name
         body = json.dumps(request).encode()
-    pipe.xadd(STREAM, {FIELD: body})
+    return {FIELD: body}
+
+
+def enqueue_in(pipe: Pipeline, request: dict[str, Any]) -> None:
+    """Queue the XADD of a predict request on `pipe` (the caller executes it with the job record)."""
+    pipe.xadd(STREAM, stream_entry(request))  # type: ignore[arg-type]
 
 
 def decode(raw: str | bytes) -> dict[str, Any]:

@@ -124,6 +124,18 @@ redis.call('PEXPIRE', KEYS[7], """ + str(REPLY_TTL_MS) + """)
 return done
 """
 
+# A new online prediction: its record, its place in the tenant's list, the queued counter and its request on the
+# inference stream, in one script (EVAL, not EVALSHA: a pipeline with a registered script first asks SCRIPT EXISTS,
+# one more round trip on the hottest path). KEYS: job, tenant index, metrics jobs, inference stream.
+# ARGV: job id, created ms, stream field, request, then the record's field/value pairs.
+CREATE_PREDICT = """
+redis.call('HSET', KEYS[1], unpack(ARGV, 5))
+redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
+redis.call('HINCRBY', KEYS[3], 'predict:queued', 1)
+redis.call('XADD', KEYS[4], '*', ARGV[3], ARGV[4])
+return 1
+"""
+
 # ARGV: progress JSON
 PROGRESS = EMIT_LUA + """
 if redis.call('HGET', KEYS[1], 'status') ~= 'running' then return 0 end

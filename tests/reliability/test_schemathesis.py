@@ -29,7 +29,12 @@ CONFIG = make_settings(HOME, TEST_REDIS_URL, auth_tokens=TOKENS, max_upload_mb=1
                        max_active_jobs=1000)
 APP = create_app(CONFIG)  # builds no connection: Redis is first used by a request
 SCHEMA = schemathesis.openapi.from_wsgi("/openapi.json", APP)
-OPERATIONS = [result.ok() for result in SCHEMA.get_all_operations()]  # type: ignore[union-attr]
+# The tenant's event stream never ends by itself, so a generated request to it would hang: it is tested with a real
+# server and a client that hangs up (tests/reliability/test_serving.py). A job's stream ends (404 for the random
+# ids generated here), so it stays.
+STREAMS = {"GET /v1/events"}
+OPERATIONS = [op for op in (result.ok() for result in SCHEMA.get_all_operations())  # type: ignore[union-attr]
+              if op.label not in STREAMS]
 # What the OpenAPI document cannot say, so these checks are off where the API is right to differ:
 # /readyz answers a documented 503 while no worker runs; an upload's CSV and a training's column names are
 # checked against content the schema cannot describe (422 for a schema-valid but unparseable CSV); a list
