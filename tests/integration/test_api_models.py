@@ -125,3 +125,15 @@ def test_post_processing_the_model_cannot_do_is_a_422_at_submit_and_never_reache
     assert queued_requests(redis.Redis.from_url(redis_url)) == []
     fine = client.post("/v1/models/iris/predict", json={"inputs": [row], "postprocess": {"top_k": 2}})
     assert fine.status_code == 202
+
+
+def test_the_artifact_of_a_tampered_version_is_a_409_problem_that_says_what_to_do(client: FlaskClient,
+                                                                                  settings: Settings) -> None:
+    register_model(settings)
+    (settings.models_dir / "default" / "iris" / "1" / "model.bin").write_bytes(b"swapped after registration")
+    response = client.get("/v1/models/iris/versions/1/artifact")
+    assert response.status_code == 409, response.get_data(as_text=True)
+    assert response.mimetype == "application/problem+json"
+    problem = response.get_json()
+    assert problem["code"] == "artifact_integrity" and problem["type"] == "/problems/conflict"
+    assert "model.bin" in problem["detail"] and "re-register" in problem["detail"].lower()
