@@ -22,6 +22,14 @@ from training.rows import frame_from_rows
 PROBA_DIGITS = 6
 
 
+def _value(v: Any) -> float:
+    # Models fed float32 features (the MLP; scikit-learn's linear models keep the input's dtype) predict float32,
+    # and widened to float64 those read 210.283203125. A value that float32 holds exactly is written as float32's
+    # shortest repr (210.2832), which is what the model computed; any other value is a real float64 and stays.
+    single = np.float32(v)
+    return float(str(single)) if float(single) == float(v) else float(v)
+
+
 def _key(label: Any) -> str:
     # JSON object keys are strings; write them the way JSON writes the label (1 → "1", True → "true") so a
     # result reads the same before and after it crosses the queue.
@@ -98,7 +106,7 @@ class Predictor:
         if self.task == CLASSIFICATION:
             predictions, score = self._classify(scores, options)
         else:
-            predictions = [{"row": i, "value": float(v)} for i, v in enumerate(scores)]
+            predictions = [{"row": i, "value": _value(v)} for i, v in enumerate(scores)]
             score = scores
         if options["sort"] != "none":
             # Python's sort stays stable with reverse=True: equal scores keep their input order either way.
