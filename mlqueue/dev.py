@@ -31,6 +31,14 @@ STOP_GRACE_S = 15.0  # Celery's warm shutdown lets a running task finish; after 
 STOP_MARGIN_S = 15.0
 
 
+def activate_hint(env: Mapping[str, str]) -> str:
+    """`make run` starts us as .venv/bin/mlq without .venv/bin on the PATH: say how to get `mlq` in a shell."""
+    bin_dir = Path(sys.executable).parent
+    if str(bin_dir) in env.get("PATH", "").split(os.pathsep):
+        return ""
+    return f"     source {bin_dir / 'activate'}   # puts mlq on the PATH of a second terminal\n"
+
+
 def stop_grace_s(env: Mapping[str, str]) -> float:
     """How long a Ctrl-C waits for each child: longer than the workers' own shutdown grace.
 
@@ -208,7 +216,7 @@ def run_dev(host: str = "127.0.0.1", port: int = 8000, env: Mapping[str, str] | 
             children.append(Child(name, proc))
         url = f"http://{host}:{port}"
         print(f"mlqueue dev\n  api    {url}\n  redis  {redis_url} {redis_note}\n  home   {home}\n"
-              f"try: curl -s {url}/readyz\n     MLQ_URL={url} mlq datasets upload data.csv\n"
+              f"try: curl -s {url}/readyz\n{activate_hint(env)}     MLQ_URL={url} mlq datasets upload data.csv\n"
               "stop with Ctrl-C", flush=True)
         if wait_ready(url, children, stopping):
             print(f"ready: {url}/readyz answers 200", flush=True)

@@ -72,3 +72,11 @@ def test_the_readme_s_mlq_commands_work_as_written_in_a_fresh_shell() -> None:
             continue
         before = block[: block.index(first)]
         assert "source .venv/bin/activate" in before, block
+
+
+def test_mlq_dev_tells_how_to_get_mlq_on_the_path_when_it_is_not() -> None:
+    from mlqueue.dev import activate_hint
+
+    bin_dir = str(Path(sys.executable).parent)
+    assert f"source {bin_dir}/activate" in activate_hint({"PATH": "/usr/bin"})
+    assert activate_hint({"PATH": f"/usr/bin:{bin_dir}"}) == ""
