@@ -198,6 +198,10 @@ def test_the_worker_log_tells_each_job_s_real_outcome_never_succeeded_for_a_fail
     harness.send(harness.jobs.get(cancelled)["request"])  # type: ignore[index]
     ok = harness.wait(harness.train_job("iris-log-ok", iris_dataset, "species", "logistic_regression"))
     assert (failed["status"], ok["status"]) == ("failed", "succeeded"), dump(ok)
+    # The pool child's log reaches the file in blocks: wait until the last job's line is there.
+    deadline = time.monotonic() + 30
+    while f"{ok['id']} ended" not in train_worker.log_tail(1_000_000) and time.monotonic() < deadline:
+        time.sleep(0.2)
     lines = train_worker.log_tail(1_000_000).splitlines()
 
     def about(job_id: str) -> list[str]:
