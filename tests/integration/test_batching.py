@@ -238,6 +238,8 @@ def test_an_undecodable_stream_entry_is_dropped_and_the_requests_beside_it_are_s
     while client.xpending_range(STREAM, GROUP, "-", "+", 10) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not client.xpending_range(STREAM, GROUP, "-", "+", 10)  # the bad entries were dropped
+    while "dropping undecodable stream entry" not in worker.log_tail(200_000) and time.monotonic() < deadline:
+        time.sleep(0.1)  # the pool child's log reaches the file in blocks
     assert "dropping undecodable stream entry" in worker.log_tail(200_000)
 
 
