@@ -14,6 +14,7 @@ from api.problems import ApiError
 from api.schemas import Job, JobHeaders, JobList, JobPath, JobsQuery, Problem, TrainBody, WaitQuery
 from api.services import services, tenant
 from api.submit import FINAL, submit
+from api.train_checks import check_dataset_fits
 from api.waits import wait_for_job
 from training.errors import ColumnNotFound, DataError
 from training.params import check_algorithm, validate_params
@@ -63,6 +64,7 @@ def train(query: WaitQuery, header: JobHeaders, body: TrainBody) -> Response:
         columns = _check_columns(body, meta)
         # A text target can only be classified: catch a regression-only algorithm before it is queued.
         task = body.task or ("classification" if columns[body.target]["dtype"] == "string" else None)
+        check_dataset_fits(meta, body.target, body.features, body.task)  # few rows, one class, empty columns
         params = validate_params(body.algorithm, body.params, task)
         check_training_params(params)
         message = TrainRequest(job_id=job_id, tenant=tenant(), model=body.model, dataset_id=body.dataset,

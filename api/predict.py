@@ -31,6 +31,7 @@ from api.services import Services, services, tenant
 from api.submit import FINAL, IDEMPOTENCY_TTL_S, RETRY_AFTER, _key_name, fingerprint, replay
 from api.waits import DISCONNECT_CHECK_S, client_gone, client_socket
 from training.errors import InvalidInput
+from training.postprocess import check_postprocess
 from worker.ids import new_id
 from worker.inference_queue import STREAM, stream_entry
 from worker.jobs import JobStore
@@ -68,6 +69,8 @@ class ModelInfo(NamedTuple):
     version: int
     names: list[str]
     dtypes: dict[str, str]
+    task: str  # with n_classes: what the post-processing options are checked against at submit
+    n_classes: int
 
 
 def feature_types(manifest: dict[str, Any]) -> tuple[list[str], dict[str, str]]:
@@ -136,7 +139,9 @@ def model_info(tenant_: str, name: str, ref: str | int | None) -> ModelInfo:
         info = info._replace(checked_at=now)
     else:
         version = svc.registry.resolve(tenant_, name, ref)
-        info = ModelInfo(now, token, version, *feature_types(svc.registry.manifest(tenant_, name, version)))
+        manifest = svc.registry.manifest(tenant_, name, version)
+        info = ModelInfo(now, token, version, *feature_types(manifest), manifest.get("task", ""),
+                         len(manifest.get("classes") or []))
     cache[key] = info
     return info
 
@@ -189,6 +194,7 @@ def predict(name: str = "", path: ModelPath = None, query: WaitQuery = None,  # 
         info = model_info(owner, name, body.version)
         check_rows(body.inputs, info.names, info.dtypes)
         postprocess = body.postprocess.model_dump(exclude_none=True) if body.postprocess else {}
+        check_postprocess(postprocess, info.task, info.n_classes)  # top_k beyond the classes, proba of a regressor
         job_id = new_id("job")
         # PredictRequest's fields, built directly: its encode() (dataclasses.asdict) deep-copies every row.
         message = {"job_id": job_id, "tenant": owner, "model": name, "version": info.version,

@@ -12,7 +12,7 @@ from kombu.exceptions import OperationalError as BrokerError
 from pydantic import ValidationError
 from werkzeug.exceptions import HTTPException
 
-from training.errors import MLQError
+from training.errors import ArtifactTampered, MLQError
 from worker.jobs import InvalidCursor, JobConflict
 
 log = logging.getLogger(__name__)
@@ -86,7 +86,7 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(MLQError)
     def library_error(exc: MLQError) -> Response:
-        if exc.status >= 500:
+        if exc.status >= 500 or isinstance(exc, ArtifactTampered):  # a tampered artifact is for operators too
             log.error("%s: %s", exc.code, exc.message)
         return problem(exc.status, exc.message, code=exc.code, errors=exc.errors)
 

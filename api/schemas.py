@@ -74,6 +74,7 @@ class Column(BaseModel):
     name: str
     dtype: Literal["number", "string"]
     missing: int
+    distinct: int | None = None  # absent for datasets uploaded before it was counted
 
 
 class Dataset(BaseModel):

@@ -24,10 +24,12 @@ from mlqueue.terminal import (
     home_option,
     http_options,
     json_object,
+    local_module,
     out,
     read_rows,
     table,
 )
+from mlqueue.train_data import check_before_upload, dataset_for
 
 
 def secret_key() -> str | None:
@@ -80,7 +82,7 @@ def train(local: bool, data: Path | None, dataset: str | None, target: str, algo
     if local:
         if data is None or dataset:
             raise UsageProblem("--local trains on a file: give --data FILE.csv (not --dataset)")
-        from mlqueue import local as in_process  # torch, pandas: only now
+        in_process = local_module()  # torch, pandas: only now
 
         def on_progress(**progress: Any) -> None:
             click.echo(epoch_text(progress), err=True)
@@ -89,11 +91,11 @@ def train(local: bool, data: Path | None, dataset: str | None, target: str, algo
         return
     if bool(data) == bool(dataset):
         raise UsageProblem("give exactly one of --data FILE.csv (uploaded first) or --dataset ID")
+    if data is not None:
+        check_before_upload(data, options)
     with Client(url, token) as client:
         if data is not None:
-            uploaded = client.upload_dataset(data)
-            click.echo(f"uploaded {data} as dataset {uploaded['id']} ({uploaded.get('rows')} rows)", err=True)
-            dataset = uploaded["id"]
+            dataset = dataset_for(client, data)  # an identical earlier upload (same sha256) is reused
         assert dataset is not None
         job = client.train(model_name, dataset, device=device, idempotency_key=idempotency_key, **options)
         if not wait_:
@@ -119,7 +121,7 @@ def predict(model: str, input_path: str, version: str | None, postprocess: str |
     rows = read_rows(input_path)
     post = json_object("--postprocess", postprocess)
     if local:
-        from mlqueue import local as in_process  # torch, pandas: only now
+        in_process = local_module()  # torch, pandas: only now
 
         out(in_process.predict(home, secret_key(), model, version, rows, post))
         return
@@ -310,7 +312,9 @@ def api(host: str, port: int, workers: int, worker_class: str) -> None:
 
 @cli.command()
 @click.option("--queues", default="train,inference", show_default=True, help="Comma-separated queues to consume.")
-@click.option("--devices", default="auto", show_default=True, help="auto, cpu, or GPU indexes like 0,1.")
+@click.option("--devices", default="auto", show_default=True,
+              help="auto (every GPU, else one CPU worker), cpu, cpu:N (N CPU worker processes), or GPU indexes "
+                   "like 0,1.")
 @click.option("--concurrency", type=click.IntRange(1, 256), default=1, show_default=True,
               help="Processes per device.")
 @click.option("--loglevel", default="info", show_default=True)

@@ -28,6 +28,32 @@ import redis
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"
 READY_TIMEOUT_S = 180.0  # workers import torch and preload models first; two slow cores take a while
 STOP_GRACE_S = 15.0  # Celery's warm shutdown lets a running task finish; after this we kill
+# Beyond MLQ_SHUTDOWN_GRACE_S, a training that did not finish still checkpoints, requeues and exits: give it this.
+STOP_MARGIN_S = 15.0
+
+
+def activate_hint(env: Mapping[str, str]) -> str:
+    """`make run` starts us as .venv/bin/mlq without .venv/bin on the PATH: say how to get `mlq` in a shell."""
+    bin_dir = Path(sys.executable).parent
+    if str(bin_dir) in env.get("PATH", "").split(os.pathsep):
+        return ""
+    return f"     source {bin_dir / 'activate'}   # puts mlq on the PATH of a second terminal\n"
+
+
+def stop_grace_s(env: Mapping[str, str]) -> float:
+    """How long a Ctrl-C waits for each child: longer than the workers' own shutdown grace.
+
+    A kill inside MLQ_SHUTDOWN_GRACE_S (default 20 s) caught a training before it requeued itself, so every
+    Ctrl-C during a training burned one of its MLQ_MAX_ATTEMPTS.
+    """
+    from worker.settings import Settings  # torch-free: the workers' default
+
+    default = Settings().shutdown_grace_s
+    try:
+        grace = float(env.get("MLQ_SHUTDOWN_GRACE_S") or default)
+    except ValueError:  # the workers refuse such a value at start; stopping must still work
+        grace = default
+    return max(STOP_GRACE_S, grace + STOP_MARGIN_S)
 
 
 class DevError(RuntimeError):
@@ -199,7 +225,7 @@ def run_dev(host: str = "127.0.0.1", port: int = 8000, env: Mapping[str, str] | 
             children.append(Child(name, proc))
         url = f"http://{host}:{port}"
         print(f"mlqueue dev\n  api    {url}\n  redis  {redis_url} {redis_note}\n  home   {home}\n"
-              f"try: curl -s {url}/readyz\n     MLQ_URL={url} mlq datasets upload data.csv\n"
+              f"try: curl -s {url}/readyz\n{activate_hint(env)}     MLQ_URL={url} mlq datasets upload data.csv\n"
               "stop with Ctrl-C", flush=True)
         if wait_ready(url, children, stopping):
             print(f"ready: {url}/readyz answers 200", flush=True)
@@ -215,6 +241,6 @@ def run_dev(host: str = "127.0.0.1", port: int = 8000, env: Mapping[str, str] | 
         print(f"mlq dev: {exc}", file=sys.stderr)
         return 1
     finally:
-        stop(children)
+        stop(children, stop_grace_s(env))
         for sig, handler in previous.items():
             signal.signal(sig, handler)

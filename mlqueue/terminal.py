@@ -21,6 +21,10 @@ from mlqueue.progress import JobProgress
 class Cli(click.Group):
     """The root group: turns every failure below it into one line on stderr instead of a traceback."""
 
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        full_summaries(self)
+        return super().main(*args, **kwargs)
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
@@ -37,6 +41,36 @@ class Cli(click.Group):
                 message = f"{type(exc).__name__}: {message}"
             click.echo(f"error: {message}", err=True)
             sys.exit(1)
+
+
+def full_summaries(group: click.Group) -> None:
+    """Give every command below `group` its whole first paragraph as the summary its group's --help lists.
+
+    click cuts a summary to fit the terminal ("Train a model on a CSV and register it as the next..."); with a
+    `short_help` set it wraps the text instead. Done at start-up, so commands added anywhere are covered.
+    """
+    for command in group.commands.values():
+        if command.short_help is None and command.help:
+            command.short_help = " ".join(command.help.split("\n\n")[0].split())
+        if isinstance(command, click.Group):
+            full_summaries(command)
+
+
+# The modules the [worker] extra brings; the base install (the client and the API) has none of them.
+WORKER_EXTRA = frozenset({"numpy", "pandas", "sklearn", "scipy", "torch", "skops", "safetensors", "joblib"})
+
+
+def local_module() -> Any:
+    """mlqueue.local (the training library in this process), or a UsageProblem saying which extra to install."""
+    try:
+        from mlqueue import local
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").split(".")[0] not in WORKER_EXTRA:
+            raise
+        raise UsageProblem(f"--local trains and predicts in this process and needs the training libraries "
+                           f"({exc.name} is not installed): pip install 'mlqueue[worker]', or drop --local to use "
+                           "the service") from None
+    return local
 
 
 def _is_ours(exc: Exception) -> bool:

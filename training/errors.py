@@ -76,7 +76,15 @@ class ArtifactTampered(MLQError):
     """Raised when an artifact's sha256 (or HMAC) does not match its manifest; nothing was deserialized."""
 
     code = "artifact_integrity"
-    status = 500
+    # The request is fine and the server is not broken: the stored version conflicts with its own manifest, and
+    # no retry will change that (a 500 said "our bug, try later").
+    status = 409
+    REMEDY = "re-register the model (train it again) or restore this version's files from a backup"
+
+    def __init__(self, message: str, *, errors: list[dict[str, Any]] | None = None) -> None:
+        if "re-register" not in message.lower():
+            message = f"{message}; {self.REMEDY}"
+        super().__init__(message, errors=errors)
 
 
 class InvalidInput(MLQError):

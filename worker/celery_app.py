@@ -10,6 +10,7 @@ from __future__ import annotations
 from celery import Celery
 from kombu import Exchange, Queue
 
+from worker import broker
 from worker.contract import INFERENCE_QUEUE, TRAIN_QUEUE, TRAIN_TASK
 from worker.settings import Settings
 
@@ -66,6 +67,8 @@ def make_celery(settings: Settings) -> Celery:
         task_ignore_result=True,
         task_store_errors_even_if_ignored=False,
         broker_connection_retry_on_startup=True,
+        # One item on the queue that is not a kombu message must not stop the worker (see worker/broker.py).
+        broker_transport=broker.TRANSPORT if settings.redis_url.startswith("redis://") else None,
         task_time_limit=settings.job_time_limit_s,
         task_soft_time_limit=soft_time_limit(settings.job_time_limit_s),
         worker_hijack_root_logger=False,

@@ -27,6 +27,9 @@ CHUNK = 1 << 16
 # What pandas.read_csv reads as missing by default, so the counts here match what training will see.
 NA_VALUES = frozenset({"", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN",
                        "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null"})
+# Distinct values per column are counted up to this many: enough to tell a constant column (a target with one
+# class) from a varied one at train submit, without holding a column's values in memory.
+DISTINCT_CAP = 20
 NUMBER_RE = re.compile(r"\s*[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?\s*|\s*[+-]?(inf|Inf|INF|infinity)\s*")
 
 
@@ -56,7 +59,8 @@ def _now() -> str:
 
 def describe_csv(path: Path, max_rows: int | None = None,
                  max_columns: int | None = None) -> tuple[int, list[dict[str, Any]]]:
-    """(data rows, [{"name", "dtype": "number"|"string", "missing"}]) of a CSV; DataError naming the line.
+    """(data rows, [{"name", "dtype": "number"|"string", "missing", "distinct"}]) of a CSV; DataError naming
+    the line. `distinct` counts the different non-missing values as written, up to DISTINCT_CAP.
 
     DatasetTooLarge as soon as the header has more than `max_columns` columns or the data more than `max_rows`
     rows, so a refused file is not read to its end.
@@ -78,6 +82,7 @@ def describe_csv(path: Path, max_rows: int | None = None,
             _check_header(names)
             missing = [0] * len(names)
             numeric = [True] * len(names)
+            seen: list[set[str]] = [set() for _ in names]
             rows = 0
             for record in reader:
                 if not record:  # blank lines are skipped, as pandas does
@@ -96,7 +101,10 @@ def describe_csv(path: Path, max_rows: int | None = None,
                 for i, value in enumerate(record):
                     if value in NA_VALUES:
                         missing[i] += 1
-                    elif numeric[i] and not NUMBER_RE.fullmatch(value):
+                        continue
+                    if len(seen[i]) < DISTINCT_CAP:
+                        seen[i].add(value)
+                    if numeric[i] and not NUMBER_RE.fullmatch(value):
                         numeric[i] = False
     except csv.Error as exc:
         raise DataError(f"the CSV cannot be parsed at line {reader.line_num}: {exc}",
@@ -107,7 +115,7 @@ def describe_csv(path: Path, max_rows: int | None = None,
     if rows == 0:
         raise DataError("the CSV has a header but no data rows", errors=[{"loc": ["file"], "msg": "no rows"}])
     columns = [{"name": n, "dtype": "number" if numeric[i] and missing[i] < rows else "string",
-                "missing": missing[i]} for i, n in enumerate(names)]
+                "missing": missing[i], "distinct": len(seen[i])} for i, n in enumerate(names)]
     return rows, columns
 
 

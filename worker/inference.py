@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 import redis
 from celery import Celery, signals
+from redis.client import NEVER_DECODE
 
 from training.predictor import Predictor, check_postprocess
 from worker.contract import INFERENCE_QUEUE, PredictRequest
@@ -133,8 +134,14 @@ class InferenceConsumer:
             self._stop.wait(1.0)
 
     # ---- reading -------------------------------------------------------------------------------------------
+    def _raw(self, *command: Any) -> Any:
+        # Stream replies come back as bytes and each entry is decoded on its own: through the decoding client,
+        # one entry that is not UTF-8 made the whole reply fail, so every read or claim that held it failed.
+        return self.redis.execute_command(*command, **{NEVER_DECODE: []})
+
     def _xread(self, count: int, block_ms: int) -> list[Item]:
-        reply: Any = self.redis.xreadgroup(GROUP, self.name, {STREAM: ">"}, count=count, block=block_ms)
+        reply = self._raw("XREADGROUP", "GROUP", GROUP, self.name, "COUNT", count, "BLOCK", block_ms,
+                          "STREAMS", STREAM, ">")
         return [self.decode(entry_id, fields) for _, entries in reply or [] for entry_id, fields in entries]
 
     def read(self) -> list[Item]:
@@ -155,9 +162,12 @@ class InferenceConsumer:
             rows += sum(len(it.request.inputs) if it.request else 1 for it in more)
         return items
 
-    def decode(self, entry_id: str, fields: dict[str, Any] | None) -> Item:
+    def decode(self, entry_id: str | bytes, fields: dict[Any, Any] | None) -> Item:
+        entry_id = entry_id.decode() if isinstance(entry_id, bytes) else entry_id  # stream ids are ASCII
         try:
-            request = PredictRequest.decode(decode_request((fields or {})[FIELD]))
+            fields = fields or {}
+            request = PredictRequest.decode(decode_request(fields[FIELD.encode()] if FIELD.encode() in fields
+                                                           else fields[FIELD]))
         except (KeyError, TypeError, ValueError) as exc:
             # Not a request this code wrote: acknowledge it, there is no job to answer.
             log.error("inference: dropping undecodable stream entry %s: %s", entry_id, exc)
@@ -170,7 +180,9 @@ class InferenceConsumer:
         if not pending:
             return
         deliveries = {p["message_id"]: int(p["times_delivered"]) for p in pending}
-        claimed: Any = self.redis.xclaim(STREAM, GROUP, self.name, self.claim_idle_ms, list(deliveries))
+        # XCLAIM counts one more delivery of each entry; with every entry decoded on its own, a claim can no
+        # longer fail after that, so the count that MLQ_MAX_ATTEMPTS bounds is of real deliveries only.
+        claimed = self._raw("XCLAIM", STREAM, GROUP, self.name, self.claim_idle_ms, *deliveries)
         items = [self.decode(entry_id, fields) for entry_id, fields in claimed or []]
         for it in items:
             if deliveries.get(it.entry_id, 0) >= self.max_attempts and it.job_id:
@@ -271,7 +283,8 @@ class InferenceConsumer:
             pipe.xack(STREAM, GROUP, *ids)
             pipe.xdel(STREAM, *ids)
             pipe.hincrby(STATS, "batches", 1)
-            pipe.hincrby(STATS, "requests", len(items))
+            # Requests are what was decoded; a dropped undecodable entry is no request.
+            pipe.hincrby(STATS, "requests", sum(1 for it in items if it.job_id is not None))
             pipe.hincrby(STATS, batch_size_field(len(items)), 1)
             for key, value in counts.items():
                 if value:

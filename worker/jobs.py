@@ -20,12 +20,13 @@ import redis
 from redis.client import Pipeline
 
 from worker import job_scripts
-from worker.contract import FINAL_STATUSES, JobStatus
+from worker.contract import FINAL_STATUSES, TRAIN_QUEUE, JobStatus
 from worker.ids import is_job_id, new_id
 from worker.job_cursor import InvalidCursor as InvalidCursor  # re-exported: the API catches it from here
 from worker.job_cursor import decode_cursor, encode_cursor
 from worker.job_events import job_log, tenant_channel, tenant_log
 from worker.job_scripts import JOB_LOG_MAXLEN, TENANT_LOG_MAXLEN
+from worker.liveness import WorkerLiveness
 
 RUNNING_SET = "mlq:jobs:running"
 ACTIVE_SET = "mlq:active:{tenant}"  # a tenant's queued + running job ids, for MLQ_MAX_ACTIVE_JOBS
@@ -147,7 +148,26 @@ class JobStore:
         if not is_job_id(job_id):
             return None
         raw = self.redis.hgetall(self.key(job_id))
-        return self._decode(raw) if raw else None
+        job = self._decode(raw) if raw else None
+        if job is not None and job["status"] == "running" and job["type"] == "train" and not self.heartbeat_alive(
+                job_id):
+            job = self._awaiting_recovery(job)
+        return job
+
+    def _awaiting_recovery(self, job: dict[str, Any]) -> dict[str, Any]:
+        """A running training whose worker stopped sending heartbeats (it died), as a reader should see it.
+
+        Its record stays `running` until a live train worker's sweeper requeues it (worker/recovery.py); with no
+        train worker alive that never happens, and a bare `running` would mislead. The record is not changed:
+        the sweeper is what decides, this only says so in `progress.message`.
+        """
+        if WorkerLiveness(self.redis).counts().get(TRAIN_QUEUE, 0):
+            why = "a train worker will resume it from its last checkpoint within seconds"
+        else:
+            why = "no train worker is alive to resume it: start one (mlq worker --queues train)"
+        progress = dict(job["progress"] or {})
+        progress["message"] = f"waiting for recovery: the worker running it stopped (no heartbeat); {why}"
+        return {**job, "progress": progress}
 
     def get_for(self, tenant: str, job_id: str) -> dict[str, Any] | None:
         job = self.get(job_id)

@@ -197,6 +197,8 @@ class WorkerRuntime:
         if outcome == 2:
             log.warning("job %s: attempt %d ended %s but a newer attempt owns the job; not recorded",
                         job_id, token, status)
+        else:  # the job's real outcome, in place of Celery's "succeeded" (see register_tasks)
+            log.info("job %s ended %s%s", job_id, status, f" ({error['type']}: {error['message']})" if error else "")
 
     def preempt(self, request: TrainRequest, token: int) -> None:
         """The worker is shutting down and the grace period is over: back on the queue, checkpoint kept."""
@@ -220,6 +222,10 @@ def register_tasks(app: Celery, settings: Settings) -> WorkerRuntime:
     Online predictions do not go through Celery: worker/inference.py serves them from a Redis Stream."""
     runtime = WorkerRuntime(settings)
     runtime.app = app
+    # Celery logs "Task mlqueue.train[…] succeeded" whenever the task function returns, and it returns for
+    # failed and cancelled jobs too (their outcome is the job record, not an exception). WorkerRuntime logs each
+    # job's real outcome instead; Celery's own warnings and errors (time limits, lost workers) still show.
+    logging.getLogger("celery.app.trace").setLevel(logging.WARNING)
 
     @app.task(name=TRAIN_TASK, bind=True)
     def train(self: Task, payload: dict[str, Any]) -> None:

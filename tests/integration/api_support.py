@@ -17,6 +17,9 @@ IRIS_CSV = (
     "sepal_length,sepal_width,petal_length,petal_width,species\n"
     "5.1,3.5,1.4,0.2,setosa\n4.9,3.0,1.4,0.2,setosa\n7.0,3.2,4.7,1.4,versicolor\n"
     "6.4,3.2,4.5,1.5,versicolor\n6.3,3.3,6.0,2.5,virginica\n5.8,,5.1,1.9,virginica\n"
+    # Six more: the API refuses to queue a training on fewer than 10 labelled rows (api/train_checks.py).
+    "4.7,3.2,1.3,0.2,setosa\n5.0,3.6,1.4,0.2,setosa\n6.9,3.1,4.9,1.5,versicolor\n"
+    "5.5,2.3,4.0,1.3,versicolor\n7.1,3.0,5.9,2.1,virginica\n6.5,3.0,5.8,2.2,virginica\n"
 )
 TOKENS = {"tok-alice": "alice", "tok-bob": "bob"}
 ALICE = {"Authorization": "Bearer tok-alice"}

@@ -15,14 +15,14 @@ def test_a_raw_csv_upload_answers_201_with_rows_columns_dtypes_missing_and_sha25
     meta = upload(client, name="iris-small")
     assert meta["id"].startswith("ds_")
     assert meta["name"] == "iris-small"
-    assert meta["rows"] == 6
+    assert meta["rows"] == 12
     assert meta["size_bytes"] == len(IRIS_CSV.encode())
     assert meta["sha256"] == hashlib.sha256(IRIS_CSV.encode()).hexdigest()
     columns = {c["name"]: c for c in meta["columns"]}
     assert list(columns) == ["sepal_length", "sepal_width", "petal_length", "petal_width", "species"]
-    assert columns["sepal_length"] == {"name": "sepal_length", "dtype": "number", "missing": 0}
+    assert columns["sepal_length"] == {"name": "sepal_length", "dtype": "number", "missing": 0, "distinct": 12}
     assert columns["sepal_width"]["missing"] == 1
-    assert columns["species"]["dtype"] == "string"
+    assert columns["species"]["dtype"] == "string" and columns["species"]["distinct"] == 3
     assert meta["created_at"].endswith("Z")
     assert client.get(f"/v1/datasets/{meta['id']}").get_json() == meta
 
@@ -32,7 +32,7 @@ def test_a_multipart_upload_takes_the_file_field_and_its_file_name(client: Flask
                            content_type="multipart/form-data")
     assert response.status_code == 201
     assert response.get_json()["name"] == "iris.csv"
-    assert response.get_json()["rows"] == 6
+    assert response.get_json()["rows"] == 12
 
 
 def test_a_multipart_upload_without_a_file_field_is_a_422(client: FlaskClient) -> None:
@@ -63,7 +63,7 @@ def test_a_small_chunked_upload_is_stored_whole(client: FlaskClient) -> None:
     response = client.post("/v1/datasets", input_stream=io.BytesIO(IRIS_CSV.encode()), content_type="text/csv",
                            environ_overrides={"wsgi.input_terminated": True})
     assert response.status_code == 201
-    assert response.get_json()["rows"] == 6
+    assert response.get_json()["rows"] == 12
 
 
 def test_a_wrong_content_type_is_a_415(client: FlaskClient) -> None:

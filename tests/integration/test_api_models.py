@@ -106,3 +106,34 @@ def test_prediction_limits_and_references_are_checked(client: FlaskClient, setti
     bad_post = {"inputs": [row], "postprocess": {"threshold": 2, "sort": "random", "top_k": 0}}
     locs = {tuple(e["loc"]) for e in client.post("/v1/models/iris/predict", json=bad_post).get_json()["errors"]}
     assert locs == {("postprocess", "threshold"), ("postprocess", "sort"), ("postprocess", "top_k")}
+
+
+def test_post_processing_the_model_cannot_do_is_a_422_at_submit_and_never_reaches_the_queue(
+        client: FlaskClient, settings: Settings, redis_url: str) -> None:
+    register_model(settings)  # two classes
+    register_model(settings, name="price", manifest={
+        "algorithm": "ridge", "task": "regression", "features": [{"name": "size", "dtype": "number"}]})
+    row = {"sepal_length": 1.0, "island": "a"}
+    too_many = client.post("/v1/models/iris/predict", json={"inputs": [row], "postprocess": {"top_k": 3}})
+    assert too_many.status_code == 422, too_many.get_json()
+    assert too_many.get_json()["errors"][0]["loc"] == ["postprocess", "top_k"]
+    assert "from 1 to 2" in too_many.get_json()["detail"]
+    proba = client.post("/v1/models/price/predict", json={"inputs": [{"size": 3}], "postprocess": {"output": "proba"}})
+    assert proba.status_code == 422, proba.get_json()
+    assert proba.get_json()["errors"][0]["loc"] == ["postprocess", "output"]
+    assert "regression" in proba.get_json()["detail"]
+    assert queued_requests(redis.Redis.from_url(redis_url)) == []
+    fine = client.post("/v1/models/iris/predict", json={"inputs": [row], "postprocess": {"top_k": 2}})
+    assert fine.status_code == 202
+
+
+def test_the_artifact_of_a_tampered_version_is_a_409_problem_that_says_what_to_do(client: FlaskClient,
+                                                                                  settings: Settings) -> None:
+    register_model(settings)
+    (settings.models_dir / "default" / "iris" / "1" / "model.bin").write_bytes(b"swapped after registration")
+    response = client.get("/v1/models/iris/versions/1/artifact")
+    assert response.status_code == 409, response.get_data(as_text=True)
+    assert response.mimetype == "application/problem+json"
+    problem = response.get_json()
+    assert problem["code"] == "artifact_integrity" and problem["type"] == "/problems/conflict"
+    assert "model.bin" in problem["detail"] and "re-register" in problem["detail"].lower()

@@ -10,7 +10,7 @@ from api_support import queued_messages, train_body, upload
 from flask.testing import FlaskClient
 
 from training.params import ALGORITHM_NAMES
-from worker.contract import TRAIN_TASK
+from worker.contract import TRAIN_QUEUE, TRAIN_TASK
 from worker.jobs import JobStore
 
 pytest_plugins = ["api_fixtures"]  # the shared fixtures: settings, client, auth_settings, auth_client
@@ -73,6 +73,37 @@ def test_a_regression_only_algorithm_on_a_text_target_is_refused_before_queueing
     response = client.post("/v1/jobs/train", json=train_body(dataset["id"], algorithm="ridge"))
     assert response.status_code == 422
     assert "classification" in response.get_json()["detail"]
+
+
+def test_dataset_problems_the_upload_found_are_a_422_at_submit_and_never_reach_the_queue(
+        client: FlaskClient, redis_url: str) -> None:
+    # The uploads themselves succeed: a dataset may serve other targets, or batch predictions.
+    few = upload(client, "a,b,y\n" + "".join(f"{i},{i % 3},{'x' if i % 2 else 'z'}\n" for i in range(6)))
+    one_class = upload(client, "a,b,y\n" + "".join(f"{i},{i % 3},same\n" for i in range(12)))
+    empty = upload(client, "a,gap,y,price\n" + "".join(f"{i},,{'x' if i % 2 else 'z'},{i * 1.5}\n"
+                                                       for i in range(12)))
+    cases = [
+        (train_body(few["id"], target="y"), [["dataset"]], "only 6 of its 6 rows"),
+        (train_body(one_class["id"], target="y"), [["target"]], "only one class"),
+        (train_body(empty["id"], target="y"), [["features"]], "'gap' has no values"),
+        (train_body(empty["id"], target="y", features=["a", "gap"]), [["features", 1]], "'gap' has no values"),
+        (train_body(empty["id"], target="gap", features=["a"]), [["target"]], "'gap' has no values"),
+        (train_body(empty["id"], target="y", features=["a"], task="regression", algorithm="random_forest"),
+         [["task"]], "regression needs a numeric target"),
+    ]
+    for body, locs, words in cases:
+        response = client.post("/v1/jobs/train", json=body)
+        assert response.status_code == 422, (body, response.get_json())
+        problem = response.get_json()
+        assert [e["loc"] for e in problem["errors"]] == locs and words in problem["detail"], problem
+        assert problem["code"] == "invalid_data"
+    assert queued_messages(redis_url, TRAIN_QUEUE) == []
+    # The same datasets with a target and features they can serve are queued.
+    fine = client.post("/v1/jobs/train", json=train_body(empty["id"], target="price", features=["a", "y"],
+                                                         algorithm="ridge"))
+    assert fine.status_code == 202, fine.get_json()
+    other_target = client.post("/v1/jobs/train", json=train_body(one_class["id"], target="b", features=["a"]))
+    assert other_target.status_code == 202, other_target.get_json()
 
 
 def test_an_unknown_dataset_is_a_404(client: FlaskClient) -> None:

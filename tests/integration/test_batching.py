@@ -216,6 +216,33 @@ def test_requests_a_dead_consumer_held_are_answered_or_failed_with_a_reason_neve
     assert not client.xpending_range(STREAM, GROUP, "-", "+", 10)
 
 
+def test_an_undecodable_stream_entry_is_dropped_and_the_requests_beside_it_are_served_after_one_death(
+        worker: Any, store: JobStore, models: dict[str, Any], mlq_settings: Settings) -> None:
+    client = store.redis
+    requests = [PredictRequest(new_id("job"), TENANT, "bc-mlp", 1, [row]) for row in models["bc_rows"][:2]]
+    # One MULTI on a raw client (the reply holds bytes that are not UTF-8), read by a consumer that then dies:
+    # the live worker never sees these entries as new, it must claim them.
+    with redis.Redis.from_url(mlq_settings.redis_url) as raw, raw.pipeline(transaction=True) as pipe:
+        store.create(TENANT, JobType.PREDICT.value, "bc-mlp", {}, job_id=requests[0].job_id, pipe=pipe)
+        enqueue_in(pipe, requests[0].encode())
+        pipe.xadd(STREAM, {FIELD: b"\xff\xfe not utf-8"})
+        pipe.xadd(STREAM, {"other": "field"})
+        store.create(TENANT, JobType.PREDICT.value, "bc-mlp", {}, job_id=requests[1].job_id, pipe=pipe)
+        enqueue_in(pipe, requests[1].encode())
+        pipe.xreadgroup(GROUP, "dead@host:3", {STREAM: ">"}, count=4)
+        assert len(pipe.execute()[-1][0][1]) == 4
+    answered = [store.wait(r.job_id, 60) for r in requests]
+    # One death is one delivery too many, not MLQ_MAX_ATTEMPTS: claim cycles that failed must not count.
+    assert [j["status"] if j else None for j in answered] == ["succeeded", "succeeded"], worker.log_tail()
+    deadline = time.monotonic() + 30
+    while client.xpending_range(STREAM, GROUP, "-", "+", 10) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not client.xpending_range(STREAM, GROUP, "-", "+", 10)  # the bad entries were dropped
+    while "dropping undecodable stream entry" not in worker.log_tail(200_000) and time.monotonic() < deadline:
+        time.sleep(0.1)  # the pool child's log reaches the file in blocks
+    assert "dropping undecodable stream entry" in worker.log_tail(200_000)
+
+
 def test_a_stopped_worker_answers_what_it_holds_and_leaves_nothing_pending(
         worker: Any, start_worker: Any, app_client: FlaskClient, store: JobStore, models: dict[str, Any]) -> None:
     second = start_batching_worker(start_worker)

@@ -6,6 +6,7 @@ Run with MLQ_TEST_REDIS_URL=redis://127.0.0.1:6379/12 (default db 15). The db is
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import os
 import signal
@@ -241,3 +242,24 @@ def test_mlq_predict_alias_models_and_errors_over_http(service: dict[str, Any]) 
     assert missing.returncode == 1 and missing.stderr.startswith("error: 404") and missing.stderr.count("\n") == 1
     done = mlq(service, "jobs", "cancel", json.loads(mlq(service, "jobs", "list", "--json").stdout)[0]["id"])
     assert done.returncode == 1 and "error: 409" in done.stderr  # that job is already final
+
+
+def test_mlq_train_reuses_an_identical_upload_and_prints_one_newline_terminated_json_document(
+        service: dict[str, Any]) -> None:
+    def same_file() -> list[str]:
+        listed = mlq(service, "datasets", "list", "--json")
+        assert listed.returncode == 0, listed.stderr
+        sha = hashlib.sha256(service["data"].read_bytes()).hexdigest()
+        return [d["id"] for d in json.loads(listed.stdout) if d["sha256"] == sha]
+
+    args = ["train", "--data", str(service["data"]), "--target", "species", "--algorithm", "logistic_regression",
+            "--model", "reused", "--json"]
+    first, second = mlq(service, *args), mlq(service, *args)
+    for run in (first, second):
+        assert run.returncode == 0, run.stderr
+        assert run.stdout.endswith("}\n") and json.loads(run.stdout)["type"] == "train"
+    [dataset] = same_file()  # uploaded at most once, whatever ran before
+    assert f"reusing dataset {dataset}" in second.stderr
+    waited = mlq(service, *args, "--wait")
+    assert waited.returncode == 0, waited.stderr
+    assert waited.stdout.endswith("}\n") and json.loads(waited.stdout)["status"] == "succeeded"

@@ -190,6 +190,29 @@ def test_training_on_a_dataset_it_cannot_use_fails_with_a_readable_message(
     assert (unknown["status"], unknown["error"]["type"]) == ("failed", "not_found"), dump(unknown)
 
 
+def test_the_worker_log_tells_each_job_s_real_outcome_never_succeeded_for_a_failed_or_cancelled_one(
+        harness: Harness, train_worker: WorkerProcess, iris_dataset: str) -> None:
+    failed = harness.wait(harness.train_job("iris-log-failed", iris_dataset, "colour", "logistic_regression"))
+    cancelled = harness.train_job("iris-log-cancelled", iris_dataset, "species", "logistic_regression", send=False)
+    harness.jobs.request_cancel(cancelled)
+    harness.send(harness.jobs.get(cancelled)["request"])  # type: ignore[index]
+    ok = harness.wait(harness.train_job("iris-log-ok", iris_dataset, "species", "logistic_regression"))
+    assert (failed["status"], ok["status"]) == ("failed", "succeeded"), dump(ok)
+    # The pool child's log reaches the file in blocks: wait until the last job's line is there.
+    deadline = time.monotonic() + 30
+    while f"{ok['id']} ended" not in train_worker.log_tail(1_000_000) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    lines = train_worker.log_tail(1_000_000).splitlines()
+
+    def about(job_id: str) -> list[str]:
+        return [line for line in lines if job_id in line and "received" not in line]
+
+    assert about(failed["id"]) and not [x for x in about(failed["id"]) if "succeeded" in x], about(failed["id"])
+    assert any("ended failed (column_not_found" in x for x in about(failed["id"])), about(failed["id"])
+    assert about(cancelled) and not [x for x in about(cancelled) if "succeeded" in x], about(cancelled)
+    assert any("ended succeeded" in x for x in about(ok["id"])), about(ok["id"])
+
+
 def test_the_preloaded_model_is_in_memory_before_the_worker_announces_itself(
         inference_worker: WorkerProcess) -> None:
     assert inference_worker.first_record["models"] == ["default/iris-pre:1"]

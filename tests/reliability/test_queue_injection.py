@@ -74,3 +74,21 @@ def test_pickle_and_yaml_messages_are_refused_unread_and_the_queue_keeps_drainin
     assert [r["pid"] for r in records] == [pid]  # the same pool process: nothing crashed it
     log = worker.log_tail(200_000)
     assert "Refusing to deserialize" in log or "untrusted content" in log, log[-4000:]
+
+
+def test_a_message_that_is_not_a_kombu_envelope_is_dropped_and_the_worker_keeps_consuming(
+        harness: ChaosHarness, fleet: WorkerFleet) -> None:
+    worker = fleet.start([TRAIN_QUEUE])
+    pid = worker.first_record["pid"]
+    # What `redis-cli LPUSH train "not json"` leaves, and envelopes of the wrong shape or encoding.
+    for raw in (b"not json", b"42", b'"a string"', b"[]", b'{"body": "x"}', b"\xff\xfe{"):
+        harness.redis.lpush(TRAIN_QUEUE, raw)
+
+    good = harness.wait(harness.train_job("iris-after-garbage", algorithm="logistic_regression"))
+    assert good["status"] == "succeeded", dump(good) + worker.log_tail()
+    assert worker.proc.poll() is None, worker.log_tail()
+    assert not harness.redis.llen(TRAIN_QUEUE)
+    records = [r for r in fleet.liveness.workers() if r["hostname"].startswith(worker.name + "@")]
+    assert [r["pid"] for r in records] == [pid]
+    log = worker.log_tail(200_000)
+    assert "Unrecoverable error" not in log and "dropped a malformed message" in log, log[-4000:]

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from training.errors import DataError, NotFound
-from worker.datasets import DatasetStore, DatasetTooLarge
+from worker.datasets import DISTINCT_CAP, DatasetStore, DatasetTooLarge
 
 CSV = b"x,y,label\n1,2.5,a\n3,NA,b\n-4e2,,a\n"
 
@@ -17,9 +17,9 @@ def test_a_saved_dataset_has_its_rows_dtypes_missing_counts_and_files(tmp_path: 
     store = DatasetStore(tmp_path)
     meta = store.save("t1", io.BytesIO(CSV), "mini", max_bytes=1000)
     assert meta["rows"] == 3 and meta["name"] == "mini" and meta["size_bytes"] == len(CSV)
-    assert meta["columns"] == [{"name": "x", "dtype": "number", "missing": 0},
-                               {"name": "y", "dtype": "number", "missing": 2},
-                               {"name": "label", "dtype": "string", "missing": 0}]
+    assert meta["columns"] == [{"name": "x", "dtype": "number", "missing": 0, "distinct": 3},
+                               {"name": "y", "dtype": "number", "missing": 2, "distinct": 1},
+                               {"name": "label", "dtype": "string", "missing": 0, "distinct": 2}]
     assert store.path("t1", meta["id"]).read_bytes() == CSV
     assert store.get("t1", meta["id"]) == meta
     assert [m["id"] for m in store.list("t1")] == [meta["id"]]
@@ -62,3 +62,9 @@ def test_a_deleted_dataset_is_not_found(tmp_path: Path) -> None:
     store.delete("t1", meta["id"])
     with pytest.raises(NotFound):
         store.get("t1", meta["id"])
+
+
+def test_distinct_values_are_counted_only_up_to_the_cap(tmp_path: Path) -> None:
+    rows = "".join(f"{i},same\n" for i in range(DISTINCT_CAP + 5))
+    meta = DatasetStore(tmp_path).save("t1", io.BytesIO(f"n,c\n{rows}".encode()), "wide", max_bytes=10_000)
+    assert [c["distinct"] for c in meta["columns"]] == [DISTINCT_CAP, 1]

@@ -132,3 +132,24 @@ def test_get_for_hides_other_tenants_jobs(store: JobStore) -> None:
     job = store.create("t1", "train", "iris", {})
     assert store.get_for("t1", job["id"])["id"] == job["id"]
     assert store.get_for("t2", job["id"]) is None
+
+
+def test_a_running_training_whose_worker_died_reads_as_waiting_for_recovery_and_says_whether_anyone_will(
+        store: JobStore) -> None:
+    from worker.liveness import WorkerLiveness
+    from worker.recovery import Leases
+
+    job = store.create("t1", "train", "iris", {})
+    token, _ = Leases(store, stale_s=10, max_attempts=3).begin(job["id"], "train-cpu@host")
+    assert token is not None
+    store.set_progress(job["id"], {"fraction": 0.5, "epoch": 1, "epochs": 2, "message": "epoch 1/2"})
+    assert store.get(job["id"])["progress"]["message"] == "epoch 1/2"  # its heartbeat is alive
+    store.redis.delete(f"mlq:job:{job['id']}:heartbeat")  # what expiry does when the worker dies
+    orphan = store.get(job["id"])
+    assert orphan["status"] == "running" and orphan["progress"]["fraction"] == 0.5
+    assert orphan["progress"]["message"].startswith("waiting for recovery")
+    assert "no train worker is alive" in orphan["progress"]["message"]
+    WorkerLiveness(store.redis).beat("train-cpu@other", ["train"], ttl_s=30)
+    assert "will resume it" in store.get(job["id"])["progress"]["message"]
+    assert store.redis.hget(store.key(job["id"]), "progress") and "waiting" not in store.redis.hget(
+        store.key(job["id"]), "progress")  # only the view says so; the sweeper decides

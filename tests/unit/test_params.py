@@ -69,3 +69,9 @@ def test_an_algorithm_that_cannot_do_the_task_says_which_can() -> None:
 
 def test_every_algorithm_names_its_tasks() -> None:
     assert set(ALGORITHM_TASKS) == set(PARAM_SCHEMAS)
+
+
+def test_an_unknown_key_is_named_in_the_message_even_when_an_allowed_name_contains_it() -> None:
+    with pytest.raises(InvalidParams) as info:
+        validate_params("mlp", {"epoch": 3}, "classification")
+    assert info.value.message.startswith("invalid params: epoch: unknown parameter for mlp")

@@ -217,3 +217,17 @@ def test_a_torch_mlp_version_loads_and_predicts_like_a_sklearn_one(tmp_path, row
     out = mlp.predict(rows, {"top_k": 2, "sort": "desc"})
     assert len(out) == len(rows)
     assert all(len(p["proba"]) == 2 and p["label"] in mlp.classes for p in out)
+
+
+def test_regression_values_read_as_the_model_computed_them_not_as_widened_float32(registry, tmp_path):
+    frame = load_diabetes(as_frame=True).frame
+    rows = frame.drop(columns="target").iloc[:20].to_dict(orient="records")
+    params = {"epochs": 2, "hidden_layers": [8], "batch_size": 32, "early_stopping_patience": 0}
+    mlp_registry = ModelRegistry(tmp_path / "models")
+    register_version(mlp_registry, tmp_path / "s", "diabetes-mlp", frame, "target", "mlp", params)
+    for predictor in (Predictor.load(registry, "default", "diabetes"),
+                      Predictor.load(mlp_registry, "default", "diabetes-mlp")):
+        values = [p["value"] for p in predictor.predict(rows)]
+        # A value float32 holds exactly came from float32 (~7 significant digits): 210.2832, never 210.283203125.
+        widened = [v for v in values if float(np.float32(v)) == v and repr(v) != repr(float(str(np.float32(v))))]
+        assert values and not widened, (predictor.name, widened)
