@@ -217,3 +217,13 @@ def test_a_torch_mlp_version_loads_and_predicts_like_a_sklearn_one(tmp_path, row
     out = mlp.predict(rows, {"top_k": 2, "sort": "desc"})
     assert len(out) == len(rows)
     assert all(len(p["proba"]) == 2 and p["label"] in mlp.classes for p in out)
+
+
+def test_the_compiled_preprocessing_gives_the_scores_of_the_column_transformer(iris, rows):
+    assert iris.compiled is not None  # the pipeline's preprocessor always compiles
+    uncompiled = Predictor(tenant="default", name="iris", version=iris.version, manifest=iris.manifest,
+                           preprocessor=iris.preprocessor, model=iris.model)
+    uncompiled.compiled = None
+    messy = [*rows, {**rows[0], "site": "east"}, {**rows[1], "petal width (cm)": None, "site": None}]
+    np.testing.assert_allclose(iris.scores(messy), uncompiled.scores(messy), rtol=1e-6, atol=1e-9)
+    assert [p["label"] for p in iris.predict(messy)] == [p["label"] for p in uncompiled.predict(messy)]
