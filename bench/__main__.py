@@ -27,17 +27,17 @@ RESULTS = ROOT / "bench" / "results"
 
 def measure(url: str, body: dict[str, Any], args: argparse.Namespace, workdir: Path,
             procs: dict[str, Proc], client: redis.Redis | None = None, connections: int = 32,
-            rate: float | None = None) -> dict[str, Any]:
+            rate: float | None = None, latency_ms: float = 0.0) -> dict[str, Any]:
     """Warm up, then one measured wrk run with CPU per process (and batch sizes when `client` is mlqueue's).
 
     `rate`: paced load at about that many req/s (W4's CPU per request below saturation), else closed-loop.
     """
-    wrk.run(url, body, args.warmup, workdir, connections, rate)
+    wrk.run(url, body, args.warmup, workdir, connections, rate, latency_ms)
     pids = {name: proc.pids for name, proc in procs.items()}
     cpu_before = {name: cpu_seconds(p) for name, p in pids.items()}
     batches_before = stats(client) if client else None
     started = time.monotonic()
-    result = wrk.run(url, body, args.duration, workdir, connections, rate)
+    result = wrk.run(url, body, args.duration, workdir, connections, rate, latency_ms)
     wall = time.monotonic() - started
     used = {name: cpu_seconds(p) - cpu_before[name] for name, p in pids.items()}
     result["cpu_pct"] = {name: round(100 * seconds / wall, 1) for name, seconds in used.items()}
@@ -114,10 +114,16 @@ def cpu_per_request(url: str, body: dict[str, Any], args: argparse.Namespace, wo
     (fractions of the closed-loop rate), and the req/s one process of each kind could sustain on a core of its
     own (1000 ms / its CPU ms per request). Batches are smaller at low rates, so the worker's figure is a floor."""
     out: dict[str, Any] = {}
+    connections = 16
     for fraction in (float(f) for f in args.w4_rates.split(",")):
         rate = max(10.0, round(fraction * closed_loop_rps))
         print(f"W4 CPU per request, mlp-wide paced at ~{rate:.0f} req/s ...", flush=True)
-        result = measure(url, body, args, workdir, procs, client, connections=8, rate=rate)
+        # A short run at the nominal interval shows how long one request cycle takes; the rest is latency,
+        # which the measured run's interval leaves out, so the rate lands near `rate`.
+        probe = wrk.run(url, body, max(1.0, args.warmup), workdir, connections, rate)
+        cycle_ms = connections * 1000 / probe["rps"] if probe["rps"] else 0.0
+        latency_ms = max(0.0, cycle_ms - wrk.pacing_interval(rate, connections))
+        result = measure(url, body, args, workdir, procs, client, connections, rate, latency_ms)
         ms = result["cpu_ms_per_request"]
         result["offered_rps"] = rate
         result["sustainable_rps"] = {name: round(1000 / ms[name]) if ms.get(name) else None
@@ -224,8 +230,9 @@ def table(out: dict[str, Any]) -> str:
                      f"{w3['job_duration_s']} s: the queue's share is {w3['queue_s'] - (w3['job_duration_s'] or 0):.3f}"
                      " s)")
     if "W2" in out:
-        lines.append("W2 rows/s (one torch thread): " + ", ".join(f"{k} {v['rows_per_s']:.0f} ({v['ms_per_call']} "
-                                                                 f"ms/call)" for k, v in out["W2"].items()))
+        lines.append("W2 rows/s (one torch thread): " + ", ".join(
+            f"{k} {v['rows_per_s']:.0f} ({v['ms_per_call']} ms/call, {v.get('cpu_ms_per_call')} ms CPU)"
+            for k, v in out["W2"].items()))
     if "P" in out:
         lines.append(preprocessing.line(out["P"]))
     if "idle" in out:
@@ -239,7 +246,7 @@ def api_cost(out: dict[str, Any]) -> list[str]:
     for workload, model in (("W1", "mlp32"), ("W1b", "mlp-wide")):
         mine = out[workload].get("mlqueue", {}).get("cpu_ms_per_request", {}).get("api")
         bare = out[workload].get("inprocess_flask", {}).get("cpu_ms_per_request", {}).get("api")
-        forward = out.get("W2", {}).get(f"{model}/1", {}).get("ms_per_call")
+        forward = out.get("W2", {}).get(f"{model}/1", {}).get("cpu_ms_per_call")
         if mine and bare and forward:
             view = bare - forward
             lines.append(f"API CPU per request, {workload}: mlqueue {mine:.3f} ms vs the bare view {bare:.3f} ms "

@@ -1,7 +1,7 @@
 """The compiled preprocessing against the ColumnTransformer it replaces, on the registered versions' own rows.
 
 `python -m bench.preprocessing [MLQ_HOME]` prints it for every model there; `python -m bench` runs it after
-training (row "P" of its table). One process, one thread, best of a few repeats: the machine is shared.
+training (row "P" of its table). One process, one thread, CPU time, best of a few repeats: the machine is shared.
 """
 
 from __future__ import annotations
@@ -20,15 +20,16 @@ from training.rows import frame_from_rows
 
 
 def per_call_us(call: Callable[[], Any], seconds: float = 0.3, repeats: int = 3) -> float:
-    """The fastest of `repeats` timings of `call`, in µs per call (the least disturbed by other processes)."""
+    """CPU µs per call of `call` (this thread's CPU time, so time spent waiting for a shared core does not
+    count), the fastest of `repeats` timings."""
     call()
     best = float("inf")
     for _ in range(repeats):
-        calls, started = 0, time.perf_counter()
+        calls, started, cpu = 0, time.perf_counter(), time.thread_time()
         while time.perf_counter() - started < seconds / repeats:
             call()
             calls += 1
-        best = min(best, (time.perf_counter() - started) / calls * 1e6)
+        best = min(best, (time.thread_time() - cpu) / calls * 1e6)
     return best
 
 
@@ -60,7 +61,7 @@ def measure(home: Path, names: list[str], row_counts: tuple[int, ...] = (1, 32))
 
 
 def line(results: dict[str, Any]) -> str:
-    return "P preprocessing, µs per call (ColumnTransformer → compiled): " + ", ".join(
+    return "P preprocessing, CPU µs per call (ColumnTransformer → compiled): " + ", ".join(
         f"{key} {r['column_transformer_us']:.0f} → {r['compiled_us']:.1f} ({r['speedup']:.0f}x; "
         f"{r['speedup_vs_frame_and_transformer']:.0f}x with the frame)" for key, r in results.items())
 

@@ -24,8 +24,9 @@ function done(summary, latency, requests)
   io.write(string.format("NOT200 %%d\\n", n))
 end
 """
-# Paced load (W4): each connection waits `interval` ms before each request, so the offered rate stays near
-# connections * 1000 / interval while latency is small against the interval; the measured rate is what counts.
+# Paced load (W4): each connection waits `interval` ms before each request: one request per connection every
+# interval + latency ms. wrk's Lua has no wall clock, so the caller subtracts a latency measured beforehand
+# (see pacing_interval); the measured rate is what counts.
 PACED = "\nfunction delay() return %d end\n"
 UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0, "m": 60_000.0}
 
@@ -42,8 +43,13 @@ def _ms(text: str) -> float:
     return float(number) * UNITS[unit]
 
 
+def pacing_interval(rate: float, connections: int, latency_ms: float = 0.0) -> int:
+    """The per-connection delay (ms) for about `rate` req/s when a request takes `latency_ms`."""
+    return max(1, round(connections * 1000 / rate - latency_ms))
+
+
 def run(url: str, body: dict[str, Any], seconds: float, workdir: Path, connections: int = 32,
-        rate: float | None = None) -> dict[str, Any]:
+        rate: float | None = None, latency_ms: float = 0.0) -> dict[str, Any]:
     """One wrk run against `url`; req/s, p50/p99 (ms), non-2xx, non-200 (e.g. 202: not answered in time).
 
     With `rate`, the load is paced at about `rate` req/s (see PACED) instead of closed-loop as fast as possible.
@@ -52,7 +58,7 @@ def run(url: str, body: dict[str, Any], seconds: float, workdir: Path, connectio
     # A Lua long string holds the JSON as it is: no escaping to get wrong.
     lua = LUA % ("[==[" + json.dumps(body) + "]==]")
     if rate:
-        lua += PACED % max(1, round(connections * 1000 / rate))
+        lua += PACED % pacing_interval(rate, connections, latency_ms)
     script.write_text(lua)
     argv = [require_wrk(), "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency", "-s",
             str(script), url]
