@@ -44,9 +44,10 @@ class BareModel:
         self.net.load_state_dict({key.removeprefix("layers."): value for key, value in weights.items()})
         self.net.eval()
         scaler = load_preprocessor(directory / manifest["preprocessor_file"]) \
-            .named_transformers_["number"].named_steps["scale"]
-        self.mean = torch.tensor(scaler.mean_, dtype=torch.float32)
-        self.scale = torch.tensor(scaler.scale_, dtype=torch.float32)
+            .named_transformers_["number"].named_steps.get("scale")
+        n_features = arch["input_dim"]  # a version trained with preprocessing.scale=false: identity
+        self.mean = torch.tensor(scaler.mean_ if scaler else [0.0] * n_features, dtype=torch.float32)
+        self.scale = torch.tensor(scaler.scale_ if scaler else [1.0] * n_features, dtype=torch.float32)
         self.classes = manifest["classes"]
 
     def predict(self, inputs: list[list[float]]) -> list[dict[str, Any]]:
