@@ -1,5 +1,8 @@
 """`python -m bench [--quick]`: train through the service, run W1, W1b, W2, W3, W4 and both baselines, print
-ONE table and write the raw numbers to bench/results/<timestamp>.json. The method is in docs/benchmarks.md."""
+ONE table and write the raw numbers to bench/results/<timestamp>.json. The method is in docs/benchmarks.md.
+
+The baselines are bare (bench/baselines/bare.py): the ratios and targets are against them. With
+--predictor-baselines the same two servers run again through training.predictor.Predictor, as extra rows."""
 
 from __future__ import annotations
 
@@ -15,24 +18,33 @@ from typing import Any
 import httpx
 import redis
 
-from bench import models, wrk
+from bench import models, preprocessing, wrk
 from bench.stack import ROOT, Proc, Stack, cpu_seconds, holds_torch, rss_mb
+from bench.table import table
 from worker.inference_queue import stats
 
 RESULTS = ROOT / "bench" / "results"
 
 
 def measure(url: str, body: dict[str, Any], args: argparse.Namespace, workdir: Path,
-            procs: dict[str, Proc], client: redis.Redis | None = None) -> dict[str, Any]:
-    """Warm up, then one measured wrk run with CPU per process (and batch sizes when `client` is mlqueue's)."""
-    wrk.run(url, body, args.warmup, workdir)
+            procs: dict[str, Proc], client: redis.Redis | None = None, connections: int = 32,
+            rate: float | None = None, latency_ms: float = 0.0) -> dict[str, Any]:
+    """Warm up, then one measured wrk run with CPU per process (and batch sizes when `client` is mlqueue's).
+
+    `rate`: paced load at about that many req/s (W4's CPU per request below saturation), else closed-loop.
+    """
+    wrk.run(url, body, args.warmup, workdir, connections, rate, latency_ms)
     pids = {name: proc.pids for name, proc in procs.items()}
     cpu_before = {name: cpu_seconds(p) for name, p in pids.items()}
     batches_before = stats(client) if client else None
     started = time.monotonic()
-    result = wrk.run(url, body, args.duration, workdir)
+    result = wrk.run(url, body, args.duration, workdir, connections, rate, latency_ms)
     wall = time.monotonic() - started
-    result["cpu_pct"] = {name: round(100 * (cpu_seconds(p) - cpu_before[name]) / wall, 1) for name, p in pids.items()}
+    used = {name: cpu_seconds(p) - cpu_before[name] for name, p in pids.items()}
+    result["cpu_pct"] = {name: round(100 * seconds / wall, 1) for name, seconds in used.items()}
+    # CPU per request, in ms: what sizes a deployment (one process can give at most ~1000 ms per second).
+    result["cpu_ms_per_request"] = {name: round(1000 * seconds / result["requests"], 3) if result["requests"]
+                                    else None for name, seconds in used.items()}
     if client and batches_before:
         after = stats(client)
         delta = {k: after[k] - batches_before[k] for k in after}
@@ -60,6 +72,8 @@ def run_mlqueue(args: argparse.Namespace, stack: Stack, workdir: Path, out: dict
     stack.stop(train)
     print("W2: forward passes in-process ...", flush=True)
     out["W2"] = models.w2_compute(Path(stack.env["MLQ_HOME"]))
+    print("P: compiled preprocessing vs the ColumnTransformer ...", flush=True)
+    out["P"] = preprocessing.measure(Path(stack.env["MLQ_HOME"]), list(models.MODELS))
     infer = stack.celery("inference", "worker.app", "inference")
     wait_ready(client, "inference")
     r = redis.Redis.from_url(stack.env["MLQ_REDIS_URL"], decode_responses=True)
@@ -70,6 +84,10 @@ def run_mlqueue(args: argparse.Namespace, stack: Stack, workdir: Path, out: dict
                                                           {"api": api, "worker": infer, "redis": redis_proc(stack)},
                                                           r)
     out["idle"] = idle(api, infer)
+    if args.w4_rates:
+        path, body = body_for("mlp-wide", rows["mlp-wide"])
+        procs = {"api": api, "worker": infer, "redis": redis_proc(stack)}
+        out["W4_cpu"] = cpu_per_request(url + path, body, args, workdir, procs, r, out["W1b"]["mlqueue"]["rps"])
     if not args.skip_w4:
         path, body = body_for("mlp-wide", rows["mlp-wide"])
         second = stack.celery("inference2", "worker.app", "inference")
@@ -89,6 +107,30 @@ def run_mlqueue(args: argparse.Namespace, stack: Stack, workdir: Path, out: dict
     stack.stop(api)
     stack.stop(infer)
     return rows
+
+
+def cpu_per_request(url: str, body: dict[str, Any], args: argparse.Namespace, workdir: Path,
+                    procs: dict[str, Proc], client: redis.Redis, closed_loop_rps: float) -> dict[str, Any]:
+    """W4 on a machine too small to show scaling: each process's CPU per request at paced rates below saturation
+    (fractions of the closed-loop rate), and the req/s one process of each kind could sustain on a core of its
+    own (1000 ms / its CPU ms per request). Batches are smaller at low rates, so the worker's figure is a floor."""
+    out: dict[str, Any] = {}
+    connections = 16  # wrk keeps the pace of few connections better than of many (measured: 64 lag behind)
+    for fraction in (float(f) for f in args.w4_rates.split(",")):
+        rate = max(10.0, round(fraction * closed_loop_rps))
+        print(f"W4 CPU per request, mlp-wide paced at ~{rate:.0f} req/s ...", flush=True)
+        # A short run at the nominal delay measures the latency at about this rate; the measured run's delay
+        # leaves it out, so its rate lands near `rate`. Capped at half the delay: a probe slowed by a noisy
+        # neighbour must not double the rate.
+        probe = wrk.run(url, body, max(2.0, args.warmup), workdir, connections, rate)
+        latency = min(probe["p50_ms"] or 0.0, wrk.pacing_interval(rate, connections) / 2)
+        result = measure(url, body, args, workdir, procs, client, connections, rate, latency)
+        ms = result["cpu_ms_per_request"]
+        result["offered_rps"] = rate
+        result["sustainable_rps"] = {name: round(1000 / ms[name]) if ms.get(name) else None
+                                     for name in ("api", "worker", "redis")}
+        out[f"{fraction:g}"] = result
+    return out
 
 
 def redis_proc(stack: Stack) -> Proc:
@@ -119,11 +161,13 @@ def idle(api: Proc, worker: Proc, seconds: float = 5.0) -> dict[str, Any]:
 
 
 def run_baselines(args: argparse.Namespace, stack: Stack, workdir: Path, rows: dict[str, list[float]],
-                  out: dict[str, Any]) -> None:
-    env = {"BENCH_REDIS_URL": stack.env["MLQ_REDIS_URL"].rsplit("/", 1)[0] + "/1"}
-    worker = stack.celery("naive-worker", "bench.baselines.naive_celery:celery_app", "naive", pool="solo",
+                  out: dict[str, Any], variant: str = "bare") -> None:
+    """Both baselines, bare (the targets' reference) or through the Predictor (rows labelled *_predictor)."""
+    suffix = "" if variant == "bare" else f"_{variant}"
+    env = {"BENCH_REDIS_URL": stack.env["MLQ_REDIS_URL"].rsplit("/", 1)[0] + "/1", "BENCH_BASELINE": variant}
+    worker = stack.celery("naive-worker" + suffix, "bench.baselines.naive_celery:celery_app", "naive", pool="solo",
                           extra_env=env)
-    api, url = stack.gunicorn("naive-api", "bench.baselines.naive_celery:app", extra_env=env)
+    api, url = stack.gunicorn("naive-api" + suffix, "bench.baselines.naive_celery:app", extra_env=env)
     ping = {"inputs": [rows["mlp32"]]}
     deadline = time.monotonic() + 120
     while httpx.post(url + "/v1/models/mlp32/predict", json=ping, timeout=30).status_code != 200:
@@ -131,56 +175,18 @@ def run_baselines(args: argparse.Namespace, stack: Stack, workdir: Path, rows: d
             raise RuntimeError(f"the naive Celery baseline does not answer:\n{worker.tail()}")
         time.sleep(0.5)
     for workload, name in (("W1", "mlp32"), ("W1b", "mlp-wide")):
-        print(f"{workload} naive Celery ...", flush=True)
+        print(f"{workload} naive Celery ({variant}) ...", flush=True)
         path, body = body_for(name, rows[name])
-        out[workload]["naive_celery"] = measure(url + path, body, args, workdir,
+        out[workload]["naive_celery" + suffix] = measure(url + path, body, args, workdir,
                                                 {"api": api, "worker": worker, "redis": redis_proc(stack)})
     stack.stop(api)
     stack.stop(worker)
-    api, url = stack.gunicorn("inprocess-api", "bench.baselines.inprocess_flask:app")
+    api, url = stack.gunicorn("inprocess-api" + suffix, "bench.baselines.inprocess_flask:app", extra_env=env)
     for workload, name in (("W1", "mlp32"), ("W1b", "mlp-wide")):
-        print(f"{workload} in-process Flask ...", flush=True)
+        print(f"{workload} in-process Flask ({variant}) ...", flush=True)
         path, body = body_for(name, rows[name])
-        out[workload]["inprocess_flask"] = measure(url + path, body, args, workdir, {"api": api})
+        out[workload]["inprocess_flask" + suffix] = measure(url + path, body, args, workdir, {"api": api})
     stack.stop(api)
-
-
-def ratio(a: float | None, b: float | None) -> str:
-    return f"{a / b:.2f}x" if a and b else "-"
-
-
-def table(out: dict[str, Any]) -> str:
-    lines = ["| workload | system | req/s | p50 ms | p99 ms | errors (non-2xx / non-200) | mean batch | CPU % per "
-             "process | req/s vs naive | p99 vs naive | req/s vs in-process |", "|" + "---|" * 11]
-    for workload in ("W1", "W1b"):
-        naive = out[workload].get("naive_celery", {})
-        inproc = out[workload].get("inprocess_flask", {})
-        for system in ("mlqueue", "naive_celery", "inprocess_flask"):
-            r = out[workload].get(system)
-            if not r:
-                continue
-            cpu = ", ".join(f"{k} {v}" for k, v in r["cpu_pct"].items())
-            lines.append(f"| {workload} | {system} | {r['rps']:.0f} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | "
-                         f"{r['non_2xx']} / {r['non_200']} | {r.get('mean_batch') or '-'} | {cpu} | "
-                         f"{ratio(r['rps'], naive.get('rps'))} | {ratio(r['p99_ms'], naive.get('p99_ms'))} | "
-                         f"{ratio(r['rps'], inproc.get('rps'))} |")
-    for config, r in out.get("W4", {}).items():
-        cpu = ", ".join(f"{k} {v}" for k, v in r["cpu_pct"].items())
-        lines.append(f"| W4 | mlqueue {config} | {r['rps']:.0f} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | "
-                     f"{r['non_2xx']} / {r['non_200']} | {r.get('mean_batch') or '-'} | {cpu} | | | "
-                     f"{ratio(r['rps'], out['W4']['api1_workers1']['rps'])} vs 1 worker |")
-    w3 = out.get("W3")
-    if w3:
-        lines.append(f"\nW3 ({w3['rows']} x 32, 5 epochs): through the queue {w3['queue_s']} s, in-process "
-                     f"{w3['inprocess_s']} s: overhead {w3['overhead_pct']} % (the job's own duration_s "
-                     f"{w3['job_duration_s']} s: the queue's share is {w3['queue_s'] - (w3['job_duration_s'] or 0):.3f}"
-                     " s)")
-    if "W2" in out:
-        lines.append("W2 rows/s (one torch thread): " + ", ".join(f"{k} {v['rows_per_s']:.0f} ({v['ms_per_call']} "
-                                                                 f"ms/call)" for k, v in out["W2"].items()))
-    if "idle" in out:
-        lines.append(f"Idle: {out['idle']}")
-    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -191,6 +197,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--w3-rows", type=int, default=100_000)
     parser.add_argument("--skip-w4", action="store_true")
     parser.add_argument("--skip-baselines", action="store_true")
+    parser.add_argument("--predictor-baselines", action="store_true",
+                        help="also run both baselines through training.predictor.Predictor (extra rows)")
+    parser.add_argument("--w4-rates", default="0.2,0.4",
+                        help="W4 CPU per request: paced rates as fractions of W1b's closed-loop req/s ('' skips)")
     args = parser.parse_args(argv)
     if args.quick:
         args.duration, args.warmup, args.w3_rows = 5.0, 1.0, min(args.w3_rows, 20_000)
@@ -210,6 +220,8 @@ def main(argv: list[str] | None = None) -> int:
         rows = run_mlqueue(args, stack, workdir, out)
         if not args.skip_baselines:
             run_baselines(args, stack, workdir, rows, out)
+            if args.predictor_baselines:
+                run_baselines(args, stack, workdir, rows, out, "predictor")
     finally:
         stack.close()
     RESULTS.mkdir(exist_ok=True)

@@ -24,6 +24,10 @@ function done(summary, latency, requests)
   io.write(string.format("NOT200 %%d\\n", n))
 end
 """
+# Paced load (W4): each connection waits `interval` ms before each request: one request per connection every
+# interval + latency ms. wrk's Lua has no wall clock, so the caller subtracts a latency measured beforehand
+# (see pacing_interval); the measured rate is what counts.
+PACED = "\nfunction delay() return %d end\n"
 UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0, "m": 60_000.0}
 
 
@@ -39,11 +43,23 @@ def _ms(text: str) -> float:
     return float(number) * UNITS[unit]
 
 
-def run(url: str, body: dict[str, Any], seconds: float, workdir: Path, connections: int = 32) -> dict[str, Any]:
-    """One wrk run against `url`; req/s, p50/p99 (ms), non-2xx, non-200 (e.g. 202: not answered in time)."""
+def pacing_interval(rate: float, connections: int, latency_ms: float = 0.0) -> int:
+    """The per-connection delay (ms) for about `rate` req/s when a request takes `latency_ms`."""
+    return max(1, round(connections * 1000 / rate - latency_ms))
+
+
+def run(url: str, body: dict[str, Any], seconds: float, workdir: Path, connections: int = 32,
+        rate: float | None = None, latency_ms: float = 0.0) -> dict[str, Any]:
+    """One wrk run against `url`; req/s, p50/p99 (ms), non-2xx, non-200 (e.g. 202: not answered in time).
+
+    With `rate`, the load is paced at about `rate` req/s (see PACED) instead of closed-loop as fast as possible.
+    """
     script = workdir / "post.lua"
     # A Lua long string holds the JSON as it is: no escaping to get wrong.
-    script.write_text(LUA % ("[==[" + json.dumps(body) + "]==]"))
+    lua = LUA % ("[==[" + json.dumps(body) + "]==]")
+    if rate:
+        lua += PACED % pacing_interval(rate, connections, latency_ms)
+    script.write_text(lua)
     argv = [require_wrk(), "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency", "-s",
             str(script), url]
     out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60).stdout

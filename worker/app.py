@@ -5,12 +5,22 @@ Processes that consume the `inference` queue also run the batching consumer of t
 (worker/inference.py).
 """
 
-from worker.celery_app import make_celery
-from worker.inference import attach
+import logging
+import sys
+
 from worker.settings import Settings
-from worker.tasks import register_tasks
+from worker.threads import limit_threads
 
 settings = Settings.from_env()
+# Before worker.tasks and worker.inference import torch (and numpy's BLAS): thread pools are sized at load.
+if "torch" in sys.modules:
+    logging.getLogger(__name__).warning("torch was imported before worker.app; OMP_NUM_THREADS comes too late")
+limit_threads(settings.torch_threads)
+
+from worker.celery_app import make_celery  # noqa: E402 - after limit_threads, on purpose
+from worker.inference import attach  # noqa: E402
+from worker.tasks import register_tasks  # noqa: E402
+
 app = make_celery(settings)
 runtime = register_tasks(app, settings)
 attach(app, runtime, settings)

@@ -231,3 +231,13 @@ def test_regression_values_read_as_the_model_computed_them_not_as_widened_float3
         # A value float32 holds exactly came from float32 (~7 significant digits): 210.2832, never 210.283203125.
         widened = [v for v in values if float(np.float32(v)) == v and repr(v) != repr(float(str(np.float32(v))))]
         assert values and not widened, (predictor.name, widened)
+
+
+def test_the_compiled_preprocessing_gives_the_scores_of_the_column_transformer(iris, rows):
+    assert iris.compiled is not None  # the pipeline's preprocessor always compiles
+    uncompiled = Predictor(tenant="default", name="iris", version=iris.version, manifest=iris.manifest,
+                           preprocessor=iris.preprocessor, model=iris.model)
+    uncompiled.compiled = None
+    messy = [*rows, {**rows[0], "site": "east"}, {**rows[1], "petal width (cm)": None, "site": None}]
+    np.testing.assert_allclose(iris.scores(messy), uncompiled.scores(messy), rtol=1e-6, atol=1e-9)
+    assert [p["label"] for p in iris.predict(messy)] == [p["label"] for p in uncompiled.predict(messy)]
