@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import csv
 import io
+import json
+import os
 import subprocess
 import sys
 import time
@@ -77,8 +79,6 @@ def store(mlq_settings: Settings) -> Iterator[JobStore]:
 
 @pytest.fixture(scope="module")
 def batch_worker(start_worker: Any, data: dict[str, Any]) -> Any:
-    import os
-
     saved = os.environ.get("MLQ_BATCH_CHUNK_ROWS")
     os.environ["MLQ_BATCH_CHUNK_ROWS"] = CHUNK_ROWS
     try:
@@ -261,8 +261,9 @@ def test_online_predictions_keep_answering_while_a_large_batch_job_runs(
         response = app.post(f"/v1/models/{MODEL}/predict", headers=WAIT,
                             json={"inputs": [row], "postprocess": {"output": "both"}})
         elapsed = time.perf_counter() - started
-        assert response.status_code == 200 and response.get_json()["status"] == "succeeded", response.get_json()["error"]
-        return elapsed, response.get_json()["result"]["predictions"][0]
+        job = response.get_json()
+        assert response.status_code == 200 and job["status"] == "succeeded", job["error"]
+        return elapsed, job["result"]["predictions"][0]
 
     for i in range(20):  # warm-up: model load, connections
         ask(i)
@@ -294,3 +295,60 @@ def test_online_predictions_keep_answering_while_a_large_batch_job_runs(
         assert output.at[i, "label"] == want["label"]
         assert [output.at[i, f"proba_{c}"] for c in ("high", "low", "mid")] == pytest.approx(
             [want["proba"][c] for c in ("high", "low", "mid")], abs=1.1e-6)
+
+
+@pytest.fixture(scope="module")
+def http_url(mlq_settings: Settings) -> Iterator[str]:
+    """The app served over real HTTP (werkzeug, threaded) for the client and `mlq` to talk to."""
+    import threading
+
+    from werkzeug.serving import make_server
+
+    server = make_server("127.0.0.1", 0, create_app(mlq_settings), threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+    thread.join(timeout=10)
+
+
+def test_mlq_batch_predict_uploads_runs_follows_and_downloads(http_url: str, batch_worker: Any,
+                                                              data: dict[str, Any]) -> None:
+    source = data["tmp"] / "cli.csv"
+    synthetic(3000, seed=6).drop(columns="label").to_csv(source, index=False)
+    out = data["tmp"] / "cli-predictions.csv"
+    env = {**os.environ, "MLQ_URL": http_url}
+    env.pop("MLQ_TOKEN", None)
+    done = subprocess.run([str(Path(sys.executable).parent / "mlq"), "batch-predict", MODEL, "--data", str(source),
+                           "--out", str(out), "--columns", "id", "--output", "label"],
+                          capture_output=True, text=True, env=env, timeout=180)
+    assert done.returncode == 0, done.stderr
+    assert "uploaded" in done.stderr and f"wrote {out}" in done.stderr
+    rows = list(csv.reader(out.open()))
+    assert rows[0] == ["id", "label", "error"] and [int(r[0]) for r in rows[1:]] == list(range(3000))
+    assert json_result(done.stdout)["rows_scored"] == 3000
+
+
+def json_result(stdout: str) -> dict[str, Any]:
+    return dict(json.loads(stdout))
+
+
+def test_the_client_scores_a_dataset_and_downloads_parquet(http_url: str, batch_worker: Any,
+                                                           data: dict[str, Any]) -> None:
+    from mlqueue import Client, Conflict
+
+    with Client(http_url) as client:
+        dataset = client.upload_dataset(synthetic(1000, seed=7).drop(columns="label").to_csv(index=False).encode(),
+                                        name="client")
+        job = client.batch_predict(MODEL, dataset["id"], columns=["id"], format="parquet")
+        result = client.result(job["id"], timeout=120)
+        hopeless = client.upload_dataset(b"x0,x1,x2,x3,site\nzero,1,1,1,north\n", name="hopeless-client")
+        failed = client.wait(client.batch_predict(MODEL, hopeless["id"])["id"], timeout=120)
+        assert failed["status"] == "failed"
+        with pytest.raises(Conflict):  # a failed job has no output: nothing is written, not even a part
+            client.download_output(failed["id"], data["tmp"] / "failed.parquet")
+        assert not list(data["tmp"].glob("failed.parquet*"))
+        path = client.download_output(job["id"], data["tmp"] / "client.parquet")
+    frame = pd.read_parquet(path)
+    assert len(frame) == result["rows"] == 1000 and frame["id"].tolist() == [str(i) for i in range(1000)]
+    assert list(frame.columns) == ["id", "label", "proba_high", "proba_low", "proba_mid", "error"]
