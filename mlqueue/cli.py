@@ -353,7 +353,7 @@ def worker(queues: str, devices: str, concurrency: int, loglevel: str) -> None:
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True)
 def dev(host: str, port: int) -> None:
-    """Run everything on this machine: Redis (if none answers), the API, a train and an inference worker."""
+    """Run everything on this machine: Redis (if none answers), the API, a train, an inference and a batch worker."""
     from mlqueue.dev import run_dev
 
     sys.exit(run_dev(host=host, port=port, env=dict(os.environ)))
