@@ -185,7 +185,10 @@ def run_batch(runtime: WorkerRuntime, payload: dict[str, Any], hostname: str) ->
     except Exception as exc:
         status, error = "failed", runtime.error_for(job_id, exc)
     if status != "succeeded":
-        OutputStore(runtime.settings.outputs_dir).remove(job_id)
+        # Only while this attempt still holds the job: a newer attempt's finished output is not ours to remove.
+        with contextlib.suppress(Exception):
+            if runtime.leases.heartbeat(job_id, token, hostname):
+                OutputStore(runtime.settings.outputs_dir).remove(job_id)
     runtime.conclude(job_id, token, hostname, status, result, error)
 
 
