@@ -16,7 +16,6 @@ from flask_openapi3 import APIBlueprint, Tag
 
 from api.models import known_name
 from api.parsing import json_body
-from api.predict import feature_types
 from api.problems import ApiError
 from api.schemas import BatchPredictBody, Job, JobHeaders, JobPath, ModelPath, Problem, WaitQuery
 from api.services import services, tenant
@@ -62,7 +61,7 @@ def batch_predict(path: ModelPath, query: WaitQuery, header: JobHeaders, body: B
     def build(job_id: str) -> tuple[dict[str, Any], dict[str, Any]]:
         version = svc.registry.resolve(tenant(), name, body.version)
         manifest = svc.registry.manifest(tenant(), name, version)
-        features, _ = feature_types(manifest)
+        features = [f["name"] if isinstance(f, dict) else str(f) for f in manifest.get("features") or []]
         task = manifest.get("task")
         output = body.postprocess.output if body.postprocess else None
         if output is not None and task != "classification":
