@@ -71,8 +71,9 @@ class BatchRun:
             state = json.loads((self.work / CHECKPOINT).read_text())
         except (OSError, ValueError):
             state = None
-        if (state is None or state.get("fingerprint") != fingerprint
-                or not all(self.part(i).is_file() for i in range(state["parts"]))):
+        usable = (isinstance(state, dict) and state.get("fingerprint") == fingerprint
+                  and isinstance(state.get("parts"), int) and set(fresh) <= set(state))
+        if not usable or not all(self.part(i).is_file() for i in range(state["parts"])):
             shutil.rmtree(self.work, ignore_errors=True)
             self.work.mkdir(parents=True, exist_ok=True)
             return fresh

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -106,3 +107,30 @@ def test_parts_assemble_into_one_csv_and_one_parquet_with_every_row_in_order(iri
             frame = pd.read_parquet(final)
             assert list(frame.columns) == ["id", "label", "error"] and len(frame) == 12
             assert frame["id"].tolist()[:2] == ["=1+1", "-01"]  # Parquet is typed data: nothing to escape
+
+
+def test_a_matching_checkpoint_resumes_and_a_damaged_or_foreign_one_starts_over(tmp_path: Path) -> None:
+    import json
+    from types import SimpleNamespace
+
+    from worker.batch import CHECKPOINT, BatchRun
+    from worker.contract import BatchPredictRequest
+
+    runtime: Any = SimpleNamespace(settings=SimpleNamespace(checkpoints_dir=tmp_path))
+    request = BatchPredictRequest(job_id="job_" + "0" * 26, tenant="t", model="m", version=1, dataset_id="ds")
+    run = BatchRun(runtime, request, should_stop=None)  # type: ignore[arg-type]
+    fingerprint = run.fingerprint({"sha256": "abc"})
+    assert run.load_state(fingerprint)["parts"] == 0
+    good = {"fingerprint": fingerprint, "parts": 1, "offset": 5, "rows_done": 3, "rows_failed": 0,
+            "first_error": None}
+    run.part(0).write_text("row\n")
+    (run.work / CHECKPOINT).write_text(json.dumps(good))
+    assert run.load_state(fingerprint)["rows_done"] == 3
+    for damaged in ("[1, 2]", "{not json", json.dumps({"fingerprint": fingerprint, "parts": 1}),
+                    json.dumps({**good, "parts": 2}),  # names a part that is not there
+                    json.dumps(good)):  # the last: another dataset's checkpoint
+        run.part(0).write_text("row\n")
+        (run.work / CHECKPOINT).write_text(damaged)
+        other = fingerprint if damaged != json.dumps(good) else run.fingerprint({"sha256": "changed"})
+        assert run.load_state(other)["rows_done"] == 0, damaged
+        assert not run.part(0).exists()  # started over: the old parts are gone
