@@ -180,7 +180,8 @@ def predict(name: str = "", path: ModelPath = None, query: WaitQuery = None,  # 
     limit = svc.settings.max_batch_rows
     if len(body.inputs) > limit:
         raise ApiError(413, f"{len(body.inputs)} rows is more than the limit of {limit} per request "
-                       "(MLQ_MAX_BATCH_ROWS); split the batch or use batch-predict", code="too_many_rows",
+                       "(MLQ_MAX_BATCH_ROWS); split the batch, or upload the rows as a dataset and score it "
+                       f"with POST /v1/models/{name}/batch-predict", code="too_many_rows",
                        errors=[{"loc": ["inputs"], "msg": f"at most {limit} rows"}])
     key = header.idempotency_key
     replayed = replay(key, query.wait)

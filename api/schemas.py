@@ -230,6 +230,20 @@ class PredictBody(Body):
     postprocess: Postprocess | None = None
 
 
+class BatchPostprocess(Body):
+    output: Literal["label", "proba", "both"] | None = Field(
+        None, description="classification: the label, one probability column per class, or both (default)")
+
+
+class BatchPredictBody(Body):
+    version: str | int | None = Field(None, description="alias or version number; default production, else latest")
+    dataset: str = Field(min_length=1, max_length=64, description="dataset id from POST /v1/datasets")
+    postprocess: BatchPostprocess | None = None
+    columns: list[str] = Field(default_factory=list, max_length=1000,
+                               description="dataset columns copied into the output first, e.g. an id to join on")
+    format: Literal["csv", "parquet"] = "csv"
+
+
 # ---- service ---------------------------------------------------------------------------------------------
 class Health(BaseModel):
     status: str

@@ -101,12 +101,12 @@ async def run(waits: int, streams: int) -> None:
         redis_clients = redis.Redis.from_url(url).info("clients")["connected_clients"]
         done.set()
         await holder
-        print("| waits | streams | all taken in (s) | API RSS idle → held (MB) | per waiter (KB) | API CPU while held | "
-              "/healthz p50 / max (ms) | Redis connections |")
+        print("| waits | streams | all taken in (s) | API RSS idle → held (MB) | per waiter (KB) | "
+              "API CPU while held | /healthz p50 / max (ms) | Redis connections |")
         print("|---|---|---|---|---|---|---|---|")
         per = (rss_held - rss_before) * 1024 / max(waits + streams, 1)
-        print(f"| {waits} | {streams} | {taken_in:.1f} | {rss_before:.0f} → {rss_held:.0f} | {per:.1f} | {cpu:.1%} of a core | "
-              f"{statistics.median(probes):.1f} / {max(probes):.1f} | {redis_clients} |")
+        print(f"| {waits} | {streams} | {taken_in:.1f} | {rss_before:.0f} → {rss_held:.0f} | {per:.1f} | "
+              f"{cpu:.1%} of a core | {statistics.median(probes):.1f} / {max(probes):.1f} | {redis_clients} |")
     finally:
         stack.close()
 

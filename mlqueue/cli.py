@@ -129,6 +129,43 @@ def predict(model: str, input_path: str, version: str | None, postprocess: str |
         finish(client, client.predict(model, rows, version=version, postprocess=post, wait=30), as_json)
 
 
+@cli.command("batch-predict")
+@click.argument("model")
+@click.option("--data", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="A CSV file: uploaded, then scored.")
+@click.option("--dataset", help="The id of an uploaded dataset instead.")
+@click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Where to write the predictions.")
+@click.option("--version", "version", help="A version number or alias (default: production, else latest).")
+@click.option("--output", type=click.Choice(["label", "proba", "both"]),
+              help="Classification: the label, one probability column per class, or both (default).")
+@click.option("--columns", help="Comma-separated dataset columns copied into the output first, e.g. an id.")
+@click.option("--format", "fmt", type=click.Choice(["csv", "parquet"]),
+              help="Default: parquet when --out ends in .parquet, else csv.")
+@click.option("--idempotency-key", help="Resubmitting with the same key returns the same job.")
+@http_options
+def batch_predict(model: str, data: Path | None, dataset: str | None, out_path: Path, version: str | None,
+                  output: str | None, columns: str | None, fmt: str | None, idempotency_key: str | None, url: str,
+                  token: str | None, as_json: bool) -> None:
+    """Score a whole CSV on the batch workers: upload, run, follow, download to --out."""
+    if bool(data) == bool(dataset):
+        raise UsageProblem("give exactly one of --data FILE.csv (uploaded first) or --dataset ID")
+    fmt = fmt or ("parquet" if out_path.suffix.lower() == ".parquet" else "csv")
+    with Client(url, token) as client:
+        if data is not None:
+            uploaded = client.upload_dataset(data)
+            click.echo(f"uploaded {data} as dataset {uploaded['id']} ({uploaded.get('rows')} rows)", err=True)
+            dataset = uploaded["id"]
+        assert dataset is not None
+        job = client.batch_predict(model, dataset, version=version, postprocess={"output": output} if output else None,
+                                   columns=[c.strip() for c in columns.split(",") if c.strip()] if columns else None,
+                                   format=fmt, idempotency_key=idempotency_key)
+        click.echo(f"queued job {job['id']}", err=True)
+        finish(client, job, as_json)  # exits 1 unless it succeeded
+        client.download_output(job["id"], out_path)
+        click.echo(f"wrote {out_path}", err=True)
+
+
 # -- jobs -----------------------------------------------------------------------------------------------------
 
 
@@ -148,7 +185,7 @@ def jobs() -> None:
 
 @jobs.command("list")
 @click.option("--status", type=click.Choice(["queued", "running", "succeeded", "failed", "cancelled"]))
-@click.option("--type", "type_", type=click.Choice(["train", "predict"]))
+@click.option("--type", "type_", type=click.Choice(["train", "predict", "batch_predict"]))
 @click.option("--model")
 @click.option("--limit", type=click.IntRange(1, 10_000), default=20, show_default=True)
 @click.option("--follow", is_flag=True, help="Then print each change of any of your jobs as it happens (Ctrl-C ends).")
@@ -322,7 +359,7 @@ def worker(queues: str, devices: str, concurrency: int, loglevel: str) -> None:
     """Run Celery workers, one process per device, with CUDA_VISIBLE_DEVICES pinned before torch loads."""
     import logging
 
-    from worker.contract import QUEUES
+    from worker.contract import WORKER_QUEUES as QUEUES
     from worker.launcher import run
 
     # The launcher reports which worker it starts on which device, and which one died, through logging.
@@ -338,7 +375,7 @@ def worker(queues: str, devices: str, concurrency: int, loglevel: str) -> None:
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True)
 def dev(host: str, port: int) -> None:
-    """Run everything on this machine: Redis (if none answers), the API, a train and an inference worker."""
+    """Run everything on this machine: Redis (if none answers), the API, a train, an inference and a batch worker."""
     from mlqueue.dev import run_dev
 
     sys.exit(run_dev(host=host, port=port, env=dict(os.environ)))

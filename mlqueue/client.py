@@ -168,6 +168,46 @@ class Client:
         body = {"version": version, "inputs": inputs, "postprocess": postprocess}
         return self._create_job(f"/v1/models/{model}/predict", body, wait, idempotency_key)
 
+    def batch_predict(self, model: str, dataset: str, version: str | int | None = None,
+                      postprocess: dict[str, Any] | None = None, columns: list[str] | None = None,
+                      format: str | None = None, wait: float | None = None,
+                      idempotency_key: str | None = None) -> dict[str, Any]:
+        """Score a whole uploaded dataset on the batch workers; returns the job. Once it succeeded, fetch the
+        file with `download_output(job_id, path)`. `columns` are copied into the output first (e.g. an id);
+        `format` is "csv" (default) or "parquet"."""
+        body = {"version": version, "dataset": dataset, "postprocess": postprocess, "columns": columns,
+                "format": format}
+        return self._create_job(f"/v1/models/{model}/batch-predict", body, wait, idempotency_key)
+
+    def download_output(self, job_id: str, path: str | Path) -> Path:
+        """Stream a succeeded batch prediction's output file to `path`: written under a temporary name, checked
+        against the announced Content-Length, then renamed, so `path` never holds half a file."""
+        path = Path(path)
+        tmp = path.with_name(path.name + ".part")
+        try:
+            with self._http.stream("GET", f"/v1/jobs/{job_id}/output", headers={"Accept": "*/*"}) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    raise error_for(response.status_code, _problem(response))
+                size = 0
+                with tmp.open("wb") as fh:
+                    for block in response.iter_bytes(1 << 20):
+                        fh.write(block)
+                        size += len(block)
+                expected = response.headers.get("Content-Length")
+                if expected is not None and int(expected) != size:
+                    raise Unreachable(None, {"title": f"the download of job {job_id}'s output broke off",
+                                             "detail": f"got {size} of {expected} bytes; download it again"})
+        except httpx.TransportError as exc:
+            tmp.unlink(missing_ok=True)
+            raise Unreachable(None, {"title": f"cannot reach mlqueue at {self.url}",
+                                     "detail": f"cannot reach mlqueue at {self.url}: {exc}"}) from None
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        tmp.replace(path)
+        return path
+
     def _create_job(self, path: str, body: dict[str, Any], wait: float | None, key: str | None) -> dict[str, Any]:
         body = {k: v for k, v in body.items() if v is not None}
         # A key of our own makes a retried POST return the same job instead of queueing a second one.

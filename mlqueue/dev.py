@@ -1,4 +1,4 @@
-"""`mlq dev`: the whole service on one machine — Redis, the API, a train worker and an inference worker.
+"""`mlq dev`: the whole service on one machine — Redis, the API, a train, an inference and a batch worker.
 
 A small supervisor for trying mlqueue and for development, not for production (use docker compose there). Each
 child runs in its own process group, so a Ctrl-C in the terminal reaches only this supervisor, which stops the
@@ -219,7 +219,8 @@ def run_dev(host: str = "127.0.0.1", port: int = 8000, env: Mapping[str, str] | 
         mlq = [sys.executable, "-m", "mlqueue.cli"]
         for name, argv in (("api", gunicorn_argv(host, port, 1)),
                            ("train worker", [*mlq, "worker", "--queues", "train"]),
-                           ("inference worker", [*mlq, "worker", "--queues", "inference"])):
+                           ("inference worker", [*mlq, "worker", "--queues", "inference"]),
+                           ("batch worker", [*mlq, "worker", "--queues", "batch"])):
             # Children log to our stderr; our stdout carries only the lines below.
             proc = subprocess.Popen(argv, env=env, stdout=sys.stderr, process_group=0)
             children.append(Child(name, proc))

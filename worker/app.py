@@ -2,7 +2,7 @@
 
 The process edge: settings are read here, once, from the environment; everything below takes them as arguments.
 Processes that consume the `inference` queue also run the batching consumer of the request stream
-(worker/inference.py).
+(worker/inference.py); the `batch` queue's task is worker/batch.py.
 """
 
 import logging
@@ -17,10 +17,12 @@ if "torch" in sys.modules:
     logging.getLogger(__name__).warning("torch was imported before worker.app; OMP_NUM_THREADS comes too late")
 limit_threads(settings.torch_threads)
 
-from worker.celery_app import make_celery  # noqa: E402 - after limit_threads, on purpose
+from worker.batch import register_batch  # noqa: E402 - after limit_threads, on purpose
+from worker.celery_app import make_celery  # noqa: E402
 from worker.inference import attach  # noqa: E402
 from worker.tasks import register_tasks  # noqa: E402
 
 app = make_celery(settings)
 runtime = register_tasks(app, settings)
+register_batch(app, runtime)
 attach(app, runtime, settings)

@@ -14,8 +14,13 @@ from training.params import ALGORITHM_NAMES  # noqa: F401  (re-exported: the nam
 TRAIN_QUEUE = "train"
 INFERENCE_QUEUE = "inference"
 QUEUES = (TRAIN_QUEUE, INFERENCE_QUEUE)
+# Offline scoring of whole datasets runs on workers of its own (docs/operations.md says why). /readyz does not
+# require one: online serving is ready without them. WORKER_QUEUES is every queue a worker may consume.
+BATCH_QUEUE = "batch"
+WORKER_QUEUES = (*QUEUES, BATCH_QUEUE)
 
 TRAIN_TASK = "mlqueue.train"  # predictions are not Celery tasks: see worker/inference_queue.py
+BATCH_PREDICT_TASK = "mlqueue.batch_predict"
 
 
 class JobStatus(StrEnum):
@@ -36,6 +41,12 @@ FINAL_STATUSES = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CAN
 class JobType(StrEnum):
     TRAIN = "train"
     PREDICT = "predict"
+    BATCH_PREDICT = "batch_predict"
+
+
+# The jobs that hold an attempt lease (worker/recovery.py), and the task and queue a requeued one is sent to.
+LEASED_TASKS = {JobType.TRAIN.value: (TRAIN_TASK, TRAIN_QUEUE),
+                JobType.BATCH_PREDICT.value: (BATCH_PREDICT_TASK, BATCH_QUEUE)}
 
 
 class JobError(Exception):
@@ -95,4 +106,26 @@ class PredictRequest:
 
     @classmethod
     def decode(cls, data: dict[str, Any]) -> PredictRequest:
+        return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
+
+
+@dataclass(frozen=True)
+class BatchPredictRequest:
+    """A batch prediction: a dataset id and a model version resolved by the API (a resumed attempt scores with the
+    same version, whatever an alias says by then), the passthrough columns and the output format."""
+
+    job_id: str
+    tenant: str
+    model: str
+    version: int
+    dataset_id: str
+    postprocess: dict[str, Any] = field(default_factory=dict)
+    columns: list[str] = field(default_factory=list)
+    format: str = "csv"
+
+    def encode(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def decode(cls, data: dict[str, Any]) -> BatchPredictRequest:
         return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})

@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from types import FrameType
 
-from worker.contract import QUEUES
+from worker.contract import WORKER_QUEUES
 
 log = logging.getLogger(__name__)
 
@@ -105,10 +105,10 @@ def plan(devices: str, queues: list[str], concurrency: int, gpu_count: int | Non
 
     `gpu_count` overrides the GPU discovery (GPUs 0..gpu_count-1), for tests and for callers that know.
     """
-    unknown = [q for q in queues if q not in QUEUES]
+    unknown = [q for q in queues if q not in WORKER_QUEUES]
     if not queues or unknown:
         raise LauncherError(f"unknown queue(s) {', '.join(unknown) or '(none given)'}; "
-                            f"queues are {', '.join(QUEUES)}")
+                            f"queues are {', '.join(WORKER_QUEUES)}")
     if concurrency < 1:
         raise LauncherError(f"concurrency must be >= 1 processes per device, got {concurrency}")
     gpus = visible_gpus() if gpu_count is None else [str(i) for i in range(gpu_count)]

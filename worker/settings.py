@@ -95,6 +95,10 @@ class Settings:
     shutdown_grace_s: float = 20.0  # SIGTERM: a training may finish within this, else it checkpoints and requeues
     # A prediction read by a worker that then died is taken over by another after this long; longer than any batch.
     inference_claim_idle_s: float = 30.0
+    # Batch prediction: rows read, scored and checkpointed at a time (bounds a batch worker's memory), and the
+    # niceness a batch-only worker process takes so the kernel runs online inference first.
+    batch_chunk_rows: int = 10_000
+    batch_nice: int = 10
 
     @property
     def datasets_dir(self) -> Path:
@@ -107,6 +111,10 @@ class Settings:
     @property
     def checkpoints_dir(self) -> Path:
         return self.home / "checkpoints"
+
+    @property
+    def outputs_dir(self) -> Path:
+        return self.home / "outputs"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -141,4 +149,6 @@ class Settings:
             stale_job_s=_float(env, "MLQ_STALE_JOB_S", d.stale_job_s),
             shutdown_grace_s=_float(env, "MLQ_SHUTDOWN_GRACE_S", d.shutdown_grace_s),
             inference_claim_idle_s=_float(env, "MLQ_INFERENCE_CLAIM_IDLE_S", d.inference_claim_idle_s),
+            batch_chunk_rows=_int(env, "MLQ_BATCH_CHUNK_ROWS", d.batch_chunk_rows, 1),
+            batch_nice=_int(env, "MLQ_BATCH_NICE", d.batch_nice, 0),
         )

@@ -26,7 +26,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 from training.errors import Cancelled, MLQError
 from training.pipeline import RegistrationDeclined, train_model
 from training.registry import ModelRegistry
-from worker.contract import TRAIN_QUEUE, TRAIN_TASK, JobError, TrainRequest
+from worker.contract import BATCH_QUEUE, LEASED_TASKS, TRAIN_QUEUE, TRAIN_TASK, JobError, TrainRequest
 from worker.datasets import DatasetStore
 from worker.jobs import JobStore
 from worker.liveness import Heartbeat, WorkerLiveness
@@ -87,6 +87,13 @@ class WorkerRuntime:
         assert self.app is not None, "register_tasks() sets the app"
         self.app.send_task(TRAIN_TASK, args=[payload], task_id=payload["job_id"], queue=TRAIN_QUEUE)
 
+    def resend(self, payload: dict[str, Any]) -> None:
+        """Put a job the sweeper requeued back on the queue of its type (a training, a batch prediction)."""
+        assert self.app is not None, "register_tasks() sets the app"
+        job = self.jobs.get(payload["job_id"])
+        task, queue = LEASED_TASKS.get(job["type"] if job else "train", (TRAIN_TASK, TRAIN_QUEUE))
+        self.app.send_task(task, args=[payload], task_id=payload["job_id"], queue=queue)
+
     def start(self, hostname: str, queues: list[str]) -> None:
         """Runs once per worker process, after the fork: threads, preloaded models, then the heartbeat."""
         torch.set_num_threads(self.settings.torch_threads)
@@ -98,9 +105,9 @@ class WorkerRuntime:
         self._heartbeat = Heartbeat(WorkerLiveness(self.redis), hostname, queues, self.settings.heartbeat_s,
                                     _device_label(), models=self.cache.describe)
         self._heartbeat.start()
-        if TRAIN_QUEUE in queues:
-            # Every train process sweeps: whichever is alive puts a dead worker's job back within seconds.
-            self._sweeper = Sweeper(self.leases, self.send_train, self.settings.stale_job_s / 2)
+        if TRAIN_QUEUE in queues or BATCH_QUEUE in queues:
+            # Every train and batch process sweeps: whichever is alive puts a dead worker's job back within seconds.
+            self._sweeper = Sweeper(self.leases, self.resend, self.settings.stale_job_s / 2)
             self._sweeper.start()
 
     def stop(self) -> None:

@@ -25,7 +25,15 @@ from worker.liveness import WorkerLiveness
 from worker.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
-TEST_REDIS_URL = os.environ.get("MLQ_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+
+
+def session_redis_url() -> str:
+    # Read when a fixture runs, not at import: this conftest is imported before tests/conftest.py's
+    # pytest_configure starts the session's private redis-server and sets MLQ_TEST_REDIS_URL, so a module-level
+    # constant pointed every run at the shared Redis on 6379, where parallel runs flushed each other.
+    return os.environ.get("MLQ_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+
+
 READY_TIMEOUT_S = 120.0
 
 
@@ -48,10 +56,11 @@ class WorkerProcess:
 @pytest.fixture(scope="module")
 def mlq_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
     """Settings for the test's workers: a fresh MLQ_HOME and the test Redis db, flushed before and after."""
-    client = require_redis(TEST_REDIS_URL)
+    url = session_redis_url()
+    client = require_redis(url)
     client.flushdb()
     home = tmp_path_factory.mktemp("mlq-home")
-    yield Settings(redis_url=TEST_REDIS_URL, home=home, heartbeat_s=0.5)
+    yield Settings(redis_url=url, home=home, heartbeat_s=0.5)
     client.flushdb()
     client.close()
 

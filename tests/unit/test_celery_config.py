@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from worker.celery_app import make_celery
-from worker.contract import INFERENCE_QUEUE, TRAIN_QUEUE, TRAIN_TASK
+from worker.contract import BATCH_PREDICT_TASK, BATCH_QUEUE, INFERENCE_QUEUE, TRAIN_QUEUE, TRAIN_TASK
 from worker.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -46,8 +46,9 @@ def test_visibility_timeout_is_set_in_all_three_places_and_outlasts_a_job() -> N
 
 def test_tasks_are_routed_to_their_queue_by_name() -> None:
     app = make_celery(Settings(redis_url="redis://127.0.0.1:6379/14"))
-    assert {q.name for q in app.conf.task_queues} == {TRAIN_QUEUE, INFERENCE_QUEUE}
+    assert {q.name for q in app.conf.task_queues} == {TRAIN_QUEUE, INFERENCE_QUEUE, BATCH_QUEUE}
     assert app.amqp.router.route({}, TRAIN_TASK)["queue"].name == TRAIN_QUEUE
+    assert app.amqp.router.route({}, BATCH_PREDICT_TASK)["queue"].name == BATCH_QUEUE
     assert app.conf.broker_url == "redis://127.0.0.1:6379/14"
 
 

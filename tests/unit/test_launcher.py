@@ -74,6 +74,8 @@ def test_a_train_and_an_inference_worker_on_one_machine_are_distinct_nodes() -> 
     (train,) = plan("cpu", ["train"], concurrency=1)
     (inference,) = plan("cpu", ["inference"], concurrency=1)
     assert train.hostname == "train-cpu@%h" and inference.hostname == "inference-cpu@%h"
+    (batch,) = plan("cpu", ["batch"], concurrency=1)
+    assert batch.hostname == "batch-cpu@%h" and "-Q" in batch.argv and "batch" in batch.argv
 
 
 def test_unknown_queues_and_zero_concurrency_are_refused() -> None:
