@@ -48,10 +48,13 @@ class WorkerProcess:
 @pytest.fixture(scope="module")
 def mlq_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
     """Settings for the test's workers: a fresh MLQ_HOME and the test Redis db, flushed before and after."""
-    client = require_redis(TEST_REDIS_URL)
+    # Read now, not at import: this conftest is imported before the root conftest's pytest_configure points
+    # MLQ_TEST_REDIS_URL at the session's private Redis when a test file is named on the command line.
+    url = os.environ.get("MLQ_TEST_REDIS_URL", TEST_REDIS_URL)
+    client = require_redis(url)
     client.flushdb()
     home = tmp_path_factory.mktemp("mlq-home")
-    yield Settings(redis_url=TEST_REDIS_URL, home=home, heartbeat_s=0.5)
+    yield Settings(redis_url=url, home=home, heartbeat_s=0.5)
     client.flushdb()
     client.close()
 
