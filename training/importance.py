@@ -36,7 +36,7 @@ def permutation_importance(model: Any, preprocessor: Any, X: pd.DataFrame, y: np
 
     rng = np.random.default_rng(seed)
     baseline = score(X)
-    found = []
+    found: list[dict[str, Any]] = []
     for name in X.columns:
         drops = []
         for _ in range(repeats):

@@ -146,7 +146,8 @@ def plan_trials(*, algorithm: str | None, params: dict[str, Any] | None, search:
             raise _bad(["algorithms"], "with algorithms, give each its space there and no algorithm/search space")
         if not isinstance(algorithms, dict):
             raise _bad(["algorithms"], "must be an object of algorithm: space")
-        plans = [(name, {}, sub or {}, ["algorithms", name]) for name, sub in algorithms.items()]
+        plans: list[tuple[str, dict[str, Any], Any, list[Any]]] = [
+            (name, {}, sub or {}, ["algorithms", name]) for name, sub in algorithms.items()]
     else:
         if algorithm is None:
             raise _bad(["algorithm"], "give an algorithm (or several in algorithms)")

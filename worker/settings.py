@@ -89,6 +89,7 @@ class Settings:
     shutdown_grace_s: float = 20.0  # SIGTERM: a training may finish within this, else it checkpoints and requeues
     # A prediction read by a worker that then died is taken over by another after this long; longer than any batch.
     inference_claim_idle_s: float = 30.0
+    max_search_trials: int = 100  # trials one hyperparameter search may run; more → 422
 
     @property
     def datasets_dir(self) -> Path:
@@ -101,6 +102,10 @@ class Settings:
     @property
     def checkpoints_dir(self) -> Path:
         return self.home / "checkpoints"
+
+    @property
+    def searches_dir(self) -> Path:
+        return self.home / "searches"  # search trials' models, until the search registers the best
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -131,4 +136,5 @@ class Settings:
             stale_job_s=_float(env, "MLQ_STALE_JOB_S", d.stale_job_s),
             shutdown_grace_s=_float(env, "MLQ_SHUTDOWN_GRACE_S", d.shutdown_grace_s),
             inference_claim_idle_s=_float(env, "MLQ_INFERENCE_CLAIM_IDLE_S", d.inference_claim_idle_s),
+            max_search_trials=_int(env, "MLQ_MAX_SEARCH_TRIALS", d.max_search_trials, 1),
         )
