@@ -13,9 +13,11 @@ from sklearn.model_selection import cross_val_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from training.algorithms import FitHooks, build_model
 from training.cv import cross_validate, fold_indices
 from training.data import Preprocessing, Split, prepare
 from training.errors import InvalidParams
+from training.importance import column_groups, permutation_importance
 from training.params import validate_params
 from training.pipeline import train_model
 from training.registry import ModelRegistry
@@ -156,3 +158,30 @@ def test_warm_start_refuses_other_features_classes_or_algorithms(tmp_path: Path,
     with pytest.raises(InvalidParams, match="not an mlp"):
         train_model(data_path=data, target="label", algorithm="mlp", model_name="ft", registry=registry,
                     params=params, warm_start={"model": "lr", "version": 1})
+
+
+def test_permutation_importance_shuffles_transformed_columns_exactly_as_raw_ones(tmp_path: Path) -> None:
+    rng = np.random.default_rng(2)
+    frame = pd.DataFrame({"x": rng.normal(size=120), "colour": rng.choice(["red", "blue", "green"], 120),
+                          "y": rng.choice(["a", "b"], 120)})
+    frame.loc[frame["colour"] == "red", "x"] += 2.0
+    data = prepare(frame, "y", preprocessing=Preprocessing(), split=Split())
+    groups = column_groups(data.preprocessor, data.features)
+    assert groups is not None and len(groups["x"]) == 1 and len(groups["colour"]) == 3
+    model = build_model("logistic_regression", "classification",
+                        validate_params("logistic_regression", {}, "classification"), 4, 2)
+    model.fit(np.asarray(data.preprocessor.transform(data.X_train)), data.y_train, None, None, FitHooks())
+    fast = permutation_importance(model, data.preprocessor, data.X_test, data.y_test, "classification", seed=3)
+    slow = permutation_importance(model, _Opaque(data.preprocessor), data.X_test, data.y_test, "classification",
+                                  seed=3)
+    assert fast == slow
+
+
+class _Opaque:
+    """A preprocessor whose structure cannot be read: the raw-column path is taken."""
+
+    def __init__(self, inner: object) -> None:
+        self.inner = inner
+
+    def transform(self, frame: pd.DataFrame) -> np.ndarray:
+        return self.inner.transform(frame)  # type: ignore[attr-defined,no-any-return]
