@@ -13,7 +13,7 @@ from flask_openapi3 import Info, OpenAPI
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from api import batch, datasets, events, jobs, models, predict, service
+from api import batch, datasets, events, jobs, models, predict, search, service
 from api.auth import init_auth
 from api.hub import EventHub
 from api.metrics import make_registry
@@ -102,6 +102,6 @@ def create_app(settings: Settings | None = None) -> OpenAPI:
         http_requests.labels(request.method, route, str(response.status_code)).inc()
         return response
 
-    for module in (service, datasets, jobs, events, models, predict, batch):
+    for module in (service, datasets, jobs, events, models, predict, batch, search):
         app.register_api(module.bp)
     return app

@@ -16,6 +16,7 @@ from api.services import services, tenant
 from api.submit import FINAL, submit
 from api.train_checks import check_dataset_fits
 from api.waits import wait_for_job
+from api.warm_start import check_warm_start
 from training.errors import ColumnNotFound, DataError
 from training.params import check_algorithm, validate_params
 from worker.contract import TRAIN_QUEUE, TRAIN_TASK, TrainRequest
@@ -62,6 +63,7 @@ def train(query: WaitQuery, header: JobHeaders, body: TrainBody) -> Response:
     def build(job_id: str) -> tuple[dict[str, Any], dict[str, Any]]:
         meta = svc.datasets.get(tenant(), body.dataset)
         columns = _check_columns(body, meta)
+        warm_start = check_warm_start(body, columns)  # before validate_params: it may fill in hidden_layers
         # A text target can only be classified: catch a regression-only algorithm before it is queued.
         task = body.task or ("classification" if columns[body.target]["dtype"] == "string" else None)
         check_dataset_fits(meta, body.target, body.features, body.task)  # few rows, one class, empty columns
@@ -71,7 +73,7 @@ def train(query: WaitQuery, header: JobHeaders, body: TrainBody) -> Response:
                                target=body.target, algorithm=body.algorithm, task=body.task,
                                features=body.features, params=params,
                                preprocessing=body.preprocessing.model_dump(), split=body.split.model_dump(),
-                               device=body.device).encode()
+                               device=body.device, warm_start=warm_start).encode()
         record = {k: v for k, v in message.items() if k not in ("job_id", "tenant")}
         return message, record
 
@@ -109,8 +111,12 @@ def get_job(path: JobPath, query: WaitQuery) -> Response:
 def cancel_job(path: JobPath) -> tuple[Response, int]:
     """Cancel: a queued job never starts; a running training stops within one batch. 409 if already final."""
     svc = services()
-    if svc.jobs.get_for(tenant(), path.job_id) is None:
+    found = svc.jobs.get_for(tenant(), path.job_id)
+    if found is None:
         raise _not_found(path.job_id)
+    if found["type"] == "search":  # its queued and running trials are cancelled with it
+        from api.search import cancel_search
+        return cancel_search(path.job_id), 202
     job = svc.jobs.request_cancel(path.job_id)
     if job["status"] == "cancelled":
         try:  # the worker would skip it anyway (mark_running refuses); revoking just drops it sooner

@@ -157,12 +157,19 @@ class Split(Body):
     validation: float = Field(default=0.1, ge=0, lt=1)
     seed: JsonInt = Field(default=0, ge=0, le=2**32 - 1)
     stratify: bool = True
+    cv: JsonInt | None = Field(default=None, ge=2, le=20, description="k-fold cross-validation on the training rows")
 
     @model_validator(mode="after")
     def leaves_training_rows(self) -> Split:
         if self.test + self.validation >= 1:
             raise ValueError("test + validation must be below 1, so that rows are left to train on")
         return self
+
+
+class WarmStart(Body):
+    model: str = Field(pattern=MODEL_NAME)
+    version: JsonInt | str | None = Field(None, description="version number or alias; default production, else "
+                                                            "latest")
 
 
 class TrainBody(Body):
@@ -173,6 +180,28 @@ class TrainBody(Body):
     task: Literal["classification", "regression"] | None = None
     features: list[str] | None = Field(None, min_length=1, max_length=10_000)
     params: dict[str, Any] = Field(default_factory=dict)
+    preprocessing: Preprocessing = Field(default_factory=lambda: Preprocessing())
+    split: Split = Field(default_factory=lambda: Split())
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    warm_start: WarmStart | None = Field(None, description="mlp only: continue from a registered version")
+
+
+class SearchBody(Body):
+    """POST /v1/jobs/search: the train body, with a search space instead of fixed params (docs/api.md)."""
+
+    model: str = Field(pattern=MODEL_NAME, description="the best trial is registered as a version of it")
+    dataset: str = Field(min_length=1, max_length=64)
+    target: str = Field(min_length=1, max_length=1000)
+    algorithm: str | None = Field(None, json_schema_extra={"enum": list(ALGORITHM_NAMES)})
+    algorithms: dict[str, dict[str, Any]] | None = Field(None, description="several algorithms: {name: space}")
+    task: Literal["classification", "regression"] | None = None
+    features: list[str] | None = Field(None, min_length=1, max_length=10_000)
+    params: dict[str, Any] = Field(default_factory=dict, description="fixed params of every trial")
+    search: dict[str, Any] = Field(default_factory=dict, description='a grid {"lr": [0.1, 0.01]} or {"strategy": '
+                                   '"random", "trials": 20, "seed": 0, "space": {"lr": {"log_uniform": [1e-4, 0.1]}}}')
+    metric: str | None = Field(None, description="default: f1 (classification), rmse (regression)")
+    direction: Literal["maximize", "minimize"] | None = None
+    rank_by: Literal["cv", "test"] | None = Field(None, description="default: cv when split.cv is set, else test")
     preprocessing: Preprocessing = Field(default_factory=lambda: Preprocessing())
     split: Split = Field(default_factory=lambda: Split())
     device: Literal["auto", "cpu", "cuda"] = "auto"

@@ -66,12 +66,13 @@ def main() -> None:
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), help="Where to train (default auto).")
 @click.option("--wait", "wait_", is_flag=True, help="Follow the job until it ends (service only).")
 @click.option("--idempotency-key", help="Resubmitting with the same key returns the same job.")
+@click.option("--warm-start", help="mlp only: continue from a version, e.g. 'flowers:3' (service only).")
 @home_option
 @http_options
 def train(local: bool, data: Path | None, dataset: str | None, target: str, algorithm: str, model_name: str,
           task: str | None, features: str | None, params: str | None, preprocessing: str | None,
-          split: str | None, device: str | None, wait_: bool, idempotency_key: str | None, home: Path,
-          url: str, token: str | None, as_json: bool) -> None:
+          split: str | None, device: str | None, wait_: bool, idempotency_key: str | None, warm_start: str | None,
+          home: Path, url: str, token: str | None, as_json: bool) -> None:
     """Train a model on a CSV and register it as the next version of --model."""
     options: dict[str, Any] = {
         "target": target, "algorithm": algorithm, "task": task,
@@ -97,7 +98,8 @@ def train(local: bool, data: Path | None, dataset: str | None, target: str, algo
         if data is not None:
             dataset = dataset_for(client, data)  # an identical earlier upload (same sha256) is reused
         assert dataset is not None
-        job = client.train(model_name, dataset, device=device, idempotency_key=idempotency_key, **options)
+        job = client.train(model_name, dataset, device=device, idempotency_key=idempotency_key,
+                           warm_start=_warm_start(warm_start), **options)
         if not wait_:
             out(job)
             click.echo(f"queued job {job['id']}; follow it with: mlq watch {job['id']}", err=True)
@@ -166,6 +168,66 @@ def batch_predict(model: str, data: Path | None, dataset: str | None, out_path: 
         click.echo(f"wrote {out_path}", err=True)
 
 
+def _warm_start(raw: str | None) -> dict[str, Any] | None:
+    if raw is None:
+        return None
+    name, _, version = raw.partition(":")
+    return {"model": name, "version": int(version) if version.isdigit() else (version or None)}
+
+
+@cli.command()
+@click.option("--data", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="A CSV file.")
+@click.option("--dataset", help="The id of an uploaded dataset.")
+@click.option("--target", required=True, help="The column to predict.")
+@click.option("--model", "model_name", required=True, help="The best trial is registered as a version of it.")
+@click.option("--algorithm", help="The algorithm whose params --search varies.")
+@click.option("--search", "space", help="""A grid '{"lr": [0.01, 0.001]}' or '{"strategy": "random", "trials": 20,
+              "seed": 0, "space": {"lr": {"log_uniform": [1e-4, 0.1]}}}'.""")
+@click.option("--algorithms", help="""Several algorithms, each with its space: '{"logistic_regression": {"C": [0.1, 1]},
+              "random_forest": {}}'.""")
+@click.option("--params", help="Fixed params of every trial, as JSON.")
+@click.option("--metric", help="What to optimise (default f1, or rmse for regression).")
+@click.option("--direction", type=click.Choice(["maximize", "minimize"]), help="Default: the metric's own.")
+@click.option("--rank-by", type=click.Choice(["cv", "test"]), help="Default: cv when --split has cv.")
+@click.option("--task", type=click.Choice(["classification", "regression"]), help="Default: inferred.")
+@click.option("--features", help="Comma-separated feature columns (default: all but the target).")
+@click.option("--preprocessing", help="JSON, e.g. '{\"missing\": \"drop\"}'.")
+@click.option("--split", help="JSON, e.g. '{\"cv\": 5}' to rank trials by their 5-fold CV mean.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]))
+@click.option("--wait", "wait_", is_flag=True, help="Follow the search with a live table of its trials.")
+@click.option("--idempotency-key", help="Resubmitting with the same key returns the same search.")
+@http_options
+def search(data: Path | None, dataset: str | None, target: str, model_name: str, algorithm: str | None,
+           space: str | None, algorithms: str | None, params: str | None, metric: str | None,
+           direction: str | None, rank_by: str | None, task: str | None, features: str | None,
+           preprocessing: str | None, split: str | None, device: str | None, wait_: bool,
+           idempotency_key: str | None, url: str, token: str | None, as_json: bool) -> None:
+    """Search hyperparameters: one training per trial over the train workers; the best is registered."""
+    from mlqueue.search_view import follow_search  # rich: only for this command
+
+    if bool(data) == bool(dataset):
+        raise UsageProblem("give exactly one of --data FILE.csv (uploaded first) or --dataset ID")
+    with Client(url, token) as client:
+        if data is not None:
+            uploaded = client.upload_dataset(data)
+            click.echo(f"uploaded {data} as dataset {uploaded['id']} ({uploaded.get('rows')} rows)", err=True)
+            dataset = uploaded["id"]
+        assert dataset is not None
+        job = client.search(
+            model_name, dataset, target, algorithm, json_object("--search", space),
+            algorithms=json_object("--algorithms", algorithms), params=json_object("--params", params),
+            metric=metric, direction=direction, rank_by=rank_by, task=task,
+            features=[f.strip() for f in features.split(",") if f.strip()] if features else None,
+            preprocessing=json_object("--preprocessing", preprocessing), split=json_object("--split", split),
+            device=device, idempotency_key=idempotency_key)
+        if not wait_:
+            out(job)
+            click.echo(f"queued search {job['id']}; follow it with: mlq watch {job['id']}", err=True)
+            return
+        click.echo(f"queued search {job['id']}", err=True)
+        follow_search(client, job, as_json)
+
+
 # -- jobs -----------------------------------------------------------------------------------------------------
 
 
@@ -185,7 +247,7 @@ def jobs() -> None:
 
 @jobs.command("list")
 @click.option("--status", type=click.Choice(["queued", "running", "succeeded", "failed", "cancelled"]))
-@click.option("--type", "type_", type=click.Choice(["train", "predict", "batch_predict"]))
+@click.option("--type", "type_", type=click.Choice(["train", "predict", "batch_predict", "search"]))
 @click.option("--model")
 @click.option("--limit", type=click.IntRange(1, 10_000), default=20, show_default=True)
 @click.option("--follow", is_flag=True, help="Then print each change of any of your jobs as it happens (Ctrl-C ends).")

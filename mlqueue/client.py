@@ -154,12 +154,34 @@ class Client:
               features: list[str] | None = None, params: dict[str, Any] | None = None,
               preprocessing: dict[str, Any] | None = None, split: dict[str, Any] | None = None,
               device: str | None = None, wait: float | None = None,
-              idempotency_key: str | None = None) -> dict[str, Any]:
-        """Submit a training job; returns the job (final if it ended within `wait` seconds, at most 30)."""
+              idempotency_key: str | None = None, warm_start: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Submit a training job; returns the job (final if it ended within `wait` seconds, at most 30).
+
+        `warm_start={"model": name, "version": 3}` continues an mlp from that version's weights."""
         body = {"model": model, "dataset": dataset, "target": target, "algorithm": algorithm, "task": task,
                 "features": features, "params": params, "preprocessing": preprocessing, "split": split,
-                "device": device}
+                "device": device, "warm_start": warm_start}
         return self._create_job("/v1/jobs/train", body, wait, idempotency_key)
+
+    def search(self, model: str, dataset: str, target: str, algorithm: str | None = None,
+               search: dict[str, Any] | None = None, *, algorithms: dict[str, Any] | None = None,
+               params: dict[str, Any] | None = None, metric: str | None = None, direction: str | None = None,
+               rank_by: str | None = None, task: str | None = None, features: list[str] | None = None,
+               preprocessing: dict[str, Any] | None = None, split: dict[str, Any] | None = None,
+               device: str | None = None, wait: float | None = None,
+               idempotency_key: str | None = None) -> dict[str, Any]:
+        """Submit a hyperparameter search; returns the search job. Its trials run as train jobs on every train
+        worker; `result(job_id)` gives the trial table and the version registered from the best trial.
+
+            c.search("iris", ds, "species", "mlp", {"lr": [0.01, 0.001], "hidden_layers": [[32], [64, 64]]})
+            c.search("iris", ds, "species", algorithms={"logistic_regression": {"C": [0.1, 1]},
+                     "random_forest": {"n_estimators": [50, 200]}}, split={"cv": 5})
+        """
+        body = {"model": model, "dataset": dataset, "target": target, "algorithm": algorithm, "search": search,
+                "algorithms": algorithms, "params": params, "metric": metric, "direction": direction,
+                "rank_by": rank_by, "task": task, "features": features, "preprocessing": preprocessing,
+                "split": split, "device": device}
+        return self._create_job("/v1/jobs/search", body, wait, idempotency_key)
 
     def predict(self, model: str, inputs: list[Any], version: str | int | None = None,
                 postprocess: dict[str, Any] | None = None, wait: float | None = None,

@@ -25,6 +25,7 @@ from sklearn.ensemble import (
 )
 from sklearn.linear_model import LinearRegression, LogisticRegression, Ridge
 from sklearn.metrics import log_loss, mean_squared_error
+from sklearn.utils.class_weight import compute_sample_weight
 
 from training import safe_skops
 from training.errors import ArtifactTampered, Cancelled, MLQError
@@ -85,17 +86,22 @@ class SklearnModel:
 
     kind = "sklearn"
 
-    def __init__(self, estimator: BaseEstimator, task: str, n_classes: int) -> None:
+    def __init__(self, estimator: BaseEstimator, task: str, n_classes: int, balanced_weights: bool = False) -> None:
         self.estimator = estimator
         self.task = task
         self.n_classes = n_classes
+        # For estimators without a class_weight argument: "balanced" given to fit() as per-row sample weights.
+        self.balanced_weights = balanced_weights
 
     def fit(self, X_train: np.ndarray, y_train: np.ndarray, X_val: np.ndarray, y_val: np.ndarray,
             hooks: FitHooks) -> int:
         # A scikit-learn fit cannot be interrupted, so the cancel check happens once, before it starts.
         if hooks.should_stop is not None and hooks.should_stop():
             raise Cancelled("training cancelled before the fit started")
-        self.estimator.fit(X_train, y_train)
+        if self.balanced_weights:
+            self.estimator.fit(X_train, y_train, sample_weight=compute_sample_weight("balanced", y_train))
+        else:
+            self.estimator.fit(X_train, y_train)
         if hooks.on_progress is not None:
             hooks.on_progress(epoch=1, epochs=1, loss=self._train_loss(X_train, y_train), val_loss=None)
         return 1
@@ -145,6 +151,7 @@ class TorchMLPModel:
             "target_mean": None, "target_std": None,
         }
         self.net: MLP | None = None
+        self.initial_state: dict[str, torch.Tensor] | None = None  # set by training/warm_start.py
         self.train_summary: dict[str, Any] | None = None  # train_loop's result: best epoch, stopped early, ...
 
     def _new_net(self) -> MLP:
@@ -154,7 +161,12 @@ class TorchMLPModel:
     def fit(self, X_train: np.ndarray, y_train: np.ndarray, X_val: np.ndarray, y_val: np.ndarray,
             hooks: FitHooks) -> int:
         p = self.params
-        if self.task == REGRESSION:
+        if self.task == REGRESSION and self.initial_state is not None:
+            # Warm start: the weights predict in the base version's target units; keep its mean and std.
+            a = self.architecture
+            y_train = (np.asarray(y_train, dtype=np.float64) - a["target_mean"]) / a["target_std"]
+            y_val = (np.asarray(y_val, dtype=np.float64) - a["target_mean"]) / a["target_std"]
+        elif self.task == REGRESSION:
             # Standardize y so one learning rate suits any target scale; keep mean/std to undo it at prediction.
             mean, std = float(np.mean(y_train)), float(np.std(y_train))
             std = std if std > 0 else 1.0
@@ -164,11 +176,19 @@ class TorchMLPModel:
         # Seeded before the layers are built so the initial weights, too, depend only on the seed.
         torch.manual_seed(p["seed"])
         self.net = self._new_net()
+        if self.initial_state is not None:  # warm start: continue from a registered version's weights
+            self.net.load_state_dict(self.initial_state)
+        class_weight = None
+        if self.task == CLASSIFICATION and p.get("class_weight") == "balanced":
+            counts = np.bincount(np.asarray(y_train, dtype=np.int64), minlength=self.architecture["output_dim"])
+            # sklearn's "balanced": n / (K * count); a class absent from the train split gets weight 0, not inf.
+            class_weight = [len(y_train) / (len(counts) * c) if c else 0.0 for c in counts.tolist()]
         self.train_summary = train_loop(
             self.net, X_train, y_train, X_val, y_val, task=self.task, epochs=p["epochs"],
             batch_size=p["batch_size"], lr=p["lr"], optimizer=p["optimizer"], weight_decay=p["weight_decay"],
             early_stopping_patience=p["early_stopping_patience"], seed=p["seed"], device=hooks.device,
             checkpoint_dir=hooks.checkpoint_dir, on_progress=hooks.on_progress, should_stop=hooks.should_stop,
+            class_weight=class_weight,
         )
         return int(self.train_summary["epochs_run"])
 
@@ -226,9 +246,15 @@ def _logistic_regression(task: str, params: dict[str, Any], n_features: int, n_c
 
 
 def _random_forest(task: str, params: dict[str, Any], n_features: int, n_classes: int) -> Model:
-    cls = RandomForestClassifier if task == CLASSIFICATION else RandomForestRegressor
-    est = cls(n_estimators=params["n_estimators"], max_depth=params["max_depth"],
-              min_samples_leaf=params["min_samples_leaf"], random_state=params["seed"], n_jobs=1)
+    if task == CLASSIFICATION:
+        est: BaseEstimator = RandomForestClassifier(
+            n_estimators=params["n_estimators"], max_depth=params["max_depth"],
+            min_samples_leaf=params["min_samples_leaf"], random_state=params["seed"], n_jobs=1,
+            class_weight=params.get("class_weight"))
+    else:
+        est = RandomForestRegressor(n_estimators=params["n_estimators"], max_depth=params["max_depth"],
+                                    min_samples_leaf=params["min_samples_leaf"], random_state=params["seed"],
+                                    n_jobs=1)
     return SklearnModel(est, task, n_classes)
 
 
@@ -236,7 +262,8 @@ def _gradient_boosting(task: str, params: dict[str, Any], n_features: int, n_cla
     cls = GradientBoostingClassifier if task == CLASSIFICATION else GradientBoostingRegressor
     est = cls(n_estimators=params["n_estimators"], learning_rate=params["learning_rate"],
               max_depth=params["max_depth"], subsample=params["subsample"], random_state=params["seed"])
-    return SklearnModel(est, task, n_classes)
+    balanced = task == CLASSIFICATION and params.get("class_weight") == "balanced"
+    return SklearnModel(est, task, n_classes, balanced_weights=balanced)
 
 
 def _linear_regression(task: str, params: dict[str, Any], n_features: int, n_classes: int) -> Model:

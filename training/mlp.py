@@ -85,6 +85,7 @@ def train_loop(
     checkpoint_dir: Path | None = None,
     on_progress: Callable[..., None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    class_weight: Sequence[float] | None = None,
 ) -> dict[str, Any]:
     """Train `model` in place; return {"epochs_run", "best_epoch", "best_val_loss", "stopped_early"}.
 
@@ -110,7 +111,9 @@ def train_loop(
         X_va = torch.as_tensor(np.asarray(X_val, dtype=np.float32)).to(dev)
         y_va = torch.as_tensor(np.asarray(y_val)).to(dev, y_dtype)
     n = X_tr.shape[0]
-    loss_fn: nn.Module = nn.CrossEntropyLoss() if task == CLASSIFICATION else nn.MSELoss()
+    # class_weight (one weight per class, e.g. "balanced") makes a rare class's errors cost as much as a common one's.
+    weight = torch.as_tensor(class_weight, dtype=torch.float32, device=dev) if class_weight is not None else None
+    loss_fn: nn.Module = nn.CrossEntropyLoss(weight=weight) if task == CLASSIFICATION else nn.MSELoss()
     if optimizer == "adam":
         opt: torch.optim.Optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
     elif optimizer == "sgd":
@@ -121,6 +124,8 @@ def train_loop(
     # What a checkpoint must agree with to be resumed: the same run, not just the same architecture.
     config = {"seed": seed, "batch_size": batch_size, "lr": lr, "optimizer": optimizer,
               "weight_decay": weight_decay, "early_stopping_patience": early_stopping_patience, "n_train": n}
+    if class_weight is not None:  # only when set, so checkpoints of unweighted runs still resume
+        config["class_weight"] = [float(w) for w in class_weight]
 
     # Early-stopping state. best_state lives on the CPU so holding it costs no GPU memory.
     last_epoch = 0

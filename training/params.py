@@ -45,18 +45,21 @@ class ParamSpec:
 
 
 _SEED = ParamSpec("int", 0, 0, 2**32 - 1)
+# "balanced" weighs each class by n_rows / (n_classes * its rows), so a rare class counts as much as a common one.
+_CLASS_WEIGHT = ParamSpec("str", None, choices=("balanced", None), nullable=True)
 
 PARAM_SCHEMAS: dict[str, dict[str, ParamSpec]] = {
     "logistic_regression": {
         "C": ParamSpec("float", 1.0, 0.0, 1e6, exclusive_minimum=True),
         "max_iter": ParamSpec("int", 1000, 1, 100_000),
-        "class_weight": ParamSpec("str", None, choices=("balanced", None), nullable=True),
+        "class_weight": _CLASS_WEIGHT,
     },
     "random_forest": {
         "n_estimators": ParamSpec("int", 100, 1, 2000),
         "max_depth": ParamSpec("int", None, 1, 1000, nullable=True),
         "min_samples_leaf": ParamSpec("int", 1, 1, 100_000),
         "seed": _SEED,
+        "class_weight": _CLASS_WEIGHT,
     },
     "gradient_boosting": {
         "n_estimators": ParamSpec("int", 100, 1, 5000),
@@ -64,6 +67,7 @@ PARAM_SCHEMAS: dict[str, dict[str, ParamSpec]] = {
         "max_depth": ParamSpec("int", 3, 1, 100),
         "subsample": ParamSpec("float", 1.0, 0.0, 1.0, exclusive_minimum=True),
         "seed": _SEED,
+        "class_weight": _CLASS_WEIGHT,  # as sample weights: scikit-learn's gradient boosting has no class_weight
     },
     "linear_regression": {
         "fit_intercept": ParamSpec("bool", True),
@@ -81,6 +85,7 @@ PARAM_SCHEMAS: dict[str, dict[str, ParamSpec]] = {
         "weight_decay": ParamSpec("float", 0.0, 0.0, 1.0),
         "early_stopping_patience": ParamSpec("int", 5, 0, 1000),  # 0 turns early stopping off
         "seed": _SEED,
+        "class_weight": _CLASS_WEIGHT,  # a weighted cross-entropy loss
     },
 }
 
@@ -168,6 +173,8 @@ def validate_params(algorithm: str, params: dict[str, Any] | None, task: str | N
             problem = _check_value(key, spec, params[key])
             if problem:
                 errors.append({"loc": ["params", key], "msg": problem})
+    if task == REGRESSION and params.get("class_weight") is not None:
+        errors.append({"loc": ["params", "class_weight"], "msg": "class_weight is for classification only"})
     if errors:
         # Each error names its key, unless its message starts with it ("epochs must be ..."): a substring test
         # left out "epoch" because "epochs" was in the list of allowed names.

@@ -6,6 +6,7 @@ behaves the same in-process and through the queue.
 
 from __future__ import annotations
 
+import json
 import platform
 import shutil
 import tempfile
@@ -16,12 +17,16 @@ from pathlib import Path
 from typing import Any
 
 from training.algorithms import FitHooks, build_model
+from training.cv import check_folds
 from training.data import Preprocessing, Split, load_csv, prepare, save_preprocessor
 from training.metrics import classification_metrics, regression_metrics
 from training.params import CLASSIFICATION, validate_params
 from training.registry import ModelRegistry
+from training.report import further_report
+from training.warm_start import WarmStart
 
 PREPROCESSOR_FILE = "preprocessor.skops"
+SAVED_MANIFEST = "manifest.json"  # beside the artifact/ folder of a model saved with save_to (a search trial)
 
 
 class RegistrationDeclined(Exception):
@@ -60,8 +65,14 @@ def train_model(
     job_id: str | None = None,
     extra_manifest: dict[str, Any] | None = None,
     claim_registration: Callable[[], bool] | None = None,
+    warm_start: dict[str, Any] | None = None,
+    save_to: Path | None = None,
 ) -> dict[str, Any]:
     """Train one model on a CSV and register it as the next version of `model_name`.
+
+    With `save_to` (a search trial) nothing is registered: the files go to `save_to/artifact/` and the manifest
+    to `save_to/manifest.json`, for the search to register the best trial later. `warm_start` ({"model",
+    "version"}) continues an mlp from a registered version's weights (training/warm_start.py).
 
     Raises an `MLQError` subclass for anything the user can fix (and `Cancelled` when `should_stop` fired, in
     which case nothing is registered).
@@ -71,15 +82,24 @@ def train_model(
     registry.check_name(model_name)
     if task is not None:
         validate_params(algorithm, params, task)
+    split = dict(split or {})
+    cv_folds = check_folds(split.pop("cv", None))  # ours, not the train/validation/test Split's
     prep, split_cfg = Preprocessing.from_dict(preprocessing), Split.from_dict(split)
     data = prepare(load_csv(Path(data_path)), target, features, task, prep, split_cfg)
     clean_params = validate_params(algorithm, params, data.task)
+    base = WarmStart(registry, tenant, warm_start) if warm_start is not None else None
+    if base is not None:
+        base.check_compatible(algorithm=algorithm, task=data.task, features=data.features, classes=data.classes,
+                              hidden_layers=clean_params.get("hidden_layers") or [])
+        data.preprocessor = base.preprocessor  # the base's input space, or its weights mean nothing
 
     x_train = data.preprocessor.transform(data.X_train)
     x_val = data.preprocessor.transform(data.X_val)
     x_test = data.preprocessor.transform(data.X_test)
     n_classes = len(data.classes) if data.classes is not None else 0
     model = build_model(algorithm, data.task, clean_params, x_train.shape[1], n_classes)
+    if base is not None:
+        base.apply(model)
     hooks = FitHooks(on_progress=on_progress, should_stop=should_stop, checkpoint_dir=checkpoint_dir, device=device)
     epochs_run = model.fit(x_train, data.y_train, x_val, data.y_val, hooks)
 
@@ -87,6 +107,10 @@ def train_model(
         metrics = classification_metrics(data.y_test, model.predict(x_test), model.predict_proba(x_test), n_classes)
     else:
         metrics = regression_metrics(data.y_test, model.predict(x_test))
+    report = further_report(model, data, algorithm=algorithm, params=clean_params, seed=split_cfg.seed,
+                            cv_folds=cv_folds, device=device, should_stop=should_stop, on_progress=on_progress)
+    if "per_class" in report:
+        metrics["per_class"] = report.pop("per_class")
 
     manifest: dict[str, Any] = {
         "name": model_name,
@@ -96,7 +120,7 @@ def train_model(
         "target": target,
         "params": clean_params,
         "preprocessing": asdict(prep),
-        "split": asdict(split_cfg),
+        "split": {**asdict(split_cfg), **({"cv": cv_folds} if cv_folds else {})},
         "metrics": metrics,
         "epochs_run": epochs_run,
         "features": [{"name": f, "dtype": data.feature_dtypes[f]} for f in data.features],
@@ -107,8 +131,12 @@ def train_model(
                     "rows": {"train": len(data.X_train), "validation": len(data.X_val), "test": len(data.X_test)}},
         "job_id": job_id,
         "library_versions": library_versions(),
+        **report,
+        **({"warm_start": base.describe()} if base is not None else {}),
         **(extra_manifest or {}),
     }
+    if save_to is not None:
+        return _save_trial(Path(save_to), data, model, manifest, started)
     # Stage the artifact files next to the registry root (same filesystem), so registering is a rename.
     staging_root = Path(registry.root)
     staging_root.mkdir(parents=True, exist_ok=True)
@@ -129,5 +157,21 @@ def train_model(
         "duration_s": round(time.monotonic() - started, 3),
         "task": data.task,
         "task_inferred": data.task_inferred,
+        "warnings": report["warnings"],
+        **({"cv": report["cv"]} if "cv" in report else {}),
     }
+
+
+def _save_trial(save_to: Path, data: Any, model: Any, manifest: dict[str, Any], started: float) -> dict[str, Any]:
+    """Write a trained model and its manifest under `save_to` without registering it (a search trial)."""
+    artifact = save_to / "artifact"
+    shutil.rmtree(save_to, ignore_errors=True)  # a resumed trial overwrites what an earlier attempt left
+    artifact.mkdir(parents=True)
+    save_preprocessor(data.preprocessor, artifact / PREPROCESSOR_FILE)
+    model.save(artifact)
+    (save_to / SAVED_MANIFEST).write_text(json.dumps(manifest, indent=1))
+    return {"model": manifest["name"], "version": None, "metrics": manifest["metrics"],
+            "epochs_run": manifest["epochs_run"], "duration_s": round(time.monotonic() - started, 3),
+            "task": data.task, "task_inferred": data.task_inferred, "warnings": manifest["warnings"],
+            **({"cv": manifest["cv"]} if "cv" in manifest else {})}
 

@@ -21,6 +21,7 @@ WORKER_QUEUES = (*QUEUES, BATCH_QUEUE)
 
 TRAIN_TASK = "mlqueue.train"  # predictions are not Celery tasks: see worker/inference_queue.py
 BATCH_PREDICT_TASK = "mlqueue.batch_predict"
+SEARCH_TASK = "mlqueue.search"  # a search's own message: it fans its trials out as train jobs (worker/search.py)
 
 
 class JobStatus(StrEnum):
@@ -42,6 +43,7 @@ class JobType(StrEnum):
     TRAIN = "train"
     PREDICT = "predict"
     BATCH_PREDICT = "batch_predict"
+    SEARCH = "search"
 
 
 # The jobs that hold an attempt lease (worker/recovery.py), and the task and queue a requeued one is sent to.
@@ -81,6 +83,9 @@ class TrainRequest:
     preprocessing: dict[str, Any] = field(default_factory=dict)
     split: dict[str, Any] = field(default_factory=dict)
     device: str = "auto"
+    warm_start: dict[str, Any] | None = None  # {"model", "version"}: an mlp continues from that version's weights
+    parent: str | None = None  # a search's job id: this training is one of its trials and registers nothing
+    trial: int | None = None  # the trial's number in its search
 
     def encode(self) -> dict[str, Any]:
         return asdict(self)
@@ -129,3 +134,40 @@ class BatchPredictRequest:
     @classmethod
     def decode(cls, data: dict[str, Any]) -> BatchPredictRequest:
         return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
+
+
+@dataclass(frozen=True)
+class SearchRequest:
+    """A hyperparameter search: the training it varies, how trials are ranked, and every trial, planned up front.
+
+    `trials` is [{"id": job id, "algorithm", "params"}]: the API validated each one before anything was queued.
+    """
+
+    job_id: str
+    tenant: str
+    model: str
+    dataset_id: str
+    target: str
+    trials: list[dict[str, Any]]
+    task: str | None = None
+    features: list[str] | None = None
+    preprocessing: dict[str, Any] = field(default_factory=dict)
+    split: dict[str, Any] = field(default_factory=dict)
+    device: str = "auto"
+    metric: str | None = None  # None: f1 for classification, rmse for regression
+    direction: str | None = None  # "maximize" | "minimize"; None: the metric's own
+    rank_by: str | None = None  # "cv" (the CV mean) | "test"; None: cv when split.cv is set
+
+    def encode(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def decode(cls, data: dict[str, Any]) -> SearchRequest:
+        return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
+
+    def trial_request(self, index: int) -> TrainRequest:
+        trial = self.trials[index]
+        return TrainRequest(job_id=trial["id"], tenant=self.tenant, model=self.model, dataset_id=self.dataset_id,
+                            target=self.target, algorithm=trial["algorithm"], task=self.task,
+                            features=self.features, params=trial["params"], preprocessing=self.preprocessing,
+                            split=self.split, device=self.device, parent=self.job_id, trial=index)

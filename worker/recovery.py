@@ -180,9 +180,11 @@ def request_drain(redis_url: str, hostname: str, grace_s: float) -> None:
 class Sweeper:
     """Every `interval_s`, put running trainings whose heartbeat expired back on the queue (or end them)."""
 
-    def __init__(self, leases: Leases, send: Callable[[dict[str, Any]], None], interval_s: float) -> None:
+    def __init__(self, leases: Leases, send: Callable[[dict[str, Any]], None], interval_s: float,
+                 on_ended: Callable[[str], None] | None = None) -> None:
         self.leases = leases
         self.send = send
+        self.on_ended = on_ended  # told the id of every job a sweep ended (a search's trial ends its search)
         self.interval_s = max(0.1, interval_s)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="mlq-sweeper", daemon=True)
@@ -225,6 +227,8 @@ class Sweeper:
             acted.append((job_id, outcome))
             if outcome != "requeued":
                 log.warning("job %s: its worker was lost; the job ended (%s)", job_id, outcome)
+                if self.on_ended is not None:
+                    self.on_ended(job_id)
                 continue
             job = self.leases.jobs.get(job_id)
             if job is None:

@@ -99,6 +99,7 @@ class Settings:
     # niceness a batch-only worker process takes so the kernel runs online inference first.
     batch_chunk_rows: int = 10_000
     batch_nice: int = 10
+    max_search_trials: int = 100  # trials one hyperparameter search may run; more → 422
 
     @property
     def datasets_dir(self) -> Path:
@@ -115,6 +116,10 @@ class Settings:
     @property
     def outputs_dir(self) -> Path:
         return self.home / "outputs"
+
+    @property
+    def searches_dir(self) -> Path:
+        return self.home / "searches"  # search trials' models, until the search registers the best
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -151,4 +156,5 @@ class Settings:
             inference_claim_idle_s=_float(env, "MLQ_INFERENCE_CLAIM_IDLE_S", d.inference_claim_idle_s),
             batch_chunk_rows=_int(env, "MLQ_BATCH_CHUNK_ROWS", d.batch_chunk_rows, 1),
             batch_nice=_int(env, "MLQ_BATCH_NICE", d.batch_nice, 0),
+            max_search_trials=_int(env, "MLQ_MAX_SEARCH_TRIALS", d.max_search_trials, 1),
         )

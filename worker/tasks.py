@@ -26,12 +26,13 @@ from celery.exceptions import SoftTimeLimitExceeded
 from training.errors import Cancelled, MLQError
 from training.pipeline import RegistrationDeclined, train_model
 from training.registry import ModelRegistry
-from worker.contract import BATCH_QUEUE, LEASED_TASKS, TRAIN_QUEUE, TRAIN_TASK, JobError, TrainRequest
+from worker.contract import BATCH_QUEUE, LEASED_TASKS, SEARCH_TASK, TRAIN_QUEUE, TRAIN_TASK, JobError, TrainRequest
 from worker.datasets import DatasetStore
 from worker.jobs import JobStore
 from worker.liveness import Heartbeat, WorkerLiveness
 from worker.model_cache import ModelCache
 from worker.recovery import Leases, Sweeper, request_drain
+from worker.search import Searches
 from worker.settings import Settings
 from worker.train_hooks import CancelCheck, JobHeartbeat, RegistrationClaim, progress_reporter, retry_redis
 
@@ -59,6 +60,7 @@ class WorkerRuntime:
         self._leases: Leases | None = None
         self._heartbeat: Heartbeat | None = None
         self._sweeper: Sweeper | None = None
+        self._searches: Searches | None = None
         self.app: Celery | None = None  # set by register_tasks: re-sends go through it, by task name
 
     @property
@@ -81,6 +83,22 @@ class WorkerRuntime:
                                   max_attempts=self.settings.max_attempts,
                                   time_limit_s=self.settings.job_time_limit_s)
         return self._leases
+
+    @property
+    def searches(self) -> Searches:
+        if self._searches is None:
+            self._searches = Searches(self.jobs, self.registry, self.settings.searches_dir)
+        return self._searches
+
+    def trial_changed(self, request: TrainRequest, hostname: str) -> None:
+        """A search's trial started or ended: update the search's progress (and conclude it after the last)."""
+        if request.parent is None:
+            return
+        try:
+            retry_redis(lambda: self.searches.trial_changed(request.parent or "", hostname),
+                        f"search {request.parent}: trial {request.job_id} changed", 30.0)
+        except redis.RedisError:
+            log.exception("search %s: progress not updated after trial %s", request.parent, request.job_id)
 
     def send_train(self, payload: dict[str, Any]) -> None:
         """Put a training back on the `train` queue, by name, with its original request."""
@@ -107,8 +125,15 @@ class WorkerRuntime:
         self._heartbeat.start()
         if TRAIN_QUEUE in queues or BATCH_QUEUE in queues:
             # Every train and batch process sweeps: whichever is alive puts a dead worker's job back within seconds.
-            self._sweeper = Sweeper(self.leases, self.resend, self.settings.stale_job_s / 2)
+            self._sweeper = Sweeper(self.leases, self.resend, self.settings.stale_job_s / 2,
+                                    on_ended=self._swept)
             self._sweeper.start()
+
+    def _swept(self, job_id: str) -> None:
+        # The sweeper ended a training whose worker was lost; if it was a search's trial, the search may be done.
+        job = self.jobs.get(job_id)
+        if job is not None and job["type"] == "train":
+            self.trial_changed(TrainRequest.decode(self.leases.train_payload(job)), "sweeper")
 
     def stop(self) -> None:
         if self._sweeper is not None:
@@ -141,10 +166,14 @@ class WorkerRuntime:
             log.info("job %s not started: %s", job_id, why)
             if why in ("final", "cancelled", "poison"):
                 shutil.rmtree(checkpoint_dir, ignore_errors=True)
+                self.trial_changed(request, hostname)  # e.g. a redelivery after a crash in the search's update
             return
+        self.trial_changed(request, hostname)
         heartbeat = JobHeartbeat(self.leases, job_id, token, hostname, self.settings.heartbeat_s)
         check = CancelCheck(self.jobs, job_id, hostname=hostname, lost=heartbeat.lost)
         claim = RegistrationClaim(self, request, token)
+        # A search's trial saves its model for the search to compare, and registers nothing itself.
+        save_to = (self.searches.trial_dir(request.tenant, request.parent, job_id) if request.parent else None)
         result: dict[str, Any] | None = None
         error: dict[str, Any] | None = None
         try:
@@ -157,6 +186,7 @@ class WorkerRuntime:
                     device=request.device, checkpoint_dir=checkpoint_dir,
                     on_progress=progress_reporter(self.jobs, job_id), should_stop=check,
                     dataset_id=request.dataset_id, job_id=job_id, claim_registration=claim,
+                    warm_start=request.warm_start, save_to=save_to,
                 )
         except Cancelled:
             if check.reason == "drain":
@@ -183,6 +213,7 @@ class WorkerRuntime:
         else:
             status = "succeeded"
         self.conclude(job_id, token, hostname, status, result, error)
+        self.trial_changed(request, hostname)
 
     def conclude(self, job_id: str, token: int, hostname: str, status: str, result: dict[str, Any] | None,
                  error: dict[str, Any] | None) -> None:
@@ -237,6 +268,11 @@ def register_tasks(app: Celery, settings: Settings) -> WorkerRuntime:
     @app.task(name=TRAIN_TASK, bind=True)
     def train(self: Task, payload: dict[str, Any]) -> None:
         runtime.train(payload, self.request.hostname or "unknown")
+
+    @app.task(name=SEARCH_TASK, bind=True)
+    def search(self: Task, payload: dict[str, Any]) -> None:
+        # Quick: it only creates and sends the trials, which then spread over every train worker.
+        runtime.searches.fan_out(payload, self.request.hostname or "unknown", runtime.send_train)
 
     def on_process_init(sender: Any = None, **_: Any) -> None:
         # The sender is the worker's node name (e.g. cpu@host); its queues were chosen before the fork.

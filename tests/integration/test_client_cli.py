@@ -263,3 +263,21 @@ def test_mlq_train_reuses_an_identical_upload_and_prints_one_newline_terminated_
     waited = mlq(service, *args, "--wait")
     assert waited.returncode == 0, waited.stderr
     assert waited.stdout.endswith("}\n") and json.loads(waited.stdout)["status"] == "succeeded"
+
+
+def test_mlq_search_shows_its_trial_table_and_the_client_reads_the_best(service: dict[str, Any]) -> None:
+    shown = mlq(service, "search", "--data", str(service["data"]), "--target", "species", "--model", "iris-search",
+                "--algorithm", "logistic_regression", "--search", '{"C": [0.05, 1.0]}', "--wait")
+    assert shown.returncode == 0, shown.stderr
+    assert "algorithm" in shown.stdout and shown.stdout.count("logistic_regression") == 2, shown.stdout
+    assert "registered iris-search version 1" in shown.stderr
+    with Client(service["url"]) as client:
+        dataset = client.upload_dataset(service["data"])
+        job = client.search("iris-search", dataset["id"], "species", "random_forest",
+                            {"strategy": "random", "trials": 2, "space": {"n_estimators": {"int": [5, 20]}}},
+                            metric="accuracy", split={"cv": 3})
+        result = client.result(job["id"], timeout=150)
+        assert result["version"] == 2 and result["rank_by"] == "cv" and result["metric"] == "accuracy"
+        assert [t["score"] for t in result["trials"]] == sorted((t["score"] for t in result["trials"]), reverse=True)
+        manifest = client.get_version("iris-search", 2)
+        assert manifest["search"]["id"] == job["id"] and manifest["feature_importance"]["features"]

@@ -45,6 +45,7 @@ EXCLUDED = {
     "GET /v1/datasets": [checks.positive_data_acceptance],
     "POST /v1/datasets": [checks.positive_data_acceptance],
     "POST /v1/jobs/train": [checks.positive_data_acceptance],
+    "POST /v1/jobs/search": [checks.positive_data_acceptance],  # as train, and a search space's values too
     "POST /v1/models/{name}/predict": [checks.positive_data_acceptance],
     "POST /v1/models/{name}/batch-predict": [checks.positive_data_acceptance],  # a made-up dataset id is a 404
 }
