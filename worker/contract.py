@@ -16,6 +16,7 @@ INFERENCE_QUEUE = "inference"
 QUEUES = (TRAIN_QUEUE, INFERENCE_QUEUE)
 
 TRAIN_TASK = "mlqueue.train"  # predictions are not Celery tasks: see worker/inference_queue.py
+OPTIMIZE_TASK = "mlqueue.optimize"  # on the train queue: it fine-tunes, distills and measures like a training
 
 
 class JobStatus(StrEnum):
@@ -36,6 +37,7 @@ FINAL_STATUSES = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CAN
 class JobType(StrEnum):
     TRAIN = "train"
     PREDICT = "predict"
+    OPTIMIZE = "optimize"
 
 
 class JobError(Exception):
@@ -95,4 +97,24 @@ class PredictRequest:
 
     @classmethod
     def decode(cls, data: dict[str, Any]) -> PredictRequest:
+        return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
+
+
+@dataclass(frozen=True)
+class OptimizeRequest:
+    """An optimize job: which version to optimise, the method and its (validated) params."""
+
+    job_id: str
+    tenant: str
+    model: str
+    version: int
+    method: str
+    params: dict[str, Any] = field(default_factory=dict)
+    device: str = "auto"
+
+    def encode(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def decode(cls, data: dict[str, Any]) -> OptimizeRequest:
         return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})

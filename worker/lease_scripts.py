@@ -66,7 +66,8 @@ if status ~= 'running' then
   redis.call('SREM', KEYS[2], ARGV[1])
   return 'not_running'
 end
-if redis.call('HGET', KEYS[1], 'type') ~= 'train' then return 'not_train' end
+local jtype = redis.call('HGET', KEYS[1], 'type')
+if jtype ~= 'train' and jtype ~= 'optimize' then return 'not_train' end
 if redis.call('EXISTS', KEYS[7]) == 1 then return 'alive' end
 if redis.call('EXISTS', KEYS[5]) == 1 then
   finish(ARGV[1], 'cancelled', ARGV[2], ARGV[3], ARGV[4], '', ARGV[5], 10)

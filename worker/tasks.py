@@ -26,7 +26,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 from training.errors import Cancelled, MLQError
 from training.pipeline import RegistrationDeclined, train_model
 from training.registry import ModelRegistry
-from worker.contract import TRAIN_QUEUE, TRAIN_TASK, JobError, TrainRequest
+from worker.contract import OPTIMIZE_TASK, TRAIN_QUEUE, TRAIN_TASK, JobError, TrainRequest
 from worker.datasets import DatasetStore
 from worker.jobs import JobStore
 from worker.liveness import Heartbeat, WorkerLiveness
@@ -83,9 +83,10 @@ class WorkerRuntime:
         return self._leases
 
     def send_train(self, payload: dict[str, Any]) -> None:
-        """Put a training back on the `train` queue, by name, with its original request."""
+        """Put a training (or an optimize job: its request has a `method`) back on the `train` queue, by name."""
         assert self.app is not None, "register_tasks() sets the app"
-        self.app.send_task(TRAIN_TASK, args=[payload], task_id=payload["job_id"], queue=TRAIN_QUEUE)
+        task = OPTIMIZE_TASK if "method" in payload else TRAIN_TASK
+        self.app.send_task(task, args=[payload], task_id=payload["job_id"], queue=TRAIN_QUEUE)
 
     def start(self, hostname: str, queues: list[str]) -> None:
         """Runs once per worker process, after the fork: threads, preloaded models, then the heartbeat."""
@@ -224,6 +225,10 @@ def register_tasks(app: Celery, settings: Settings) -> WorkerRuntime:
     @app.task(name=TRAIN_TASK, bind=True)
     def train(self: Task, payload: dict[str, Any]) -> None:
         runtime.train(payload, self.request.hostname or "unknown")
+
+    from worker.optimize_task import register_optimize
+
+    register_optimize(app, runtime)
 
     def on_process_init(sender: Any = None, **_: Any) -> None:
         # The sender is the worker's node name (e.g. cpu@host); its queues were chosen before the fork.

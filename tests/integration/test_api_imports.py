@@ -28,4 +28,4 @@ def test_creating_the_app_imports_no_torch_sklearn_pandas_numpy_or_task_modules(
     assert "api" in loaded and "flask_openapi3" in loaded
     assert not [m for m in FORBIDDEN if m in loaded]
     assert {m for m in loaded if m.startswith("training.")} <= {"training.errors", "training.params",
-                                                               "training.registry"}
+                                                               "training.optimize_params", "training.registry"}
