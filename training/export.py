@@ -5,8 +5,9 @@ ONNX: the fitted preprocessor goes through skl2onnx, the model through skl2onnx 
 (`[n, 1]`: float32 for numbers with NaN for a gap, string for categories with "" for a gap), and gives
 `probabilities` `[n, K]` (class order as in the manifest's `classes`) or `value` `[n, 1]`. When skl2onnx cannot
 convert the preprocessing, the file holds the model alone and takes the preprocessed `features` `[n, d]`.
-A quantized MLP is exported with its int8-rounded weights as float (ONNX Runtime's own int8 kernels differ from
-torch's), so it matches the served quantized version to about 1e-3, not 1e-6.
+A quantized MLP is exported with its int8 weights dequantized and torch's per-batch activation rounding written out
+in float ops (ONNX Runtime's own int8 kernels round differently), so it matches the served quantized version on
+the same batch to about 1e-3, not 1e-6.
 
 TorchScript: a traced module in a file; it can run code when loaded, so mlqueue only ever writes it (the workers
 refuse to serve an export, see training/algorithms.check_servable).
@@ -55,8 +56,23 @@ class _Serving(nn.Module):
         return torch.softmax(out, dim=1) if self.classify else out * self.std + self.mean
 
 
+class _DynamicInt8Input(nn.Module):
+    """What torch's dynamic int8 Linear does to its input, in float ops that export to any runtime: the whole
+    batch is quantized to 7 bits unsigned (fbgemm's reduce_range) over a range that includes 0, then read back.
+    The range is the batch's, so a row's result depends a little on the rows batched with it, as in the service."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        low = torch.clamp(x.min(), max=0.0)
+        high = torch.clamp(x.max(), min=0.0)
+        scale = (high - low) / 127.0
+        scale = torch.where(scale > 0, scale, torch.full_like(scale, 0.1))  # an all-zero batch, as fbgemm does
+        zero = torch.clamp(torch.round(-low / scale), 0.0, 127.0)
+        return (torch.clamp(torch.round(x / scale) + zero, 0.0, 127.0) - zero) * scale
+
+
 def float_net(model: TorchMLPModel) -> nn.Module:
-    """A float MLP of `model` (a quantized one contributes its int8-rounded weights)."""
+    """A float MLP of `model`; a quantized one gets its int8 weights dequantized and its activation rounding
+    emulated (ONNX Runtime's own int8 kernels round differently from torch's fbgemm ones)."""
     if model.kind == "torch_int8":
         from training.quantized import QuantizedMLPModel, dequantized_state
 
@@ -64,7 +80,10 @@ def float_net(model: TorchMLPModel) -> nn.Module:
         a = model.architecture
         net = MLP(a["input_dim"], a["hidden_layers"], a["output_dim"])
         net.load_state_dict(dequantized_state(model))
-        return net.eval()
+        layers: list[nn.Module] = []
+        for layer in net.layers:
+            layers += [_DynamicInt8Input(), layer] if isinstance(layer, nn.Linear) else [layer]
+        return nn.Sequential(*layers).eval()
     assert model.net is not None
     return copy.deepcopy(model.net).cpu().eval()
 
