@@ -12,6 +12,7 @@ from typing import Any
 from flask import Response
 from flask_openapi3 import APIBlueprint, Tag
 
+from api.limits import check_training_params
 from api.models import known_name
 from api.parsing import json_body
 from api.schemas import Job, JobHeaders, OptimizeBody, Problem, VersionPath, WaitQuery
@@ -34,6 +35,11 @@ def optimize(path: VersionPath, query: WaitQuery, header: JobHeaders, body: Opti
     name = known_name(path.name)
     manifest = services().registry.manifest(tenant(), name, path.version)
     params = validate_optimize(body.method, dict(body.model_extra or {}), manifest)
+    # The same ceilings as a training (MLQ_MAX_EPOCHS, MLQ_MAX_HIDDEN_UNITS): these methods train, too.
+    if body.method == "distill":
+        check_training_params(params)
+    elif body.method == "prune":
+        check_training_params({"epochs": params["finetune_epochs"]})
 
     def build(job_id: str) -> tuple[dict[str, Any], dict[str, Any]]:
         message = OptimizeRequest(job_id=job_id, tenant=tenant(), model=name, version=path.version,

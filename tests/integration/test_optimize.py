@@ -215,12 +215,14 @@ def test_a_method_that_does_not_apply_is_a_422_naming_those_that_do(service: dic
     assert refused.value.status == 422 and "distill, export (onnx)" in str(refused.value)
     with pytest.raises(ValidationFailed, match="amount"):
         service["client"].optimize("wide", 1, "prune", {"amount": 2})
+    with pytest.raises(ValidationFailed, match="MLQ_MAX_EPOCHS"):
+        service["client"].optimize("forest", 1, "distill", {"epochs": 5000})
 
 
 def test_cancel_stops_a_distillation_mid_run_and_registers_nothing(service: dict[str, Any]) -> None:
     client = service["client"]
     before = client.get_model("forest")["latest_version"]
-    job = client.optimize("forest", 1, "distill", {"hidden_layers": [16], "epochs": 10_000, "batch_size": 8})
+    job = client.optimize("forest", 1, "distill", {"hidden_layers": [16], "epochs": 1000, "batch_size": 1})
     deadline = time.monotonic() + JOB_TIMEOUT_S
     while (client.get_job(job["id"], wait=1).get("progress") or {}).get("epoch") is None:
         assert time.monotonic() < deadline, "the distillation never reported an epoch"
