@@ -242,3 +242,14 @@ def test_mlq_optimize_prints_the_comparison_table(service: dict[str, Any]) -> No
     assert [r.split("  ")[0] for r in rows][:3] == ["artifact bytes", "latency 1 row (ms)", "latency 64 rows (ms)"]
     assert any(r.startswith("test accuracy") for r in rows)
     assert "sparsity 25.0%" in out.stderr
+
+
+def test_mlq_optimize_download_saves_the_exported_onnx_file(service: dict[str, Any], tmp_path: Path) -> None:
+    target = tmp_path / "wide.onnx"
+    out = subprocess.run([str(BIN / "mlq"), "optimize", "wide", "1", "--method", "export", "--format", "onnx",
+                          "--download", str(target)], capture_output=True, text=True, env=service["env"],
+                         timeout=JOB_TIMEOUT_S)
+    assert out.returncode == 0, out.stderr
+    session = ort.InferenceSession(target.read_bytes())
+    assert [i.name for i in session.get_inputs()] == FEATURES
+    assert [o.name for o in session.get_outputs()] == ["probabilities"]
