@@ -192,7 +192,7 @@ def test_a_torchscript_export_downloads_and_no_worker_ever_loads_it(service: dic
     module = torch.jit.load(io.BytesIO(client.download_artifact("wide", result["version"])))  # trusted: ours
     assert module(torch.zeros(3, 8)).shape == (3, 2)
     job = client.wait(client.predict("wide", service["rows"][:1], version=result["version"])["id"], timeout=60)
-    # Refused from the manifest, before any file of the version is opened (see tests/unit/test_optimize.py).
+    # Refused from the manifest, before any file of the version is opened (see tests/unit/test_optimization.py).
     assert job["status"] == "failed" and "export for download" in job["error"]["message"]
 
 

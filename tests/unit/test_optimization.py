@@ -1,7 +1,7 @@
 """Optimisation in-process: which methods apply, int8 storage, exports that match the service, integrity.
 
 The accuracy bounds of quantize, prune and distill are checked through the real service in
-tests/integration/test_optimize.py; these tests cover what needs no worker, on tiny models.
+tests/integration/test_optimize_jobs.py; these tests cover what needs no worker, on tiny models.
 """
 
 from __future__ import annotations
