@@ -1,6 +1,7 @@
 """The worker's task `mlqueue.train` and the per-process start-up (predictions: worker/inference.py).
 
-The only module of `worker/` that imports the training pipeline; the per-job callbacks it hands `train_model`
+The only module of `worker/` that imports the training pipeline (the optimize job, `mlqueue.optimize`, lives in
+worker/optimize_task.py and is registered from here); the per-job callbacks it hands `train_model`
 (stop check, progress, registration claim, lease heartbeat) are in worker/train_hooks.py. Tasks are registered on
 an app by `register_tasks(app, settings)`, called once by `worker/app.py` (the process edge that reads the
 settings): closures over one `WorkerRuntime` instead of module-level settings, so importing this module reads no
