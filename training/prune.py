@@ -61,6 +61,7 @@ def prune_mlp(model: TorchMLPModel, *, amount: float, structured: bool, finetune
                              batch_size=batch_size, lr=lr, seed=seed, device=device, on_progress=on_progress,
                              should_stop=should_stop)
     for layer in linears:
-        prune.remove(layer, "weight")  # bake the mask in: plain weights with zeros, a plain state dict
+        if prune.is_pruned(layer):  # structured pruning leaves the output layer as it is
+            prune.remove(layer, "weight")  # bake the mask in: plain weights with zeros, a plain state dict
     model.net.to(torch.device("cpu"))
     return {**sparsity(model.net), "finetune": summary or None}

@@ -203,3 +203,12 @@ def test_the_comparison_table_puts_parent_beside_child_with_the_change() -> None
                     ["latency 1 row (ms)", "2", "1", "2.00x faster"],
                     ["latency 64 rows (ms)", "4", "8", "2.00x slower"],
                     ["test accuracy", "0.95", "0.94", "-0.0100"]]
+
+
+def test_structured_pruning_zeroes_whole_hidden_neurons_and_leaves_the_output_layer_whole(
+        registry: ModelRegistry, messy_csv: Path) -> None:
+    result = optimize(registry, messy_csv, "amount", 1, "prune", amount=0.5, structured=True, finetune_epochs=2)
+    assert result["optimization"]["layers"] == [0.5, 0.0]
+    net = Predictor.load(registry, TENANT, "amount", result["version"]).model.net  # type: ignore[attr-defined]
+    dead_rows = (net.layers[0].weight.abs().sum(dim=1) == 0).sum().item()
+    assert dead_rows == 4  # of the 8 hidden neurons; a plain dense state dict, served like any MLP
