@@ -1,7 +1,8 @@
 """The mlqueue REST API: `create_app(settings)` builds a flask-openapi3 app with one blueprint per resource.
 
 The API process stays light: it imports no torch, scikit-learn, pandas or numpy, never imports `worker.tasks`,
-and of `training` only the stdlib modules errors, params and registry (a test checks sys.modules).
+and of `training` only the stdlib modules errors, params, optimize_params and registry (a test checks
+sys.modules).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from flask_openapi3 import Info, OpenAPI
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from api import batch, datasets, events, jobs, models, predict, search, service
+from api import batch, datasets, events, jobs, models, optimize, predict, search, service
 from api.auth import init_auth
 from api.hub import EventHub
 from api.metrics import make_registry
@@ -102,6 +103,6 @@ def create_app(settings: Settings | None = None) -> OpenAPI:
         http_requests.labels(request.method, route, str(response.status_code)).inc()
         return response
 
-    for module in (service, datasets, jobs, events, models, predict, batch, search):
+    for module in (service, datasets, jobs, events, models, predict, batch, search, optimize):
         app.register_api(module.bp)
     return app

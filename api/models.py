@@ -64,13 +64,35 @@ def delete_version(path: VersionPath) -> tuple[str, int]:
 
 
 @bp.get("/<name>/versions/<int:version>/artifact",
-        responses={200: {"content": {"application/gzip": {"schema": {"type": "string", "format": "binary"}}}}})
+        responses={200: {"content": {t: {"schema": {"type": "string", "format": "binary"}}
+                                     for t in ("application/gzip", "application/onnx", "application/octet-stream")}}})
 def download_artifact(path: VersionPath) -> Response:
-    """The version directory as a .tar.gz, checked against its manifest's sha256 sums first."""
+    """The version directory as a .tar.gz, checked against its manifest's sha256 sums first; for an export
+    version (optimize method export), the exported file itself (model.onnx, model.torchscript.pt)."""
     name = known_name(path.name)
+    exported = _exported_file(name, path.version)
+    if exported is not None:
+        return exported
     data = services().registry.archive(tenant(), name, path.version)
     response = Response(data, mimetype="application/gzip")
     response.headers["Content-Disposition"] = f'attachment; filename="{name}-v{path.version}.tar.gz"'
+    return response
+
+
+def _exported_file(name: str, version: int) -> Response | None:
+    registry = services().registry
+    export = registry.manifest(tenant(), name, version).get("export")
+    if not isinstance(export, dict):
+        return None
+    directory = registry.verified_dir(tenant(), name, version)  # its sha256 and the HMAC are checked here
+    verified = registry.manifest(tenant(), name, version)
+    export = verified.get("export") or {}
+    file = str(export.get("file", ""))
+    if file not in (verified.get("files") or {}):
+        raise NotFound(f"version {version} of {name!r} lists no exported file; download it again after re-export")
+    response = Response((directory / file).read_bytes(), mimetype=str(export.get("media_type") or
+                                                                        "application/octet-stream"))
+    response.headers["Content-Disposition"] = f'attachment; filename="{name}-v{version}-{file}"'
     return response
 
 

@@ -273,6 +273,15 @@ class BatchPredictBody(Body):
     format: Literal["csv", "parquet"] = "csv"
 
 
+class OptimizeBody(BaseModel):
+    # The method's own parameters sit beside `method` (see docs/api.md); training/optimize_params.py checks them
+    # against the parent version, so unknown keys are refused there, naming the method's parameters.
+    model_config = ConfigDict(extra="allow", strict=True)
+    method: str = Field(json_schema_extra={"enum": ["quantize_dynamic", "prune", "distill", "export"]},
+                        description="quantize_dynamic | prune | distill | export; the method's params beside it")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+
 # ---- service ---------------------------------------------------------------------------------------------
 class Health(BaseModel):
     status: str

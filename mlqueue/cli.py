@@ -392,6 +392,40 @@ def models_alias(name: str, alias: str, version: int | None, delete: bool, url: 
         out({"name": name, "aliases": client.get_model(name).get("aliases", {})})
 
 
+@cli.command()
+@click.argument("model")
+@click.argument("version", type=int)
+@click.option("--method", required=True, type=click.Choice(["quantize_dynamic", "prune", "distill", "export"]))
+@click.option("--params", help="The method's parameters as JSON, e.g. '{\"amount\": 0.5}' for prune.")
+@click.option("--format", "format_", type=click.Choice(["onnx", "torchscript"]), help="export: the file format.")
+@click.option("--download", type=click.Path(dir_okay=False, path_type=Path),
+              help="export: save the exported file here once the job succeeded.")
+@click.option("--idempotency-key", help="Resubmitting with the same key returns the same job.")
+@http_options
+def optimize(model: str, version: int, method: str, params: str | None, format_: str | None,
+             download: Path | None, idempotency_key: str | None, url: str, token: str | None,
+             as_json: bool) -> None:
+    """Optimise VERSION of MODEL into a new version and print parent beside child (size, latency, metrics)."""
+    from mlqueue.comparison import comparison_rows, summary
+
+    options = json_object("--params", params) or {}
+    if format_:
+        options["format"] = format_
+    with Client(url, token) as client:
+        job = client.optimize(model, version, method, options, idempotency_key=idempotency_key)
+        click.echo(f"queued job {job['id']}", err=True)
+        job = client.wait(job["id"])
+        if job["status"] != "succeeded" or as_json:
+            return finish(client, job, as_json)  # the job (--json), or the error and exit 1
+        result = job["result"]
+        rows, header = comparison_rows(result)
+        table(rows, header)
+        click.echo(summary(result), err=True)
+        if download is not None:
+            download.write_bytes(client.download_artifact(model, result["version"]))
+            click.echo(f"saved version {result['version']}'s artifact to {download}", err=True)
+
+
 # -- running the service ----------------------------------------------------------------------------------------
 
 

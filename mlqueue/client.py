@@ -230,6 +230,14 @@ class Client:
         tmp.replace(path)
         return path
 
+    def optimize(self, model: str, version: int, method: str, params: dict[str, Any] | None = None,
+                 wait: float | None = None, idempotency_key: str | None = None) -> dict[str, Any]:
+        """Submit an optimize job (quantize_dynamic, prune, distill, export) of one version; returns the job.
+        Its result, once it succeeded, has the new `version` and the `comparison` with its parent."""
+        body = {**(params or {}), "method": method}
+        return self._create_job(f"/v1/models/{model}/versions/{int(version)}/optimize", body, wait,
+                                idempotency_key)
+
     def _create_job(self, path: str, body: dict[str, Any], wait: float | None, key: str | None) -> dict[str, Any]:
         body = {k: v for k, v in body.items() if v is not None}
         # A key of our own makes a retried POST return the same job instead of queueing a second one.
@@ -371,6 +379,10 @@ class Client:
 
     def delete_alias(self, name: str, alias: str) -> None:
         self._request("DELETE", f"/v1/models/{name}/aliases/{alias}")
+
+    def download_artifact(self, name: str, version: int) -> bytes:
+        """A version's artifact: the exported file of an export version, else the version as a .tar.gz."""
+        return self._request("GET", f"/v1/models/{name}/versions/{int(version)}/artifact").content
 
     def delete_version(self, name: str, version: int) -> None:
         self._request("DELETE", f"/v1/models/{name}/versions/{version}")

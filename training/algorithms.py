@@ -304,10 +304,23 @@ def build_model(algorithm: str, task: str, params: dict[str, Any], n_features: i
     return ALGORITHMS[algorithm].build(task, params, n_features, n_classes)
 
 
+def check_servable(kind: str) -> None:
+    """Refuse a download-only export before any of its files is opened."""
+    if kind in ("onnx", "torchscript"):
+        # An export is a file to download; a TorchScript file can run code, so no worker ever opens one.
+        raise MLQError(f"this version is a {kind} export for download (GET .../artifact), not a model the "
+                       "workers serve; predict with the version it was exported from")
+
+
 def load_model(directory: Path, kind: str, device: str = "cpu") -> Model:
     """Read a saved model back without executing code from the files; `device` applies to torch models."""
     if kind == "sklearn":
         return SklearnModel.load(directory)
     if kind == "torch":
         return TorchMLPModel.load(directory, device)
-    raise MLQError(f"unknown model kind {kind!r}; expected 'sklearn' or 'torch'")
+    if kind == "torch_int8":  # training/quantized.py: int8 weights + scales, rebuilt without running code
+        from training.quantized import QuantizedMLPModel
+
+        return QuantizedMLPModel.load(directory)
+    check_servable(kind)
+    raise MLQError(f"unknown model kind {kind!r}; expected 'sklearn', 'torch' or 'torch_int8'")

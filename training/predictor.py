@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from training.algorithms import Model, load_model
+from training.algorithms import Model, check_servable, load_model
 from training.compiled import compile_preprocessor
 from training.data import load_preprocessor
 from training.errors import InvalidInput, MLQError
@@ -68,6 +68,7 @@ class Predictor:
         if missing:
             raise MLQError(f"model {name!r} version {version} has no {', '.join(missing)} in its manifest; "
                            "it was not registered by the training pipeline and cannot serve predictions")
+        check_servable(manifest["model_kind"])
         if manifest["task"] == CLASSIFICATION and not manifest.get("classes"):
             raise MLQError(f"model {name!r} version {version} is a classifier without classes in its manifest")
         pre_file = manifest.get("preprocessor_file", "preprocessor.skops")

@@ -11,7 +11,7 @@ from celery import Celery
 from kombu import Exchange, Queue
 
 from worker import broker
-from worker.contract import BATCH_PREDICT_TASK, BATCH_QUEUE, INFERENCE_QUEUE, TRAIN_QUEUE, TRAIN_TASK
+from worker.contract import BATCH_PREDICT_TASK, BATCH_QUEUE, INFERENCE_QUEUE, OPTIMIZE_TASK, TRAIN_QUEUE, TRAIN_TASK
 from worker.settings import Settings
 
 # The soft limit fires this much earlier than the hard one, so a task can still record why it stopped.
@@ -48,7 +48,8 @@ def make_celery(settings: Settings) -> Celery:
         task_default_queue=TRAIN_QUEUE,
         task_default_exchange=TRAIN_QUEUE,
         task_default_routing_key=TRAIN_QUEUE,
-        task_routes={TRAIN_TASK: {"queue": TRAIN_QUEUE}, BATCH_PREDICT_TASK: {"queue": BATCH_QUEUE}},
+        task_routes={TRAIN_TASK: {"queue": TRAIN_QUEUE}, BATCH_PREDICT_TASK: {"queue": BATCH_QUEUE},
+                     OPTIMIZE_TASK: {"queue": TRAIN_QUEUE}},
         # At-least-once: a job is acked when it ends, and a worker holds one job per process, so a second
         # training never waits behind the first on a busy worker. Inference workers raise the prefetch on
         # their command line.

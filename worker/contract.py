@@ -22,6 +22,7 @@ WORKER_QUEUES = (*QUEUES, BATCH_QUEUE)
 TRAIN_TASK = "mlqueue.train"  # predictions are not Celery tasks: see worker/inference_queue.py
 BATCH_PREDICT_TASK = "mlqueue.batch_predict"
 SEARCH_TASK = "mlqueue.search"  # a search's own message: it fans its trials out as train jobs (worker/search.py)
+OPTIMIZE_TASK = "mlqueue.optimize"  # on the train queue: it fine-tunes, distills and measures like a training
 
 
 class JobStatus(StrEnum):
@@ -44,11 +45,13 @@ class JobType(StrEnum):
     PREDICT = "predict"
     BATCH_PREDICT = "batch_predict"
     SEARCH = "search"
+    OPTIMIZE = "optimize"
 
 
 # The jobs that hold an attempt lease (worker/recovery.py), and the task and queue a requeued one is sent to.
 LEASED_TASKS = {JobType.TRAIN.value: (TRAIN_TASK, TRAIN_QUEUE),
-                JobType.BATCH_PREDICT.value: (BATCH_PREDICT_TASK, BATCH_QUEUE)}
+                JobType.BATCH_PREDICT.value: (BATCH_PREDICT_TASK, BATCH_QUEUE),
+                JobType.OPTIMIZE.value: (OPTIMIZE_TASK, TRAIN_QUEUE)}
 
 
 class JobError(Exception):
@@ -171,3 +174,23 @@ class SearchRequest:
                             target=self.target, algorithm=trial["algorithm"], task=self.task,
                             features=self.features, params=trial["params"], preprocessing=self.preprocessing,
                             split=self.split, device=self.device, parent=self.job_id, trial=index)
+
+
+@dataclass(frozen=True)
+class OptimizeRequest:
+    """An optimize job: which version to optimise, the method and its (validated) params."""
+
+    job_id: str
+    tenant: str
+    model: str
+    version: int
+    method: str
+    params: dict[str, Any] = field(default_factory=dict)
+    device: str = "auto"
+
+    def encode(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def decode(cls, data: dict[str, Any]) -> OptimizeRequest:
+        return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})

@@ -67,7 +67,7 @@ if status ~= 'running' then
   return 'not_running'
 end
 local jtype = redis.call('HGET', KEYS[1], 'type')
-if jtype ~= 'train' and jtype ~= 'batch_predict' then return 'not_train' end
+if jtype ~= 'train' and jtype ~= 'batch_predict' and jtype ~= 'optimize' then return 'not_train' end
 if redis.call('EXISTS', KEYS[7]) == 1 then return 'alive' end
 if redis.call('EXISTS', KEYS[5]) == 1 then
   finish(ARGV[1], 'cancelled', ARGV[2], ARGV[3], ARGV[4], '', ARGV[5], 10)

@@ -1,6 +1,7 @@
 """The worker's task `mlqueue.train` and the per-process start-up (predictions: worker/inference.py).
 
-The only module of `worker/` that imports the training pipeline; the per-job callbacks it hands `train_model`
+The only module of `worker/` that imports the training pipeline (the optimize job, `mlqueue.optimize`, lives in
+worker/optimize_task.py and is registered from here); the per-job callbacks it hands `train_model`
 (stop check, progress, registration claim, lease heartbeat) are in worker/train_hooks.py. Tasks are registered on
 an app by `register_tasks(app, settings)`, called once by `worker/app.py` (the process edge that reads the
 settings): closures over one `WorkerRuntime` instead of module-level settings, so importing this module reads no
@@ -26,7 +27,16 @@ from celery.exceptions import SoftTimeLimitExceeded
 from training.errors import Cancelled, MLQError
 from training.pipeline import RegistrationDeclined, train_model
 from training.registry import ModelRegistry
-from worker.contract import BATCH_QUEUE, LEASED_TASKS, SEARCH_TASK, TRAIN_QUEUE, TRAIN_TASK, JobError, TrainRequest
+from worker.contract import (
+    BATCH_QUEUE,
+    LEASED_TASKS,
+    OPTIMIZE_TASK,
+    SEARCH_TASK,
+    TRAIN_QUEUE,
+    TRAIN_TASK,
+    JobError,
+    TrainRequest,
+)
 from worker.datasets import DatasetStore
 from worker.jobs import JobStore
 from worker.liveness import Heartbeat, WorkerLiveness
@@ -101,9 +111,10 @@ class WorkerRuntime:
             log.exception("search %s: progress not updated after trial %s", request.parent, request.job_id)
 
     def send_train(self, payload: dict[str, Any]) -> None:
-        """Put a training back on the `train` queue, by name, with its original request."""
+        """Put a training (or an optimize job: its request has a `method`) back on the `train` queue, by name."""
         assert self.app is not None, "register_tasks() sets the app"
-        self.app.send_task(TRAIN_TASK, args=[payload], task_id=payload["job_id"], queue=TRAIN_QUEUE)
+        task = OPTIMIZE_TASK if "method" in payload else TRAIN_TASK
+        self.app.send_task(task, args=[payload], task_id=payload["job_id"], queue=TRAIN_QUEUE)
 
     def resend(self, payload: dict[str, Any]) -> None:
         """Put a job the sweeper requeued back on the queue of its type (a training, a batch prediction)."""
@@ -273,6 +284,10 @@ def register_tasks(app: Celery, settings: Settings) -> WorkerRuntime:
     def search(self: Task, payload: dict[str, Any]) -> None:
         # Quick: it only creates and sends the trials, which then spread over every train worker.
         runtime.searches.fan_out(payload, self.request.hostname or "unknown", runtime.send_train)
+
+    from worker.optimize_task import register_optimize
+
+    register_optimize(app, runtime)
 
     def on_process_init(sender: Any = None, **_: Any) -> None:
         # The sender is the worker's node name (e.g. cpu@host); its queues were chosen before the fork.

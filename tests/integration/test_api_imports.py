@@ -29,5 +29,6 @@ def test_creating_the_app_imports_no_torch_sklearn_pandas_numpy_or_task_modules(
     assert not [m for m in FORBIDDEN if m in loaded]
     # The stdlib-only modules of training/ (postprocess: the API checks predict options at submit).
     assert {m for m in loaded if m.startswith("training.")} <= {"training.errors", "training.params",
-                                                               "training.postprocess", "training.registry",
+                                                               "training.optimize_params", "training.postprocess",
+                                                               "training.registry",
                                                                "training.search_space"}

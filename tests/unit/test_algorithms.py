@@ -226,6 +226,8 @@ def test_a_missing_or_garbled_model_file_is_refused_clearly(tmp_path: Path) -> N
     with pytest.raises(ArtifactTampered, match="not a readable skops file"):
         load_model(tmp_path, "sklearn")
     with pytest.raises(MLQError, match="unknown model kind"):
+        load_model(tmp_path, "pickle")
+    with pytest.raises(MLQError, match="export for download"):  # an export is known, and never served
         load_model(tmp_path, "onnx")
 
 
