@@ -60,7 +60,7 @@ def body_for(name: str, row: list[float]) -> tuple[str, dict[str, Any]]:
 
 
 def run_mlqueue(args: argparse.Namespace, stack: Stack, workdir: Path, out: dict[str, Any]) -> dict[str, Any]:
-    api, url = stack.gunicorn("api", "api.wsgi:app")
+    api, url = stack.api("api", worker_class=args.api_worker_class)
     train = stack.celery("train", "worker.app", "train")
     client = httpx.Client(base_url=url)
     wait_ready(client, "train")
@@ -97,7 +97,7 @@ def run_mlqueue(args: argparse.Namespace, stack: Stack, workdir: Path, out: dict
         out.setdefault("W4", {})["api1_workers2"] = measure(url + path, body, args, workdir, procs, r)
         client.close()
         stack.stop(api)
-        api, url = stack.gunicorn("api2", "api.wsgi:app", workers=2)
+        api, url = stack.api("api2", workers=2, worker_class=args.api_worker_class)
         print("W4 mlqueue, 2 API processes, 2 inference workers ...", flush=True)
         procs["api"] = api
         out["W4"]["api2_workers2"] = measure(url + path, body, args, workdir, procs, r)
@@ -196,6 +196,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=float, default=3.0, help="warm-up seconds per run (default 3)")
     parser.add_argument("--w3-rows", type=int, default=100_000)
     parser.add_argument("--skip-w4", action="store_true")
+    parser.add_argument("--api-worker-class", choices=["gevent", "gthread"], default="gevent",
+                        help="the serving model of mlqueue's API (gthread: the one before issue 8, to compare)")
     parser.add_argument("--skip-baselines", action="store_true")
     parser.add_argument("--predictor-baselines", action="store_true",
                         help="also run both baselines through training.predictor.Predictor (extra rows)")

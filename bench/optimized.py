@@ -35,7 +35,7 @@ def optimize(client: httpx.Client, body: dict[str, Any]) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace, stack: Stack, workdir: Path, out: dict[str, Any]) -> None:
-    api, url = stack.gunicorn("api", "api.wsgi:app")
+    api, url = stack.api("api")
     train = stack.celery("train", "worker.app", "train")
     client = httpx.Client(base_url=url)
     wait_ready(client, "train")

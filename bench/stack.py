@@ -128,6 +128,18 @@ class Stack:
         wait_http(url + "/healthz", proc)
         return proc, url
 
+    def api(self, name: str, workers: int = 1, worker_class: str = "gevent",
+            extra_env: dict[str, str] | None = None) -> tuple[Proc, str]:
+        """mlqueue's API exactly as `mlq api` runs it (api/gunicorn_conf.py; gevent unless told otherwise)."""
+        from mlqueue.dev import gunicorn_argv
+
+        port = free_port()
+        argv = gunicorn_argv("127.0.0.1", port, workers, worker_class)
+        proc = self.spawn(name, [*argv[:-1], "--log-level", "warning", argv[-1]], extra_env)
+        url = f"http://127.0.0.1:{port}"
+        wait_http(url + "/healthz", proc)
+        return proc, url
+
     def celery(self, name: str, app: str, queues: str, pool: str = "prefork",
                extra_env: dict[str, str] | None = None) -> Proc:
         argv = [sys.executable, "-m", "celery", "-A", app, "worker", "-Q", queues, "-n", f"{name}@%h", "-P", pool,
