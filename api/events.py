@@ -18,10 +18,10 @@ from typing import Any
 import orjson
 from flask import Response
 from flask_openapi3 import APIBlueprint, Tag
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from api.problems import ApiError
-from api.schemas import JobPath, Problem
+from api.schemas import JobPath, Parameters, Problem
 from api.services import Services, services, tenant
 from api.waits import DISCONNECT_CHECK_S, RECHECK_S, client_gone, client_socket
 from worker.job_events import JobEvent, job_log, last_id, read_after, tenant_channel, tenant_log, valid_event_id
@@ -38,12 +38,12 @@ bp = APIBlueprint("events", __name__, url_prefix="/v1", abp_tags=[Tag(name="jobs
                   abp_responses={401: Problem, 404: Problem, 422: Problem, 429: Problem, 503: Problem})
 
 
-class EventsQuery(BaseModel):
+class EventsQuery(Parameters):
     last_event_id: str | None = Field(None, max_length=64,
                                       description="resume after this event id (as the Last-Event-ID header)")
 
 
-class EventsHeaders(BaseModel):
+class EventsHeaders(Parameters):
     last_event_id: str | None = Field(None, alias="Last-Event-ID", max_length=64,
                                       description="resume after this event id; sent by EventSource on reconnect")
 

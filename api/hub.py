@@ -23,7 +23,9 @@ from typing import Any
 import redis
 
 log = logging.getLogger(__name__)
-CONFIRM_TIMEOUT_S = 5.0
+# A confirmation only fails to come when the connection breaks (then every pending one is released at once), but
+# in a burst of thousands of arriving waits the listener may take seconds to be scheduled: be patient.
+CONFIRM_TIMEOUT_S = 30.0
 RECONNECT_PAUSE_S = 0.5
 
 

@@ -9,6 +9,7 @@ the client polls; a stream past the cap is a 429. A waiting request whose client
 
 from __future__ import annotations
 
+import logging
 import select
 import socket
 import threading
@@ -17,11 +18,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import redis
 from flask import request
 
 from api.services import services
 from worker.jobs import FINAL
 
+log = logging.getLogger(__name__)
 DISCONNECT_CHECK_S = 5.0  # how often a waiter looks whether its client is still there
 RECHECK_S = 30.0  # a waiter re-reads the record this often even without a wake-up (a lost message costs no more)
 
@@ -106,7 +109,11 @@ def wait_for_job(job: dict[str, Any], seconds: float) -> dict[str, Any]:
     with svc.waits.hold(job["tenant"], "wait") as held:
         if not held:
             return job
-        return _wait(svc, job, seconds)
+        try:
+            return _wait(svc, job, seconds)
+        except redis.RedisError as exc:  # the hub could not subscribe: answer as if no wait was asked; they poll
+            log.warning("wait on %s ended early: %s", job["id"], exc)
+            return svc.jobs.get(job["id"]) or job
 
 
 def _wait(svc: Any, job: dict[str, Any], seconds: float) -> dict[str, Any]:

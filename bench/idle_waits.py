@@ -12,10 +12,12 @@ import asyncio
 import os
 import resource
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import redis
@@ -24,32 +26,64 @@ from bench.stack import Stack, cpu_seconds, free_port, rss_mb, wait_http
 from mlqueue.dev import gunicorn_argv
 from worker.jobs import JobStore
 
+PER_PROCESS = 800
+RAMP_PER_S = 200  # new connections per second per client process
 HOLD_S = 20.0  # the quiet window measured; every wait asks for 30 s, so none ends inside it
 
 
-async def hold(base: str, job_id: str, waits: int, streams: int, ready: asyncio.Event, done: asyncio.Event) -> int:
-    limits = httpx.Limits(max_connections=waits + streams + 10, max_keepalive_connections=waits + streams + 10)
-    answered = 0
-    async with httpx.AsyncClient(base_url=base, timeout=httpx.Timeout(10, read=60), limits=limits) as http:
-        async def wait_one() -> None:
-            nonlocal answered
-            await http.get(f"/v1/jobs/{job_id}?wait=30")
-            answered += 1
+async def hold(base: str, job_id: str, waits: int, streams: int) -> None:
+    """Open `waits` waits and `streams` event streams and keep them until killed (run in a process of its own).
 
-        async def stream_one() -> None:
-            async with http.stream("GET", f"/v1/jobs/{job_id}/events") as response:
-                async for _ in response.aiter_lines():
-                    if done.is_set():
-                        return
+    Plain asyncio sockets, one request at a time on each: an HTTP client library's connection pool scans its
+    connections on every request, and at a thousand of them the client, not the server, would be measured."""
+    host, port = base.removeprefix("http://").split(":")
 
-        tasks = [asyncio.create_task(wait_one()) for _ in range(waits)]
-        tasks += [asyncio.create_task(stream_one()) for _ in range(streams)]
-        ready.set()
-        await done.wait()
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-    return answered
+    async def wait_one(i: int) -> None:
+        await asyncio.sleep(i / RAMP_PER_S)  # clients arrive over seconds, not in one instant
+        while True:
+            try:
+                reader, writer = await asyncio.open_connection(host, int(port))
+                while True:  # a wait ends after 30 s: ask again on the same connection, as a client would
+                    writer.write(f"GET /v1/jobs/{job_id}?wait=30 HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+                    head = await reader.readuntil(b"\r\n\r\n")
+                    length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+                    await reader.readexactly(length)
+            except (OSError, asyncio.IncompleteReadError, IndexError, ValueError) as exc:
+                print(f"wait: {type(exc).__name__}: {exc}", file=sys.stderr)
+                await asyncio.sleep(1)
+
+    async def stream_one(i: int) -> None:
+        await asyncio.sleep(i / RAMP_PER_S)
+        while True:
+            try:
+                reader, writer = await asyncio.open_connection(host, int(port))
+                writer.write(f"GET /v1/jobs/{job_id}/events HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+                while await reader.read(4096):
+                    pass
+            except OSError as exc:
+                print(f"stream: {type(exc).__name__}: {exc}", file=sys.stderr)
+            await asyncio.sleep(1)
+
+    await asyncio.gather(*(wait_one(i) for i in range(waits)), *(stream_one(waits + i) for i in range(streams)))
+
+
+def holders(base: str, job_id: str, waits: int, streams: int, log: Any) -> list[subprocess.Popen[bytes]]:
+    """Client processes holding the waits, at most PER_PROCESS connections each (one asyncio loop stalls at ~1,000)."""
+    procs, left_w, left_s = [], waits, streams
+    while left_w + left_s > 0:
+        w = min(left_w, PER_PROCESS)
+        st = min(left_s, PER_PROCESS - w)
+        procs.append(subprocess.Popen([sys.executable, "-m", "bench.idle_waits", "--hold", base, job_id, str(w),
+                                       str(st)], stdout=subprocess.DEVNULL, stderr=log))
+        left_w, left_s = left_w - w, left_s - st
+    return procs
+
+
+def curl_ms(url: str) -> float:
+    """Milliseconds for one request from a process of its own (this one's event loop holds every waiter)."""
+    out = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{time_total}", url], capture_output=True,
+                         text=True, check=True).stdout
+    return float(out) * 1000
 
 
 def held(base: str) -> float:
@@ -79,28 +113,25 @@ async def run(waits: int, streams: int) -> None:
         wait_http(base + "/healthz", api)
         worker_pid = max(api.pids)  # the gunicorn worker (the master is the first pid)
         rss_before = rss_mb(worker_pid)
-        ready, done = asyncio.Event(), asyncio.Event()
-        holder = asyncio.create_task(hold(base, job["id"], waits, streams, ready, done))
-        await ready.wait()
+        clients = holders(base, job["id"], waits, streams, (stack.workdir / "clients.log").open("wb"))
         deadline = time.monotonic() + 60
         taken_in = time.monotonic()
         while await asyncio.to_thread(held, base) < waits + streams:
             if time.monotonic() > deadline:
-                raise RuntimeError("the API did not take every wait within 60 s")
+                now = await asyncio.to_thread(held, base)
+                raise RuntimeError(f"the API holds {now:.0f} of {waits + streams} waits after 60 s")
             await asyncio.sleep(0.5)
         taken_in = time.monotonic() - taken_in
         cpu0, t0 = cpu_seconds([worker_pid]), time.monotonic()
         probes = []
         while time.monotonic() - t0 < HOLD_S:
-            started = time.monotonic()
-            await asyncio.to_thread(httpx.get, base + "/healthz")
-            probes.append((time.monotonic() - started) * 1000)
+            probes.append(await asyncio.to_thread(curl_ms, base + "/healthz"))
             await asyncio.sleep(0.5)
         cpu = (cpu_seconds([worker_pid]) - cpu0) / (time.monotonic() - t0)
         rss_held = rss_mb(worker_pid)
         redis_clients = redis.Redis.from_url(url).info("clients")["connected_clients"]
-        done.set()
-        await holder
+        for client in clients:
+            client.kill()
         print("| waits | streams | all taken in (s) | API RSS idle → held (MB) | per waiter (KB) | "
               "API CPU while held | /healthz p50 / max (ms) | Redis connections |")
         print("|---|---|---|---|---|---|---|---|")
@@ -113,4 +144,8 @@ async def run(waits: int, streams: int) -> None:
 
 if __name__ == "__main__":
     os.environ.setdefault("PYTHONWARNINGS", "ignore")
+    if sys.argv[1:2] == ["--hold"]:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (4096, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+        asyncio.run(hold(sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])))
+        sys.exit(0)
     asyncio.run(run(int(sys.argv[1]) if len(sys.argv) > 1 else 2000, int(sys.argv[2]) if len(sys.argv) > 2 else 0))
