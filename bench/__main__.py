@@ -47,7 +47,7 @@ def measure(url: str, body: dict[str, Any], args: argparse.Namespace, workdir: P
                                     else None for name, seconds in used.items()}
     if client and batches_before:
         after = stats(client)
-        delta = {k: after[k] - batches_before[k] for k in after}
+        delta = {k: after[k] - batches_before.get(k, 0) for k in after}
         result["batches"] = delta
         result["mean_batch"] = round(delta["rows"] / delta["forward_passes"], 2) if delta["forward_passes"] else None
     if result["rps"]:  # keep wrk's own output only when nothing was measured

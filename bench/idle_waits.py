@@ -116,7 +116,8 @@ async def run(waits: int, streams: int) -> None:
         clients = holders(base, job["id"], waits, streams, (stack.workdir / "clients.log").open("wb"))
         deadline = time.monotonic() + 60
         taken_in = time.monotonic()
-        while await asyncio.to_thread(held, base) < waits + streams:
+        # Each wait ends after 30 s and its client asks again, so the count dips now and then: 95 % is "all".
+        while await asyncio.to_thread(held, base) < 0.95 * (waits + streams):
             if time.monotonic() > deadline:
                 now = await asyncio.to_thread(held, base)
                 raise RuntimeError(f"the API holds {now:.0f} of {waits + streams} waits after 60 s")
@@ -128,16 +129,18 @@ async def run(waits: int, streams: int) -> None:
             probes.append(await asyncio.to_thread(curl_ms, base + "/healthz"))
             await asyncio.sleep(0.5)
         cpu = (cpu_seconds([worker_pid]) - cpu0) / (time.monotonic() - t0)
+        holding = await asyncio.to_thread(held, base)
         rss_held = rss_mb(worker_pid)
         redis_clients = redis.Redis.from_url(url).info("clients")["connected_clients"]
         for client in clients:
             client.kill()
-        print("| waits | streams | all taken in (s) | API RSS idle → held (MB) | per waiter (KB) | "
+        print("| waits | streams | held at the end | 95 % taken in (s) | API RSS idle → held (MB) | per waiter (KB) | "
               "API CPU while held | /healthz p50 / max (ms) | Redis connections |")
-        print("|---|---|---|---|---|---|---|---|")
-        per = (rss_held - rss_before) * 1024 / max(waits + streams, 1)
-        print(f"| {waits} | {streams} | {taken_in:.1f} | {rss_before:.0f} → {rss_held:.0f} | {per:.1f} | "
-              f"{cpu:.1%} of a core | {statistics.median(probes):.1f} / {max(probes):.1f} | {redis_clients} |")
+        print("|---|---|---|---|---|---|---|---|---|")
+        per = (rss_held - rss_before) * 1024 / max(holding, 1)
+        print(f"| {waits} | {streams} | {holding:.0f} | {taken_in:.1f} | {rss_before:.0f} → {rss_held:.0f} | "
+              f"{per:.1f} | {cpu:.1%} of a core | {statistics.median(probes):.1f} / {max(probes):.1f} | "
+              f"{redis_clients} |")
     finally:
         stack.close()
 
