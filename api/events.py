@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import orjson
@@ -20,6 +20,7 @@ from flask import Response
 from flask_openapi3 import APIBlueprint, Tag
 from pydantic import Field
 
+from api.hub import Waiter
 from api.problems import ApiError
 from api.schemas import JobPath, Parameters, Problem
 from api.services import Services, services, tenant
@@ -31,6 +32,7 @@ HEARTBEAT_S = 15.0
 RETRY_MS = 2000  # how soon an EventSource reconnects after a drop
 STREAM_RETRY_AFTER_S = "5"
 READ_BATCH = 200
+DONE, MORE, IDLE = "done", "more", "idle"  # what a stream's read() found: the end, a backlog, nothing more yet
 SSE = {"text/event-stream": {"schema": {"type": "string", "description": "Server-Sent Events; see docs/api.md"}}}
 
 bp = APIBlueprint("events", __name__, url_prefix="/v1", abp_tags=[Tag(name="jobs")],
@@ -99,35 +101,29 @@ def job_events(svc: Services, job_id: str, after: str | None, sock: socket.socke
                 yield sse(after, "status", _final(svc, job))
                 return
             yield sse(after, "status", {**svc.jobs.public(job), "event": "snapshot"})
-        beat = checked = time.monotonic()
-        changed = True
-        while True:
-            if changed:
-                events = read_after(svc.redis, log, after, READ_BATCH)
-                for ev in events:
-                    after = ev.id
-                    if ev.event in FINAL:
-                        job = svc.jobs.get(job_id) or job
-                        yield sse(ev.id, "status", _final(svc, job))
-                        return
-                    yield sse(ev.id, "progress" if ev.event == "progress" else "status", _change(job, ev))
-                if len(events) >= READ_BATCH:  # a backlog: read on before waiting
-                    continue
-                if not events:  # the record may be final with no log entry (predictions; an expired log)
-                    current = svc.jobs.get(job_id)
-                    if current is None:
-                        return
-                    if current["status"] in FINAL:
-                        yield sse(after, "status", _final(svc, current))
-                        return
-                checked = time.monotonic()
-            if time.monotonic() - beat >= HEARTBEAT_S:
-                yield b": keep-alive\n\n"
-                beat = time.monotonic()
-            # A wake-up, or now and then without one: a message lost while Redis reconnected costs a delay, no more.
-            changed = waiter.wait(min(DISCONNECT_CHECK_S, HEARTBEAT_S)) or time.monotonic() - checked >= RECHECK_S
-            if client_gone(sock):
-                return
+
+        def read() -> tuple[list[bytes], str]:
+            nonlocal after, job
+            assert after is not None
+            events = read_after(svc.redis, log, after, READ_BATCH)
+            out: list[bytes] = []
+            for ev in events:
+                after = ev.id
+                if ev.event in FINAL:
+                    job = svc.jobs.get(job_id) or job
+                    return [*out, sse(ev.id, "status", _final(svc, job))], DONE
+                out.append(sse(ev.id, "progress" if ev.event == "progress" else "status", _change(job, ev)))
+            if len(events) >= READ_BATCH:
+                return out, MORE
+            if not events:  # the record may be final with no log entry (predictions; an expired log)
+                current = svc.jobs.get(job_id)
+                if current is None:
+                    return out, DONE
+                if current["status"] in FINAL:
+                    return [sse(after, "status", _final(svc, current))], DONE
+            return out, IDLE
+
+        yield from _follow(waiter, sock, read)
 
 
 def tenant_events(svc: Services, owner: str, after: str | None, sock: socket.socket | None) -> Iterator[bytes]:
@@ -136,25 +132,42 @@ def tenant_events(svc: Services, owner: str, after: str | None, sock: socket.soc
     with svc.hub.listen(tenant_channel(owner)) as waiter:
         if after is None:
             after = last_id(svc.redis, log)  # from now on; a client lists the jobs first (GET /v1/jobs)
-        beat = checked = time.monotonic()
-        changed = True
-        while True:
-            if changed:
-                events = read_after(svc.redis, log, after, READ_BATCH)
-                for ev in events:
-                    after = ev.id
-                    yield sse(ev.id, "progress" if ev.event == "progress" else "status",
-                              {"id": ev.job, "type": ev.type, "model": ev.model or None, "status": ev.status,
-                               "event": ev.event, "progress": ev.progress})
-                checked = time.monotonic()
-                if len(events) >= READ_BATCH:  # a backlog: read on before waiting
-                    continue
-            if time.monotonic() - beat >= HEARTBEAT_S:
-                yield b": keep-alive\n\n"
-                beat = time.monotonic()
-            changed = waiter.wait(min(DISCONNECT_CHECK_S, HEARTBEAT_S)) or time.monotonic() - checked >= RECHECK_S
-            if client_gone(sock):
+
+        def read() -> tuple[list[bytes], str]:
+            nonlocal after
+            assert after is not None
+            events = read_after(svc.redis, log, after, READ_BATCH)
+            if events:
+                after = events[-1].id
+            return [sse(ev.id, "progress" if ev.event == "progress" else "status",
+                        {"id": ev.job, "type": ev.type, "model": ev.model or None, "status": ev.status,
+                         "event": ev.event, "progress": ev.progress}) for ev in events], \
+                MORE if len(events) >= READ_BATCH else IDLE
+
+        yield from _follow(waiter, sock, read)
+
+
+def _follow(waiter: Waiter, sock: socket.socket | None, read: Callable[[], tuple[list[bytes], str]]) -> Iterator[bytes]:
+    """Send what `read()` finds whenever the hub says something changed (and now and then without a wake-up: a
+    message lost while Redis reconnected costs a delay, no more), a heartbeat comment when idle; stop when `read()`
+    says DONE or the client has gone."""
+    beat = checked = time.monotonic()
+    changed = True
+    while True:
+        if changed:
+            chunks, state = read()
+            yield from chunks
+            if state == DONE:
                 return
+            checked = time.monotonic()
+            if state == MORE:  # a backlog: read on before waiting
+                continue
+        if time.monotonic() - beat >= HEARTBEAT_S:
+            yield b": keep-alive\n\n"
+            beat = time.monotonic()
+        changed = waiter.wait(min(DISCONNECT_CHECK_S, HEARTBEAT_S)) or time.monotonic() - checked >= RECHECK_S
+        if client_gone(sock):
+            return
 
 
 @bp.get("/jobs/<job_id>/events", responses={200: {"content": SSE}})

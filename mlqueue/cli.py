@@ -155,9 +155,7 @@ def batch_predict(model: str, data: Path | None, dataset: str | None, out_path: 
     fmt = fmt or ("parquet" if out_path.suffix.lower() == ".parquet" else "csv")
     with Client(url, token) as client:
         if data is not None:
-            uploaded = client.upload_dataset(data)
-            click.echo(f"uploaded {data} as dataset {uploaded['id']} ({uploaded.get('rows')} rows)", err=True)
-            dataset = uploaded["id"]
+            dataset = dataset_for(client, data)  # an identical earlier upload is reused (same sha256)
         assert dataset is not None
         job = client.batch_predict(model, dataset, version=version, postprocess={"output": output} if output else None,
                                    columns=[c.strip() for c in columns.split(",") if c.strip()] if columns else None,
@@ -209,9 +207,7 @@ def search(data: Path | None, dataset: str | None, target: str, model_name: str,
         raise UsageProblem("give exactly one of --data FILE.csv (uploaded first) or --dataset ID")
     with Client(url, token) as client:
         if data is not None:
-            uploaded = client.upload_dataset(data)
-            click.echo(f"uploaded {data} as dataset {uploaded['id']} ({uploaded.get('rows')} rows)", err=True)
-            dataset = uploaded["id"]
+            dataset = dataset_for(client, data)  # an identical earlier upload is reused (same sha256)
         assert dataset is not None
         job = client.search(
             model_name, dataset, target, algorithm, json_object("--search", space),
