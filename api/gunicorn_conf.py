@@ -34,7 +34,9 @@ wsgi_app = "api.wsgi:app"
 worker_class = os.environ.get("MLQ_API_WORKER_CLASS") or "gevent"
 worker_connections = _MAX_WAITS + 1000
 threads = 16  # gthread only (MLQ_API_WORKER_CLASS=gthread): a waiting request holds a thread there
-keepalive = 15  # seconds for an idle keep-alive connection, and (gevent) for a request's headers to be read
+# Seconds for an idle keep-alive connection and (gevent) for a request's headers to be read. Not 5: in a burst of
+# thousands of arriving waits a greenlet may wait seconds for the CPU before it reads the headers already sent.
+keepalive = 15
 timeout = 60  # a worker that does not report for this long is restarted
 graceful_timeout = 35  # on SIGTERM, waits (at most 30 s) may end before the worker exits
 backlog = 2048
