@@ -102,6 +102,7 @@ async def run(waits: int, streams: int) -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(soft, 2 * (waits + streams) + 256)), hard))
     stack = Stack(Path(tempfile.mkdtemp(prefix="mlq-idle-")))
+    clients: list[subprocess.Popen[bytes]] = []
     try:
         url = stack.redis()
         job = JobStore(redis.Redis.from_url(url, decode_responses=True)).create("default", "train", "idle", {})
@@ -132,8 +133,6 @@ async def run(waits: int, streams: int) -> None:
         holding = await asyncio.to_thread(held, base)
         rss_held = rss_mb(worker_pid)
         redis_clients = redis.Redis.from_url(url).info("clients")["connected_clients"]
-        for client in clients:
-            client.kill()
         print("| waits | streams | held at the end | 95 % taken in (s) | API RSS idle → held (MB) | per waiter (KB) | "
               "API CPU while held | /healthz p50 / max (ms) | Redis connections |")
         print("|---|---|---|---|---|---|---|---|---|")
@@ -142,6 +141,8 @@ async def run(waits: int, streams: int) -> None:
               f"{per:.1f} | {cpu:.1%} of a core | {statistics.median(probes):.1f} / {max(probes):.1f} | "
               f"{redis_clients} |")
     finally:
+        for client in clients:  # on every path: a client left behind reconnects in a loop forever
+            client.kill()
         stack.close()
 
 
