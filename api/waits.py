@@ -85,13 +85,22 @@ def client_socket() -> socket.socket | None:
 def client_gone(sock: socket.socket | None) -> bool:
     """True when the client closed or reset its connection (a readable socket with nothing to read).
 
-    A client that pipelines its next request makes the socket readable too, but with data: it is still there.
+    A peek that never blocks: on gevent's socket, at its underlying non-blocking socket (gevent's own select and
+    recv would wait, and under load its select reported idle sockets as readable, ending waits at once); elsewhere a
+    select with no timeout first. A client that pipelines its next request has data to read: it is still there.
     """
     if sock is None:
         return False
+    raw = getattr(sock, "_sock", None)  # gevent: the real socket, always non-blocking
     try:
-        readable, _, _ = select.select([sock], [], [], 0)
-        return bool(readable) and sock.recv(1, socket.MSG_PEEK) == b""
+        if raw is None:
+            readable, _, _ = select.select([sock], [], [], 0)
+            if not readable:
+                return False
+            return sock.recv(1, socket.MSG_PEEK) == b""
+        return bool(raw.recv(1, socket.MSG_PEEK) == b"")
+    except BlockingIOError:
+        return False  # nothing to read: connected and quiet
     except (OSError, ValueError):
         return True
 
