@@ -7,7 +7,7 @@ import hmac
 
 from flask import Flask, g, request
 
-from api.problems import ApiError
+from api.problems import Unauthorized
 from training.registry import NAME_RE
 from worker.settings import Settings, SettingsError
 
@@ -36,7 +36,7 @@ def init_auth(app: Flask, settings: Settings) -> None:
         scheme, _, token = request.headers.get("Authorization", "").partition(" ")
         token = token.strip()
         if scheme.lower() != "bearer" or not token:
-            raise ApiError(401, "missing bearer token: send 'Authorization: Bearer <token>'", code="unauthorized",
+            raise Unauthorized("missing bearer token: send 'Authorization: Bearer <token>'",
                            headers={"WWW-Authenticate": REALM})
         digest = _digest(token)
         tenant = None
@@ -44,6 +44,6 @@ def init_auth(app: Flask, settings: Settings) -> None:
             if hmac.compare_digest(digest, candidate):
                 tenant = owner
         if tenant is None:
-            raise ApiError(401, "invalid bearer token", code="unauthorized",
+            raise Unauthorized("invalid bearer token",
                            headers={"WWW-Authenticate": REALM + ', error="invalid_token"'})
         g.tenant = tenant

@@ -16,11 +16,11 @@ from flask_openapi3 import APIBlueprint, Tag
 
 from api.models import known_name
 from api.parsing import json_body
-from api.problems import ApiError
+from api.problems import OutputGone, OutputNotReady
 from api.schemas import BatchPredictBody, Job, JobHeaders, JobPath, ModelPath, Problem, WaitQuery
 from api.services import services, tenant
 from api.submit import submit
-from training.errors import ColumnNotFound, InvalidParams
+from training.errors import ColumnNotFound, InvalidParams, NotFound
 from worker.batch_writer import OutputColumns
 from worker.contract import BATCH_PREDICT_TASK, BATCH_QUEUE, BatchPredictRequest, JobType
 from worker.outputs import MEDIA_TYPES, OutputStore
@@ -87,21 +87,19 @@ def job_output(path: JobPath) -> Response:
     svc = services()
     job = svc.jobs.get_for(tenant(), path.job_id)
     if job is None:
-        raise ApiError(404, f"no job {path.job_id!r}; list yours with GET /v1/jobs", code="not_found")
+        raise NotFound(f"no job {path.job_id!r}; list yours with GET /v1/jobs")
     if job["type"] != JobType.BATCH_PREDICT.value:
-        raise ApiError(404, f"job {path.job_id} is a {job['type']} job; only batch-predict jobs have an output "
-                       "file (see its result instead)", code="not_found")
+        raise NotFound(f"job {path.job_id} is a {job['type']} job; only batch-predict jobs have an output "
+                       "file (see its result instead)")
     if job["status"] != "succeeded":
         detail = {"queued": "has not started", "running": "is still running"}.get(
             job["status"], f"ended {job['status']} and kept no output")
         headers = {"Retry-After": "5"} if job["status"] in ("queued", "running") else {}
-        raise ApiError(409, f"job {path.job_id} {detail}; its output is ready once it succeeded",
-                       code="output_not_ready", headers=headers)
+        raise OutputNotReady(f"job {path.job_id} {detail}; its output is ready once it succeeded", headers=headers)
     output = (job.get("result") or {}).get("output") or {}
     file = OutputStore(svc.settings.outputs_dir).path(job["id"], str(output.get("filename", "")))
     if file is None:
-        raise ApiError(404, f"the output of job {path.job_id} no longer exists; run the batch prediction again",
-                       code="output_gone")
+        raise OutputGone(f"the output of job {path.job_id} no longer exists; run the batch prediction again")
     sha256 = output.get("sha256")
     # send_file streams the file (wsgi.file_wrapper) with Content-Length, an attachment file name, and answers
     # Range and If-None-Match requests (the ETag is the file's sha256), so a broken download can resume.

@@ -7,7 +7,7 @@ from typing import IO
 from flask import Response, jsonify, request
 from flask_openapi3 import APIBlueprint, Tag
 
-from api.problems import ApiError
+from api.problems import InvalidRequest, LengthRequired, UnsupportedMediaType
 from api.schemas import Dataset, DatasetList, DatasetPath, ListQuery, Problem, UploadQuery
 from api.services import services, tenant
 from worker.ids import is_dataset_id
@@ -30,16 +30,15 @@ def _upload_stream() -> tuple[IO[bytes], str | None]:
     if request.mimetype == "multipart/form-data":
         upload = request.files.get("file")
         if upload is None:
-            raise ApiError(422, "multipart upload without a 'file' field; send the CSV as the field 'file'",
-                           code="invalid_request", errors=[{"loc": ["body", "file"], "msg": "field required"}])
+            raise InvalidRequest("multipart upload without a 'file' field; send the CSV as the field 'file'",
+                                 errors=[{"loc": ["body", "file"], "msg": "field required"}])
         return upload.stream, upload.filename or None
     if request.mimetype not in CSV_TYPES:
-        raise ApiError(415, f"expected a CSV as text/csv or multipart/form-data, got {request.mimetype or 'none'!r}",
-                       code="unsupported_media_type")
+        raise UnsupportedMediaType("expected a CSV as text/csv or multipart/form-data, got "
+                                   f"{request.mimetype or 'none'!r}")
     if request.content_length is None and not request.environ.get("wsgi.input_terminated"):
         # Without a length and a server that ends the stream, werkzeug hands out an empty stream.
-        raise ApiError(411, "send a Content-Length header (or use a server that supports chunked uploads)",
-                       code="length_required")
+        raise LengthRequired("send a Content-Length header (or use a server that supports chunked uploads)")
     return request.stream, None
 
 

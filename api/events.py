@@ -21,10 +21,11 @@ from flask_openapi3 import APIBlueprint, Tag
 from pydantic import Field
 
 from api.hub import Waiter
-from api.problems import ApiError
+from api.problems import TooManyWaits
 from api.schemas import JobPath, Parameters, Problem
 from api.services import Services, services, tenant
 from api.waits import DISCONNECT_CHECK_S, RECHECK_S, client_gone, client_socket
+from training.errors import NotFound
 from worker.job_events import JobEvent, job_log, last_id, read_after, tenant_channel, tenant_log, valid_event_id
 from worker.jobs import FINAL
 
@@ -65,9 +66,9 @@ def _stream(body: Iterator[bytes], svc: Services, owner: str) -> Response:
     The body runs after the view returned, outside the request context: it gets what it needs as arguments.
     """
     if not svc.waits.acquire(owner, "stream"):
-        raise ApiError(429, f"too many waits and event streams open (at most {svc.waits.max_per_tenant} per tenant "
+        raise TooManyWaits(f"too many waits and event streams open (at most {svc.waits.max_per_tenant} per tenant "
                        f"and {svc.waits.max_total} per API process: MLQ_MAX_WAITS_PER_TENANT, MLQ_MAX_WAITS); close "
-                       "some, or poll", code="too_many_waits", headers={"Retry-After": STREAM_RETRY_AFTER_S})
+                       "some, or poll", headers={"Retry-After": STREAM_RETRY_AFTER_S})
     response = Response(body, mimetype="text/event-stream",
                         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
     response.call_on_close(lambda: svc.waits.release(owner, "stream"))
@@ -176,7 +177,7 @@ def job_event_stream(path: JobPath, query: EventsQuery, header: EventsHeaders) -
     svc = services()
     owner = tenant()
     if svc.jobs.get_for(owner, path.job_id) is None:
-        raise ApiError(404, f"no job {path.job_id!r}; list yours with GET /v1/jobs", code="not_found")
+        raise NotFound(f"no job {path.job_id!r}; list yours with GET /v1/jobs")
     return _stream(job_events(svc, path.job_id, _resume_from(header, query), client_socket()), svc, owner)
 
 

@@ -10,14 +10,13 @@ from flask_openapi3 import APIBlueprint, Tag
 
 from api.limits import check_training_params
 from api.parsing import json_body, wait_seconds
-from api.problems import ApiError
 from api.schemas import Job, JobHeaders, JobList, JobPath, JobsQuery, Problem, TrainBody, WaitQuery
 from api.services import services, tenant
 from api.submit import FINAL, submit
 from api.train_checks import check_dataset_fits
 from api.waits import wait_for_job
 from api.warm_start import check_warm_start
-from training.errors import ColumnNotFound, DataError
+from training.errors import ColumnNotFound, DataError, NotFound
 from training.params import check_algorithm, validate_params
 from worker.contract import TRAIN_QUEUE, TRAIN_TASK, TrainRequest
 
@@ -28,8 +27,8 @@ bp = APIBlueprint("jobs", __name__, url_prefix="/v1/jobs", abp_tags=[Tag(name="j
                   abp_responses={400: Problem, 401: Problem, 404: Problem, 422: Problem, 503: Problem})
 
 
-def _not_found(job_id: str) -> ApiError:
-    return ApiError(404, f"no job {job_id!r}; list yours with GET /v1/jobs", code="not_found")
+def _not_found(job_id: str) -> NotFound:
+    return NotFound(f"no job {job_id!r}; list yours with GET /v1/jobs")
 
 
 def _check_columns(body: TrainBody, meta: dict[str, Any]) -> dict[str, dict[str, Any]]:

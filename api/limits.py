@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from api.problems import ApiError
+from api.problems import ApiError, LimitExceeded, RateLimited, TooManyJobs
 from api.services import services, tenant
 
 WINDOW_S = 60
@@ -34,15 +34,15 @@ def check_rate_limit() -> None:
         count, _ = pipe.execute()
     if int(count) > limit:
         retry_after = max(1, int((window + 1) * WINDOW_S - now) + 1)
-        raise ApiError(429, f"more than {limit} job submissions in a minute for this tenant (the limit is "
-                       f"MLQ_RATE_LIMIT_PER_MINUTE={limit}); retry in {retry_after} s", code="rate_limited",
+        raise RateLimited(f"more than {limit} job submissions in a minute for this tenant (the limit is "
+                       f"MLQ_RATE_LIMIT_PER_MINUTE={limit}); retry in {retry_after} s",
                        headers={"Retry-After": str(retry_after)})
 
 
 def too_many_active() -> ApiError:
     limit = services().settings.max_active_jobs
-    return ApiError(429, f"this tenant already has {limit} queued or running jobs (the limit is "
-                    f"MLQ_MAX_ACTIVE_JOBS={limit}); wait for some to finish or cancel them", code="too_many_jobs",
+    return TooManyJobs(f"this tenant already has {limit} queued or running jobs (the limit is "
+                    f"MLQ_MAX_ACTIVE_JOBS={limit}); wait for some to finish or cancel them",
                     headers={"Retry-After": str(ACTIVE_RETRY_AFTER_S)})
 
 
@@ -62,5 +62,4 @@ def check_training_params(params: dict[str, Any]) -> None:
                                "msg": f"must be <= {settings.max_hidden_units} units (MLQ_MAX_HIDDEN_UNITS), "
                                       f"got {width}"})
     if errors:
-        raise ApiError(422, "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors),
-                       code="limit_exceeded", errors=errors)
+        raise LimitExceeded("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors), errors=errors)

@@ -15,7 +15,7 @@ from flask import current_app, request
 from flask.json.provider import DefaultJSONProvider
 from werkzeug.exceptions import BadRequest, RequestEntityTooLarge
 
-from api.problems import ApiError
+from api.problems import ApiError, MalformedJson, PayloadTooLarge, UnsupportedMediaType
 
 F = TypeVar("F", bound=Callable[..., Any])
 MAX_WAIT_S = 30
@@ -30,8 +30,8 @@ def json_body(view: F) -> F:
 
 
 def too_large(limit_mb: int, setting: str) -> ApiError:
-    return ApiError(413, f"the request body is larger than the limit of {limit_mb} MB ({setting}); send less "
-                    "per request (for many rows, upload a dataset and use batch-predict)", code="payload_too_large")
+    return PayloadTooLarge(f"the request body is larger than the limit of {limit_mb} MB ({setting}); send less "
+                    "per request (for many rows, upload a dataset and use batch-predict)")
 
 
 def check_json_body() -> None:
@@ -47,8 +47,7 @@ def check_json_body() -> None:
         return
     view = current_app.view_functions.get(request.endpoint or "")
     if getattr(view, "json_body", False) and not request.is_json:
-        raise ApiError(415, f"expected Content-Type: application/json, got {request.mimetype or 'none'!r}",
-                       code="unsupported_media_type")
+        raise UnsupportedMediaType(f"expected Content-Type: application/json, got {request.mimetype or 'none'!r}")
     if not request.is_json:
         return
     limit_mb = current_app.extensions["mlq"].settings.max_json_mb
@@ -68,7 +67,7 @@ def check_json_body() -> None:
             cause = cause.__cause__ or cause.__context__  # type: ignore[assignment]
         text = str(cause)
         hint = "; numbers must be finite, at most about 1.8e308 in size" if "infinity" in text else ""
-        raise ApiError(400, f"the body is not valid JSON (UTF-8): {text}{hint}", code="malformed_json") from None
+        raise MalformedJson(f"the body is not valid JSON (UTF-8): {text}{hint}") from None
 
 
 class FastJSON(DefaultJSONProvider):

@@ -25,13 +25,14 @@ from redis.retry import Retry
 from api.limits import check_rate_limit
 from api.models import known_name
 from api.parsing import MAX_WAIT_S, json_body, wait_seconds
-from api.problems import ApiError, validation_error_response
+from api.problems import ApiError, Unavailable, validation_error_response
 from api.schemas import Job, JobHeaders, ModelPath, PredictBody, Problem, WaitQuery
 from api.services import Services, services, tenant
 from api.submit import FINAL, IDEMPOTENCY_TTL_S, RETRY_AFTER, _key_name, fingerprint, replay
 from api.waits import DISCONNECT_CHECK_S, client_gone, client_socket
 from training.errors import InvalidInput
 from training.postprocess import check_postprocess
+from worker.datasets import TooManyRows
 from worker.ids import new_id
 from worker.inference_queue import STREAM, stream_entry
 from worker.jobs import JobStore
@@ -161,8 +162,7 @@ def waiter() -> redis.Redis:
 
 
 def unavailable() -> ApiError:
-    return ApiError(503, "the queue (Redis) is not answering; retry shortly", code="unavailable",
-                    headers={"Retry-After": "5"})
+    return Unavailable()
 
 
 @bp.post("/<name>/predict", responses={200: Job, 202: Job})
@@ -179,9 +179,9 @@ def predict(name: str = "", path: ModelPath = None, query: WaitQuery = None,  # 
     name = known_name(name)
     limit = svc.settings.max_batch_rows
     if len(body.inputs) > limit:
-        raise ApiError(413, f"{len(body.inputs)} rows is more than the limit of {limit} per request "
+        raise TooManyRows(f"{len(body.inputs)} rows is more than the limit of {limit} per request "
                        "(MLQ_MAX_BATCH_ROWS); split the batch, or upload the rows as a dataset and score it "
-                       f"with POST /v1/models/{name}/batch-predict", code="too_many_rows",
+                       f"with POST /v1/models/{name}/batch-predict",
                        errors=[{"loc": ["inputs"], "msg": f"at most {limit} rows"}])
     key = header.idempotency_key
     replayed = replay(key, query.wait)

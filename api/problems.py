@@ -12,25 +12,120 @@ from kombu.exceptions import OperationalError as BrokerError
 from pydantic import ValidationError
 from werkzeug.exceptions import HTTPException
 
-from training.errors import ArtifactTampered, MLQError
-from worker.jobs import InvalidCursor, JobConflict
+from training.errors import ArtifactTampered, InternalError, MLQError
 
 log = logging.getLogger(__name__)
 
 PROBLEM_JSON = "application/problem+json"
 
 
-class ApiError(Exception):
-    """Raised by a handler for a client error that the training library has no class for (413, 409, 411…)."""
+class ApiError(MLQError):
+    """The errors only the HTTP layer raises (the rest come from the training library and the job store)."""
 
-    def __init__(self, status: int, message: str, *, code: str | None = None,
-                 errors: list[dict[str, Any]] | None = None, headers: dict[str, str] | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.code = code
-        self.errors = errors or []
-        self.headers = headers or {}
+
+class MalformedJson(ApiError):
+    """The body is not valid JSON (UTF-8), or holds NaN, Infinity or a number too large for a float."""
+
+    code, status = "malformed_json", 400
+
+
+class Unauthorized(ApiError):
+    """No bearer token, or one no tenant has (MLQ_AUTH_TOKENS)."""
+
+    code, status = "unauthorized", 401
+
+
+class RequestTimeout(ApiError):
+    """The client stopped sending its body for MLQ_CLIENT_TIMEOUT_S."""
+
+    code, status = "request_timeout", 408
+
+
+class OutputNotReady(ApiError):
+    """A batch job's output was asked for before the job succeeded."""
+
+    code, status = "output_not_ready", 409
+
+
+class IdempotencyKeyInUse(ApiError):
+    """A request with the same Idempotency-Key is still being handled."""
+
+    code, status = "idempotency_key_in_use", 409
+
+
+class IdempotencyKeyExpired(ApiError):
+    """The job an Idempotency-Key created has expired (MLQ_JOB_TTL_S)."""
+
+    code, status = "idempotency_key_expired", 409
+
+
+class OutputGone(ApiError):
+    """A batch job's output file no longer exists."""
+
+    code, status = "output_gone", 404
+
+
+class LengthRequired(ApiError):
+    """An upload without Content-Length on a server that cannot read chunked bodies."""
+
+    code, status = "length_required", 411
+
+
+class PayloadTooLarge(ApiError):
+    """A JSON body over MLQ_MAX_JSON_MB or an upload over MLQ_MAX_UPLOAD_MB."""
+
+    code, status = "payload_too_large", 413
+
+
+class UnsupportedMediaType(ApiError):
+    """A body in a content type the route does not take."""
+
+    code, status = "unsupported_media_type", 415
+
+
+class InvalidRequest(ApiError):
+    """The request does not match the route's schema; `errors` names each field."""
+
+    code, status = "invalid_request", 422
+
+
+class IdempotencyKeyReused(ApiError):
+    """An Idempotency-Key sent again with a different body."""
+
+    code, status = "idempotency_key_reused", 422
+
+
+class LimitExceeded(ApiError):
+    """A parameter over a server limit (epochs, trials, rows; MLQ_MAX_*)."""
+
+    code, status = "limit_exceeded", 422
+
+
+class RateLimited(ApiError):
+    """More submissions in a minute than MLQ_RATE_LIMIT_PER_MINUTE."""
+
+    code, status = "rate_limited", 429
+
+
+class TooManyJobs(ApiError):
+    """The tenant already holds MLQ_MAX_ACTIVE_JOBS queued or running jobs."""
+
+    code, status = "too_many_jobs", 429
+
+
+class TooManyWaits(ApiError):
+    """More waits and event streams open than MLQ_MAX_WAITS_PER_TENANT or MLQ_MAX_WAITS."""
+
+    code, status = "too_many_waits", 429
+
+
+class Unavailable(ApiError):
+    """Redis (the job store and queue) is not answering."""
+
+    code, status = "unavailable", 503
+
+    def __init__(self, message: str = "the queue (Redis) is not answering; retry shortly") -> None:
+        super().__init__(message, headers={"Retry-After": "5"})
 
 
 def problem(status: int, detail: str, *, code: str | None = None, errors: list[dict[str, Any]] | None = None,
@@ -68,7 +163,7 @@ def validation_error_response(exc: ValidationError) -> Response:
     prefix = _prefix(exc.title)
     errors = [{"loc": [*prefix, *e["loc"]], "msg": e["msg"]} for e in exc.errors(include_url=False)]
     detail = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in errors[:5])
-    return problem(422, f"invalid request: {detail}", code="invalid_request", errors=errors)
+    return problem(422, f"invalid request: {detail}", code=InvalidRequest.code, errors=errors)
 
 
 def register_error_handlers(app: Flask) -> None:
@@ -85,44 +180,30 @@ def register_error_handlers(app: Flask) -> None:
         return problem(status, detail or HTTPStatus(status).phrase, headers=headers)
 
     @app.errorhandler(MLQError)
-    def library_error(exc: MLQError) -> Response:
+    def mlq_error(exc: MLQError) -> Response:
         if exc.status >= 500 or isinstance(exc, ArtifactTampered):  # a tampered artifact is for operators too
             log.error("%s: %s", exc.code, exc.message)
-        return problem(exc.status, exc.message, code=exc.code, errors=exc.errors)
-
-    @app.errorhandler(ApiError)
-    def api_error(exc: ApiError) -> Response:
         return problem(exc.status, exc.message, code=exc.code, errors=exc.errors, headers=exc.headers)
-
-    @app.errorhandler(JobConflict)
-    def job_conflict(exc: JobConflict) -> Response:
-        return problem(409, exc.message, code=exc.code)
-
-    @app.errorhandler(InvalidCursor)
-    def invalid_cursor(exc: InvalidCursor) -> Response:
-        return problem(400, str(exc), code="invalid_cursor", errors=[{"loc": ["query", "cursor"], "msg": str(exc)}])
 
     @app.errorhandler(redis.RedisError)
     def redis_down(exc: redis.RedisError) -> Response:
         log.error("redis error: %s", exc)
-        return problem(503, "the job store (Redis) is not answering; retry shortly", code="unavailable",
-                       headers={"Retry-After": "5"})
+        return mlq_error(Unavailable("the job store (Redis) is not answering; retry shortly"))
 
     @app.errorhandler(BrokerError)
     def broker_down(exc: BrokerError) -> Response:
         log.error("broker error: %s", exc)
-        return problem(503, "the queue (Redis) is not answering; retry shortly", code="unavailable",
-                       headers={"Retry-After": "5"})
+        return mlq_error(Unavailable())
 
     @app.errorhandler(TimeoutError)
     def client_too_slow(exc: TimeoutError) -> Response:
         # The client sent nothing for MLQ_CLIENT_TIMEOUT_S while its body was read (api/__init__.py).
-        response = problem(408, "the request body did not arrive in time (MLQ_CLIENT_TIMEOUT_S); send it again",
-                           code="request_timeout")
+        response = mlq_error(RequestTimeout("the request body did not arrive in time (MLQ_CLIENT_TIMEOUT_S); send "
+                                            "it again"))
         response.headers["Connection"] = "close"
         return response
 
     @app.errorhandler(Exception)
     def unexpected(exc: Exception) -> Response:
         log.exception("unhandled error on %s %s", request.method, request.path)
-        return problem(500, "internal error; it was logged", code="internal")
+        return problem(500, "internal error; it was logged", code=InternalError.code)

@@ -18,10 +18,11 @@ from flask import Response, jsonify, request
 
 from api.limits import check_rate_limit, too_many_active
 from api.parsing import wait_seconds
-from api.problems import ApiError
+from api.problems import IdempotencyKeyExpired, IdempotencyKeyInUse, IdempotencyKeyReused, Unavailable
 from api.schemas import JobHeaders
 from api.services import services, tenant
 from api.waits import wait_for_job
+from training.errors import EnqueueFailed
 from worker.contract import FINAL_STATUSES
 from worker.ids import new_id
 
@@ -46,12 +47,13 @@ def _claim(key: str, print_: str) -> str | None:
     raw = redis.get(name)
     stored = json.loads(raw) if raw else {"fingerprint": print_, "job_id": None}
     if stored["fingerprint"] != print_:
-        raise ApiError(422, "this Idempotency-Key was already used with a different request body; use a new key "
-                       "for a new request", code="idempotency_key_reused",
-                       errors=[{"loc": ["header", "Idempotency-Key"], "msg": "reused with a different body"}])
+        raise IdempotencyKeyReused("this Idempotency-Key was already used with a different request body; use a new "
+                                   "key for a new request",
+                                   errors=[{"loc": ["header", "Idempotency-Key"],
+                                            "msg": "reused with a different body"}])
     if stored["job_id"] is None:
-        raise ApiError(409, "a request with this Idempotency-Key is still being handled; retry in a moment",
-                       code="idempotency_key_in_use", headers={"Retry-After": "1"})
+        raise IdempotencyKeyInUse("a request with this Idempotency-Key is still being handled; retry in a moment",
+                                  headers={"Retry-After": "1"})
     return stored["job_id"]
 
 
@@ -71,8 +73,7 @@ def replay(key: str | None, wait: int | None) -> Response | None:
         return None
     job = services().jobs.get_for(tenant(), existing)
     if job is None:
-        raise ApiError(409, "the job this Idempotency-Key created has expired; use a new key",
-                       code="idempotency_key_expired")
+        raise IdempotencyKeyExpired("the job this Idempotency-Key created has expired; use a new key")
     return answer(job, wait)
 
 
@@ -120,13 +121,11 @@ def _publish(task_name: str, message: dict[str, Any], job_id: str, queue: str) -
     except Exception as exc:
         log.error("could not enqueue job %s: %s: %s", job_id, type(exc).__name__, exc)
         try:
-            svc.jobs.finish(job_id, "failed", error={"type": "enqueue_failed",
-                                                     "message": "the queue (Redis) did not take the job; "
-                                                                "submit it again"})
+            svc.jobs.finish(job_id, "failed",
+                            error=EnqueueFailed("the queue (Redis) did not take the job; submit it again").to_dict())
         except Exception as finish_exc:  # noqa: BLE001 - Redis is down; the 503 below is the answer either way
             log.error("job %s stays queued without a message: %s", job_id, finish_exc)
-        raise ApiError(503, "the queue (Redis) is not answering; retry shortly", code="unavailable",
-                       headers={"Retry-After": "5"}) from None
+        raise Unavailable() from None
 
 
 def _undo(job_id: str, key: str | None, *, admitted: bool) -> None:

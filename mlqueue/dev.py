@@ -25,6 +25,8 @@ from types import FrameType
 import httpx
 import redis
 
+from training.errors import MLQError
+
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"
 READY_TIMEOUT_S = 180.0  # workers import torch and preload models first; two slow cores take a while
 STOP_GRACE_S = 15.0  # Celery's warm shutdown lets a running task finish; after this we kill
@@ -56,8 +58,11 @@ def stop_grace_s(env: Mapping[str, str]) -> float:
     return max(STOP_GRACE_S, grace + STOP_MARGIN_S)
 
 
-class DevError(RuntimeError):
+class DevError(MLQError, RuntimeError):
     """Raised when `mlq dev` cannot start: no Redis and no redis-server, a port in use, a child failing at once."""
+
+    code = "dev_failed"
+    status = 500
 
 
 @dataclass

@@ -30,6 +30,7 @@ from sklearn.impute import SimpleImputer
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardScaler
 
+from training.errors import NotCompilable
 from training.rows import frame_from_rows
 
 log = logging.getLogger(__name__)
@@ -39,10 +40,6 @@ NUMBER_TYPES = frozenset({int, float, type(None)})
 CATEGORY_TYPES = frozenset({str, int, float, bool, type(None)})
 UNKNOWN_PROBE = "\x00mlq-unseen-category"  # a category no training data holds: must encode as all zeros
 PROBE_RTOL = 1e-6  # float32 outputs: a few units in the last place
-
-
-class NotCompilable(ValueError):
-    """Raised when a preprocessor holds a step or option the compiled path does not reproduce."""
 
 
 @dataclass(frozen=True)

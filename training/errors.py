@@ -6,26 +6,38 @@ Messages say what happened, what was expected, and how to fix it.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 
 class MLQError(Exception):
-    """Raised when the training library cannot do what it was asked; the root of all its errors."""
+    """The root of every error mlqueue's server side raises: the training library, the workers, the job store and
+    the API (api/problems.py adds the HTTP-only ones). Stdlib only, so every layer can import it.
+
+    `code` is stable and machine-readable (a job's `error.type`, a problem's `code`); `status` is the HTTP status
+    the API answers with; `headers` are sent with it (Retry-After, WWW-Authenticate).
+    """
 
     code = "error"
     status = 422
 
-    def __init__(self, message: str, *, errors: list[dict[str, Any]] | None = None) -> None:
+    def __init__(self, message: str, *, errors: list[dict[str, Any]] | None = None,
+                 headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.message = message
         # Field-level details in the contract's shape: [{"loc": ["params", "epochs"], "msg": "must be >= 1"}].
         self.errors = errors or []
+        self.headers = headers or {}
 
     def to_dict(self) -> dict[str, Any]:
+        """The job error object of the contract: {"type": code, "message", "errors"?}."""
         out: dict[str, Any] = {"type": self.code, "message": self.message}
         if self.errors:
             out["errors"] = self.errors
         return out
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict())
 
 
 class DataError(MLQError):
@@ -108,3 +120,73 @@ class Cancelled(MLQError):
 
     code = "cancelled"
     status = 409
+
+
+# ---- how a job ends when it fails for a reason of its own (stored as the job's `error`, never an HTTP answer) ----
+class WorkerLost(MLQError):
+    """A job's workers died MLQ_MAX_ATTEMPTS times while running it (a poison job: too big, or crashing the process)."""
+
+    code = "worker_lost"
+    status = 500
+
+
+class TimeLimit(MLQError):
+    """A job ran past MLQ_JOB_TIME_LIMIT_S and was stopped."""
+
+    code = "time_limit"
+    status = 500
+
+
+class TooManyAttempts(MLQError):
+    """An online prediction was taken by MLQ_MAX_ATTEMPTS inference workers that all died before answering."""
+
+    code = "too_many_attempts"
+    status = 500
+
+
+class InternalError(MLQError):
+    """Something failed that is not the user's doing; the message names the exception, the log has the trace."""
+
+    code = "internal_error"
+    status = 500
+
+
+class EnqueueFailed(MLQError):
+    """The job record was written but the queue (Redis) did not take its message; submit it again."""
+
+    code = "enqueue_failed"
+    status = 503
+
+
+class NoTrialSucceeded(MLQError):
+    """Every trial of a search failed; the message quotes the first trial's error."""
+
+    code = "no_trial_succeeded"
+
+
+class SearchFailed(MLQError):
+    """A search's trials ran, but registering the best one failed."""
+
+    code = "search_failed"
+    status = 500
+
+
+class AllRowsFailed(MLQError):
+    """A batch prediction could not score any of its rows."""
+
+    code = "all_rows_failed"
+
+
+# ---- signals between parts of the server; they never reach a user ----
+class RegistrationDeclined(MLQError):
+    """Raised when another attempt of the same job already owns the registration: this attempt registers nothing."""
+
+    code = "registration_declined"
+    status = 409
+
+
+class NotCompilable(MLQError):
+    """Raised when a fitted preprocessor has a step the compiled path does not reproduce; the pandas path serves it."""
+
+    code = "not_compilable"
+    status = 500

@@ -23,10 +23,10 @@ import pandas as pd
 from training.algorithms import SklearnModel, TorchMLPModel
 from training.compare import REPEATS, Side, compare
 from training.data import PreparedData, Preprocessing, Split, load_csv, prepare
-from training.errors import Cancelled, DataError
+from training.errors import Cancelled, DataError, RegistrationDeclined
 from training.optimize_params import validate_optimize
 from training.params import CLASSIFICATION
-from training.pipeline import PREPROCESSOR_FILE, RegistrationDeclined, library_versions
+from training.pipeline import PREPROCESSOR_FILE, library_versions
 from training.predictor import Predictor
 from training.registry import ModelRegistry
 

@@ -19,6 +19,7 @@ from typing import Any
 from training.algorithms import FitHooks, build_model
 from training.cv import check_folds
 from training.data import Preprocessing, Split, load_csv, prepare, save_preprocessor
+from training.errors import RegistrationDeclined
 from training.metrics import classification_metrics, regression_metrics
 from training.params import CLASSIFICATION, validate_params
 from training.registry import ModelRegistry
@@ -27,10 +28,6 @@ from training.warm_start import WarmStart
 
 PREPROCESSOR_FILE = "preprocessor.skops"
 SAVED_MANIFEST = "manifest.json"  # beside the artifact/ folder of a model saved with save_to (a search trial)
-
-
-class RegistrationDeclined(Exception):
-    """Raised when `claim_registration` said no: another attempt of the same job registers (or registered) it."""
 
 
 def library_versions() -> dict[str, str]:

@@ -27,12 +27,12 @@ from typing import TYPE_CHECKING, Any
 
 from celery import Celery, Task, signals
 
-from training.errors import Cancelled
+from training.errors import AllRowsFailed, Cancelled, ColumnNotFound
 from training.predictor import check_postprocess
 from worker.batch_reader import chunks, read_header
 from worker.batch_scoring import score_chunk
 from worker.batch_writer import OutputColumns, assemble, write_part
-from worker.contract import BATCH_PREDICT_TASK, BATCH_QUEUE, INFERENCE_QUEUE, BatchPredictRequest, JobError
+from worker.contract import BATCH_PREDICT_TASK, BATCH_QUEUE, INFERENCE_QUEUE, BatchPredictRequest
 from worker.outputs import MEDIA_TYPES, OutputStore, filename
 from worker.train_hooks import CancelCheck, JobHeartbeat, retry_redis
 
@@ -112,7 +112,7 @@ class BatchRun:
         positions = {name: i for i, name in enumerate(read_header(path))}
         missing = [c for c in [*predictor.features, *r.columns] if c not in positions]
         if missing:
-            raise JobError("column_not_found", f"dataset {r.dataset_id} has no column {', '.join(map(repr, missing))}"
+            raise ColumnNotFound(f"dataset {r.dataset_id} has no column {', '.join(map(repr, missing))}"
                            f"; model {r.model} v{r.version} needs {', '.join(predictor.features)}")
         total = int(dataset["rows"])
         state = self.load_state(self.fingerprint(dataset))
@@ -139,7 +139,7 @@ class BatchRun:
         r = self.request
         done, failed, first = state["rows_done"], state["rows_failed"], state["first_error"]
         if done and failed == done:
-            raise JobError("all_rows_failed", f"none of the {done} rows could be scored; the first, row "
+            raise AllRowsFailed(f"none of the {done} rows could be scored; the first, row "
                            f"{first['row']}: {first['error']}", errors=[{"loc": ["rows", first["row"]],
                                                                           "msg": first["error"]}])
         name = filename(r.model, r.version, r.job_id, r.format)

@@ -54,22 +54,6 @@ LEASED_TASKS = {JobType.TRAIN.value: (TRAIN_TASK, TRAIN_QUEUE),
                 JobType.OPTIMIZE.value: (OPTIMIZE_TASK, TRAIN_QUEUE)}
 
 
-class JobError(Exception):
-    """Raised inside a task when a job fails for a reason the user should read; stored as the job's `error`."""
-
-    def __init__(self, code: str, message: str, errors: list[dict[str, Any]] | None = None) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.errors = errors or []
-
-    def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"type": self.code, "message": self.message}
-        if self.errors:
-            out["errors"] = self.errors
-        return out
-
-
 @dataclass(frozen=True)
 class TrainRequest:
     """A training job as it travels to a `train` worker: ids and options, never the data itself."""

@@ -28,6 +28,7 @@ import redis
 from celery import Celery, signals
 from redis.client import NEVER_DECODE
 
+from training.errors import TooManyAttempts
 from training.predictor import Predictor, check_postprocess
 from worker.contract import INFERENCE_QUEUE, PredictRequest
 from worker.inference_queue import FIELD, GROUP, STATS, STREAM, batch_size_field
@@ -187,10 +188,10 @@ class InferenceConsumer:
         for it in items:
             if deliveries.get(it.entry_id, 0) >= self.max_attempts and it.job_id:
                 it.run = False
-                it.error = {"type": "too_many_attempts",
-                            "message": f"the request was taken {deliveries[it.entry_id]} times by inference "
-                                       f"workers that died before answering (limit MLQ_MAX_ATTEMPTS="
-                                       f"{self.max_attempts}); it may need more memory or fewer rows"}
+                it.error = TooManyAttempts(
+                    f"the request was taken {deliveries[it.entry_id]} times by inference workers that died before "
+                    f"answering (limit MLQ_MAX_ATTEMPTS={self.max_attempts}); it may need more memory or fewer rows"
+                ).to_dict()
         log.warning("inference consumer %s: took over %d requests of dead workers", self.name, len(items))
         if items:
             self.serve(items)

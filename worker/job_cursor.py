@@ -11,11 +11,18 @@ from __future__ import annotations
 import base64
 import binascii
 
+from training.errors import MLQError
 from worker.ids import is_job_id
 
 
-class InvalidCursor(ValueError):
+class InvalidCursor(MLQError, ValueError):
     """Raised when a list cursor was not produced by this server."""
+
+    code = "invalid_cursor"
+    status = 400
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, errors=[{"loc": ["query", "cursor"], "msg": message}])
 
 
 def encode_cursor(score: int, job_id: str) -> str:

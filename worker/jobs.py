@@ -19,6 +19,7 @@ from typing import Any
 import redis
 from redis.client import Pipeline
 
+from training.errors import Cancelled, MLQError
 from worker import job_scripts
 from worker.contract import FINAL_STATUSES, TRAIN_QUEUE, JobStatus
 from worker.ids import is_job_id, new_id
@@ -37,15 +38,11 @@ FINAL = tuple(s.value for s in FINAL_STATUSES)
 _PUBLIC = ("id", "type", "status", "model", "created_at", "started_at", "finished_at", "attempts")
 
 
-class JobConflict(Exception):
+class JobConflict(MLQError):
     """Raised when a job's state forbids the request, e.g. cancelling a job that already ended."""
 
     code = "job_conflict"
     status = 409
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
 
 
 def now_rfc3339() -> tuple[str, int]:
@@ -218,7 +215,7 @@ class JobStore:
     def mark_running(self, job_id: str, worker: str) -> bool:
         """Move a job to running (attempts += 1). False when it is final, unknown, or its cancel was requested."""
         now, now_ms = now_rfc3339()
-        error = json.dumps({"type": "cancelled", "message": "the job was cancelled before it started"})
+        error = Cancelled("the job was cancelled before it started").to_json()
         return self._mark_running(keys=self._keys(job_id),
                                   args=[job_id, worker, now, now_ms, self.ttl_s, error, *DURATION_BUCKETS]) == 1
 
@@ -240,7 +237,7 @@ class JobStore:
     def request_cancel(self, job_id: str) -> dict[str, Any]:
         """Flag the job for cancellation; a queued job ends `cancelled` at once. JobConflict if already final."""
         now, now_ms = now_rfc3339()
-        error = json.dumps({"type": "cancelled", "message": "the job was cancelled before it started"})
+        error = Cancelled("the job was cancelled before it started").to_json()
         outcome = self._cancel(keys=self._keys(job_id),
                                args=[job_id, now, now_ms, self.ttl_s, error, *DURATION_BUCKETS])
         job = self.get(job_id)
@@ -315,7 +312,7 @@ class JobStore:
     def mark_running_in(self, pipe: Pipeline, job_id: str, worker: str) -> None:
         """Queue `mark_running` on `pipe`; its result (1 = run it) comes back from pipe.execute()."""
         now, now_ms = now_rfc3339()
-        error = json.dumps({"type": "cancelled", "message": "the job was cancelled before it started"})
+        error = Cancelled("the job was cancelled before it started").to_json()
         self._mark_running(keys=self._keys(job_id), args=[job_id, worker, now, now_ms, self.ttl_s, error,
                                                           *DURATION_BUCKETS], client=pipe)
 

@@ -18,12 +18,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from types import FrameType
 
+from training.errors import MLQError
 from worker.contract import WORKER_QUEUES
 
 log = logging.getLogger(__name__)
 
-class LauncherError(ValueError):
+class LauncherError(MLQError, ValueError):
     """Raised when the devices, queues or concurrency asked for cannot be started; says what is possible."""
+
+    code = "invalid_worker_plan"
 
 
 @dataclass(frozen=True)

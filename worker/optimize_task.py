@@ -13,9 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 from celery import Celery, Task
 
-from training.errors import Cancelled, NotFound
+from training.errors import Cancelled, NotFound, RegistrationDeclined
 from training.optimize import optimize_version
-from training.pipeline import RegistrationDeclined
 from worker.contract import OPTIMIZE_TASK, OptimizeRequest
 from worker.train_hooks import CancelCheck, JobHeartbeat, RegistrationClaim, progress_reporter, retry_redis
 

@@ -37,16 +37,13 @@ from typing import Any
 
 import redis
 
+from training.errors import Cancelled, TimeLimit, WorkerLost
 from worker import lease_scripts
 from worker.jobs import DURATION_BUCKETS, JobStore, now_rfc3339
 
 log = logging.getLogger(__name__)
 
 DRAIN_PREFIX = "mlq:drain:"
-
-
-def _error(type_: str, message: str) -> str:
-    return json.dumps({"type": type_, "message": message})
 
 
 def heartbeat_key(job_id: str) -> str:
@@ -97,8 +94,8 @@ class Leases:
         now, now_ms = now_rfc3339()
         reply = self._begin(keys=self._keys(job_id), args=[
             job_id, worker, now, now_ms, self.jobs.ttl_s,
-            _error("cancelled", "the job was cancelled before it started"), self._ttl_ms, self.max_attempts,
-            _error("worker_lost", poison_message(self.max_attempts)), *DURATION_BUCKETS])
+            Cancelled("the job was cancelled before it started").to_json(), self._ttl_ms, self.max_attempts,
+            WorkerLost(poison_message(self.max_attempts)).to_json(), *DURATION_BUCKETS])
         ok, detail = int(reply[0]), reply[1]
         if ok == 1:
             return int(detail), "started"
@@ -129,10 +126,10 @@ class Leases:
         limit_ms = int(self.time_limit_s * 1000)
         outcome = self._sweep(keys=self._keys(job_id), args=[
             job_id, now, now_ms, self.jobs.ttl_s,
-            _error("cancelled", "the job was cancelled; its worker was lost before it could stop"),
-            self.max_attempts, _error("worker_lost", poison_message(self.max_attempts)), limit_ms,
-            _error("time_limit", f"the job ran past its time limit (MLQ_JOB_TIME_LIMIT_S={self.time_limit_s:g}) "
-                   "and its worker was stopped"), *DURATION_BUCKETS])
+            Cancelled("the job was cancelled; its worker was lost before it could stop").to_json(),
+            self.max_attempts, WorkerLost(poison_message(self.max_attempts)).to_json(), limit_ms,
+            TimeLimit(f"the job ran past its time limit (MLQ_JOB_TIME_LIMIT_S={self.time_limit_s:g}) "
+                      "and its worker was stopped").to_json(), *DURATION_BUCKETS])
         return outcome.decode() if isinstance(outcome, bytes) else str(outcome)
 
     def unrequeue(self, job_id: str, attempts: int) -> bool:

@@ -25,6 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from training.errors import Cancelled, NoTrialSucceeded, SearchFailed
 from training.registry import ModelRegistry
 from worker.contract import FINAL_STATUSES, JobType, SearchRequest
 from worker.jobs import JobConflict, JobStore
@@ -147,14 +148,14 @@ class Searches:
         summary: dict[str, Any] = {"model": request.model, "version": None, "metric": metric,
                                    "direction": direction, "rank_by": rank_by, "trials": table}
         if self.jobs.cancel_requested(search_id):
-            return "cancelled", summary, {"type": "cancelled", "message": "the search was cancelled; its trials "
-                                                                          "stopped and no version was registered"}
+            return "cancelled", summary, Cancelled("the search was cancelled; its trials stopped and no version was "
+                                                   "registered").to_dict()
         best = table[0] if table and table[0]["score"] is not None else None
         if best is None:
             errors = [row["error"] for row in table if row.get("error")]
             first = f"; the first error: {errors[0].get('message')}" if errors else ""
-            return "failed", summary, {"type": "no_trial_succeeded",
-                                       "message": f"none of the {len(table)} trials produced {rank_by} {metric}{first}"}
+            return "failed", summary, NoTrialSucceeded(
+                f"none of the {len(table)} trials produced {rank_by} {metric}{first}").to_dict()
         try:
             directory = self.trial_dir(search["tenant"], search_id, best["id"])
             manifest = json.loads((directory / SAVED_MANIFEST).read_text())
@@ -164,8 +165,8 @@ class Searches:
             registered = self.registry.register(search["tenant"], request.model, directory / "artifact", manifest)
         except Exception as exc:
             log.exception("search %s could not register its best trial", search_id)
-            return "failed", summary, {"type": "search_failed", "message": "the search could not register its best "
-                                       f"trial: {type(exc).__name__}: {exc}"}
+            return "failed", summary, SearchFailed(
+                f"the search could not register its best trial: {type(exc).__name__}: {exc}").to_dict()
         summary.update(version=registered["version"], best=_brief(best), metrics=best["metrics"], cv=best.get("cv"),
                        params=best["params"], algorithm=best["algorithm"])
         log.info("search %s: trial %d is best (%s %s = %s); registered %s version %s", search_id, best["trial"],

@@ -7,9 +7,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from training.errors import MLQError
 
-class SettingsError(ValueError):
+
+class SettingsError(MLQError, ValueError):
     """Raised when an `MLQ_*` variable cannot be parsed; the message names the variable and the expected form."""
+
+    code = "invalid_setting"
+    status = 500
 
 
 def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:

@@ -24,8 +24,8 @@ import torch
 from celery import Celery, Task, signals
 from celery.exceptions import SoftTimeLimitExceeded
 
-from training.errors import Cancelled, MLQError
-from training.pipeline import RegistrationDeclined, train_model
+from training.errors import Cancelled, InternalError, MLQError, RegistrationDeclined, TimeLimit
+from training.pipeline import train_model
 from training.registry import ModelRegistry
 from worker.contract import (
     BATCH_QUEUE,
@@ -34,7 +34,6 @@ from worker.contract import (
     SEARCH_TASK,
     TRAIN_QUEUE,
     TRAIN_TASK,
-    JobError,
     TrainRequest,
 )
 from worker.datasets import DatasetStore
@@ -156,16 +155,13 @@ class WorkerRuntime:
 
     def error_for(self, job_id: str, exc: BaseException) -> dict[str, Any]:
         """The job error for `exc`: the library's own errors as they are, anything else as internal."""
-        if isinstance(exc, MLQError | JobError):
-            error = exc.to_dict()
-        elif isinstance(exc, SoftTimeLimitExceeded):
-            error = {"type": "time_limit", "message": f"the job ran past its time limit "
-                     f"(MLQ_JOB_TIME_LIMIT_S={self.settings.job_time_limit_s}) and was stopped"}
-        else:
-            log.exception("job %s failed with an unexpected error", job_id, exc_info=exc)
-            error = {"type": "internal_error", "message": f"the worker failed unexpectedly: "
-                     f"{type(exc).__name__}: {exc}"}
-        return error
+        if isinstance(exc, MLQError):
+            return exc.to_dict()
+        if isinstance(exc, SoftTimeLimitExceeded):
+            return TimeLimit(f"the job ran past its time limit (MLQ_JOB_TIME_LIMIT_S={self.settings.job_time_limit_s}) "
+                             "and was stopped").to_dict()
+        log.exception("job %s failed with an unexpected error", job_id, exc_info=exc)
+        return InternalError(f"the worker failed unexpectedly: {type(exc).__name__}: {exc}").to_dict()
 
     def train(self, payload: dict[str, Any], hostname: str) -> None:
         request = TrainRequest.decode(payload)
