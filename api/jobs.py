@@ -10,9 +10,10 @@ from flask_openapi3 import APIBlueprint, Tag
 
 from api.limits import check_training_params
 from api.parsing import json_body, wait_seconds
+from api.replies import job_reply
 from api.schemas import Job, JobHeaders, JobList, JobPath, JobsQuery, Problem, TrainBody, WaitQuery
 from api.services import services, tenant
-from api.submit import FINAL, submit
+from api.submit import submit
 from api.train_checks import check_dataset_fits
 from api.waits import wait_for_job
 from api.warm_start import check_warm_start
@@ -98,12 +99,7 @@ def get_job(path: JobPath, query: WaitQuery) -> Response:
         raise _not_found(path.job_id)
     seconds, from_prefer = wait_seconds(query.wait)
     job = wait_for_job(job, seconds)
-    response = jsonify(jobs.public(job))
-    if from_prefer:
-        response.headers["Preference-Applied"] = f"wait={seconds}"
-    if job["status"] not in FINAL:
-        response.headers["Retry-After"] = "2"
-    return response
+    return job_reply(jobs.public(job), created=False, waited_s=seconds, from_prefer=from_prefer)
 
 
 @bp.post("/<job_id>/cancel", responses={202: Job, 409: Problem})

@@ -26,9 +26,10 @@ from api.limits import check_rate_limit
 from api.models import known_name
 from api.parsing import MAX_WAIT_S, json_body, wait_seconds
 from api.problems import ApiError, Unavailable, validation_error_response
+from api.replies import job_reply
 from api.schemas import Job, JobHeaders, ModelPath, PredictBody, Problem, WaitQuery
 from api.services import Services, services, tenant
-from api.submit import FINAL, IDEMPOTENCY_TTL_S, RETRY_AFTER, _key_name, fingerprint, replay
+from api.submit import IDEMPOTENCY_TTL_S, _key_name, fingerprint, replay
 from api.waits import DISCONNECT_CHECK_S, client_gone, client_socket
 from training.errors import InvalidInput
 from training.postprocess import check_postprocess
@@ -219,15 +220,7 @@ def predict(name: str = "", path: ModelPath = None, query: WaitQuery = None,  # 
             svc.waits.release(owner, "wait")
         if key and not done:
             svc.redis.delete(_key_name(key))
-    final = held and job["status"] in FINAL
-    response = Response(orjson.dumps(svc.jobs.public(job)), status=200 if final else 202,
-                        mimetype="application/json")
-    if from_prefer:
-        response.headers["Preference-Applied"] = f"wait={seconds}"
-    if not final:
-        response.headers["Location"] = f"/v1/jobs/{job['id']}"
-        response.headers["Retry-After"] = RETRY_AFTER["predict"]
-    return response
+    return job_reply(svc.jobs.public(job), created=True, waited_s=seconds if held else 0, from_prefer=from_prefer)
 
 
 def submit_prediction(svc: Services, record: dict[str, str | int], message: dict[str, Any],

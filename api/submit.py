@@ -14,22 +14,20 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from flask import Response, jsonify, request
+from flask import Response, request
 
 from api.limits import check_rate_limit, too_many_active
 from api.parsing import wait_seconds
 from api.problems import IdempotencyKeyExpired, IdempotencyKeyInUse, IdempotencyKeyReused, Unavailable
+from api.replies import job_reply
 from api.schemas import JobHeaders
 from api.services import services, tenant
 from api.waits import wait_for_job
 from training.errors import EnqueueFailed
-from worker.contract import FINAL_STATUSES
 from worker.ids import new_id
 
 log = logging.getLogger(__name__)
 IDEMPOTENCY_TTL_S = 24 * 3600
-FINAL = {s.value for s in FINAL_STATUSES}
-RETRY_AFTER = {"train": "5", "predict": "1"}
 
 
 def fingerprint() -> str:
@@ -142,16 +140,6 @@ def _undo(job_id: str, key: str | None, *, admitted: bool) -> None:
 
 def answer(job: dict[str, Any], wait: int | None) -> Response:
     """200 with the job when it ended within the requested wait, else 202 + Location + Retry-After."""
-    jobs = services().jobs
     seconds, from_prefer = wait_seconds(wait)
     job = wait_for_job(job, seconds)
-    response = jsonify(jobs.public(job))
-    if from_prefer:
-        response.headers["Preference-Applied"] = f"wait={seconds}"
-    if seconds > 0 and job["status"] in FINAL:
-        response.status_code = 200
-        return response
-    response.status_code = 202
-    response.headers["Location"] = f"/v1/jobs/{job['id']}"
-    response.headers["Retry-After"] = RETRY_AFTER.get(job["type"], "2")
-    return response
+    return job_reply(services().jobs.public(job), created=True, waited_s=seconds, from_prefer=from_prefer)
