@@ -20,7 +20,9 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
-	$(BIN)/ruff check . && $(BIN)/mypy api worker training mlqueue
+	$(BIN)/ruff check .
+	$(BIN)/mypy api store worker training mlqueue
+	$(BIN)/lint-imports
 
 run: $(STAMP)
 	$(BIN)/mlq dev

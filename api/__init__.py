@@ -14,7 +14,7 @@ from flask_openapi3 import Info, OpenAPI
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from api import batch, datasets, events, jobs, models, optimize, predict, search, service
+from api import batch, datasets, events, health, jobs, model_routes, optimize, predict, search
 from api.auth import init_auth
 from api.hub import EventHub
 from api.metrics import make_registry
@@ -23,11 +23,11 @@ from api.problems import register_error_handlers, validation_error_response
 from api.schemas import Problem as ProblemModel
 from api.services import Services
 from api.waits import WaitSlots, client_socket
+from store.celery_config import make_celery
+from store.datasets import DatasetStore
+from store.jobs import JobStore
+from store.settings import Settings
 from training.registry import ModelRegistry
-from worker.celery_app import make_celery
-from worker.datasets import DatasetStore
-from worker.jobs import JobStore
-from worker.settings import Settings
 
 REDIS_TIMEOUT_S = 2.0
 # Requests borrow a connection for one command or pipeline and give it back; waiting requests hold none (api/hub.py).
@@ -103,6 +103,6 @@ def create_app(settings: Settings | None = None) -> OpenAPI:
         http_requests.labels(request.method, route, str(response.status_code)).inc()
         return response
 
-    for module in (service, datasets, jobs, events, models, predict, batch, search, optimize):
+    for module in (health, datasets, jobs, events, model_routes, predict, batch, search, optimize):
         app.register_api(module.bp)
     return app

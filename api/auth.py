@@ -8,8 +8,8 @@ import hmac
 from flask import Flask, g, request
 
 from api.problems import Unauthorized
+from store.settings import Settings, SettingsError
 from training.registry import NAME_RE
-from worker.settings import Settings, SettingsError
 
 REALM = 'Bearer realm="mlqueue"'
 

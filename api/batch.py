@@ -14,16 +14,16 @@ from typing import Any
 from flask import Response, send_file
 from flask_openapi3 import APIBlueprint, Tag
 
-from api.models import known_name
+from api.model_routes import known_name
 from api.parsing import json_body
 from api.problems import OutputGone, OutputNotReady
 from api.schemas import BatchPredictBody, Job, JobHeaders, JobPath, ModelPath, Problem, WaitQuery
 from api.services import services, tenant
 from api.submit import submit
+from store.batch_format import OutputColumns
+from store.contract import BATCH_PREDICT_TASK, BATCH_QUEUE, BatchPredictRequest, JobType
+from store.outputs import MEDIA_TYPES, OutputStore
 from training.errors import ColumnNotFound, InvalidParams, NotFound
-from worker.batch_writer import OutputColumns
-from worker.contract import BATCH_PREDICT_TASK, BATCH_QUEUE, BatchPredictRequest, JobType
-from worker.outputs import MEDIA_TYPES, OutputStore
 
 bp = APIBlueprint("batch", __name__, url_prefix="/v1", abp_tags=[Tag(name="inference")],
                   abp_security=[{"bearer": []}],

@@ -10,8 +10,8 @@ from flask_openapi3 import APIBlueprint, Tag
 from api.problems import InvalidRequest, LengthRequired, UnsupportedMediaType
 from api.schemas import Dataset, DatasetList, DatasetPath, ListQuery, Problem, UploadQuery
 from api.services import services, tenant
-from worker.ids import is_dataset_id
-from worker.jobs import InvalidCursor
+from store.ids import is_dataset_id
+from store.jobs import InvalidCursor
 
 bp = APIBlueprint("datasets", __name__, url_prefix="/v1/datasets", abp_tags=[Tag(name="datasets")],
                   abp_security=[{"bearer": []}],

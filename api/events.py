@@ -1,7 +1,7 @@
 """Live events as Server-Sent Events: GET /v1/jobs/{id}/events (one job) and GET /v1/events (all of a tenant's jobs).
 
 Each event is `id: <stream id>`, `event: status | progress`, `data: <JSON>`, read from the job's or the tenant's
-event log (worker/job_events.py), so a client that reconnects with `Last-Event-ID` (browsers' EventSource do it by
+event log (store/job_events.py), so a client that reconnects with `Last-Event-ID` (browsers' EventSource do it by
 themselves) gets every event it missed, the final status included. A job's stream starts with the job as it is
 (`event: status`), sends every change after it, and ends after the final status, whose data is the whole job with
 its result or error. A comment line every HEARTBEAT_S keeps proxies from closing an idle stream and finds clients
@@ -25,9 +25,9 @@ from api.problems import TooManyWaits
 from api.schemas import JobPath, Parameters, Problem
 from api.services import Services, services, tenant
 from api.waits import DISCONNECT_CHECK_S, RECHECK_S, client_gone, client_socket
+from store.job_events import JobEvent, job_log, last_id, read_after, tenant_channel, tenant_log, valid_event_id
+from store.jobs import FINAL
 from training.errors import NotFound
-from worker.job_events import JobEvent, job_log, last_id, read_after, tenant_channel, tenant_log, valid_event_id
-from worker.jobs import FINAL
 
 HEARTBEAT_S = 15.0
 RETRY_MS = 2000  # how soon an EventSource reconnects after a drop

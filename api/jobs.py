@@ -17,9 +17,9 @@ from api.submit import submit
 from api.train_checks import check_dataset_fits
 from api.waits import wait_for_job
 from api.warm_start import check_warm_start
+from store.contract import TRAIN_QUEUE, TRAIN_TASK, TrainRequest
 from training.errors import ColumnNotFound, DataError, NotFound
 from training.params import check_algorithm, validate_params
-from worker.contract import TRAIN_QUEUE, TRAIN_TASK, TrainRequest
 
 log = logging.getLogger(__name__)
 

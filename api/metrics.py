@@ -1,8 +1,8 @@
 """Prometheus metrics: what all processes share is read from Redis at scrape time; what each API process counts
 is added up across gunicorn's processes by prometheus_client's multiprocess mode.
 
-Job counters and the duration histogram are kept by worker.jobs (Lua scripts, one hash each); the inference batch
-sizes by the inference workers (worker/inference_queue.py); queue depth is the length of Celery's Redis lists and of
+Job counters and the duration histogram are kept by store.jobs (Lua scripts, one hash each); the inference batch
+sizes by the inference workers (store/inference_queue.py); queue depth is the length of Celery's Redis lists and of
 the inference stream; worker counts come from the liveness keys. The HTTP request counter and the gauges of waits
 and streams in progress are per process: under gunicorn (api/gunicorn_conf.py sets PROMETHEUS_MULTIPROC_DIR) each
 process writes them to its own file and every scrape, whichever process answers it, sums them all, so counters
@@ -18,10 +18,10 @@ import redis
 from prometheus_client import CollectorRegistry, Counter, Gauge, multiprocess
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
-from worker.contract import QUEUES
-from worker.inference_queue import batch_size_histogram, queue_depths, stats
-from worker.jobs import DURATION_BUCKETS, JobStore
-from worker.liveness import WorkerLiveness
+from store.contract import QUEUES
+from store.inference_queue import batch_size_histogram, queue_depths, stats
+from store.jobs import DURATION_BUCKETS, JobStore
+from store.liveness import WorkerLiveness
 
 
 class JobsCollector:

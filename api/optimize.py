@@ -13,13 +13,13 @@ from flask import Response
 from flask_openapi3 import APIBlueprint, Tag
 
 from api.limits import check_training_params
-from api.models import known_name
+from api.model_routes import known_name
 from api.parsing import json_body
 from api.schemas import Job, JobHeaders, OptimizeBody, Problem, VersionPath, WaitQuery
 from api.services import services, tenant
 from api.submit import submit
+from store.contract import OPTIMIZE_TASK, TRAIN_QUEUE, OptimizeRequest
 from training.optimize_params import validate_optimize
-from worker.contract import OPTIMIZE_TASK, TRAIN_QUEUE, OptimizeRequest
 
 bp = APIBlueprint("optimize", __name__, url_prefix="/v1/models", abp_tags=[Tag(name="models")],
                   abp_security=[{"bearer": []}],

@@ -2,7 +2,7 @@
 row is a 422 naming the row and the column and never reaches the queue.
 
 The hot path of online inference, kept to two Redis round trips: ONE MULTI writes the job record and appends
-the request to the inference stream (worker/inference_queue.py), then, when the client waits, ONE BLPOP on the
+the request to the inference stream (store/inference_queue.py), then, when the client waits, ONE BLPOP on the
 job's reply list returns the finished record that the batching worker pushed (no pub/sub, no polling). The
 model's version and features come from a per-process cache checked against the registry's state token at most
 every MODEL_RECHECK_S (an alias move is seen by new requests within that time; the workers see it at once).
@@ -23,7 +23,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from api.limits import check_rate_limit
-from api.models import known_name
+from api.model_routes import known_name
 from api.parsing import MAX_WAIT_S, json_body, wait_seconds
 from api.problems import ApiError, Unavailable, validation_error_response
 from api.replies import job_reply
@@ -31,12 +31,12 @@ from api.schemas import Job, JobHeaders, ModelPath, PredictBody, Problem, WaitQu
 from api.services import Services, services, tenant
 from api.submit import IDEMPOTENCY_TTL_S, _key_name, fingerprint, replay
 from api.waits import DISCONNECT_CHECK_S, client_gone, client_socket
+from store.datasets import TooManyRows
+from store.ids import new_id
+from store.inference_queue import STREAM, stream_entry
+from store.jobs import JobStore
 from training.errors import InvalidInput
 from training.postprocess import check_postprocess
-from worker.datasets import TooManyRows
-from worker.ids import new_id
-from worker.inference_queue import STREAM, stream_entry
-from worker.jobs import JobStore
 
 bp = APIBlueprint("predict", __name__, url_prefix="/v1/models", abp_tags=[Tag(name="inference")],
                   abp_security=[{"bearer": []}],

@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 from flask import Response
 
-from worker.contract import FINAL_STATUSES
+from store.contract import FINAL_STATUSES
 
 FINAL = frozenset(s.value for s in FINAL_STATUSES)
 RETRY_AFTER = {"train": "5", "predict": "1"}  # seconds; other job types "2"

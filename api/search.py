@@ -1,6 +1,6 @@
 """POST /v1/jobs/search: a hyperparameter search, every trial planned and validated before anything is queued.
 
-The search is one job (type `search`) whose message fans its trials out as `train` jobs (worker/search.py);
+The search is one job (type `search`) whose message fans its trials out as `train` jobs (store/searches.py);
 cancelling it (POST /v1/jobs/{id}/cancel) cancels its trials too.
 """
 
@@ -17,11 +17,11 @@ from api.parsing import json_body
 from api.schemas import Job, JobHeaders, Problem, SearchBody, WaitQuery
 from api.services import services, tenant
 from api.submit import submit
+from store.contract import SEARCH_TASK, TRAIN_QUEUE, SearchRequest
+from store.ids import new_id
+from store.searches import Searches
 from training.params import validate_params
 from training.search_space import check_metric, plan_trials
-from worker.contract import SEARCH_TASK, TRAIN_QUEUE, SearchRequest
-from worker.ids import new_id
-from worker.search import Searches
 
 bp = APIBlueprint("search", __name__, url_prefix="/v1/jobs", abp_tags=[Tag(name="jobs")],
                   abp_security=[{"bearer": []}],

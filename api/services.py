@@ -10,10 +10,10 @@ from celery import Celery
 from flask import current_app, g
 
 from api.hub import EventHub
+from store.datasets import DatasetStore
+from store.jobs import JobStore
+from store.settings import Settings
 from training.registry import ModelRegistry
-from worker.datasets import DatasetStore
-from worker.jobs import JobStore
-from worker.settings import Settings
 
 if TYPE_CHECKING:
     from api.waits import WaitSlots

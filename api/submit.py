@@ -23,8 +23,8 @@ from api.replies import job_reply
 from api.schemas import JobHeaders
 from api.services import services, tenant
 from api.waits import wait_for_job
+from store.ids import new_id
 from training.errors import EnqueueFailed
-from worker.ids import new_id
 
 log = logging.getLogger(__name__)
 IDEMPOTENCY_TTL_S = 24 * 3600

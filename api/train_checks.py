@@ -1,7 +1,7 @@
 """What the upload already knows about a dataset, checked against a training request before it is queued.
 
 A dataset may serve several targets (and batch predictions), so the upload only records facts about each column
-(rows, `dtype`, `missing`, `distinct`; worker/datasets.py) and refuses nothing for them. Whether those facts make
+(rows, `dtype`, `missing`, `distinct`; store/datasets.py) and refuses nothing for them. Whether those facts make
 *this* training impossible depends on the target, the features and the task, so it is judged here, at submit:
 a 422 now instead of a job that fails on a worker minutes later. Only what is certain is refused; what depends on
 cleaning (duplicates, `missing: drop`) is still the worker's to find.

@@ -22,7 +22,7 @@ import redis
 from flask import request
 
 from api.services import services
-from worker.jobs import FINAL
+from store.jobs import FINAL
 
 log = logging.getLogger(__name__)
 DISCONNECT_CHECK_S = 5.0  # how often a waiter looks whether its client is still there

@@ -21,7 +21,7 @@ import redis
 from bench import models, preprocessing, wrk
 from bench.stack import ROOT, Proc, Stack, cpu_seconds, holds_torch, rss_mb
 from bench.table import table
-from worker.inference_queue import stats
+from store.inference_queue import stats
 
 RESULTS = ROOT / "bench" / "results"
 

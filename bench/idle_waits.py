@@ -24,7 +24,7 @@ import redis
 
 from bench.stack import Stack, cpu_seconds, free_port, rss_mb, wait_http
 from mlqueue.dev import gunicorn_argv
-from worker.jobs import JobStore
+from store.jobs import JobStore
 
 PER_PROCESS = 800
 RAMP_PER_S = 200  # new connections per second per client process

@@ -451,7 +451,7 @@ def worker(queues: str, devices: str, concurrency: int, loglevel: str) -> None:
     """Run Celery workers, one process per device, with CUDA_VISIBLE_DEVICES pinned before torch loads."""
     import logging
 
-    from worker.contract import WORKER_QUEUES as QUEUES
+    from store.contract import WORKER_QUEUES as QUEUES
     from worker.launcher import run
 
     # The launcher reports which worker it starts on which device, and which one died, through logging.

@@ -48,7 +48,7 @@ def stop_grace_s(env: Mapping[str, str]) -> float:
     A kill inside MLQ_SHUTDOWN_GRACE_S (default 20 s) caught a training before it requeued itself, so every
     Ctrl-C during a training burned one of its MLQ_MAX_ATTEMPTS.
     """
-    from worker.settings import Settings  # torch-free: the workers' default
+    from store.settings import Settings  # torch-free: the workers' default
 
     default = Settings().shutdown_grace_s
     try:

@@ -14,12 +14,12 @@ import numpy as np
 import redis
 from sklearn.datasets import load_breast_cancer, load_iris
 
+from store.celery_config import make_celery
+from store.contract import TRAIN_QUEUE, TRAIN_TASK
+from store.datasets import DatasetStore
+from store.jobs import JobStore
+from store.settings import Settings
 from training.registry import ModelRegistry
-from worker.celery_app import make_celery
-from worker.contract import TRAIN_QUEUE, TRAIN_TASK
-from worker.datasets import DatasetStore
-from worker.jobs import JobStore
-from worker.settings import Settings
 
 TENANT = "default"
 

@@ -8,7 +8,7 @@ Processes that consume the `inference` queue also run the batching consumer of t
 import logging
 import sys
 
-from worker.settings import Settings
+from store.settings import Settings
 from worker.threads import limit_threads
 
 settings = Settings.from_env()
@@ -17,8 +17,8 @@ if "torch" in sys.modules:
     logging.getLogger(__name__).warning("torch was imported before worker.app; OMP_NUM_THREADS comes too late")
 limit_threads(settings.torch_threads)
 
+from store.celery_config import make_celery  # noqa: E402
 from worker.batch import register_batch  # noqa: E402 - after limit_threads, on purpose
-from worker.celery_app import make_celery  # noqa: E402
 from worker.inference import attach  # noqa: E402
 from worker.tasks import register_tasks  # noqa: E402
 

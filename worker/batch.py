@@ -1,6 +1,6 @@
 """The task `mlqueue.batch_predict`: score a whole uploaded dataset, a chunk at a time, resumable after a kill.
 
-A batch prediction is a leased job exactly like a training (worker/recovery.py): `Leases.begin()` fences the
+A batch prediction is a leased job exactly like a training (store/leases.py): `Leases.begin()` fences the
 attempt, `JobHeartbeat` keeps its lease, `CancelCheck` is asked before every chunk (cancel, drain on SIGTERM, lease
 lost), the sweepers requeue it when its worker dies, and `WorkerRuntime.conclude()` writes the final status only
 while this attempt still holds the job. What it checkpoints is its position in the file:
@@ -27,17 +27,17 @@ from typing import TYPE_CHECKING, Any
 
 from celery import Celery, Task, signals
 
+from store.batch_format import OutputColumns, assemble, write_part
+from store.contract import BATCH_PREDICT_TASK, BATCH_QUEUE, INFERENCE_QUEUE, BatchPredictRequest
+from store.outputs import MEDIA_TYPES, OutputStore, filename
 from training.errors import AllRowsFailed, Cancelled, ColumnNotFound
 from training.predictor import check_postprocess
 from worker.batch_reader import chunks, read_header
 from worker.batch_scoring import score_chunk
-from worker.batch_writer import OutputColumns, assemble, write_part
-from worker.contract import BATCH_PREDICT_TASK, BATCH_QUEUE, INFERENCE_QUEUE, BatchPredictRequest
-from worker.outputs import MEDIA_TYPES, OutputStore, filename
 from worker.train_hooks import CancelCheck, JobHeartbeat, retry_redis
 
 if TYPE_CHECKING:
-    from worker.tasks import WorkerRuntime
+    from worker.runtime import Runtime
 
 log = logging.getLogger(__name__)
 CHECKPOINT = "checkpoint.json"
@@ -52,7 +52,7 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
 class BatchRun:
     """One attempt at one batch prediction: from its checkpoint (if any) to the assembled output."""
 
-    def __init__(self, runtime: WorkerRuntime, request: BatchPredictRequest, should_stop: CancelCheck) -> None:
+    def __init__(self, runtime: Runtime, request: BatchPredictRequest, should_stop: CancelCheck) -> None:
         self.runtime = runtime
         self.request = request
         self.should_stop = should_stop
@@ -155,7 +155,7 @@ class BatchRun:
                 "duration_s": round(duration, 3)}
 
 
-def run_batch(runtime: WorkerRuntime, payload: dict[str, Any], hostname: str) -> None:
+def run_batch(runtime: Runtime, payload: dict[str, Any], hostname: str) -> None:
     """One delivery of a batch prediction: start a fenced attempt, run it, record how it ended."""
     request = BatchPredictRequest.decode(payload)
     job_id = request.job_id
@@ -193,7 +193,7 @@ def run_batch(runtime: WorkerRuntime, payload: dict[str, Any], hostname: str) ->
     runtime.conclude(job_id, token, hostname, status, result, error)
 
 
-def preempt(runtime: WorkerRuntime, request: BatchPredictRequest, token: int) -> None:
+def preempt(runtime: Runtime, request: BatchPredictRequest, token: int) -> None:
     """The worker is shutting down: back on the batch queue, parts and checkpoint kept for the next attempt."""
     job_id = request.job_id
     try:
@@ -209,7 +209,7 @@ def preempt(runtime: WorkerRuntime, request: BatchPredictRequest, token: int) ->
             runtime.leases.unrequeue(job_id, token)
 
 
-def register_batch(app: Celery, runtime: WorkerRuntime) -> None:
+def register_batch(app: Celery, runtime: Runtime) -> None:
     """Register `mlqueue.batch_predict` on `app`; processes that serve only batch work lower their priority."""
 
     @app.task(name=BATCH_PREDICT_TASK, bind=True)

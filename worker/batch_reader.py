@@ -3,7 +3,7 @@
 Only one chunk is ever in memory, so a batch worker scores a file of any length in bounded memory. Each chunk says
 where the next one starts (`end`, the text stream's `tell()` right after its last row), so a resumed attempt
 `seek()`s there and never reads a row twice or skips one. Rows are parsed by the csv module exactly as the upload
-was checked (worker/datasets.py): the same blank-line rule, so the row count matches the dataset's `rows`.
+was checked (store/datasets.py): the same blank-line rule, so the row count matches the dataset's `rows`.
 """
 
 from __future__ import annotations

@@ -17,10 +17,10 @@ from typing import Any
 
 import numpy as np
 
+from store.batch_format import PROBA_DIGITS, ChunkResult, OutputColumns
+from store.datasets import NA_VALUES
 from training.errors import MLQError
 from training.predictor import Predictor
-from worker.batch_writer import PROBA_DIGITS, ChunkResult, OutputColumns
-from worker.datasets import NA_VALUES
 
 _ROW_PREFIX = re.compile(r"^row \d+,?\s*")
 

@@ -28,17 +28,17 @@ import redis
 from celery import Celery, signals
 from redis.client import NEVER_DECODE
 
+from store.contract import INFERENCE_QUEUE, PredictRequest
+from store.inference_queue import FIELD, GROUP, STATS, STREAM, batch_size_field
+from store.inference_queue import decode as decode_request
+from store.jobs import JobStore
+from store.settings import Settings
 from training.errors import TooManyAttempts
 from training.predictor import Predictor, check_postprocess
-from worker.contract import INFERENCE_QUEUE, PredictRequest
-from worker.inference_queue import FIELD, GROUP, STATS, STREAM, batch_size_field
-from worker.inference_queue import decode as decode_request
-from worker.jobs import JobStore
 from worker.model_cache import ModelCache
-from worker.settings import Settings
 
 if TYPE_CHECKING:
-    from worker.tasks import WorkerRuntime
+    from worker.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -293,7 +293,7 @@ class InferenceConsumer:
             pipe.execute()
 
 
-def attach(app: Celery, runtime: WorkerRuntime, settings: Settings) -> None:
+def attach(app: Celery, runtime: Runtime, settings: Settings) -> None:
     """Run a consumer in every worker process of `app` that consumes the `inference` queue.
 
     Started in worker_process_init, i.e. after the fork (the parent never holds a connection or a model), and

@@ -18,8 +18,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from types import FrameType
 
+from store.contract import WORKER_QUEUES
 from training.errors import MLQError
-from worker.contract import WORKER_QUEUES
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """The worker's task `mlqueue.optimize`: quantize, prune, distill or export a version, as a job on the train queue.
 
-It runs under the same attempt lease as a training (worker/recovery.py): a heartbeat, the cancel check between
+It runs under the same attempt lease as a training (store/leases.py): a heartbeat, the cancel check between
 batches, one registration per job, and the sweeper re-sends it (by its `method`, see WorkerRuntime.send_train) if
 its worker dies. There is no checkpoint to resume from: an optimisation is minutes at most, so a new attempt
 starts over.
@@ -13,18 +13,18 @@ from typing import TYPE_CHECKING, Any
 
 from celery import Celery, Task
 
+from store.contract import OPTIMIZE_TASK, OptimizeRequest
 from training.errors import Cancelled, NotFound, RegistrationDeclined
 from training.optimize import optimize_version
-from worker.contract import OPTIMIZE_TASK, OptimizeRequest
 from worker.train_hooks import CancelCheck, JobHeartbeat, RegistrationClaim, progress_reporter, retry_redis
 
 if TYPE_CHECKING:
-    from worker.tasks import WorkerRuntime
+    from worker.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
 
-def _data_path(runtime: WorkerRuntime, request: OptimizeRequest) -> Any:
+def _data_path(runtime: Runtime, request: OptimizeRequest) -> Any:
     """The parent's dataset file: the comparison and any fine-tuning need the parent's own splits."""
     manifest = runtime.registry.manifest(request.tenant, request.model, request.version)
     dataset_id = (manifest.get("dataset") or {}).get("id")
@@ -35,7 +35,7 @@ def _data_path(runtime: WorkerRuntime, request: OptimizeRequest) -> Any:
     return runtime.datasets.path(request.tenant, dataset_id)
 
 
-def run_optimize(runtime: WorkerRuntime, payload: dict[str, Any], hostname: str) -> None:
+def run_optimize(runtime: Runtime, payload: dict[str, Any], hostname: str) -> None:
     request = OptimizeRequest.decode(payload)
     job_id = request.job_id
     token, why = retry_redis(lambda: runtime.leases.begin(job_id, hostname), f"job {job_id}: start", 30.0)
@@ -77,7 +77,7 @@ def run_optimize(runtime: WorkerRuntime, payload: dict[str, Any], hostname: str)
     runtime.conclude(job_id, token, hostname, status, result, error)
 
 
-def _requeue(runtime: WorkerRuntime, request: OptimizeRequest, token: int) -> None:
+def _requeue(runtime: Runtime, request: OptimizeRequest, token: int) -> None:
     """The worker is shutting down: back on the queue (it starts over on the next worker)."""
     job_id = request.job_id
     try:
@@ -87,7 +87,7 @@ def _requeue(runtime: WorkerRuntime, request: OptimizeRequest, token: int) -> No
         log.exception("job %s: could not requeue it on shutdown; a sweeper will", job_id)
 
 
-def register_optimize(app: Celery, runtime: WorkerRuntime) -> None:
+def register_optimize(app: Celery, runtime: Runtime) -> None:
     """Register `mlqueue.optimize` on `app` (called by worker.tasks.register_tasks)."""
 
     @app.task(name=OPTIMIZE_TASK, bind=True)

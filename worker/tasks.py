@@ -24,10 +24,7 @@ import torch
 from celery import Celery, Task, signals
 from celery.exceptions import SoftTimeLimitExceeded
 
-from training.errors import Cancelled, InternalError, MLQError, RegistrationDeclined, TimeLimit
-from training.pipeline import train_model
-from training.registry import ModelRegistry
-from worker.contract import (
+from store.contract import (
     BATCH_QUEUE,
     LEASED_TASKS,
     OPTIMIZE_TASK,
@@ -36,13 +33,16 @@ from worker.contract import (
     TRAIN_TASK,
     TrainRequest,
 )
-from worker.datasets import DatasetStore
-from worker.jobs import JobStore
-from worker.liveness import Heartbeat, WorkerLiveness
+from store.datasets import DatasetStore
+from store.jobs import JobStore
+from store.leases import Leases, Sweeper, request_drain
+from store.liveness import Heartbeat, WorkerLiveness
+from store.searches import Searches
+from store.settings import Settings
+from training.errors import Cancelled, InternalError, MLQError, RegistrationDeclined, TimeLimit
+from training.pipeline import train_model
+from training.registry import ModelRegistry
 from worker.model_cache import ModelCache
-from worker.recovery import Leases, Sweeper, request_drain
-from worker.search import Searches
-from worker.settings import Settings
 from worker.train_hooks import CancelCheck, JobHeartbeat, RegistrationClaim, progress_reporter, retry_redis
 
 log = logging.getLogger(__name__)

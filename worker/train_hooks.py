@@ -18,14 +18,14 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import redis
 
+from store.contract import TrainRequest
+from store.jobs import JobStore
+from store.leases import Leases, drain_key, parse_drain
 from training.errors import NotFound
 from training.registry import ModelRegistry
-from worker.contract import TrainRequest
-from worker.jobs import JobStore
-from worker.recovery import Leases, drain_key, parse_drain
 
 if TYPE_CHECKING:
-    from worker.tasks import WorkerRuntime
+    from worker.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -171,7 +171,7 @@ class RegistrationClaim:
     claim is taken over.
     """
 
-    def __init__(self, runtime: WorkerRuntime, request: TrainRequest, token: int) -> None:
+    def __init__(self, runtime: Runtime, request: TrainRequest, token: int) -> None:
         self.runtime, self.request, self.token = runtime, request, token
         self.existing: dict[str, Any] | None = None
         self.outcome: int | None = None

@@ -74,7 +74,7 @@ class PredictorModel:
 
 def load_models() -> dict[str, BareModel | PredictorModel]:
     """The models named by BENCH_MODELS from the registry at MLQ_HOME, one torch thread per MLQ_TORCH_THREADS."""
-    from worker.settings import Settings
+    from store.settings import Settings
 
     settings = Settings.from_env()
     torch.set_num_threads(settings.torch_threads)

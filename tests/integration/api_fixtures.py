@@ -10,7 +10,7 @@ from api_support import TOKENS, make_settings
 from flask.testing import FlaskClient
 
 from api import create_app
-from worker.settings import Settings
+from store.settings import Settings
 
 
 @pytest.fixture

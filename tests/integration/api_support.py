@@ -10,8 +10,8 @@ from typing import Any
 import redis
 from flask.testing import FlaskClient
 
+from store.settings import Settings
 from training.registry import ModelRegistry
-from worker.settings import Settings
 
 IRIS_CSV = (
     "sepal_length,sepal_width,petal_length,petal_width,species\n"

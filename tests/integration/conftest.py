@@ -20,9 +20,9 @@ import pytest
 import redis
 from redis_check import require_redis
 
+from store.liveness import WorkerLiveness
+from store.settings import Settings
 from worker.launcher import plan
-from worker.liveness import WorkerLiveness
-from worker.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 

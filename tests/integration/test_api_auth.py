@@ -5,7 +5,7 @@ from __future__ import annotations
 from api_support import ALICE, BOB, register_model, train_body, upload
 from flask.testing import FlaskClient
 
-from worker.settings import Settings
+from store.settings import Settings
 
 pytest_plugins = ["api_fixtures"]  # the shared fixtures: settings, client, auth_settings, auth_client
 

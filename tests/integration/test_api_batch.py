@@ -8,8 +8,8 @@ from typing import Any
 from api_support import queued_messages, register_model, upload
 from flask.testing import FlaskClient
 
-from worker.contract import BATCH_PREDICT_TASK, BATCH_QUEUE
-from worker.settings import Settings
+from store.contract import BATCH_PREDICT_TASK, BATCH_QUEUE
+from store.settings import Settings
 
 pytest_plugins = ["api_fixtures"]  # the shared fixtures: settings, client, auth_settings, auth_client
 

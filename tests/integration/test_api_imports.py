@@ -1,4 +1,4 @@
-"""The API process stays light: importing it and building the app loads no ML library and no task module."""
+"""The API process stays light: importing it and building the app loads no ML library and nothing of worker/."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ FORBIDDEN = ["numpy", "pandas", "sklearn", "torch", "worker.tasks", "training.da
 SCRIPT = """
 import json, sys
 import api
-from worker.settings import Settings
+from store.settings import Settings
 app = api.create_app(Settings(redis_url="redis://127.0.0.1:1/0", home=__import__("pathlib").Path(sys.argv[1])))
 app.test_client().get("/openapi.json")
 print(json.dumps(sorted(sys.modules)))
@@ -27,6 +27,9 @@ def test_creating_the_app_imports_no_torch_sklearn_pandas_numpy_or_task_modules(
     loaded = set(json.loads(out.stdout.strip().splitlines()[-1]))
     assert "api" in loaded and "flask_openapi3" in loaded
     assert not [m for m in FORBIDDEN if m in loaded]
+    # Of the server's own packages, only the torch-free store (and training's stdlib-only modules, below).
+    assert not [m for m in loaded if m == "worker" or m.startswith("worker.")]
+    assert "store.jobs" in loaded
     # The stdlib-only modules of training/ (postprocess: the API checks predict options at submit).
     assert {m for m in loaded if m.startswith("training.")} <= {"training.errors", "training.params",
                                                                "training.optimize_params", "training.postprocess",

@@ -6,7 +6,7 @@ import redis
 from api_support import train_body, upload
 from flask.testing import FlaskClient
 
-from worker.jobs import JobStore
+from store.jobs import JobStore
 
 pytest_plugins = ["api_fixtures"]  # the shared fixtures: settings, client, auth_settings, auth_client
 

@@ -9,8 +9,8 @@ import redis
 from api_support import register_model
 from flask.testing import FlaskClient
 
-from worker.inference_queue import queued_requests
-from worker.settings import Settings
+from store.inference_queue import queued_requests
+from store.settings import Settings
 
 pytest_plugins = ["api_fixtures"]  # the shared fixtures: settings, client, auth_settings, auth_client
 

@@ -9,8 +9,8 @@ from api_support import make_settings, train_body, upload
 from flask.testing import FlaskClient
 
 from api import create_app
-from worker.jobs import JobStore
-from worker.liveness import WorkerLiveness
+from store.jobs import JobStore
+from store.liveness import WorkerLiveness
 
 CONTRACT_ROUTES = {
     ("get", "/healthz"), ("get", "/readyz"), ("get", "/metrics"), ("get", "/openapi.json"),

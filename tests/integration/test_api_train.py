@@ -9,9 +9,9 @@ import redis
 from api_support import queued_messages, train_body, upload
 from flask.testing import FlaskClient
 
+from store.contract import TRAIN_QUEUE, TRAIN_TASK
+from store.jobs import JobStore
 from training.params import ALGORITHM_NAMES
-from worker.contract import TRAIN_QUEUE, TRAIN_TASK
-from worker.jobs import JobStore
 
 pytest_plugins = ["api_fixtures"]  # the shared fixtures: settings, client, auth_settings, auth_client
 

@@ -25,12 +25,12 @@ import redis
 from flask.testing import FlaskClient
 
 from api import create_app
+from store.contract import BATCH_QUEUE, INFERENCE_QUEUE
+from store.jobs import JobStore
+from store.settings import Settings
 from training.pipeline import train_model
 from training.predictor import Predictor
 from training.registry import ModelRegistry
-from worker.contract import BATCH_QUEUE, INFERENCE_QUEUE
-from worker.jobs import JobStore
-from worker.settings import Settings
 
 pytestmark = pytest.mark.integration
 MODEL = "bp-lr"

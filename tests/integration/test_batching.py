@@ -21,15 +21,15 @@ from flask.testing import FlaskClient
 from sklearn.datasets import load_breast_cancer, load_iris
 
 from api import create_app
+from store.contract import INFERENCE_QUEUE, JobType, PredictRequest
+from store.ids import new_id
+from store.inference_queue import FIELD, GROUP, STREAM, enqueue_in, stats
+from store.jobs import JobStore
+from store.liveness import WorkerLiveness
+from store.settings import Settings
 from training.pipeline import train_model
 from training.predictor import Predictor
 from training.registry import ModelRegistry
-from worker.contract import INFERENCE_QUEUE, JobType, PredictRequest
-from worker.ids import new_id
-from worker.inference_queue import FIELD, GROUP, STREAM, enqueue_in, stats
-from worker.jobs import JobStore
-from worker.liveness import WorkerLiveness
-from worker.settings import Settings
 
 pytestmark = pytest.mark.integration
 TENANT = "default"

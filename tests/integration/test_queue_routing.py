@@ -6,9 +6,9 @@ import json
 
 import redis
 
-from worker.celery_app import make_celery
-from worker.contract import INFERENCE_QUEUE, TRAIN_QUEUE, TRAIN_TASK
-from worker.settings import Settings
+from store.celery_config import make_celery
+from store.contract import INFERENCE_QUEUE, TRAIN_QUEUE, TRAIN_TASK
+from store.settings import Settings
 
 
 def test_a_train_message_reaches_the_train_queue_and_no_other(redis_url: str, redis_client: redis.Redis) -> None:

@@ -16,10 +16,10 @@ from flask.testing import FlaskClient
 from job_harness import TENANT, JobHarness, breast_cancer_csv, dump, iris_csv
 
 from api import create_app
+from store.contract import TRAIN_QUEUE
+from store.settings import Settings
 from training.errors import NotFound
 from training.pipeline import train_model
-from worker.contract import TRAIN_QUEUE
-from worker.settings import Settings
 
 pytestmark = pytest.mark.integration
 SEARCH_TIMEOUT_S = 240.0

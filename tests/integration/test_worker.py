@@ -18,20 +18,20 @@ from typing import Any
 import pytest
 from job_harness import TENANT, JobHarness, breast_cancer_csv, dump, iris_csv
 
-from training.errors import ArtifactTampered, NotFound
-from training.pipeline import train_model
-from training.predictor import Predictor
-from worker.contract import (
+from store.contract import (
     INFERENCE_QUEUE,
     TRAIN_QUEUE,
     JobType,
     PredictRequest,
     TrainRequest,
 )
-from worker.ids import new_id
-from worker.inference_queue import enqueue_in
-from worker.liveness import WorkerLiveness
-from worker.settings import Settings
+from store.ids import new_id
+from store.inference_queue import enqueue_in
+from store.liveness import WorkerLiveness
+from store.settings import Settings
+from training.errors import ArtifactTampered, NotFound
+from training.pipeline import train_model
+from training.predictor import Predictor
 
 pytestmark = pytest.mark.integration
 WorkerProcess = Any  # tests/integration/conftest.py's WorkerProcess (conftest modules are not imported)

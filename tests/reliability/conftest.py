@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 from reliability_support import ChaosHarness, PrivateRedis, WorkerFleet, run_private_redis
 
-from worker.settings import Settings
+from store.settings import Settings
 
 
 @pytest.fixture(scope="module")

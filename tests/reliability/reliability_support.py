@@ -25,9 +25,9 @@ import redis
 from job_harness import TENANT, JobHarness, breast_cancer_csv, dump, iris_csv
 from private_redis import PrivateRedis
 
+from store.liveness import WorkerLiveness
+from store.settings import Settings
 from worker.launcher import plan
-from worker.liveness import WorkerLiveness
-from worker.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -138,8 +138,8 @@ class ChaosHarness(JobHarness):
     def train_job(self, model: str, params: dict[str, Any] | None = None, algorithm: str = "mlp",
                   send: bool = True) -> str:
         """A training job as the API records it (the request minus job_id and tenant), sent by name."""
-        from worker.contract import TrainRequest
-        from worker.ids import new_id
+        from store.contract import TrainRequest
+        from store.ids import new_id
 
         job_id = new_id("job")
         if algorithm == "mlp":

@@ -14,7 +14,7 @@ from api_reliability_support import ALICE, BOB, TOKENS, make_settings, register_
 from flask.testing import FlaskClient
 
 from api import create_app
-from worker.jobs import JobStore
+from store.jobs import JobStore
 
 
 def app_client(tmp_path: Path, redis_url: str, **overrides: Any) -> FlaskClient:

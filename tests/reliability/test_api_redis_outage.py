@@ -18,8 +18,8 @@ from flask.testing import FlaskClient
 from kombu.exceptions import OperationalError
 
 from api import create_app, publisher
-from worker.celery_app import make_celery
-from worker.settings import Settings
+from store.celery_config import make_celery
+from store.settings import Settings
 
 DEADLINE_S = 2.0
 PREDICT = {"inputs": [{"sepal_length": 1.0, "island": "x"}]}

@@ -25,8 +25,8 @@ from api_reliability_support import (
 from flask.testing import FlaskClient
 
 from api import create_app, publisher
-from worker.celery_app import make_celery
-from worker.settings import Settings
+from store.celery_config import make_celery
+from store.settings import Settings
 
 MODEL = "secret-model-x7"
 DATASET_NAME = "secret-dataset-q3"

@@ -13,9 +13,9 @@ import pandas as pd
 import pytest
 from reliability_support import TENANT, ChaosHarness, WorkerFleet, dump
 
+from store.contract import BATCH_PREDICT_TASK, BATCH_QUEUE, BatchPredictRequest
+from store.ids import new_id
 from training.pipeline import train_model
-from worker.contract import BATCH_PREDICT_TASK, BATCH_QUEUE, BatchPredictRequest
-from worker.ids import new_id
 
 pytestmark = pytest.mark.integration
 ROWS = 40_000

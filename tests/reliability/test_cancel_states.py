@@ -8,8 +8,8 @@ import time
 import pytest
 from reliability_support import ChaosHarness, WorkerFleet, dump, running_at_epoch
 
-from worker.contract import TRAIN_QUEUE
-from worker.jobs import JobConflict
+from store.contract import TRAIN_QUEUE
+from store.jobs import JobConflict
 
 pytestmark = pytest.mark.integration
 

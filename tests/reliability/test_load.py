@@ -16,8 +16,8 @@ import pytest
 import redis
 from api_reliability_support import gunicorn
 
-from worker.jobs import JobStore
-from worker.settings import Settings
+from store.jobs import JobStore
+from store.settings import Settings
 
 SUBMISSIONS = 1000
 THREADS = 50

@@ -12,11 +12,11 @@ import pytest
 import redis
 from reliability_support import PrivateRedis
 
-from worker.celery_app import make_celery
-from worker.contract import OPTIMIZE_TASK, TRAIN_QUEUE, OptimizeRequest
-from worker.jobs import JobStore
-from worker.recovery import Leases, Sweeper
-from worker.settings import Settings
+from store.celery_config import make_celery
+from store.contract import OPTIMIZE_TASK, TRAIN_QUEUE, OptimizeRequest
+from store.jobs import JobStore
+from store.leases import Leases, Sweeper
+from store.settings import Settings
 from worker.tasks import WorkerRuntime
 
 REQUEST = {"model": "m", "version": 1, "method": "prune", "params": {"amount": 0.5}, "device": "auto"}

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from reliability_support import ChaosHarness, WorkerFleet, dump
 
-from worker.contract import TRAIN_QUEUE, TRAIN_TASK
+from store.contract import TRAIN_QUEUE, TRAIN_TASK
 
 pytestmark = pytest.mark.integration
 

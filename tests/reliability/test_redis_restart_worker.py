@@ -12,8 +12,8 @@ from collections.abc import Iterator
 import pytest
 from reliability_support import ChaosHarness, PrivateRedis, WorkerFleet, dump, running_at_epoch
 
-from worker.contract import TRAIN_QUEUE
-from worker.settings import Settings
+from store.contract import TRAIN_QUEUE
+from store.settings import Settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -10,7 +10,7 @@ import pytest
 from reliability_support import ChaosHarness, WorkerFleet, dump, running_at_epoch
 
 from api import create_app
-from worker.contract import TRAIN_QUEUE
+from store.contract import TRAIN_QUEUE
 
 pytestmark = pytest.mark.integration
 

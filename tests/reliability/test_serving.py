@@ -26,7 +26,7 @@ from api_reliability_support import ALICE, BOB, TOKENS, gunicorn, token_env
 from job_harness import breast_cancer_csv
 
 from mlqueue import Client
-from worker.settings import Settings
+from store.settings import Settings
 
 TOKENS_BY_TENANT = {tenant: token for token, tenant in TOKENS.items()}
 PER_TENANT_CAP = 200

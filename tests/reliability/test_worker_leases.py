@@ -1,4 +1,4 @@
-"""The lease scripts of worker/recovery.py on a real Redis, without workers: fences, sweeps, claims, drains."""
+"""The lease scripts of store/leases.py on a real Redis, without workers: fences, sweeps, claims, drains."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import pytest
 import redis
 from reliability_support import PrivateRedis
 
-from worker.jobs import JobStore
-from worker.recovery import Leases, Sweeper, claim_key, heartbeat_key, parse_drain
+from store.jobs import JobStore
+from store.leases import Leases, Sweeper, claim_key, heartbeat_key, parse_drain
 
 REQUEST = {"model": "m", "dataset_id": "ds_x", "target": "y", "algorithm": "mlp", "params": {"epochs": 3}}
 

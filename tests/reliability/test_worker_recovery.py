@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from reliability_support import ChaosHarness, WorkerFleet, dump, epoch_of, running_at_epoch
 
-from worker.contract import TRAIN_QUEUE
+from store.contract import TRAIN_QUEUE
 
 pytestmark = pytest.mark.integration
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from reliability_support import ChaosHarness, WorkerFleet, dump
 
-from worker.contract import TRAIN_QUEUE
+from store.contract import TRAIN_QUEUE
 
 pytestmark = pytest.mark.integration
 

@@ -13,12 +13,12 @@ import pandas as pd
 import pytest
 from sklearn.datasets import load_iris
 
+from store.batch_format import OutputColumns, assemble, escape_cell, write_part
 from training.pipeline import train_model
 from training.predictor import Predictor
 from training.registry import ModelRegistry
 from worker.batch_reader import chunks, read_header
 from worker.batch_scoring import score_chunk
-from worker.batch_writer import OutputColumns, assemble, escape_cell, write_part
 
 
 def write(path: Path, text: str) -> Path:
@@ -113,8 +113,8 @@ def test_a_matching_checkpoint_resumes_and_a_damaged_or_foreign_one_starts_over(
     import json
     from types import SimpleNamespace
 
+    from store.contract import BatchPredictRequest
     from worker.batch import CHECKPOINT, BatchRun
-    from worker.contract import BatchPredictRequest
 
     runtime: Any = SimpleNamespace(settings=SimpleNamespace(checkpoints_dir=tmp_path))
     request = BatchPredictRequest(job_id="job_" + "0" * 26, tenant="t", model="m", version=1, dataset_id="ds")

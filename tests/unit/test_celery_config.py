@@ -7,9 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from worker.celery_app import make_celery
-from worker.contract import BATCH_PREDICT_TASK, BATCH_QUEUE, INFERENCE_QUEUE, TRAIN_QUEUE, TRAIN_TASK
-from worker.settings import Settings
+from store.celery_config import make_celery
+from store.contract import BATCH_PREDICT_TASK, BATCH_QUEUE, INFERENCE_QUEUE, TRAIN_QUEUE, TRAIN_TASK
+from store.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -55,9 +55,9 @@ def test_tasks_are_routed_to_their_queue_by_name() -> None:
 def test_the_api_side_modules_load_no_torch_and_no_training_code() -> None:
     code = (
         "import sys, json\n"
-        "import worker.celery_app, worker.liveness, worker.launcher\n"
-        "from worker.celery_app import make_celery\n"
-        "from worker.settings import Settings\n"
+        "import store.celery_config, store.liveness, worker.launcher\n"
+        "from store.celery_config import make_celery\n"
+        "from store.settings import Settings\n"
         "make_celery(Settings())\n"
         "heavy = ('torch', 'numpy', 'pandas', 'sklearn', 'worker.tasks', 'training.pipeline')\n"
         "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in heavy or m in heavy)))\n"

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from mlqueue.cli import cli
 from mlqueue.dev import stop_grace_s
-from worker.settings import Settings
+from store.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 

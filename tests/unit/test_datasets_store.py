@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from store.datasets import DISTINCT_CAP, DatasetStore, DatasetTooLarge
 from training.errors import DataError, NotFound
-from worker.datasets import DISTINCT_CAP, DatasetStore, DatasetTooLarge
 
 CSV = b"x,y,label\n1,2.5,a\n3,NA,b\n-4e2,,a\n"
 

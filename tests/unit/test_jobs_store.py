@@ -8,7 +8,7 @@ import time
 import pytest
 import redis
 
-from worker.jobs import InvalidCursor, JobConflict, JobStore
+from store.jobs import InvalidCursor, JobConflict, JobStore
 
 
 @pytest.fixture
@@ -136,8 +136,8 @@ def test_get_for_hides_other_tenants_jobs(store: JobStore) -> None:
 
 def test_a_running_training_whose_worker_died_reads_as_waiting_for_recovery_and_says_whether_anyone_will(
         store: JobStore) -> None:
-    from worker.liveness import WorkerLiveness
-    from worker.recovery import Leases
+    from store.leases import Leases
+    from store.liveness import WorkerLiveness
 
     job = store.create("t1", "train", "iris", {})
     token, _ = Leases(store, stale_s=10, max_attempts=3).begin(job["id"], "train-cpu@host")

@@ -1,12 +1,12 @@
-"""The Lua sources of the training-attempt leases (worker/recovery.py registers them); strings only.
+"""The Lua sources of the training-attempt leases (store/leases.py registers them); strings only.
 
 Apart from `Leases` because they are a second language with their own positional contract: KEYS[1..6] are
 exactly `JobStore._keys()` and the attempt's heartbeat is KEYS[7] (`Leases` checks that at start-up), and every
-final transition reuses worker/job_scripts.py's `finish()` so a fenced finish updates the record, sets, counters
+final transition reuses store/job_scripts.py's `finish()` so a fenced finish updates the record, sets, counters
 and channel exactly as an unfenced one.
 """
 
-from worker.job_scripts import FINISH_LUA
+from store.job_scripts import FINISH_LUA
 
 # KEYS: the JobStore keys (job, running set, metrics jobs, metrics duration, cancel flag, channel) + heartbeat.
 # ARGV: id, worker, now, now_ms, ttl, cancelled error, heartbeat ttl ms, max attempts, poison error, buckets...

@@ -12,7 +12,7 @@ import re
 import shutil
 from pathlib import Path
 
-from worker.ids import is_job_id
+from store.ids import is_job_id
 
 FORMATS = ("csv", "parquet")
 MEDIA_TYPES = {"csv": "text/csv", "parquet": "application/vnd.apache.parquet"}

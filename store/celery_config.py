@@ -10,9 +10,9 @@ from __future__ import annotations
 from celery import Celery
 from kombu import Exchange, Queue
 
-from worker import broker
-from worker.contract import BATCH_PREDICT_TASK, BATCH_QUEUE, INFERENCE_QUEUE, OPTIMIZE_TASK, TRAIN_QUEUE, TRAIN_TASK
-from worker.settings import Settings
+from store import kombu_transport as broker
+from store.contract import BATCH_PREDICT_TASK, BATCH_QUEUE, INFERENCE_QUEUE, OPTIMIZE_TASK, TRAIN_QUEUE, TRAIN_TASK
+from store.settings import Settings
 
 # The soft limit fires this much earlier than the hard one, so a task can still record why it stopped.
 SOFT_LIMIT_MARGIN_S = 60
@@ -69,7 +69,7 @@ def make_celery(settings: Settings) -> Celery:
         task_ignore_result=True,
         task_store_errors_even_if_ignored=False,
         broker_connection_retry_on_startup=True,
-        # One item on the queue that is not a kombu message must not stop the worker (see worker/broker.py).
+        # One item on the queue that is not a kombu message must not stop the worker (see store/kombu_transport.py).
         broker_transport=broker.TRANSPORT if settings.redis_url.startswith("redis://") else None,
         task_time_limit=settings.job_time_limit_s,
         task_soft_time_limit=soft_time_limit(settings.job_time_limit_s),

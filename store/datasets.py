@@ -19,9 +19,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
+from store.ids import is_dataset_id, new_id
 from training.errors import DataError, MLQError, NotFound
 from training.registry import NAME_RE
-from worker.ids import is_dataset_id, new_id
 
 CHUNK = 1 << 16
 # What pandas.read_csv reads as missing by default, so the counts here match what training will see.

@@ -19,9 +19,9 @@ QUEUES = (TRAIN_QUEUE, INFERENCE_QUEUE)
 BATCH_QUEUE = "batch"
 WORKER_QUEUES = (*QUEUES, BATCH_QUEUE)
 
-TRAIN_TASK = "mlqueue.train"  # predictions are not Celery tasks: see worker/inference_queue.py
+TRAIN_TASK = "mlqueue.train"  # predictions are not Celery tasks: see store/inference_queue.py
 BATCH_PREDICT_TASK = "mlqueue.batch_predict"
-SEARCH_TASK = "mlqueue.search"  # a search's own message: it fans its trials out as train jobs (worker/search.py)
+SEARCH_TASK = "mlqueue.search"  # a search's own message: it fans its trials out as train jobs (store/searches.py)
 OPTIMIZE_TASK = "mlqueue.optimize"  # on the train queue: it fine-tunes, distills and measures like a training
 
 
@@ -48,7 +48,7 @@ class JobType(StrEnum):
     OPTIMIZE = "optimize"
 
 
-# The jobs that hold an attempt lease (worker/recovery.py), and the task and queue a requeued one is sent to.
+# The jobs that hold an attempt lease (store/leases.py), and the task and queue a requeued one is sent to.
 LEASED_TASKS = {JobType.TRAIN.value: (TRAIN_TASK, TRAIN_QUEUE),
                 JobType.BATCH_PREDICT.value: (BATCH_PREDICT_TASK, BATCH_QUEUE),
                 JobType.OPTIMIZE.value: (OPTIMIZE_TASK, TRAIN_QUEUE)}

@@ -3,9 +3,9 @@
 Layout: hash `mlq:job:{id}` (JSON fields stored as strings), per-tenant sorted set `mlq:jobs:{tenant}` (score =
 created ms) for listing, set `mlq:jobs:running`, flag `mlq:job:{id}:cancel`, channel `mlq:job:{id}:events`
 (every change is published there, so `wait()` wakes at once instead of polling). Status transitions are Lua
-scripts (their sources: worker/job_scripts.py): queued → running → succeeded | failed | cancelled, and only the
+scripts (their sources: store/job_scripts.py): queued → running → succeeded | failed | cancelled, and only the
 first final status wins, whichever process gets there first. Counters for /metrics live in two hashes so every
-process's observations add up. List cursors: worker/job_cursor.py.
+process's observations add up. List cursors: store/job_cursor.py.
 """
 
 from __future__ import annotations
@@ -19,15 +19,15 @@ from typing import Any
 import redis
 from redis.client import Pipeline
 
+from store import job_scripts
+from store.contract import FINAL_STATUSES, TRAIN_QUEUE, JobStatus
+from store.ids import is_job_id, new_id
+from store.job_cursor import InvalidCursor as InvalidCursor  # re-exported: the API catches it from here
+from store.job_cursor import decode_cursor, encode_cursor
+from store.job_events import job_log, tenant_channel, tenant_log
+from store.job_scripts import JOB_LOG_MAXLEN, TENANT_LOG_MAXLEN
+from store.liveness import WorkerLiveness
 from training.errors import Cancelled, MLQError
-from worker import job_scripts
-from worker.contract import FINAL_STATUSES, TRAIN_QUEUE, JobStatus
-from worker.ids import is_job_id, new_id
-from worker.job_cursor import InvalidCursor as InvalidCursor  # re-exported: the API catches it from here
-from worker.job_cursor import decode_cursor, encode_cursor
-from worker.job_events import job_log, tenant_channel, tenant_log
-from worker.job_scripts import JOB_LOG_MAXLEN, TENANT_LOG_MAXLEN
-from worker.liveness import WorkerLiveness
 
 RUNNING_SET = "mlq:jobs:running"
 ACTIVE_SET = "mlq:active:{tenant}"  # a tenant's queued + running job ids, for MLQ_MAX_ACTIVE_JOBS
@@ -154,7 +154,7 @@ class JobStore:
     def _awaiting_recovery(self, job: dict[str, Any]) -> dict[str, Any]:
         """A running training whose worker stopped sending heartbeats (it died), as a reader should see it.
 
-        Its record stays `running` until a live train worker's sweeper requeues it (worker/recovery.py); with no
+        Its record stays `running` until a live train worker's sweeper requeues it (store/leases.py); with no
         train worker alive that never happens, and a bare `running` would mislead. The record is not changed:
         the sweeper is what decides, this only says so in `progress.message`.
         """

@@ -25,10 +25,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from store.contract import FINAL_STATUSES, JobType, SearchRequest
+from store.jobs import JobConflict, JobStore
 from training.errors import Cancelled, NoTrialSucceeded, SearchFailed
 from training.registry import ModelRegistry
-from worker.contract import FINAL_STATUSES, JobType, SearchRequest
-from worker.jobs import JobConflict, JobStore
 
 log = logging.getLogger(__name__)
 

@@ -12,9 +12,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from api.schemas import Health, Readiness
 from api.services import services
-from worker.contract import QUEUES
-from worker.inference_queue import queue_depths
-from worker.liveness import WorkerLiveness
+from store.contract import QUEUES
+from store.inference_queue import queue_depths
+from store.liveness import WorkerLiveness
 
 bp = APIBlueprint("service", __name__, abp_tags=[Tag(name="service")])
 

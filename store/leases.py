@@ -22,7 +22,7 @@ lease on every running training, in the job record it already owns (stdlib + red
   lease holds, and not once the job is cancelled). A later attempt that finds the claim taken finds the version in
   the registry by the manifest's job id and finishes with it, instead of registering a second one.
 
-The scripts' Lua sources are in worker/lease_scripts.py.
+The scripts' Lua sources are in store/lease_scripts.py.
 """
 
 from __future__ import annotations
@@ -37,9 +37,9 @@ from typing import Any
 
 import redis
 
+from store import lease_scripts
+from store.jobs import DURATION_BUCKETS, JobStore, now_rfc3339
 from training.errors import Cancelled, TimeLimit, WorkerLost
-from worker import lease_scripts
-from worker.jobs import DURATION_BUCKETS, JobStore, now_rfc3339
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ class Leases:
 
     def __init__(self, jobs: JobStore, stale_s: float, max_attempts: int, time_limit_s: float = 0) -> None:
         if len(jobs._keys("job_x")) != 6:  # the lease scripts put the heartbeat at KEYS[7]
-            raise RuntimeError("JobStore._keys() changed; update the KEYS of worker/lease_scripts.py")
+            raise RuntimeError("JobStore._keys() changed; update the KEYS of store/lease_scripts.py")
         self.jobs = jobs
         self.redis = jobs.redis
         self.stale_s = stale_s

@@ -1,9 +1,9 @@
-"""The Lua sources of JobStore's status transitions (worker/jobs.py registers them); strings only, no imports.
+"""The Lua sources of JobStore's status transitions (store/jobs.py registers them); strings only, no imports.
 
 They live apart from JobStore because they are a second language with their own contract (positional KEYS and
-ARGV, documented above each script), and because worker/lease_scripts.py builds on `FINISH_LUA`: every final
+ARGV, documented above each script), and because store/lease_scripts.py builds on `FINISH_LUA`: every final
 transition, fenced or not, must update the record, the running and active sets, the counters and the channel the
-same way. The API imports this module through worker.jobs, so it must stay free of anything heavier than the stdlib.
+same way. The API imports this module through store.jobs, so it must stay free of anything heavier than the stdlib.
 """
 
 TENANT_LOG_MAXLEN = 10_000  # a tenant's recent job events, kept for clients that reconnect (a few MB)

@@ -3,7 +3,7 @@
 A cursor is the (created ms, job id) of the last job of a page, base64url without padding: the list resumes
 strictly below it, so jobs created while a client pages through never shift a page. Kept apart from JobStore
 because the format is a contract of its own, and `InvalidCursor` is also raised by the dataset list (api/datasets.py).
-Stdlib only: the API imports it through worker.jobs.
+Stdlib only: the API imports it through store.jobs.
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from __future__ import annotations
 import base64
 import binascii
 
+from store.ids import is_job_id
 from training.errors import MLQError
-from worker.ids import is_job_id
 
 
 class InvalidCursor(MLQError, ValueError):

@@ -20,7 +20,7 @@ import orjson
 import redis
 from redis.client import Pipeline
 
-from worker.contract import INFERENCE_QUEUE, TRAIN_QUEUE
+from store.contract import INFERENCE_QUEUE, TRAIN_QUEUE
 
 STREAM = "mlq:inference:requests"
 GROUP = "inference"

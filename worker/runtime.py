@@ -1,0 +1,47 @@
+"""What a task module needs from its worker process, as a Protocol: the tasks (train, batch, optimize, the
+inference consumer) and the training hooks depend on this, not on worker/tasks.py, which wires them together, so
+nothing below the wiring imports it (an import-linter contract in `make lint`).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import redis
+from celery import Celery
+
+from store.datasets import DatasetStore
+from store.jobs import JobStore
+from store.leases import Leases
+from store.settings import Settings
+from training.registry import ModelRegistry
+from worker.model_cache import ModelCache
+
+
+class Runtime(Protocol):
+    """One worker process's settings, clients and stores (worker/tasks.py's WorkerRuntime is the implementation)."""
+
+    settings: Settings
+    registry: ModelRegistry
+    datasets: DatasetStore
+    cache: ModelCache
+    app: Celery | None
+
+    @property
+    def redis(self) -> redis.Redis: ...
+
+    @property
+    def jobs(self) -> JobStore: ...
+
+    @property
+    def leases(self) -> Leases: ...
+
+    def send_train(self, payload: dict[str, Any]) -> None:
+        """Put a training or an optimize job back on the `train` queue, by task name."""
+
+    def error_for(self, job_id: str, exc: BaseException) -> dict[str, Any]:
+        """The job error object for an exception a job ended with."""
+
+    def conclude(self, job_id: str, token: int, hostname: str, status: str, result: dict[str, Any] | None,
+                 error: dict[str, Any] | None) -> None:
+        """Write an attempt's final status, fenced by its token."""
