@@ -17,7 +17,7 @@ from redis.retry import Retry
 from api import batch, datasets, events, health, jobs, model_routes, optimize, predict, search
 from api.auth import init_auth
 from api.hub import EventHub
-from api.metrics import make_registry
+from api.metrics import make_metrics
 from api.parsing import FastJSON, check_json_body
 from api.problems import register_error_handlers, validation_error_response
 from api.schemas import Problem as ProblemModel
@@ -76,13 +76,13 @@ def create_app(settings: Settings | None = None) -> OpenAPI:
         decode_responses=True, retry=Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,)))
     client = redis.Redis(connection_pool=pool)
     job_store = JobStore(client, ttl_s=settings.job_ttl_s)
-    metrics_registry, http_requests, gauges = make_registry(job_store)
+    scraped, http_requests, gauges = make_metrics(job_store)
     app.extensions["mlq"] = Services(
         settings=settings, redis=client, jobs=job_store, datasets=DatasetStore(settings.datasets_dir),
         registry=ModelRegistry(settings.models_dir, secret_key=settings.secret_key or None),
         celery=publisher(make_celery(settings)), hub=EventHub(settings.redis_url),
         waits=WaitSlots(settings.max_waits, settings.max_waits_per_tenant, gauges))
-    app.extensions["mlq_metrics"] = metrics_registry
+    app.extensions["mlq_metrics"] = scraped
 
     init_auth(app, settings)
 

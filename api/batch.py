@@ -23,7 +23,7 @@ from api.submit import submit
 from store.batch_format import OutputColumns
 from store.contract import BATCH_PREDICT_TASK, BATCH_QUEUE, BatchPredictRequest, JobType
 from store.outputs import MEDIA_TYPES, OutputStore
-from training.errors import ColumnNotFound, InvalidParams, NotFound
+from training.errors import ColumnNotFound, InvalidParams, ResourceNotFound
 
 bp = APIBlueprint("batch", __name__, url_prefix="/v1", abp_tags=[Tag(name="inference")],
                   abp_security=[{"bearer": []}],
@@ -87,9 +87,9 @@ def job_output(path: JobPath) -> Response:
     svc = services()
     job = svc.jobs.get_for(tenant(), path.job_id)
     if job is None:
-        raise NotFound(f"no job {path.job_id!r}; list yours with GET /v1/jobs")
+        raise ResourceNotFound(f"no job {path.job_id!r}; list yours with GET /v1/jobs")
     if job["type"] != JobType.BATCH_PREDICT.value:
-        raise NotFound(f"job {path.job_id} is a {job['type']} job; only batch-predict jobs have an output "
+        raise ResourceNotFound(f"job {path.job_id} is a {job['type']} job; only batch-predict jobs have an output "
                        "file (see its result instead)")
     if job["status"] != "succeeded":
         detail = {"queued": "has not started", "running": "is still running"}.get(

@@ -27,7 +27,7 @@ from api.services import Services, services, tenant
 from api.waits import DISCONNECT_CHECK_S, RECHECK_S, client_gone, client_socket
 from store.job_events import JobEvent, job_log, last_id, read_after, tenant_channel, tenant_log, valid_event_id
 from store.jobs import FINAL
-from training.errors import NotFound
+from training.errors import ResourceNotFound
 
 HEARTBEAT_S = 15.0
 RETRY_MS = 2000  # how soon an EventSource reconnects after a drop
@@ -177,7 +177,7 @@ def job_event_stream(path: JobPath, query: EventsQuery, header: EventsHeaders) -
     svc = services()
     owner = tenant()
     if svc.jobs.get_for(owner, path.job_id) is None:
-        raise NotFound(f"no job {path.job_id!r}; list yours with GET /v1/jobs")
+        raise ResourceNotFound(f"no job {path.job_id!r}; list yours with GET /v1/jobs")
     return _stream(job_events(svc, path.job_id, _resume_from(header, query), client_socket()), svc, owner)
 
 

@@ -18,7 +18,7 @@ from api.train_checks import check_dataset_fits
 from api.waits import wait_for_job
 from api.warm_start import check_warm_start
 from store.contract import TRAIN_QUEUE, TRAIN_TASK, TrainRequest
-from training.errors import ColumnNotFound, DataError, NotFound
+from training.errors import ColumnNotFound, DataError, ResourceNotFound
 from training.params import check_algorithm, validate_params
 
 log = logging.getLogger(__name__)
@@ -28,8 +28,8 @@ bp = APIBlueprint("jobs", __name__, url_prefix="/v1/jobs", abp_tags=[Tag(name="j
                   abp_responses={400: Problem, 401: Problem, 404: Problem, 422: Problem, 503: Problem})
 
 
-def _not_found(job_id: str) -> NotFound:
-    return NotFound(f"no job {job_id!r}; list yours with GET /v1/jobs")
+def _not_found(job_id: str) -> ResourceNotFound:
+    return ResourceNotFound(f"no job {job_id!r}; list yours with GET /v1/jobs")
 
 
 def _check_columns(body: TrainBody, meta: dict[str, Any]) -> dict[str, dict[str, Any]]:

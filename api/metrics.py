@@ -67,8 +67,8 @@ class JobsCollector:
         yield sizes
 
 
-def make_registry(jobs: JobStore) -> tuple[CollectorRegistry, Counter, dict[str, Gauge]]:
-    """The registry a scrape reads, the HTTP request counter and the in-progress gauges ("wait", "stream").
+def make_metrics(jobs: JobStore) -> tuple[CollectorRegistry, Counter, dict[str, Gauge]]:
+    """What a scrape reads (a prometheus CollectorRegistry), the HTTP request counter and the in-progress gauges.
 
     Without PROMETHEUS_MULTIPROC_DIR (tests, `flask run`) the metrics live in a registry of the app's own, so
     several apps in one process never clash. With it, they are written to the directory and a scrape reads all of

@@ -19,7 +19,7 @@ from api.schemas import (
     VersionPath,
 )
 from api.services import services, tenant
-from training.errors import NotFound
+from training.errors import ResourceNotFound
 from training.registry import NAME_RE
 
 bp = APIBlueprint("models", __name__, url_prefix="/v1/models", abp_tags=[Tag(name="models")],
@@ -30,7 +30,7 @@ bp = APIBlueprint("models", __name__, url_prefix="/v1/models", abp_tags=[Tag(nam
 def known_name(name: str) -> str:
     """A name that cannot exist is simply not found (a 404 like any unknown model, not a 422)."""
     if not NAME_RE.fullmatch(name):
-        raise NotFound(f"no model named {name!r}; list yours with GET /v1/models")
+        raise ResourceNotFound(f"no model named {name!r}; list yours with GET /v1/models")
     return name
 
 
@@ -89,7 +89,8 @@ def _exported_file(name: str, version: int) -> Response | None:
     export = verified.get("export") or {}
     file = str(export.get("file", ""))
     if file not in (verified.get("files") or {}):
-        raise NotFound(f"version {version} of {name!r} lists no exported file; download it again after re-export")
+        raise ResourceNotFound(f"version {version} of {name!r} lists no exported file; download it again after "
+                               "re-export")
     response = Response((directory / file).read_bytes(), mimetype=str(export.get("media_type") or
                                                                         "application/octet-stream"))
     response.headers["Content-Disposition"] = f'attachment; filename="{name}-v{version}-{file}"'

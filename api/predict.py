@@ -128,7 +128,7 @@ def check_rows(rows: list[Any], names: list[str], dtypes: dict[str, str]) -> Non
 
 
 def model_info(tenant_: str, name: str, ref: str | int | None) -> ModelInfo:
-    """The version `ref` means and its features, cached per process; NotFound is never cached."""
+    """The version `ref` means and its features, cached per process; ResourceNotFound is never cached."""
     svc = services()
     cache: dict[tuple[str, str, str | None], ModelInfo] = current_app.extensions.setdefault("mlq_predict_models", {})
     key = (tenant_, name, None if ref is None else str(ref))

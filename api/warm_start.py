@@ -11,7 +11,7 @@ import csv
 from typing import Any
 
 from api.services import services, tenant
-from training.errors import InvalidParams, NotFound
+from training.errors import InvalidParams, ResourceNotFound
 
 MAX_DISTINCT = 10_000  # a target with more distinct values than this is no classification the base could share
 
@@ -60,7 +60,7 @@ def check_warm_start(body: Any, columns: dict[str, Any]) -> dict[str, Any] | Non
     registry = services().registry
     try:
         version = registry.resolve(tenant(), warm.model, warm.version)
-    except NotFound as exc:
+    except ResourceNotFound as exc:
         raise _refuse(exc.message, ["warm_start", "version"]) from None
     manifest = registry.manifest(tenant(), warm.model, version)
     base = f"model {warm.model!r} version {version}"

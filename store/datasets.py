@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from store.ids import is_dataset_id, new_id
-from training.errors import DataError, MLQError, NotFound
+from training.errors import DataError, MLQError, ResourceNotFound
 from training.registry import NAME_RE
 
 CHUNK = 1 << 16
@@ -139,16 +139,16 @@ class DatasetStore:
 
     def _tenant_dir(self, tenant: str) -> Path:
         if not NAME_RE.fullmatch(tenant):
-            raise NotFound(f"unknown tenant {tenant!r}")
+            raise ResourceNotFound(f"unknown tenant {tenant!r}")
         return self.root / tenant
 
     def _dir(self, tenant: str, dataset_id: str) -> Path:
         if not is_dataset_id(dataset_id):
-            raise NotFound(f"no dataset {dataset_id!r}: dataset ids look like ds_01hx…",
+            raise ResourceNotFound(f"no dataset {dataset_id!r}: dataset ids look like ds_01hx…",
                            errors=[{"loc": ["dataset"], "msg": "not found"}])
         path = self._tenant_dir(tenant) / dataset_id
         if not (path / "meta.json").is_file():
-            raise NotFound(f"no dataset {dataset_id!r}; list yours with GET /v1/datasets",
+            raise ResourceNotFound(f"no dataset {dataset_id!r}; list yours with GET /v1/datasets",
                            errors=[{"loc": ["dataset"], "msg": "not found"}])
         return path
 

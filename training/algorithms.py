@@ -1,4 +1,4 @@
-"""The algorithm registry: scikit-learn and PyTorch models behind one small `Model` interface.
+"""The algorithm catalogue (ALGORITHMS): scikit-learn and PyTorch models behind one small `Model` interface.
 
 `ALGORITHMS` is an explicit dict whose keys equal `training.params.ALGORITHM_NAMES` (a test keeps them equal).
 Artifacts load without running code: scikit-learn models through skops with an explicit list of trusted types,
@@ -280,7 +280,7 @@ def _mlp(task: str, params: dict[str, Any], n_features: int, n_classes: int) -> 
 
 @dataclass(frozen=True)
 class Algorithm:
-    """A registry entry: its name, the tasks it can do, and how to build an unfitted model."""
+    """A catalogue entry: its name, the tasks it can do, and how to build an unfitted model."""
 
     name: str
     tasks: tuple[str, ...]

@@ -53,7 +53,7 @@ class ColumnNotFound(DataError):
 
 
 class UnknownAlgorithm(MLQError):
-    """Raised when an algorithm name is not in the registry."""
+    """Raised when an algorithm name is not in the catalogue (GET /v1/algorithms)."""
 
     code = "unknown_algorithm"
 
@@ -70,7 +70,7 @@ class InvalidName(MLQError):
     code = "invalid_name"
 
 
-class NotFound(MLQError):
+class ResourceNotFound(MLQError):
     """Raised when a model, version or alias does not exist."""
 
     code = "not_found"

@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from training.errors import ArtifactTampered, InvalidName, MLQError, NotFound, VersionInUse
+from training.errors import ArtifactTampered, InvalidName, MLQError, ResourceNotFound, VersionInUse
 
 NAME_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
 NAME_RULE = "1-63 characters: lowercase letters, digits, '.', '_' or '-', starting with a letter or digit"
@@ -110,16 +110,16 @@ class ModelRegistry:
         number = _as_int(version)
         if number is None or number not in versions:
             if not versions:
-                raise NotFound(f"model {name!r} does not exist (tenant {tenant!r}); train or register it")
+                raise ResourceNotFound(f"model {name!r} does not exist (tenant {tenant!r}); train or register it")
             listed = ", ".join(map(str, versions))
             shown = version if number is None else number
-            raise NotFound(f"model {name!r} has no version {shown!r}; versions: {listed}")
+            raise ResourceNotFound(f"model {name!r} has no version {shown!r}; versions: {listed}")
         return model_dir / str(number)
 
     @contextmanager
     def _locked(self, model_dir: Path) -> Iterator[None]:
         if not model_dir.is_dir():  # only register creates model directories; a 404 must not leave one behind
-            raise NotFound(f"model {model_dir.name!r} does not exist; train or register it first")
+            raise ResourceNotFound(f"model {model_dir.name!r} does not exist; train or register it first")
         fd = os.open(model_dir / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
@@ -197,14 +197,14 @@ class ModelRegistry:
         return aliases
 
     def delete_alias(self, tenant: str, name: str, alias: str) -> None:
-        """Remove `alias`; NotFound when the model has no such alias."""
+        """Remove `alias`; ResourceNotFound when the model has no such alias."""
         check_name(alias, "alias")
         model_dir = self._model_dir(tenant, name)
         with self._locked(model_dir):
             aliases = self._read_aliases(model_dir)
             if alias not in aliases:
                 known = ", ".join(sorted(aliases)) or "none"
-                raise NotFound(f"model {name!r} has no alias {alias!r}; aliases: {known}")
+                raise ResourceNotFound(f"model {name!r} has no alias {alias!r}; aliases: {known}")
             del aliases[alias]
             _write_atomic(model_dir / ALIASES, json.dumps(aliases, indent=2, sort_keys=True).encode())
 
@@ -230,10 +230,10 @@ class ModelRegistry:
             return {}
 
     def aliases(self, tenant: str, name: str) -> dict[str, int]:
-        """The model's aliases, {alias: version}; NotFound for an unknown model."""
+        """The model's aliases, {alias: version}; ResourceNotFound for an unknown model."""
         model_dir = self._model_dir(tenant, name)
         if not self._versions(model_dir):
-            raise NotFound(f"model {name!r} does not exist (tenant {tenant!r}); train or register it")
+            raise ResourceNotFound(f"model {name!r} does not exist (tenant {tenant!r}); train or register it")
         return self._read_aliases(model_dir)
 
     def manifest(self, tenant: str, name: str, version: int) -> dict[str, Any]:
@@ -273,11 +273,11 @@ class ModelRegistry:
         if _as_int(ref) is not None:
             return int(self._version_dir(tenant, name, ref).name)
         if not isinstance(ref, str):
-            raise NotFound(f"version reference {ref!r} is neither a version number nor an alias name")
+            raise ResourceNotFound(f"version reference {ref!r} is neither a version number nor an alias name")
         aliases = self.aliases(tenant, name)
         if ref not in aliases:
             known = ", ".join(f"{a} -> {v}" for a, v in sorted(aliases.items())) or "none"
-            raise NotFound(f"model {name!r} has no alias {ref!r}; aliases: {known}; or pass a version number")
+            raise ResourceNotFound(f"model {name!r} has no alias {ref!r}; aliases: {known}; or pass a version number")
         return int(self._version_dir(tenant, name, aliases[ref]).name)
 
     def state_token(self, tenant: str, name: str) -> str:

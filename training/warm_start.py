@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 
 from training.algorithms import ARCHITECTURE_FILE, WEIGHTS_FILE
 from training.data import load_preprocessor
-from training.errors import InvalidParams, NotFound
+from training.errors import InvalidParams, ResourceNotFound
 from training.registry import ModelRegistry
 
 
@@ -38,7 +38,7 @@ class WarmStart:
         name, ref = check_request(warm_start)
         try:
             version = registry.resolve(tenant, name, ref)  # None: production, else the latest
-        except NotFound as exc:
+        except ResourceNotFound as exc:
             raise _refuse(exc.message) from None
         self.name, self.version = name, version
         self.manifest = registry.manifest(tenant, name, version)

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from celery import Celery, Task
 
 from store.contract import OPTIMIZE_TASK, OptimizeRequest
-from training.errors import Cancelled, NotFound, RegistrationDeclined
+from training.errors import Cancelled, RegistrationDeclined, ResourceNotFound
 from training.optimize import optimize_version
 from worker.train_hooks import CancelCheck, JobHeartbeat, RegistrationClaim, progress_reporter, retry_redis
 
@@ -29,7 +29,7 @@ def _data_path(runtime: Runtime, request: OptimizeRequest) -> Any:
     manifest = runtime.registry.manifest(request.tenant, request.model, request.version)
     dataset_id = (manifest.get("dataset") or {}).get("id")
     if not dataset_id:
-        raise NotFound(f"version {request.version} of {request.model!r} was trained from a local file, not an "
+        raise ResourceNotFound(f"version {request.version} of {request.model!r} was trained from a local file, not an "
                        "uploaded dataset; its test split cannot be rebuilt here. Upload the CSV and retrain, or "
                        "optimise it with the library (training.optimize.optimize_version)")
     return runtime.datasets.path(request.tenant, dataset_id)

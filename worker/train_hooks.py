@@ -21,7 +21,7 @@ import redis
 from store.contract import TrainRequest
 from store.jobs import JobStore
 from store.leases import Leases, drain_key, parse_drain
-from training.errors import NotFound
+from training.errors import ResourceNotFound
 from training.registry import ModelRegistry
 
 if TYPE_CHECKING:
@@ -152,7 +152,7 @@ def registered_by(registry: ModelRegistry, tenant: str, model: str, job_id: str)
     """The job's result, rebuilt from the registry, if a version of `model` was registered by `job_id`."""
     try:
         versions = registry.get_model(tenant, model)["versions"]
-    except NotFound:
+    except ResourceNotFound:
         return None
     for manifest in reversed(versions):
         if manifest.get("job_id") == job_id:

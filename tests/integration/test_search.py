@@ -18,7 +18,7 @@ from job_harness import TENANT, JobHarness, breast_cancer_csv, dump, iris_csv
 from api import create_app
 from store.contract import TRAIN_QUEUE
 from store.settings import Settings
-from training.errors import NotFound
+from training.errors import ResourceNotFound
 from training.pipeline import train_model
 
 pytestmark = pytest.mark.integration
@@ -177,7 +177,7 @@ def test_cancelling_a_search_leaves_no_trial_running_and_no_version(api: FlaskCl
     assert job["status"] == "cancelled", dump(job)
     trials = trials_of(harness, search["id"])
     assert all(t is None or t["status"] == "cancelled" for t in trials), dump(trials)
-    with pytest.raises(NotFound):
+    with pytest.raises(ResourceNotFound):
         harness.registry.get_model(TENANT, "cancer-cancelled")
     assert api.post(f"/v1/jobs/{search['id']}/cancel").status_code == 409
 

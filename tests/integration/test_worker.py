@@ -29,7 +29,7 @@ from store.ids import new_id
 from store.inference_queue import enqueue_in
 from store.liveness import WorkerLiveness
 from store.settings import Settings
-from training.errors import ArtifactTampered, NotFound
+from training.errors import ArtifactTampered, ResourceNotFound
 from training.pipeline import train_model
 from training.predictor import Predictor
 
@@ -152,7 +152,7 @@ def test_cancelling_a_running_training_stops_it_with_no_version_registered(
     job = harness.wait(job_id)
     assert job["status"] == "cancelled", dump(job)
     assert job["progress"]["epoch"] < 1000
-    with pytest.raises(NotFound):
+    with pytest.raises(ResourceNotFound):
         harness.registry.get_model(TENANT, "bc-cancelled")
     assert not (harness.settings.checkpoints_dir / job_id).exists()
 
@@ -169,7 +169,7 @@ def test_a_job_cancelled_while_queued_never_starts(
     job = harness.jobs.get(cancelled)
     assert job is not None
     assert (job["status"], job["attempts"], job["started_at"]) == ("cancelled", 0, None), dump(job)
-    with pytest.raises(NotFound):
+    with pytest.raises(ResourceNotFound):
         harness.registry.get_model(TENANT, "iris-never")
 
 

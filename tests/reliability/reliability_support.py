@@ -170,11 +170,11 @@ class ChaosHarness(JobHarness):
             time.sleep(0.02)
 
     def versions(self, model: str) -> list[dict[str, Any]]:
-        from training.errors import NotFound
+        from training.errors import ResourceNotFound
 
         try:
             return list(self.registry.get_model(TENANT, model)["versions"])
-        except NotFound:
+        except ResourceNotFound:
             return []
 
 

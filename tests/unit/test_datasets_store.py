@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from store.datasets import DISTINCT_CAP, DatasetStore, DatasetTooLarge
-from training.errors import DataError, NotFound
+from training.errors import DataError, ResourceNotFound
 
 CSV = b"x,y,label\n1,2.5,a\n3,NA,b\n-4e2,,a\n"
 
@@ -50,9 +50,9 @@ def test_unusable_csvs_are_refused_with_a_message_saying_where(tmp_path: Path, d
 def test_ids_and_tenants_are_checked_before_any_path_is_built(tmp_path: Path) -> None:
     store = DatasetStore(tmp_path)
     for bad in ("../x", "ds_../../etc", "/etc/passwd", "ds_" + "a" * 26):
-        with pytest.raises(NotFound):
+        with pytest.raises(ResourceNotFound):
             store.get("t1", bad)
-    with pytest.raises(NotFound):
+    with pytest.raises(ResourceNotFound):
         store.list("../t2")
 
 
@@ -60,7 +60,7 @@ def test_a_deleted_dataset_is_not_found(tmp_path: Path) -> None:
     store = DatasetStore(tmp_path)
     meta = store.save("t1", io.BytesIO(CSV), None, max_bytes=1000)
     store.delete("t1", meta["id"])
-    with pytest.raises(NotFound):
+    with pytest.raises(ResourceNotFound):
         store.get("t1", meta["id"])
 
 

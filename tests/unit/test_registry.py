@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from training.errors import ArtifactTampered, InvalidName, NotFound, VersionInUse
+from training.errors import ArtifactTampered, InvalidName, ResourceNotFound, VersionInUse
 from training.registry import ModelRegistry
 
 REPO = Path(__file__).resolve().parents[2]
@@ -89,17 +89,17 @@ def test_list_get_and_resolve_follow_versions_and_aliases(registry, tmp_path):
 def test_unknown_versions_models_and_aliases_are_not_found_with_what_exists(registry, tmp_path):
     register(registry, tmp_path)
     register(registry, tmp_path)
-    with pytest.raises(NotFound, match=r"no version 7; versions: 1, 2"):
+    with pytest.raises(ResourceNotFound, match=r"no version 7; versions: 1, 2"):
         registry.resolve("default", "iris", 7)
-    with pytest.raises(NotFound, match="no alias 'canary'"):
+    with pytest.raises(ResourceNotFound, match="no alias 'canary'"):
         registry.resolve("default", "iris", "canary")
-    with pytest.raises(NotFound, match="does not exist"):
+    with pytest.raises(ResourceNotFound, match="does not exist"):
         registry.get_model("default", "nope")
-    with pytest.raises(NotFound):
+    with pytest.raises(ResourceNotFound):
         registry.set_alias("default", "iris", "production", 9)
-    with pytest.raises(NotFound, match="no alias 'staging'"):
+    with pytest.raises(ResourceNotFound, match="no alias 'staging'"):
         registry.delete_alias("default", "iris", "staging")
-    with pytest.raises(NotFound):
+    with pytest.raises(ResourceNotFound):
         registry.set_alias("default", "nope", "production", 1)
     assert not (registry.root / "default" / "nope").exists()  # a 404 leaves nothing behind
 
