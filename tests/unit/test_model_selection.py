@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -70,7 +71,7 @@ def test_the_pipeline_reports_cv_mean_and_std_beside_the_test_metrics(tmp_path: 
     ("mlp", {"epochs": 15, "hidden_layers": [8], "lr": 0.01, "early_stopping_patience": 0}),
 ])
 def test_balanced_class_weights_raise_minority_recall_on_a_95_5_dataset(
-        tmp_path: Path, registry: ModelRegistry, algorithm: str, params: dict) -> None:
+        tmp_path: Path, registry: ModelRegistry, algorithm: str, params: dict[str, Any]) -> None:
     data = imbalanced(tmp_path / "d.csv")
     recalls = {}
     for weight in (None, "balanced"):
