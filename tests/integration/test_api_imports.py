@@ -27,8 +27,9 @@ def test_creating_the_app_imports_no_torch_sklearn_pandas_numpy_or_task_modules(
     loaded = set(json.loads(out.stdout.strip().splitlines()[-1]))
     assert "api" in loaded and "flask_openapi3" in loaded
     assert not [m for m in FORBIDDEN if m in loaded]
-    # The stdlib-only modules of training/ (postprocess: the API checks predict options at submit).
+    # The stdlib-only modules of training/ (postprocess: the API checks predict options at submit; manifest: the
+    # typed shape of a version's manifest).
     assert {m for m in loaded if m.startswith("training.")} <= {"training.errors", "training.params",
                                                                "training.optimize_params", "training.postprocess",
-                                                               "training.registry",
+                                                               "training.registry", "training.manifest",
                                                                "training.search_space"}
