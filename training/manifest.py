@@ -88,17 +88,29 @@ class ModelVersions(TypedDict):
 class TrainResult(TypedDict):
     """A training's result (`job["result"]` of a train job), as training.pipeline.train_model returns it.
 
-    A search's trial saves its model without registering it (`version` None); a result rebuilt from the registry
-    after a crash (worker/train_hooks.py) has `recovered` and neither `warnings` nor `cv`.
+    A search's trial saves its model without registering it: `version` None.
     """
 
     model: str
     version: int | None
+    metrics: dict[str, Any]
+    epochs_run: int
+    duration_s: float
+    task: str
+    task_inferred: bool
+    warnings: list[str]
+    cv: NotRequired[dict[str, Any]]
+
+
+class RecoveredResult(TypedDict):
+    """The result of a job whose version an earlier attempt registered before it died, rebuilt from the manifest
+    (worker/train_hooks.py): what the manifest recorded, no duration."""
+
+    model: str
+    version: int
     metrics: dict[str, Any] | None
     epochs_run: int | None
-    duration_s: float | None
+    duration_s: None
     task: str | None
     task_inferred: bool | None
-    warnings: NotRequired[list[str]]
-    cv: NotRequired[dict[str, Any]]
-    recovered: NotRequired[bool]
+    recovered: bool
