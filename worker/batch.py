@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from celery import Celery, Task, signals
 
 from training.errors import Cancelled
-from training.predictor import check_postprocess
+from training.postprocess import check_postprocess
 from worker.batch_reader import chunks, read_header
 from worker.batch_scoring import score_chunk
 from worker.batch_writer import OutputColumns, assemble, write_part
@@ -212,7 +212,7 @@ def preempt(runtime: WorkerRuntime, request: BatchPredictRequest, token: int) ->
 def register_batch(app: Celery, runtime: WorkerRuntime) -> None:
     """Register `mlqueue.batch_predict` on `app`; processes that serve only batch work lower their priority."""
 
-    @app.task(name=BATCH_PREDICT_TASK, bind=True)
+    @app.task(name=BATCH_PREDICT_TASK, bind=True)  # type: ignore[untyped-decorator]  # celery has no type hints
     def batch_predict(self: Task, payload: dict[str, Any]) -> None:
         run_batch(runtime, payload, self.request.hostname or "unknown")
 

@@ -28,7 +28,8 @@ import redis
 from celery import Celery, signals
 from redis.client import NEVER_DECODE
 
-from training.predictor import Predictor, check_postprocess
+from training.postprocess import check_postprocess
+from training.predictor import Predictor
 from worker.contract import INFERENCE_QUEUE, PredictRequest
 from worker.inference_queue import FIELD, GROUP, STATS, STREAM, batch_size_field
 from worker.inference_queue import decode as decode_request
