@@ -27,6 +27,7 @@ from api.services import Services, services, tenant
 from api.waits import DISCONNECT_CHECK_S, RECHECK_S, client_gone, client_socket
 from worker.job_events import JobEvent, job_log, last_id, read_after, tenant_channel, tenant_log, valid_event_id
 from worker.jobs import FINAL
+from worker.records import JobRecord
 
 HEARTBEAT_S = 15.0
 RETRY_MS = 2000  # how soon an EventSource reconnects after a drop
@@ -74,12 +75,12 @@ def _stream(body: Iterator[bytes], svc: Services, owner: str) -> Response:
     return response
 
 
-def _change(job: dict[str, Any], ev: JobEvent) -> dict[str, Any]:
+def _change(job: JobRecord, ev: JobEvent) -> dict[str, Any]:
     return {"id": job["id"], "type": job["type"], "model": job["model"], "status": ev.status, "event": ev.event,
             "progress": ev.progress}
 
 
-def _final(svc: Services, job: dict[str, Any]) -> dict[str, Any]:
+def _final(svc: Services, job: JobRecord) -> dict[str, Any]:
     return {**svc.jobs.public(job), "event": job["status"]}
 
 

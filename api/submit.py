@@ -24,6 +24,7 @@ from api.services import services, tenant
 from api.waits import wait_for_job
 from worker.contract import FINAL_STATUSES
 from worker.ids import new_id
+from worker.records import JobRecord
 
 log = logging.getLogger(__name__)
 IDEMPOTENCY_TTL_S = 24 * 3600
@@ -141,7 +142,7 @@ def _undo(job_id: str, key: str | None, *, admitted: bool) -> None:
         log.warning("could not release the claims of job %s: %s", job_id, exc)
 
 
-def answer(job: dict[str, Any], wait: int | None) -> Response:
+def answer(job: JobRecord, wait: int | None) -> Response:
     """200 with the job when it ended within the requested wait, else 202 + Location + Retry-After."""
     jobs = services().jobs
     seconds, from_prefer = wait_seconds(wait)
