@@ -27,6 +27,7 @@ from api.services import Services, services, tenant
 from api.waits import DISCONNECT_CHECK_S, RECHECK_S, client_gone, client_socket
 from store.job_events import JobEvent, job_log, last_id, read_after, tenant_channel, tenant_log, valid_event_id
 from store.jobs import FINAL
+from store.records import JobRecord
 from training.errors import ResourceNotFound
 
 HEARTBEAT_S = 15.0
@@ -75,12 +76,12 @@ def _stream(body: Iterator[bytes], svc: Services, owner: str) -> Response:
     return response
 
 
-def _change(job: dict[str, Any], ev: JobEvent) -> dict[str, Any]:
+def _change(job: JobRecord, ev: JobEvent) -> dict[str, Any]:
     return {"id": job["id"], "type": job["type"], "model": job["model"], "status": ev.status, "event": ev.event,
             "progress": ev.progress}
 
 
-def _final(svc: Services, job: dict[str, Any]) -> dict[str, Any]:
+def _final(svc: Services, job: JobRecord) -> dict[str, Any]:
     return {**svc.jobs.public(job), "event": job["status"]}
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from flask import Response, jsonify
@@ -34,7 +35,7 @@ def known_name(name: str) -> str:
     return name
 
 
-def _summary(model: dict[str, Any]) -> dict[str, Any]:
+def _summary(model: Mapping[str, Any]) -> dict[str, Any]:
     return {"name": model["name"], "latest_version": model["latest_version"], "aliases": model["aliases"]}
 
 

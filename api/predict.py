@@ -35,7 +35,9 @@ from store.datasets import TooManyRows
 from store.ids import new_id
 from store.inference_queue import STREAM, stream_entry
 from store.jobs import JobStore
+from store.records import JobRecord
 from training.errors import InvalidInput
+from training.manifest import ModelManifest
 from training.postprocess import check_postprocess
 
 bp = APIBlueprint("predict", __name__, url_prefix="/v1/models", abp_tags=[Tag(name="inference")],
@@ -75,7 +77,7 @@ class ModelInfo(NamedTuple):
     n_classes: int
 
 
-def feature_types(manifest: dict[str, Any]) -> tuple[list[str], dict[str, str]]:
+def feature_types(manifest: ModelManifest) -> tuple[list[str], dict[str, str]]:
     """Feature names in order and their raw dtypes ("number" | "category"), from either manifest shape."""
     names, dtypes = [], dict(manifest.get("feature_dtypes") or {})
     for feature in manifest.get("features") or []:
@@ -224,7 +226,7 @@ def predict(name: str = "", path: ModelPath = None, query: WaitQuery = None,  # 
 
 
 def submit_prediction(svc: Services, record: dict[str, str | int], message: dict[str, Any],
-                      wait_s: float) -> tuple[dict[str, Any], dict[str, Any] | None]:
+                      wait_s: float) -> tuple[JobRecord, JobRecord | None]:
     """ONE round trip: the script that writes the job record and appends the request to the inference stream,
     then (when `wait_s` > 0) a BLPOP on the job's reply list for up to DISCONNECT_CHECK_S of it, pipelined behind
     it (a blocking command may be the last of a pipeline). Returns the job, and its finished state if it came."""
@@ -241,7 +243,7 @@ def submit_prediction(svc: Services, record: dict[str, str | int], message: dict
     return job, (svc.jobs.decode_reply(reply[1]) if reply else None)
 
 
-def await_reply(jobs: JobStore, job: dict[str, Any], seconds: float, waited: float = 0.0) -> dict[str, Any]:
+def await_reply(jobs: JobStore, job: JobRecord, seconds: float, waited: float = 0.0) -> JobRecord:
     """The job once its answer is pushed to its reply list, or as it is after `seconds` (`waited` of them already
     spent); blocks in slices, so that a client that has gone stops waiting within DISCONNECT_CHECK_S."""
     sock = client_socket()

@@ -7,18 +7,17 @@ the job ended meanwhile (then 200, like a GET). A GET is always 200, with Retry-
 
 from __future__ import annotations
 
-from typing import Any
-
 import orjson
 from flask import Response
 
 from store.contract import FINAL_STATUSES
+from store.records import PublicJob
 
 FINAL = frozenset(s.value for s in FINAL_STATUSES)
 RETRY_AFTER = {"train": "5", "predict": "1"}  # seconds; other job types "2"
 
 
-def job_reply(public: dict[str, Any], *, created: bool, waited_s: int = 0, from_prefer: bool = False) -> Response:
+def job_reply(public: PublicJob, *, created: bool, waited_s: int = 0, from_prefer: bool = False) -> Response:
     """The response for the public job object `public` (JobStore.public)."""
     final = public["status"] in FINAL
     status = 202 if created and not (waited_s > 0 and final) else 200

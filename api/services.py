@@ -32,9 +32,11 @@ class Services:
 
 
 def services() -> Services:
-    return current_app.extensions["mlq"]
+    found: Services = current_app.extensions["mlq"]
+    return found
 
 
 def tenant() -> str:
     """The tenant of the current request, set by the auth hook ("default" when auth is off)."""
-    return g.tenant
+    found: str = g.tenant
+    return found

@@ -24,6 +24,7 @@ from api.schemas import JobHeaders
 from api.services import services, tenant
 from api.waits import wait_for_job
 from store.ids import new_id
+from store.records import JobRecord
 from training.errors import EnqueueFailed
 
 log = logging.getLogger(__name__)
@@ -138,7 +139,7 @@ def _undo(job_id: str, key: str | None, *, admitted: bool) -> None:
         log.warning("could not release the claims of job %s: %s", job_id, exc)
 
 
-def answer(job: dict[str, Any], wait: int | None) -> Response:
+def answer(job: JobRecord, wait: int | None) -> Response:
     """200 with the job when it ended within the requested wait, else 202 + Location + Retry-After."""
     seconds, from_prefer = wait_seconds(wait)
     job = wait_for_job(job, seconds)

@@ -23,6 +23,7 @@ from flask import request
 
 from api.services import services
 from store.jobs import FINAL
+from store.records import JobRecord
 
 log = logging.getLogger(__name__)
 DISCONNECT_CHECK_S = 5.0  # how often a waiter looks whether its client is still there
@@ -105,7 +106,7 @@ def client_gone(sock: socket.socket | None) -> bool:
         return True
 
 
-def wait_for_job(job: dict[str, Any], seconds: float) -> dict[str, Any]:
+def wait_for_job(job: JobRecord, seconds: float) -> JobRecord:
     """`job` once it is final, or as it is after `seconds` (also when the client left, or past the caps).
 
     Holds a wait slot of the job's tenant meanwhile; with none free it answers at once. Woken by the hub on every
@@ -125,7 +126,7 @@ def wait_for_job(job: dict[str, Any], seconds: float) -> dict[str, Any]:
             return svc.jobs.get(job["id"]) or job
 
 
-def _wait(svc: Any, job: dict[str, Any], seconds: float) -> dict[str, Any]:
+def _wait(svc: Any, job: JobRecord, seconds: float) -> JobRecord:
     sock = client_socket()
     deadline = time.monotonic() + seconds
     with svc.hub.listen(svc.jobs.channel(job["id"])) as waiter:

@@ -103,6 +103,10 @@ class Client:
         response = self._request(method, path, **kwargs)
         return response.json() if response.content else None
 
+    def _object(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        body: dict[str, Any] = self._json(method, path, **kwargs)  # the endpoints that answer a JSON object
+        return body
+
     def _pages(self, path: str, params: dict[str, Any], limit: int | None) -> Iterator[dict[str, Any]]:
         """Every item of a list endpoint, newest first, following `next_cursor`; stops after `limit` items."""
         params = {k: v for k, v in params.items() if v is not None}
@@ -137,13 +141,13 @@ class Client:
             name = name or path.stem
         params = {"name": name} if name else {}
         files = {"file": (filename, content, "text/csv")}
-        return self._json("POST", "/v1/datasets", params=params, files=files)
+        return self._object("POST", "/v1/datasets", params=params, files=files)
 
     def list_datasets(self, limit: int | None = None) -> list[dict[str, Any]]:
         return list(self._pages("/v1/datasets", {}, limit))
 
     def get_dataset(self, dataset_id: str) -> dict[str, Any]:
-        return self._json("GET", f"/v1/datasets/{dataset_id}")
+        return self._object("GET", f"/v1/datasets/{dataset_id}")
 
     def delete_dataset(self, dataset_id: str) -> None:
         self._request("DELETE", f"/v1/datasets/{dataset_id}")
@@ -242,11 +246,11 @@ class Client:
         body = {k: v for k, v in body.items() if v is not None}
         # A key of our own makes a retried POST return the same job instead of queueing a second one.
         headers = {"Idempotency-Key": key or uuid.uuid4().hex}
-        return self._json("POST", path, json=body, headers=headers, params=self._wait_param(wait),
-                          retry=True, wait=wait)
+        return self._object("POST", path, json=body, headers=headers, params=self._wait_param(wait),
+                            retry=True, wait=wait)
 
     def get_job(self, job_id: str, wait: float | None = None) -> dict[str, Any]:
-        return self._json("GET", f"/v1/jobs/{job_id}", params=self._wait_param(wait), wait=wait)
+        return self._object("GET", f"/v1/jobs/{job_id}", params=self._wait_param(wait), wait=wait)
 
     def list_jobs(self, status: str | None = None, type: str | None = None, model: str | None = None,
                   limit: int | None = None, page_size: int = 50) -> Iterator[dict[str, Any]]:
@@ -256,7 +260,7 @@ class Client:
 
     def cancel(self, job_id: str) -> dict[str, Any]:
         """Ask a job to stop; returns the job. A job already final raises Conflict."""
-        return self._json("POST", f"/v1/jobs/{job_id}/cancel", retry=True)
+        return self._object("POST", f"/v1/jobs/{job_id}/cancel", retry=True)
 
     def wait(self, job_id: str, timeout: float | None = None, poll: float = 1.0, step: float = MAX_WAIT_S,
              on_progress: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
@@ -274,7 +278,7 @@ class Client:
             hold = step if remaining is None else max(min(step, remaining), 0.0)
             started = time.monotonic()
             response = self._request("GET", f"/v1/jobs/{job_id}", params=self._wait_param(hold), wait=hold)
-            job = response.json()
+            job: dict[str, Any] = response.json()
             state = (job.get("status"), job.get("progress"))
             if on_progress is not None and state != last:
                 on_progress(job)
@@ -369,13 +373,15 @@ class Client:
         return list(self._json("GET", "/v1/models").get("items", []))
 
     def get_model(self, name: str) -> dict[str, Any]:
-        return self._json("GET", f"/v1/models/{name}")
+        return self._object("GET", f"/v1/models/{name}")
 
     def get_version(self, name: str, version: int | str) -> dict[str, Any]:
-        return self._json("GET", f"/v1/models/{name}/versions/{version}")
+        return self._object("GET", f"/v1/models/{name}/versions/{version}")
 
     def set_alias(self, name: str, alias: str, version: int) -> dict[str, Any] | None:
-        return self._json("PUT", f"/v1/models/{name}/aliases/{alias}", json={"version": int(version)})
+        body: dict[str, Any] | None = self._json("PUT", f"/v1/models/{name}/aliases/{alias}",
+                                                 json={"version": int(version)})
+        return body
 
     def delete_alias(self, name: str, alias: str) -> None:
         self._request("DELETE", f"/v1/models/{name}/aliases/{alias}")
@@ -390,11 +396,11 @@ class Client:
     # -- service -------------------------------------------------------------------------------------------------
 
     def health(self) -> dict[str, Any]:
-        return self._json("GET", "/healthz")
+        return self._object("GET", "/healthz")
 
     def ready(self) -> dict[str, Any]:
         """The /readyz body; raises ServiceUnavailable (503) while Redis or a queue's workers are missing."""
-        return self._json("GET", "/readyz", retry=False)
+        return self._object("GET", "/readyz", retry=False)
 
 
 def _problem(response: httpx.Response) -> dict[str, Any]:

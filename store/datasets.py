@@ -186,7 +186,8 @@ class DatasetStore:
             shutil.rmtree(tmp, ignore_errors=True)
 
     def get(self, tenant: str, dataset_id: str) -> dict[str, Any]:
-        return json.loads((self._dir(tenant, dataset_id) / "meta.json").read_text())
+        meta: dict[str, Any] = json.loads((self._dir(tenant, dataset_id) / "meta.json").read_text())
+        return meta
 
     def path(self, tenant: str, dataset_id: str) -> Path:
         return self._dir(tenant, dataset_id) / "data.csv"

@@ -13,8 +13,9 @@ from __future__ import annotations
 import builtins
 import json
 import time
+from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import redis
 from redis.client import Pipeline
@@ -27,6 +28,7 @@ from store.job_cursor import decode_cursor, encode_cursor
 from store.job_events import job_log, tenant_channel, tenant_log
 from store.job_scripts import JOB_LOG_MAXLEN, TENANT_LOG_MAXLEN
 from store.liveness import WorkerLiveness
+from store.records import JobRecord, PublicJob
 from training.errors import Cancelled, MLQError
 
 RUNNING_SET = "mlq:jobs:running"
@@ -94,7 +96,7 @@ class JobStore:
                 "error": "", "request": json.dumps(request)}
 
     def create(self, tenant: str, type: str, model: str | None, request: dict[str, Any],
-               job_id: str | None = None, pipe: Pipeline | None = None) -> dict[str, Any]:
+               job_id: str | None = None, pipe: Pipeline | None = None) -> JobRecord:
         """Write a queued job record. With `pipe`, the writes are only queued on it (the caller executes them,
         e.g. in the same MULTI as the message that enqueues the job: one round trip)."""
         record = self.new_record(tenant, type, model, request, job_id)
@@ -116,7 +118,7 @@ class JobStore:
         return self._decode({k: str(v) for k, v in record.items()})
 
     def create_and_enqueue_in(self, pipe: Pipeline, record: dict[str, str | int], stream: str,
-                              entry: dict[str, bytes]) -> dict[str, Any]:
+                              entry: dict[str, bytes]) -> JobRecord:
         """Queue on `pipe` ONE script that writes a new predict job's record (from new_record) and appends its
         request to the inference stream: atomic like create() + XADD in a MULTI, at a fraction of the cost, and
         a non-transactional pipeline may then carry the BLPOP that waits for the answer (api/predict.py)."""
@@ -126,7 +128,7 @@ class JobStore:
                   METRICS_JOBS, stream, record["id"], record["created_ms"], field, body, *fields)
         return self._decode({k: str(v) for k, v in record.items()})
 
-    def _decode(self, raw: dict[Any, Any]) -> dict[str, Any]:
+    def _decode(self, raw: dict[Any, Any]) -> JobRecord:
         rec = {_text(k): _text(v) for k, v in raw.items()}
         job: dict[str, Any] = {k: (rec.get(k) or None) for k in _PUBLIC}
         job["attempts"] = int(rec.get("attempts") or 0)
@@ -135,13 +137,13 @@ class JobStore:
         job["tenant"] = rec.get("tenant", "")
         job["worker"] = rec.get("worker") or None
         job["created_ms"] = int(rec.get("created_ms") or 0)
-        return job
+        return cast(JobRecord, job)  # the hash's fields, as new_record and the scripts of job_scripts write them
 
-    def decode(self, raw: dict[Any, Any]) -> dict[str, Any]:
+    def decode(self, raw: dict[Any, Any]) -> JobRecord:
         """The job from its record as HGETALL returned it (for callers that read it in their own pipeline)."""
         return self._decode(raw)
 
-    def get(self, job_id: str) -> dict[str, Any] | None:
+    def get(self, job_id: str) -> JobRecord | None:
         if not is_job_id(job_id):
             return None
         raw = self.redis.hgetall(self.key(job_id))
@@ -151,7 +153,7 @@ class JobStore:
             job = self._awaiting_recovery(job)
         return job
 
-    def _awaiting_recovery(self, job: dict[str, Any]) -> dict[str, Any]:
+    def _awaiting_recovery(self, job: JobRecord) -> JobRecord:
         """A running training whose worker stopped sending heartbeats (it died), as a reader should see it.
 
         Its record stays `running` until a live train worker's sweeper requeues it (store/leases.py); with no
@@ -166,12 +168,12 @@ class JobStore:
         progress["message"] = f"waiting for recovery: the worker running it stopped (no heartbeat); {why}"
         return {**job, "progress": progress}
 
-    def get_for(self, tenant: str, job_id: str) -> dict[str, Any] | None:
+    def get_for(self, tenant: str, job_id: str) -> JobRecord | None:
         job = self.get(job_id)
         return job if job is not None and job["tenant"] == tenant else None
 
     def list(self, tenant: str, status: str | None = None, type: str | None = None, model: str | None = None,
-             limit: int = 50, cursor: str | None = None) -> tuple[list[dict[str, Any]], str | None]:
+             limit: int = 50, cursor: str | None = None) -> tuple[builtins.list[JobRecord], str | None]:
         """Newest first; a page of at most `limit` jobs and the cursor of the next page (None on the last)."""
         index = f"mlq:jobs:{tenant}"
         top: int | str = "+inf"
@@ -179,7 +181,7 @@ class JobStore:
         if cursor:
             after = decode_cursor(cursor)
             top = after[0]
-        found: list[dict[str, Any]] = []
+        found: builtins.list[JobRecord] = []
         expired: list[str] = []
         offset, batch = 0, max(limit + 1, 100)
         while len(found) <= limit:
@@ -216,13 +218,13 @@ class JobStore:
         """Move a job to running (attempts += 1). False when it is final, unknown, or its cancel was requested."""
         now, now_ms = now_rfc3339()
         error = Cancelled("the job was cancelled before it started").to_json()
-        return self._mark_running(keys=self._keys(job_id),
-                                  args=[job_id, worker, now, now_ms, self.ttl_s, error, *DURATION_BUCKETS]) == 1
+        return bool(self._mark_running(keys=self._keys(job_id),
+                                       args=[job_id, worker, now, now_ms, self.ttl_s, error, *DURATION_BUCKETS]) == 1)
 
     def set_progress(self, job_id: str, progress: dict[str, Any]) -> None:
         self._progress(keys=[self.key(job_id), self.channel(job_id)], args=[json.dumps(progress)])
 
-    def finish(self, job_id: str, status: str, result: dict[str, Any] | None = None,
+    def finish(self, job_id: str, status: str, result: Mapping[str, Any] | None = None,
                error: dict[str, Any] | None = None) -> bool:
         """Record the final status; True only for the first caller (a second finish changes nothing)."""
         status = JobStatus(status).value
@@ -232,9 +234,9 @@ class JobStore:
         args: list[str | int | float] = [
             job_id, status, now, now_ms, self.ttl_s, json.dumps(result) if result is not None else "",
             json.dumps(error) if error is not None else "", *DURATION_BUCKETS]
-        return self._finish(keys=self._keys(job_id), args=args) == 1
+        return bool(self._finish(keys=self._keys(job_id), args=args) == 1)
 
-    def request_cancel(self, job_id: str) -> dict[str, Any]:
+    def request_cancel(self, job_id: str) -> JobRecord:
         """Flag the job for cancellation; a queued job ends `cancelled` at once. JobConflict if already final."""
         now, now_ms = now_rfc3339()
         error = Cancelled("the job was cancelled before it started").to_json()
@@ -251,7 +253,7 @@ class JobStore:
     def cancel_requested(self, job_id: str) -> bool:
         return bool(self.redis.exists(f"mlq:job:{job_id}:cancel"))
 
-    def wait(self, job_id: str, timeout_s: float) -> dict[str, Any] | None:
+    def wait(self, job_id: str, timeout_s: float) -> JobRecord | None:
         """The job once it is final, or as it is when `timeout_s` runs out. Blocks on the job's channel."""
         deadline = time.monotonic() + max(0.0, timeout_s)
         pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
@@ -295,7 +297,7 @@ class JobStore:
         if not gone:
             return False
         self.redis.srem(key, *gone)
-        return self._admit(keys=[key], args=[job_id, max_active]) == 1
+        return bool(self._admit(keys=[key], args=[job_id, max_active]) == 1)
 
     def release(self, tenant: str, job_id: str) -> None:
         """Give back the slot `admit()` claimed for a job that was not created after all."""
@@ -329,7 +331,7 @@ class JobStore:
             json.dumps(error) if error is not None else "", *DURATION_BUCKETS]
         self._finish_reply(keys=[*self._keys(job_id), self.reply_key(job_id)], args=args, client=pipe)
 
-    def decode_reply(self, raw: str | bytes) -> dict[str, Any]:
+    def decode_reply(self, raw: str | bytes) -> JobRecord:
         """The job from a reply pushed by finish_and_reply_in (a flat [field, value, ...] JSON array)."""
         flat = json.loads(raw)
         return self._decode(dict(zip(flat[::2], flat[1::2], strict=True)))
@@ -350,10 +352,11 @@ class JobStore:
         return jobs, durations
 
     @staticmethod
-    def public(job: dict[str, Any]) -> dict[str, Any]:
+    def public(job: JobRecord) -> PublicJob:
         """The contract's job object: no tenant, worker or request internals."""
-        out = {k: job.get(k) for k in _PUBLIC}
-        out.update(progress=job.get("progress"), result=job.get("result"), error=job.get("error"))
         base = f"/v1/jobs/{job['id']}"
-        out["links"] = {"self": base, "events": f"{base}/events", "cancel": f"{base}/cancel"}
-        return out
+        return {"id": job["id"], "type": job["type"], "status": job["status"], "model": job["model"],
+                "created_at": job["created_at"], "started_at": job["started_at"], "finished_at": job["finished_at"],
+                "attempts": job["attempts"], "progress": job["progress"], "result": job["result"],
+                "error": job["error"],
+                "links": {"self": base, "events": f"{base}/events", "cancel": f"{base}/cancel"}}

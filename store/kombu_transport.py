@@ -29,7 +29,7 @@ class Channel(kombu_redis.Channel):
 
     def _brpop_read(self, **options: Any) -> bool:
         try:
-            return bool(super()._brpop_read(**options))
+            return bool(super()._brpop_read(**options))  # type: ignore[no-untyped-call]  # kombu's, unannotated
         except MALFORMED as exc:
             log.error("dropped a malformed message from the broker (not a kombu envelope; nothing ran): %r",
                       exc, exc_info=log.isEnabledFor(logging.DEBUG))

@@ -32,13 +32,14 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import redis
 
 from store import lease_scripts
 from store.jobs import DURATION_BUCKETS, JobStore, now_rfc3339
+from store.records import JobRecord
 from training.errors import Cancelled, TimeLimit, WorkerLost
 
 log = logging.getLogger(__name__)
@@ -103,10 +104,10 @@ class Leases:
 
     def heartbeat(self, job_id: str, token: int, worker: str) -> bool:
         """Refresh the lease; False once this attempt no longer holds the job."""
-        return self._heartbeat(keys=[self.jobs.key(job_id), heartbeat_key(job_id)],
-                               args=[token, f"{worker}:{token}", self._ttl_ms]) == 1
+        return bool(self._heartbeat(keys=[self.jobs.key(job_id), heartbeat_key(job_id)],
+                                    args=[token, f"{worker}:{token}", self._ttl_ms]) == 1)
 
-    def finish(self, job_id: str, token: int, status: str, result: dict[str, Any] | None = None,
+    def finish(self, job_id: str, token: int, status: str, result: Mapping[str, Any] | None = None,
                error: dict[str, Any] | None = None) -> int:
         """Record the final status if this attempt still holds the job: 1 done, 0 already final, 2 fenced, -1 gone."""
         now, now_ms = now_rfc3339()
@@ -133,8 +134,8 @@ class Leases:
         return outcome.decode() if isinstance(outcome, bytes) else str(outcome)
 
     def unrequeue(self, job_id: str, attempts: int) -> bool:
-        return self._unrequeue(keys=[self.jobs.key(job_id), self.jobs._keys(job_id)[1]],
-                               args=[job_id, attempts]) == 1
+        return bool(self._unrequeue(keys=[self.jobs.key(job_id), self.jobs._keys(job_id)[1]],
+                                    args=[job_id, attempts]) == 1)
 
     def claim_registration(self, job_id: str, token: int, takeover_from: str = "") -> tuple[int, str]:
         """(1, "") claimed; (0, "") fenced; (-1, "") cancelled; (-2, holder) another attempt holds the claim."""
@@ -143,7 +144,7 @@ class Leases:
         holder = reply[1].decode() if isinstance(reply[1], bytes) else str(reply[1])
         return int(reply[0]), holder
 
-    def train_payload(self, job: dict[str, Any]) -> dict[str, Any]:
+    def train_payload(self, job: JobRecord) -> dict[str, Any]:
         """The encoded TrainRequest of a job record (the API keeps the request minus job_id and tenant)."""
         return {**(job.get("request") or {}), "job_id": job["id"], "tenant": job["tenant"]}
 

@@ -21,12 +21,13 @@ import contextlib
 import json
 import logging
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from store.contract import FINAL_STATUSES, JobType, SearchRequest
 from store.jobs import JobConflict, JobStore
+from store.records import JobRecord
 from training.errors import Cancelled, NoTrialSucceeded, SearchFailed
 from training.registry import ModelRegistry
 
@@ -88,7 +89,7 @@ class Searches:
             if search is not None:
                 self._cleanup(search)
             return
-        request = SearchRequest.decode({**search["request"], "job_id": search_id, "tenant": search["tenant"]})
+        request = SearchRequest.decode({**(search["request"] or {}), "job_id": search_id, "tenant": search["tenant"]})
         table = self.table(request)
         done = sum(1 for row in table if row["status"] in FINAL)
         running = sum(1 for row in table if row["status"] == "running")
@@ -113,7 +114,7 @@ class Searches:
             raws = pipe.execute()
         rows = []
         for index, (trial, raw) in enumerate(zip(request.trials, raws, strict=True)):
-            job: dict[str, Any] = (self.jobs._decode(raw) if raw
+            job: Mapping[str, Any] = (self.jobs._decode(raw) if raw
                                    else {"status": "queued", "result": None, "error": None})
             result = job.get("result") or {}
             rows.append({"trial": index, "id": trial["id"], "algorithm": trial["algorithm"],
@@ -129,7 +130,7 @@ class Searches:
         rows.sort(key=lambda r: (r["score"] is None, sign * (r["score"] or 0.0), r["trial"]))
         return rows
 
-    def conclude(self, search: dict[str, Any], request: SearchRequest, table: list[dict[str, Any]],
+    def conclude(self, search: JobRecord, request: SearchRequest, table: list[dict[str, Any]],
                  hostname: str = "") -> None:
         """Register the best trial's model, or end the search cancelled or failed. Only one caller gets to."""
         search_id = search["id"]
@@ -140,7 +141,7 @@ class Searches:
         self._cleanup(search)
         self.jobs.finish(search_id, status, result=result, error=error)
 
-    def _outcome(self, search: dict[str, Any], request: SearchRequest,
+    def _outcome(self, search: JobRecord, request: SearchRequest,
                  table: list[dict[str, Any]]) -> tuple[str, dict[str, Any], dict[str, Any] | None]:
         """(status, result, error) of a search whose trials all ended; registers the best trial's model."""
         search_id = search["id"]
@@ -173,13 +174,13 @@ class Searches:
                  rank_by, metric, best["score"], request.model, registered["version"])
         return "succeeded", summary, None
 
-    def _cleanup(self, search: dict[str, Any]) -> None:
+    def _cleanup(self, search: JobRecord) -> None:
         # The trials' models are only needed until the best one is registered (registering moves its files).
         shutil.rmtree(self.searches_dir / search["tenant"] / search["id"], ignore_errors=True)
 
     # -- cancel ---------------------------------------------------------------------------------------------------
 
-    def cancel(self, search_id: str) -> dict[str, Any]:
+    def cancel(self, search_id: str) -> JobRecord:
         """Cancel a search and every trial of it that has not ended; JobConflict if the search already ended.
 
         A queued search ends at once (its trials do not exist yet); a running one ends `cancelled` once its

@@ -18,6 +18,7 @@ from store.celery_config import make_celery
 from store.contract import TRAIN_QUEUE, TRAIN_TASK
 from store.datasets import DatasetStore
 from store.jobs import JobStore
+from store.records import JobRecord
 from store.settings import Settings
 from training.registry import ModelRegistry
 
@@ -28,12 +29,37 @@ def dump(job: Any) -> str:
     return json.dumps(job, indent=1, default=str)
 
 
+def present(job: JobRecord | None) -> JobRecord:
+    """A job the test knows exists."""
+    assert job is not None
+    return job
+
+
+def error_of(job: JobRecord | None) -> dict[str, Any]:
+    """The error of a job the test knows failed (or was cancelled)."""
+    assert job is not None and job["error"] is not None, dump(job)
+    return job["error"]
+
+
+def progress_of(job: JobRecord | None) -> dict[str, Any]:
+    """The progress of a job the test knows has reported some."""
+    assert job is not None and job["progress"] is not None, dump(job)
+    return job["progress"]
+
+
+def request_of(job: JobRecord | None) -> dict[str, Any]:
+    """The request kept on a job's record."""
+    assert job is not None and job["request"] is not None, dump(job)
+    return job["request"]
+
+
 def iris_csv() -> bytes:
     iris = load_iris(as_frame=True)
     frame = iris.frame.drop(columns="target")
     frame.columns = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
     frame["species"] = iris.target_names[iris.target]
-    return frame.to_csv(index=False).encode()
+    csv: str = frame.to_csv(index=False)
+    return csv.encode()
 
 
 def breast_cancer_csv() -> bytes:
@@ -41,7 +67,8 @@ def breast_cancer_csv() -> bytes:
     frame = data.frame.drop(columns="target").iloc[:, :8]  # a few features are plenty for a tiny MLP
     frame.columns = [f"f{i}" for i in range(frame.shape[1])]
     frame["diagnosis"] = np.where(data.target == 0, "malignant", "benign")
-    return frame.to_csv(index=False).encode()
+    csv: str = frame.to_csv(index=False)
+    return csv.encode()
 
 
 class JobHarness:
@@ -57,13 +84,14 @@ class JobHarness:
         self.celery = make_celery(settings)
 
     def save_dataset(self, csv: bytes, name: str) -> str:
-        return self.datasets.save(TENANT, io.BytesIO(csv), name, max_bytes=10**7)["id"]
+        dataset_id: str = self.datasets.save(TENANT, io.BytesIO(csv), name, max_bytes=10**7)["id"]
+        return dataset_id
 
     def send(self, payload: dict[str, Any]) -> None:
         """Send a train message by name, as the API (or Celery's own redelivery) does."""
         self.celery.send_task(TRAIN_TASK, args=[payload], task_id=payload["job_id"], queue=TRAIN_QUEUE)
 
-    def wait(self, job_id: str, timeout_s: float | None = None) -> dict[str, Any]:
+    def wait(self, job_id: str, timeout_s: float | None = None) -> JobRecord:
         job = self.jobs.wait(job_id, self.job_timeout_s if timeout_s is None else timeout_s)
         assert job is not None and job["status"] in ("succeeded", "failed", "cancelled"), dump(job)
         return job

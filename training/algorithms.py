@@ -74,7 +74,7 @@ class Model(Protocol):
 
     kind: str  # "sklearn" | "torch": which loader reads its files back
 
-    def fit(self, X_train: np.ndarray, y_train: np.ndarray, X_val: np.ndarray, y_val: np.ndarray,
+    def fit(self, X_train: np.ndarray, y_train: np.ndarray, X_val: np.ndarray | None, y_val: np.ndarray | None,
             hooks: FitHooks) -> int: ...
     def predict(self, X: np.ndarray) -> np.ndarray: ...
     def predict_proba(self, X: np.ndarray) -> np.ndarray | None: ...
@@ -93,7 +93,7 @@ class SklearnModel:
         # For estimators without a class_weight argument: "balanced" given to fit() as per-row sample weights.
         self.balanced_weights = balanced_weights
 
-    def fit(self, X_train: np.ndarray, y_train: np.ndarray, X_val: np.ndarray, y_val: np.ndarray,
+    def fit(self, X_train: np.ndarray, y_train: np.ndarray, X_val: np.ndarray | None, y_val: np.ndarray | None,
             hooks: FitHooks) -> int:
         # A scikit-learn fit cannot be interrupted, so the cancel check happens once, before it starts.
         if hooks.should_stop is not None and hooks.should_stop():
@@ -114,7 +114,7 @@ class SklearnModel:
         return float(mean_squared_error(y, self.predict(X)))
 
     def predict(self, X: np.ndarray) -> np.ndarray:
-        pred = self.estimator.predict(X)
+        pred: np.ndarray = self.estimator.predict(X)
         return pred.astype(np.int64) if self.task == CLASSIFICATION else pred.astype(np.float64)
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray | None:
@@ -125,7 +125,8 @@ class SklearnModel:
         full = np.zeros((proba.shape[0], self.n_classes), dtype=np.float64)
         full[:, np.asarray(self.estimator.classes_, dtype=np.int64)] = proba
         # Renormalized in float64: float32 inputs give float32 probabilities whose rows miss 1.0 by rounding.
-        return full / full.sum(axis=1, keepdims=True)
+        normalized: np.ndarray = full / full.sum(axis=1, keepdims=True)
+        return normalized
 
     def save(self, directory: Path) -> None:
         safe_skops.dump({"estimator": self.estimator, "task": self.task, "n_classes": self.n_classes},
@@ -158,7 +159,7 @@ class TorchMLPModel:
         a = self.architecture
         return MLP(a["input_dim"], a["hidden_layers"], a["output_dim"])
 
-    def fit(self, X_train: np.ndarray, y_train: np.ndarray, X_val: np.ndarray, y_val: np.ndarray,
+    def fit(self, X_train: np.ndarray, y_train: np.ndarray, X_val: np.ndarray | None, y_val: np.ndarray | None,
             hooks: FitHooks) -> int:
         p = self.params
         if self.task == REGRESSION and self.initial_state is not None:
@@ -199,14 +200,16 @@ class TorchMLPModel:
         self.net.eval()
         # One forward pass for the whole batch: inference requests are batched upstream for exactly this.
         with torch.inference_mode():
-            return self.net(torch.as_tensor(np.asarray(X, dtype=np.float32)).to(device)).float().cpu()
+            out: torch.Tensor = self.net(torch.as_tensor(np.asarray(X, dtype=np.float32)).to(device))
+            return out.float().cpu()
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         out = self._forward(X)
         if self.task == CLASSIFICATION:
             return out.argmax(dim=1).numpy().astype(np.int64)
         a = self.architecture
-        return out.squeeze(-1).numpy().astype(np.float64) * a["target_std"] + a["target_mean"]
+        values: np.ndarray = out.squeeze(-1).numpy().astype(np.float64) * a["target_std"] + a["target_mean"]
+        return values
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray | None:
         if self.task != CLASSIFICATION:

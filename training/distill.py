@@ -28,7 +28,8 @@ def soften(proba: np.ndarray, temperature: float) -> np.ndarray:
     logits = np.log(np.clip(np.asarray(proba, dtype=np.float64), _EPS, 1.0)) / temperature
     logits -= logits.max(axis=1, keepdims=True)
     soft = np.exp(logits)
-    return soft / soft.sum(axis=1, keepdims=True)
+    normalized: np.ndarray = soft / soft.sum(axis=1, keepdims=True)
+    return normalized
 
 
 def distill(teacher_proba: np.ndarray, X_train: np.ndarray, y_train: np.ndarray, *, hidden_layers: list[int],

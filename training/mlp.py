@@ -38,7 +38,8 @@ class MLP(nn.Module):
         self.layers = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.layers(x)
+        out: torch.Tensor = self.layers(x)
+        return out
 
 
 def resolve_device(device: str) -> torch.device:
@@ -62,7 +63,7 @@ def resolve_device(device: str) -> torch.device:
 
 def outputs_for(model: nn.Module, x: torch.Tensor, task: str) -> torch.Tensor:
     """The forward pass shaped for the loss: (n, K) logits, or (n,) values for regression."""
-    out = model(x)
+    out: torch.Tensor = model(x)
     return out if task == CLASSIFICATION else out.squeeze(-1)
 
 

@@ -24,6 +24,7 @@ from training.algorithms import SklearnModel, TorchMLPModel
 from training.compare import REPEATS, Side, compare
 from training.data import PreparedData, Preprocessing, Split, load_csv, prepare
 from training.errors import Cancelled, DataError, RegistrationDeclined
+from training.manifest import ModelManifest
 from training.optimize_params import validate_optimize
 from training.params import CLASSIFICATION
 from training.pipeline import PREPROCESSOR_FILE, library_versions
@@ -35,7 +36,7 @@ _OWN_KEYS = ("version", "created_at", "files", "artifact", "hmac", "metrics", "j
              "library_versions", "parent", "optimization", "comparison", "export")
 
 
-def parent_data(manifest: dict[str, Any], data_path: Path) -> PreparedData:
+def parent_data(manifest: ModelManifest, data_path: Path) -> PreparedData:
     """The parent's train/validation/test split, rebuilt with the settings its manifest recorded."""
     df = load_csv(data_path)
     expected = (manifest.get("dataset") or {}).get("sha256")
@@ -208,7 +209,7 @@ def _torch_runner(module: Any, task: str) -> Callable[[np.ndarray], np.ndarray]:
 
     def run(x: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
-            out = module(torch.as_tensor(np.asarray(x, dtype=np.float32))).numpy().astype(np.float64)
+            out: np.ndarray = module(torch.as_tensor(np.asarray(x, dtype=np.float32))).numpy().astype(np.float64)
         return out if task == CLASSIFICATION else out.reshape(-1)
 
     return run

@@ -6,6 +6,7 @@ its files), and training/optimize.py validates again before it runs, as training
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from training.errors import InvalidParams
@@ -49,7 +50,7 @@ METHOD_SCHEMAS: dict[str, dict[str, ParamSpec]] = {
 }
 
 
-def applicable(manifest: dict[str, Any]) -> dict[str, tuple[str, ...]]:
+def applicable(manifest: Mapping[str, Any]) -> dict[str, tuple[str, ...]]:
     """{method: formats} that apply to the version of `manifest` (formats only matter for export)."""
     kind, task = manifest.get("model_kind"), manifest.get("task")
     out: dict[str, tuple[str, ...]] = {}
@@ -71,7 +72,7 @@ def _describe(methods: dict[str, tuple[str, ...]]) -> str:
     return ", ".join(f"{m} ({'|'.join(formats)})" if m == "export" else m for m, formats in methods.items())
 
 
-def validate_optimize(method: Any, params: dict[str, Any] | None, manifest: dict[str, Any]) -> dict[str, Any]:
+def validate_optimize(method: Any, params: dict[str, Any] | None, manifest: Mapping[str, Any]) -> dict[str, Any]:
     """The method's params with defaults filled in; InvalidParams naming the methods that do apply otherwise."""
     what = f"{manifest.get('algorithm', 'model')} ({manifest.get('model_kind')}, {manifest.get('task')})"
     methods = applicable(manifest)

@@ -20,6 +20,7 @@ from training.algorithms import FitHooks, build_model
 from training.cv import check_folds
 from training.data import Preprocessing, Split, load_csv, prepare, save_preprocessor
 from training.errors import RegistrationDeclined
+from training.manifest import TrainResult
 from training.metrics import classification_metrics, regression_metrics
 from training.params import CLASSIFICATION, validate_params
 from training.registry import ModelRegistry
@@ -64,7 +65,7 @@ def train_model(
     claim_registration: Callable[[], bool] | None = None,
     warm_start: dict[str, Any] | None = None,
     save_to: Path | None = None,
-) -> dict[str, Any]:
+) -> TrainResult:
     """Train one model on a CSV and register it as the next version of `model_name`.
 
     With `save_to` (a search trial) nothing is registered: the files go to `save_to/artifact/` and the manifest
@@ -146,7 +147,7 @@ def train_model(
         registered = registry.register(tenant, model_name, staging, manifest)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return {
+    result: TrainResult = {
         "model": model_name,
         "version": registered["version"],
         "metrics": metrics,
@@ -155,11 +156,13 @@ def train_model(
         "task": data.task,
         "task_inferred": data.task_inferred,
         "warnings": report["warnings"],
-        **({"cv": report["cv"]} if "cv" in report else {}),
     }
+    if "cv" in report:
+        result["cv"] = report["cv"]
+    return result
 
 
-def _save_trial(save_to: Path, data: Any, model: Any, manifest: dict[str, Any], started: float) -> dict[str, Any]:
+def _save_trial(save_to: Path, data: Any, model: Any, manifest: dict[str, Any], started: float) -> TrainResult:
     """Write a trained model and its manifest under `save_to` without registering it (a search trial)."""
     artifact = save_to / "artifact"
     shutil.rmtree(save_to, ignore_errors=True)  # a resumed trial overwrites what an earlier attempt left
@@ -167,8 +170,11 @@ def _save_trial(save_to: Path, data: Any, model: Any, manifest: dict[str, Any], 
     save_preprocessor(data.preprocessor, artifact / PREPROCESSOR_FILE)
     model.save(artifact)
     (save_to / SAVED_MANIFEST).write_text(json.dumps(manifest, indent=1))
-    return {"model": manifest["name"], "version": None, "metrics": manifest["metrics"],
-            "epochs_run": manifest["epochs_run"], "duration_s": round(time.monotonic() - started, 3),
-            "task": data.task, "task_inferred": data.task_inferred, "warnings": manifest["warnings"],
-            **({"cv": manifest["cv"]} if "cv" in manifest else {})}
+    result: TrainResult = {
+        "model": manifest["name"], "version": None, "metrics": manifest["metrics"],
+        "epochs_run": manifest["epochs_run"], "duration_s": round(time.monotonic() - started, 3),
+        "task": data.task, "task_inferred": data.task_inferred, "warnings": manifest["warnings"]}
+    if "cv" in manifest:
+        result["cv"] = manifest["cv"]
+    return result
 

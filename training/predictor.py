@@ -18,6 +18,7 @@ from training.algorithms import Model, check_servable, load_model
 from training.compiled import compile_preprocessor
 from training.data import load_preprocessor
 from training.errors import InvalidInput, MLQError
+from training.manifest import ModelManifest
 from training.postprocess import CLASSIFICATION, check_postprocess
 from training.registry import ModelRegistry
 from training.rows import frame_from_rows
@@ -42,7 +43,7 @@ def _key(label: Any) -> str:
 class Predictor:
     """One model version, loaded and verified, ready to predict batches of raw rows."""
 
-    def __init__(self, *, tenant: str, name: str, version: int, manifest: dict[str, Any], preprocessor: Any,
+    def __init__(self, *, tenant: str, name: str, version: int, manifest: ModelManifest, preprocessor: Any,
                  model: Model) -> None:
         self.tenant = tenant
         self.name = name

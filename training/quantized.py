@@ -35,7 +35,9 @@ def _quantize(net: nn.Module, per_channel: bool) -> nn.Module:
     qconfig = per_channel_dynamic_qconfig if per_channel else default_dynamic_qconfig
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return quantize_dynamic(copy.deepcopy(net).cpu().eval(), {nn.Linear: qconfig}, dtype=torch.qint8)
+        quantized: nn.Module = quantize_dynamic(copy.deepcopy(net).cpu().eval(), {nn.Linear: qconfig},
+                                                dtype=torch.qint8)
+        return quantized
 
 
 def _quantized_linears(net: nn.Module) -> dict[str, Any]:
@@ -66,7 +68,8 @@ class QuantizedMLPModel(TorchMLPModel):
             raise MLQError("the quantized MLP has not been built or loaded yet")
         self.net.eval()
         with torch.inference_mode():
-            return self.net(torch.as_tensor(np.asarray(X, dtype=np.float32))).float()
+            out: torch.Tensor = self.net(torch.as_tensor(np.asarray(X, dtype=np.float32)))
+            return out.float()
 
     def save(self, directory: Path) -> None:
         if self.net is None:

@@ -20,13 +20,14 @@ import re
 import shutil
 import tarfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from training.errors import ArtifactTampered, InvalidName, MLQError, ResourceNotFound, VersionInUse
+from training.manifest import FileEntry, ModelManifest, ModelVersions
 
 NAME_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
 NAME_RULE = "1-63 characters: lowercase letters, digits, '.', '_' or '-', starting with a letter or digit"
@@ -59,7 +60,7 @@ def _sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _artifact_digest(files: dict[str, dict[str, Any]]) -> str:
+def _artifact_digest(files: Mapping[str, Mapping[str, Any]]) -> str:
     # One line per file in sha256sum's format, sorted by name: independent of the order files were written.
     lines = "".join(f"{files[f]['sha256']}  {f}\n" for f in sorted(files))
     return hashlib.sha256(lines.encode()).hexdigest()
@@ -127,12 +128,12 @@ class ModelRegistry:
         finally:
             os.close(fd)  # closing the descriptor releases the flock
 
-    def register(self, tenant: str, name: str, staging_dir: Path, manifest: dict[str, Any]) -> dict[str, Any]:
+    def register(self, tenant: str, name: str, staging_dir: Path, given: Mapping[str, Any]) -> ModelManifest:
         """Move the files of `staging_dir` into a new version; return the full manifest written."""
         model_dir = self._model_dir(tenant, name)
         staging_dir = Path(staging_dir)
         try:
-            manifest = json.loads(json.dumps(manifest))  # plain JSON copy: what is signed is what is read
+            manifest: ModelManifest = json.loads(json.dumps(given))  # a plain JSON copy: what is signed is read
         except (TypeError, ValueError) as exc:
             raise MLQError(f"the manifest must be JSON-serialisable: {exc}") from exc
         sources = sorted(p for p in staging_dir.rglob("*") if not p.is_dir()) if staging_dir.is_dir() else []
@@ -144,7 +145,7 @@ class ModelRegistry:
         model_dir.mkdir(parents=True, exist_ok=True)
         tmp = model_dir / f".tmp-{uuid.uuid4().hex}"
         try:
-            files: dict[str, dict[str, Any]] = {}
+            files: dict[str, FileEntry] = {}
             for src in sources:
                 rel = src.relative_to(staging_dir).as_posix()
                 dst = tmp / rel
@@ -178,7 +179,7 @@ class ModelRegistry:
         except (FileNotFoundError, ValueError):
             return 0
 
-    def _sign(self, manifest: dict[str, Any]) -> str:
+    def _sign(self, manifest: ModelManifest) -> str:
         assert self._secret is not None
         body = {k: v for k, v in manifest.items() if k != "hmac"}
         return hmac.new(self._secret, canonical_json(body), hashlib.sha256).hexdigest()
@@ -236,11 +237,11 @@ class ModelRegistry:
             raise ResourceNotFound(f"model {name!r} does not exist (tenant {tenant!r}); train or register it")
         return self._read_aliases(model_dir)
 
-    def manifest(self, tenant: str, name: str, version: int) -> dict[str, Any]:
+    def manifest(self, tenant: str, name: str, version: int) -> ModelManifest:
         """The manifest of one version (not verified: use verified_dir before loading files)."""
         path = self._version_dir(tenant, name, version) / MANIFEST
         try:
-            return dict(json.loads(path.read_text()))
+            return cast(ModelManifest, dict(json.loads(path.read_text())))  # the JSON that register() wrote
         except (OSError, ValueError) as exc:
             raise ArtifactTampered(f"manifest of {name!r} version {version} is unreadable: {exc}") from exc
 
@@ -255,7 +256,7 @@ class ModelRegistry:
                 out.append({"name": model_dir.name, "latest_version": versions[-1], "aliases": aliases})
         return out
 
-    def get_model(self, tenant: str, name: str) -> dict[str, Any]:
+    def get_model(self, tenant: str, name: str) -> ModelVersions:
         """The model with its aliases and every version's manifest, oldest first."""
         aliases = self.aliases(tenant, name)
         versions = self._versions(self._model_dir(tenant, name))

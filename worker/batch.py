@@ -31,7 +31,7 @@ from store.batch_format import OutputColumns, assemble, write_part
 from store.contract import BATCH_PREDICT_TASK, BATCH_QUEUE, INFERENCE_QUEUE, BatchPredictRequest
 from store.outputs import MEDIA_TYPES, OutputStore, filename
 from training.errors import AllRowsFailed, Cancelled, ColumnNotFound
-from training.predictor import check_postprocess
+from training.postprocess import check_postprocess
 from worker.batch_reader import chunks, read_header
 from worker.batch_scoring import score_chunk
 from worker.train_hooks import CancelCheck, JobHeartbeat, retry_redis
@@ -212,7 +212,7 @@ def preempt(runtime: Runtime, request: BatchPredictRequest, token: int) -> None:
 def register_batch(app: Celery, runtime: Runtime) -> None:
     """Register `mlqueue.batch_predict` on `app`; processes that serve only batch work lower their priority."""
 
-    @app.task(name=BATCH_PREDICT_TASK, bind=True)
+    @app.task(name=BATCH_PREDICT_TASK, bind=True)  # type: ignore[untyped-decorator]  # celery has no type hints
     def batch_predict(self: Task, payload: dict[str, Any]) -> None:
         run_batch(runtime, payload, self.request.hostname or "unknown")
 

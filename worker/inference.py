@@ -34,7 +34,8 @@ from store.inference_queue import decode as decode_request
 from store.jobs import JobStore
 from store.settings import Settings
 from training.errors import TooManyAttempts
-from training.predictor import Predictor, check_postprocess
+from training.postprocess import check_postprocess
+from training.predictor import Predictor
 from worker.model_cache import ModelCache
 
 if TYPE_CHECKING:

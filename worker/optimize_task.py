@@ -9,6 +9,7 @@ starts over.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from celery import Celery, Task
@@ -45,7 +46,7 @@ def run_optimize(runtime: Runtime, payload: dict[str, Any], hostname: str) -> No
     heartbeat = JobHeartbeat(runtime.leases, job_id, token, hostname, runtime.settings.heartbeat_s)
     check = CancelCheck(runtime.jobs, job_id, hostname=hostname, lost=heartbeat.lost)
     claim = RegistrationClaim(runtime, request, token)  # type: ignore[arg-type]  # uses job_id, tenant, model
-    result: dict[str, Any] | None = None
+    result: Mapping[str, Any] | None = None  # the optimisation's, or a training-shaped one rebuilt by the claim
     error: dict[str, Any] | None = None
     try:
         with heartbeat:
@@ -90,6 +91,6 @@ def _requeue(runtime: Runtime, request: OptimizeRequest, token: int) -> None:
 def register_optimize(app: Celery, runtime: Runtime) -> None:
     """Register `mlqueue.optimize` on `app` (called by worker.tasks.register_tasks)."""
 
-    @app.task(name=OPTIMIZE_TASK, bind=True)
+    @app.task(name=OPTIMIZE_TASK, bind=True)  # type: ignore[untyped-decorator]  # celery has no type hints
     def optimize(self: Task, payload: dict[str, Any]) -> None:
         run_optimize(runtime, payload, self.request.hostname or "unknown")

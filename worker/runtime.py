@@ -5,6 +5,7 @@ nothing below the wiring imports it (an import-linter contract in `make lint`).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Protocol
 
 import redis
@@ -42,6 +43,6 @@ class Runtime(Protocol):
     def error_for(self, job_id: str, exc: BaseException) -> dict[str, Any]:
         """The job error object for an exception a job ended with."""
 
-    def conclude(self, job_id: str, token: int, hostname: str, status: str, result: dict[str, Any] | None,
+    def conclude(self, job_id: str, token: int, hostname: str, status: str, result: Mapping[str, Any] | None,
                  error: dict[str, Any] | None) -> None:
         """Write an attempt's final status, fenced by its token."""

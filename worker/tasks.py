@@ -17,6 +17,7 @@ import logging
 import os
 import shutil
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import redis
@@ -40,6 +41,7 @@ from store.liveness import Heartbeat, WorkerLiveness
 from store.searches import Searches
 from store.settings import Settings
 from training.errors import Cancelled, InternalError, MLQError, RegistrationDeclined, TimeLimit
+from training.manifest import RecoveredResult, TrainResult
 from training.pipeline import train_model
 from training.registry import ModelRegistry
 from worker.model_cache import ModelCache
@@ -181,7 +183,7 @@ class WorkerRuntime:
         claim = RegistrationClaim(self, request, token)
         # A search's trial saves its model for the search to compare, and registers nothing itself.
         save_to = (self.searches.trial_dir(request.tenant, request.parent, job_id) if request.parent else None)
-        result: dict[str, Any] | None = None
+        result: TrainResult | RecoveredResult | None = None
         error: dict[str, Any] | None = None
         try:
             with heartbeat:
@@ -222,7 +224,7 @@ class WorkerRuntime:
         self.conclude(job_id, token, hostname, status, result, error)
         self.trial_changed(request, hostname)
 
-    def conclude(self, job_id: str, token: int, hostname: str, status: str, result: dict[str, Any] | None,
+    def conclude(self, job_id: str, token: int, hostname: str, status: str, result: Mapping[str, Any] | None,
                  error: dict[str, Any] | None) -> None:
         """Write the attempt's final status, fenced: only if this attempt still holds the job."""
         checkpoint_dir = self.settings.checkpoints_dir / job_id
@@ -272,11 +274,11 @@ def register_tasks(app: Celery, settings: Settings) -> WorkerRuntime:
     # job's real outcome instead; Celery's own warnings and errors (time limits, lost workers) still show.
     logging.getLogger("celery.app.trace").setLevel(logging.WARNING)
 
-    @app.task(name=TRAIN_TASK, bind=True)
+    @app.task(name=TRAIN_TASK, bind=True)  # type: ignore[untyped-decorator]  # celery has no type hints
     def train(self: Task, payload: dict[str, Any]) -> None:
         runtime.train(payload, self.request.hostname or "unknown")
 
-    @app.task(name=SEARCH_TASK, bind=True)
+    @app.task(name=SEARCH_TASK, bind=True)  # type: ignore[untyped-decorator]  # celery has no type hints
     def search(self: Task, payload: dict[str, Any]) -> None:
         # Quick: it only creates and sends the trials, which then spread over every train worker.
         runtime.searches.fan_out(payload, self.request.hostname or "unknown", runtime.send_train)

@@ -22,6 +22,7 @@ from store.contract import TrainRequest
 from store.jobs import JobStore
 from store.leases import Leases, drain_key, parse_drain
 from training.errors import ResourceNotFound
+from training.manifest import RecoveredResult
 from training.registry import ModelRegistry
 
 if TYPE_CHECKING:
@@ -148,7 +149,7 @@ class JobHeartbeat:
         self._thread.join(timeout=self.interval_s + 1)
 
 
-def registered_by(registry: ModelRegistry, tenant: str, model: str, job_id: str) -> dict[str, Any] | None:
+def registered_by(registry: ModelRegistry, tenant: str, model: str, job_id: str) -> RecoveredResult | None:
     """The job's result, rebuilt from the registry, if a version of `model` was registered by `job_id`."""
     try:
         versions = registry.get_model(tenant, model)["versions"]
@@ -173,7 +174,7 @@ class RegistrationClaim:
 
     def __init__(self, runtime: Runtime, request: TrainRequest, token: int) -> None:
         self.runtime, self.request, self.token = runtime, request, token
-        self.existing: dict[str, Any] | None = None
+        self.existing: RecoveredResult | None = None
         self.outcome: int | None = None
 
     def __call__(self) -> bool:

@@ -48,7 +48,9 @@ class BareModel:
         n_features = arch["input_dim"]  # a version trained with preprocessing.scale=false: identity
         self.mean = torch.tensor(scaler.mean_ if scaler else [0.0] * n_features, dtype=torch.float32)
         self.scale = torch.tensor(scaler.scale_ if scaler else [1.0] * n_features, dtype=torch.float32)
-        self.classes = manifest["classes"]
+        classes = manifest["classes"]
+        assert classes is not None, f"{name} is not a classifier; the bare baseline serves classifiers (softmax)"
+        self.classes = classes
 
     def predict(self, inputs: list[list[float]]) -> list[dict[str, Any]]:
         x = torch.tensor(inputs, dtype=torch.float32)

@@ -11,6 +11,7 @@ import redis
 from flask.testing import FlaskClient
 
 from store.settings import Settings
+from training.manifest import ModelManifest
 from training.registry import ModelRegistry
 
 IRIS_CSV = (
@@ -37,7 +38,8 @@ def upload(client: FlaskClient, text: str = IRIS_CSV, headers: dict[str, str] | 
     url = "/v1/datasets" + (f"?name={name}" if name else "")
     response = client.post(url, data=text.encode(), content_type="text/csv", headers=headers or {})
     assert response.status_code == 201, response.get_json()
-    return response.get_json()
+    dataset: dict[str, Any] = response.get_json()
+    return dataset
 
 
 def train_body(dataset_id: str, **overrides: Any) -> dict[str, Any]:
@@ -48,7 +50,7 @@ def train_body(dataset_id: str, **overrides: Any) -> dict[str, Any]:
 
 
 def register_model(settings: Settings, tenant: str = "default", name: str = "iris",
-                   manifest: dict[str, Any] | None = None) -> dict[str, Any]:
+                   manifest: dict[str, Any] | None = None) -> ModelManifest:
     """A version registered directly with the registry: files of any bytes are enough for the API's routes."""
     staging = settings.home / f"staging-{name}"
     staging.mkdir(parents=True, exist_ok=True)

@@ -30,8 +30,9 @@ def test_creating_the_app_imports_no_torch_sklearn_pandas_numpy_or_task_modules(
     # Of the server's own packages, only the torch-free store (and training's stdlib-only modules, below).
     assert not [m for m in loaded if m == "worker" or m.startswith("worker.")]
     assert "store.jobs" in loaded
-    # The stdlib-only modules of training/ (postprocess: the API checks predict options at submit).
+    # The stdlib-only modules of training/ (postprocess: the API checks predict options at submit; manifest: the
+    # typed shape of a version's manifest).
     assert {m for m in loaded if m.startswith("training.")} <= {"training.errors", "training.params",
                                                                "training.optimize_params", "training.postprocess",
-                                                               "training.registry",
+                                                               "training.registry", "training.manifest",
                                                                "training.search_space"}

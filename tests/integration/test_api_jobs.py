@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import redis
 from api_support import train_body, upload
 from flask.testing import FlaskClient
@@ -11,10 +13,11 @@ from store.jobs import JobStore
 pytest_plugins = ["api_fixtures"]  # the shared fixtures: settings, client, auth_settings, auth_client
 
 
-def _submit(client: FlaskClient, dataset_id: str, model: str = "iris") -> dict:
+def _submit(client: FlaskClient, dataset_id: str, model: str = "iris") -> dict[str, Any]:
     response = client.post("/v1/jobs/train", json=train_body(dataset_id, model=model))
     assert response.status_code == 202
-    return response.get_json()
+    job: dict[str, Any] = response.get_json()
+    return job
 
 
 def test_jobs_are_listed_newest_first_page_by_page(client: FlaskClient) -> None:

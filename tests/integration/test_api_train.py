@@ -162,7 +162,7 @@ def test_an_idempotency_key_still_in_flight_is_a_409(client: FlaskClient, redis_
     # Turn the stored key back into the placeholder a request in progress holds.
     r = redis.Redis.from_url(redis_url, decode_responses=True)
     [name] = r.keys("mlq:idem:default:*")
-    r.set(name, r.get(name).replace(first.get_json()["id"], "").replace('""', "null"))
+    r.set(name, str(r.get(name)).replace(first.get_json()["id"], "").replace('""', "null"))
     again = client.post("/v1/jobs/train", json=train_body(dataset["id"]), headers={"Idempotency-Key": "k1"})
     assert again.status_code == 409
 
@@ -200,6 +200,7 @@ def test_prefer_wait_on_submit_answers_200_and_says_preference_applied(client: F
         for _ in range(100):  # wait for the job the request below creates
             ids = r.zrange("mlq:jobs:default", 0, -1)
             if ids:
+                assert isinstance(ids[0], bytes)
                 store.finish(ids[0].decode(), "failed", error={"type": "invalid_data", "message": "x"})
                 return
             time.sleep(0.05)

@@ -14,7 +14,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -23,10 +23,12 @@ import pandas as pd
 import pytest
 import redis
 from flask.testing import FlaskClient
+from job_harness import error_of, progress_of
 
 from api import create_app
 from store.contract import BATCH_QUEUE, INFERENCE_QUEUE
 from store.jobs import JobStore
+from store.records import JobRecord
 from store.settings import Settings
 from training.pipeline import train_model
 from training.predictor import Predictor
@@ -108,7 +110,12 @@ def submit(app: FlaskClient, dataset: str, **options: Any) -> dict[str, Any]:
     return dict(response.get_json())
 
 
-def finished(store: JobStore, job_id: str, timeout_s: float = 180) -> dict[str, Any]:
+def rows_done(job: JobRecord | None) -> int:
+    progress = job["progress"] if job is not None else None
+    return int((progress or {}).get("rows_done", 0))
+
+
+def finished(store: JobStore, job_id: str, timeout_s: float = 180) -> JobRecord:
     job = store.wait(job_id, timeout_s)
     assert job is not None and job["status"] in ("succeeded", "failed", "cancelled"), job
     return job
@@ -156,7 +163,7 @@ def test_a_200000_row_dataset_is_scored_in_order_in_bounded_memory_and_downloads
 
     result = job["result"]
     assert (result["rows"], result["rows_scored"], result["rows_failed"]) == (BIG_ROWS, BIG_ROWS, 0)
-    assert job["progress"]["rows_done"] == BIG_ROWS and job["progress"]["fraction"] == 1.0
+    assert progress_of(job)["rows_done"] == BIG_ROWS and progress_of(job)["fraction"] == 1.0
     response = app.get(f"/v1/jobs/{job['id']}/output")
     assert response.status_code == 200
     assert response.mimetype == "text/csv"
@@ -202,8 +209,8 @@ def test_a_job_whose_every_row_fails_ends_failed_without_output(app: FlaskClient
                                                                batch_worker: Any) -> None:
     text = "x0,x1,x2,x3,site\nn/a?,1,1,1,north\nzero,1,1,1,south\n"
     job = finished(store, submit(app, upload(app, text.encode(), "hopeless"))["id"])
-    assert job["status"] == "failed" and job["error"]["type"] == "all_rows_failed", job
-    assert "none of the 2 rows could be scored" in job["error"]["message"]
+    assert job["status"] == "failed" and error_of(job)["type"] == "all_rows_failed", job
+    assert "none of the 2 rows could be scored" in error_of(job)["message"]
     response = app.get(f"/v1/jobs/{job['id']}/output")
     assert response.status_code == 409 and "ended failed" in response.get_json()["detail"]
 
@@ -212,13 +219,13 @@ def test_cancel_mid_job_stops_after_the_current_chunk_and_keeps_no_output(
         app: FlaskClient, store: JobStore, batch_worker: Any, big_dataset: str, mlq_settings: Settings) -> None:
     job_id = submit(app, big_dataset)["id"]
     deadline = time.monotonic() + 120
-    while ((store.get(job_id) or {}).get("progress") or {}).get("rows_done", 0) < 5000:  # one chunk done
+    while rows_done(store.get(job_id)) < 5000:  # one chunk done
         assert time.monotonic() < deadline, store.get(job_id)
         time.sleep(0.01)
     assert app.post(f"/v1/jobs/{job_id}/cancel").status_code == 202
     job = finished(store, job_id)
     assert job["status"] == "cancelled", job
-    assert job["progress"]["rows_done"] < BIG_ROWS
+    assert progress_of(job)["rows_done"] < BIG_ROWS
     assert app.get(f"/v1/jobs/{job_id}/output").status_code == 409
     assert not (mlq_settings.outputs_dir / job_id).exists()
     assert not (mlq_settings.checkpoints_dir / job_id).exists()
@@ -276,7 +283,7 @@ def test_online_predictions_keep_answering_while_a_large_batch_job_runs(
     busy: list[float] = []
     answers: dict[int, dict[str, Any]] = {}
     while True:
-        job = store.get(job_id) or {}
+        job: Mapping[str, Any] = store.get(job_id) or {}
         if job.get("status") != "running" and busy:
             break
         i = int(rng.integers(BIG_ROWS))

@@ -131,8 +131,9 @@ def test_sixty_four_concurrent_requests_share_a_few_forward_passes_and_answer_li
     rows = models["bc_rows"][:64]
     options = [{}, {"output": "label"}, {"output": "proba", "top_k": 1}, {"threshold": 0.9}, {"sort": "desc"}]
     before = stats(store.redis)
-    bodies = [("bc-mlp", {"version": 1, "inputs": [row], "postprocess": options[i % len(options)]})
-              for i, row in enumerate(rows)]
+    bodies: list[tuple[str, dict[str, Any]]] = [
+        ("bc-mlp", {"version": 1, "inputs": [row], "postprocess": options[i % len(options)]})
+        for i, row in enumerate(rows)]
     answers = post_all(app_client, bodies)
     after = stats(store.redis)
     assert [a.status_code for a in answers] == [200] * 64, [a.get_json() for a in answers if a.status_code != 200]

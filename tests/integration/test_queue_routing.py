@@ -23,5 +23,5 @@ def test_a_train_message_reaches_the_train_queue_and_no_other(redis_url: str, re
     messages = [json.loads(m) for m in redis_client.lrange(TRAIN_QUEUE, 0, -1)]
     assert sorted(m["headers"]["id"] for m in messages) == ["job_x", "job_y"]
     assert {m["content-type"] for m in messages} == {"application/json"}
-    bound = {b.split("\x06\x16")[-1] for b in redis_client.smembers(f"_kombu.binding.{TRAIN_QUEUE}")}
+    bound = {str(b).split("\x06\x16")[-1] for b in redis_client.smembers(f"_kombu.binding.{TRAIN_QUEUE}")}
     assert bound == {TRAIN_QUEUE}

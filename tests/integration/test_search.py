@@ -13,10 +13,11 @@ from typing import Any
 
 import pytest
 from flask.testing import FlaskClient
-from job_harness import TENANT, JobHarness, breast_cancer_csv, dump, iris_csv
+from job_harness import TENANT, JobHarness, breast_cancer_csv, dump, iris_csv, present, progress_of, request_of
 
 from api import create_app
 from store.contract import TRAIN_QUEUE
+from store.records import JobRecord
 from store.settings import Settings
 from training.errors import ResourceNotFound
 from training.pipeline import train_model
@@ -55,16 +56,18 @@ def cancer(harness: JobHarness) -> str:
 def submit(api: FlaskClient, body: dict[str, Any], status: int = 202) -> dict[str, Any]:
     response = api.post("/v1/jobs/search", json=body)
     assert response.status_code == status, response.get_json()
-    return response.get_json()
+    job: dict[str, Any] = response.get_json()
+    return job
 
 
-def trials_of(harness: JobHarness, search_id: str) -> list[dict[str, Any]]:
-    request = harness.jobs.get(search_id)["request"]
-    return [harness.jobs.get(t["id"]) for t in request["trials"]]
+def trials_of(harness: JobHarness, search_id: str) -> list[JobRecord]:
+    request = request_of(harness.jobs.get(search_id))
+    return [present(harness.jobs.get(t["id"])) for t in request["trials"]]
 
 
-def interval(job: dict[str, Any]) -> tuple[datetime, datetime]:
-    parse = lambda s: datetime.fromisoformat(s.replace("Z", "+00:00"))  # noqa: E731
+def interval(job: JobRecord) -> tuple[datetime, datetime]:
+    def parse(s: str | None) -> datetime:
+        return datetime.fromisoformat(str(s).replace("Z", "+00:00"))
     return parse(job["started_at"]), parse(job["finished_at"])
 
 
@@ -84,9 +87,9 @@ def test_a_2x2_grid_runs_trials_concurrently_on_two_workers_and_registers_the_be
     assert len(scores) == 4 and scores == sorted(scores, reverse=True)
     trials = trials_of(harness, search["id"])
     assert all(t["status"] == "succeeded" and t["type"] == "train" for t in trials), dump(trials)
-    assert all(t["request"]["parent"] == search["id"] for t in trials)
+    assert all(request_of(t)["parent"] == search["id"] for t in trials)
     # Both workers took trials, and at least two trials were running at the same time.
-    assert len({t["worker"].split("@")[0] for t in trials}) == 2, dump(trials)
+    assert len({str(t["worker"]).split("@")[0] for t in trials}) == 2, dump(trials)
     spans = sorted(interval(t) for t in trials)
     assert any(later[0] < earlier[1] for earlier, later in zip(spans, spans[1:], strict=False)), spans
 
@@ -99,14 +102,16 @@ def test_a_2x2_grid_runs_trials_concurrently_on_two_workers_and_registers_the_be
     assert manifest["params"]["lr"] == result["trials"][0]["params"]["lr"]
     assert manifest["metrics"]["f1"] == scores[0]
     assert manifest["feature_importance"]["features"][0]["name"].startswith("petal")
-    assert job["progress"]["trials_done"] == 4 and job["progress"]["best"]["score"] == scores[0]
+    assert progress_of(job)["trials_done"] == 4 and progress_of(job)["best"]["score"] == scores[0]
     assert not (harness.settings.searches_dir / TENANT / search["id"]).exists()
 
 
 def test_a_random_search_is_reproducible_with_its_seed(api: FlaskClient, harness: JobHarness,
                                                        workers: list[Any], iris: str) -> None:
-    body = {"model": "iris-random", "dataset": iris, "target": "species", "algorithm": "logistic_regression",
-            "search": {"strategy": "random", "trials": 3, "seed": 11, "space": {"C": {"log_uniform": [0.01, 10]}}}}
+    body: dict[str, Any] = {"model": "iris-random", "dataset": iris, "target": "species",
+                            "algorithm": "logistic_regression",
+                            "search": {"strategy": "random", "trials": 3, "seed": 11,
+                                       "space": {"C": {"log_uniform": [0.01, 10]}}}}
     first, again = submit(api, body), submit(api, body)
     other = submit(api, {**body, "search": {**body["search"], "seed": 12}})
     params = {}
@@ -195,6 +200,7 @@ def test_warm_start_from_a_version_that_does_not_fit_is_a_clear_422(api: FlaskCl
     def train(body: dict[str, Any]) -> Any:
         return api.post("/v1/jobs/train", json=body)
 
+    cases: list[tuple[dict[str, Any], list[str]]]
     cases = [({"features": ["petal_length"]}, ["features"]), ({"params": {"hidden_layers": [4]}},
              ["params", "hidden_layers"]), ({"warm_start": {"model": "iris-base", "version": 7}},
              ["warm_start", "version"]), ({"warm_start": {"model": "iris-lr-base"}}, ["warm_start"]),
@@ -205,5 +211,5 @@ def test_warm_start_from_a_version_that_does_not_fit_is_a_clear_422(api: FlaskCl
         assert response.get_json()["errors"][0]["loc"] == loc, response.get_json()
     queued = train({**base, "params": {"epochs": 1}})
     assert queued.status_code == 202, queued.get_json()
-    assert harness.jobs.get(queued.get_json()["id"])["request"]["warm_start"] == {"model": "iris-base",
-                                                                                 "version": 1}
+    assert request_of(harness.jobs.get(queued.get_json()["id"]))["warm_start"] == {"model": "iris-base",
+                                                                                  "version": 1}

@@ -16,17 +16,21 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
-from job_harness import TENANT, JobHarness, breast_cancer_csv, dump, iris_csv
-from private_redis import PrivateRedis
+from job_harness import TENANT as TENANT
+from job_harness import JobHarness, breast_cancer_csv, iris_csv
+from job_harness import dump as dump  # re-exported for the chaos tests
+from private_redis import PrivateRedis as PrivateRedis
 
 from store.liveness import WorkerLiveness
+from store.records import JobRecord
 from store.settings import Settings
+from training.manifest import ModelManifest
 from worker.launcher import plan
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -157,10 +161,10 @@ class ChaosHarness(JobHarness):
     def request_of(self, job_id: str) -> dict[str, Any]:
         job = self.jobs.get(job_id)
         assert job is not None
-        return {**job["request"], "job_id": job_id, "tenant": job["tenant"]}
+        return {**(job["request"] or {}), "job_id": job_id, "tenant": job["tenant"]}
 
-    def wait_for(self, job_id: str, predicate: Callable[[dict[str, Any]], bool],
-                 timeout_s: float = JOB_TIMEOUT_S, what: str = "") -> dict[str, Any]:
+    def wait_for(self, job_id: str, predicate: Callable[[JobRecord], bool],
+                 timeout_s: float = JOB_TIMEOUT_S, what: str = "") -> JobRecord:
         deadline = time.monotonic() + timeout_s
         while True:
             job = self.jobs.get(job_id)
@@ -169,7 +173,7 @@ class ChaosHarness(JobHarness):
             assert time.monotonic() < deadline, f"timed out waiting for {what or predicate}: {dump(job)}"
             time.sleep(0.02)
 
-    def versions(self, model: str) -> list[dict[str, Any]]:
+    def versions(self, model: str) -> list[ModelManifest]:
         from training.errors import ResourceNotFound
 
         try:
@@ -178,12 +182,12 @@ class ChaosHarness(JobHarness):
             return []
 
 
-def epoch_of(job: dict[str, Any]) -> int:
+def epoch_of(job: Mapping[str, Any]) -> int:
     return int((job.get("progress") or {}).get("epoch") or 0)
 
 
-def running_at_epoch(n: int, attempt: int | None = None) -> Callable[[dict[str, Any]], bool]:
-    def ok(job: dict[str, Any]) -> bool:
+def running_at_epoch(n: int, attempt: int | None = None) -> Callable[[JobRecord], bool]:
+    def ok(job: JobRecord) -> bool:
         return job["status"] == "running" and epoch_of(job) >= n and (attempt is None or job["attempts"] == attempt)
     return ok
 

@@ -7,6 +7,8 @@ import csv
 import io
 import signal
 import time
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -15,6 +17,7 @@ from reliability_support import TENANT, ChaosHarness, WorkerFleet, dump
 
 from store.contract import BATCH_PREDICT_TASK, BATCH_QUEUE, BatchPredictRequest
 from store.ids import new_id
+from store.records import JobRecord
 from training.pipeline import train_model
 
 pytestmark = pytest.mark.integration
@@ -31,7 +34,7 @@ def frame(n: int, seed: int) -> pd.DataFrame:
     return out
 
 
-def rows_done(job: dict) -> int:
+def rows_done(job: Mapping[str, Any]) -> int:
     return int((job.get("progress") or {}).get("rows_done") or 0)
 
 
@@ -56,7 +59,7 @@ def batch_job(harness: ChaosHarness, dataset: str) -> str:
     return job_id
 
 
-def every_row_once(harness: ChaosHarness, job: dict) -> None:
+def every_row_once(harness: ChaosHarness, job: JobRecord) -> None:
     output = harness.settings.outputs_dir / job["id"] / job["result"]["output"]["filename"]
     rows = list(csv.reader(io.StringIO(output.read_text())))
     assert [int(r[0]) for r in rows[1:]] == list(range(ROWS))  # every row exactly once, in order
@@ -77,16 +80,16 @@ def test_a_sigkilled_batch_worker_s_job_resumes_and_the_output_has_every_row_onc
     seen: list[int] = []  # rows done as the second attempt reports them
     deadline = time.monotonic() + 90
     while True:
-        job = harness.jobs.get(job_id) or {}
-        if job.get("attempts") == 2 and job.get("status") == "running" and job.get("progress"):
-            seen.append(rows_done(job))
-        if job.get("status") in ("succeeded", "failed", "cancelled"):
+        current: Mapping[str, Any] = harness.jobs.get(job_id) or {}
+        if current.get("attempts") == 2 and current.get("status") == "running" and current.get("progress"):
+            seen.append(rows_done(current))
+        if current.get("status") in ("succeeded", "failed", "cancelled"):
             break
-        assert time.monotonic() < deadline, dump(job)
+        assert time.monotonic() < deadline, dump(current)
         time.sleep(0.01)
     job = harness.wait(job_id)
     assert job["status"] == "succeeded", dump(job) + second.log_tail()
-    assert job["attempts"] == 2 and job["worker"].startswith(second.name + "@")
+    assert job["attempts"] == 2 and str(job["worker"]).startswith(second.name + "@")
     assert seen and min(seen) >= killed_at, (killed_at, seen[:3])  # resumed from its checkpoint, not row 0
     every_row_once(harness, job)
     fleet.stop(second)

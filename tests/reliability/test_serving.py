@@ -291,7 +291,7 @@ def test_a_trainings_event_stream_shows_every_epoch_in_order_then_the_final_stat
     assert epochs == [1, 2, 3, 4, 5]
     assert events[-1][2]["result"]["version"] >= 1  # the final event is the whole job
     ids = [event_id for event_id, _, _ in events]
-    assert all(ids) and ids == sorted(ids, key=lambda i: tuple(map(int, i.split("-"))))
+    assert all(ids) and ids == sorted(ids, key=lambda i: tuple(map(int, str(i).split("-"))))
     assert [d["progress"]["epoch"] for _, k, d in tenant_seen if k == "progress" and d["id"] == submitted["id"]] \
         == [1, 2, 3, 4, 5]
 

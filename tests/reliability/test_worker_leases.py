@@ -6,9 +6,11 @@ import json
 import os
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import redis
+from job_harness import error_of
 from reliability_support import PrivateRedis
 
 from store.jobs import JobStore
@@ -33,6 +35,7 @@ def test_an_older_attempt_can_neither_beat_nor_finish_once_a_newer_one_began(lea
     job_id = new_job(leases)
     first, why = leases.begin(job_id, "w1")
     assert (first, why) == (1, "started")
+    assert first is not None
     assert leases.begin(job_id, "w2") == (None, "running_elsewhere")  # live heartbeat: a duplicate is skipped
     time.sleep(0.4)  # w1 died: its lease ran out
     assert leases.sweep_one(job_id) == "requeued"
@@ -62,7 +65,7 @@ def test_the_sweeper_ends_jobs_it_must_not_requeue(leases: Leases) -> None:
     leases.redis.hset(leases.jobs.key(poison), "attempts", 2)  # MLQ_MAX_ATTEMPTS=2 used up
     time.sleep(0.4)
     leases.heartbeat(alive, 1, "w1")
-    sent: list[dict] = []
+    sent: list[dict[str, Any]] = []
     sweeper = Sweeper(leases, sent.append, 0.1)
     sweeper._quiet_until = 0
     sweeper.min_redis_uptime_s = 0
@@ -70,7 +73,7 @@ def test_the_sweeper_ends_jobs_it_must_not_requeue(leases: Leases) -> None:
     assert acted == {cancelled: "cancelled", poison: "poison"}
     assert leases.jobs.get(cancelled)["status"] == "cancelled"  # type: ignore[index]
     failed = leases.jobs.get(poison)
-    assert failed is not None and failed["status"] == "failed" and failed["error"]["type"] == "worker_lost"
+    assert failed is not None and failed["status"] == "failed" and error_of(failed)["type"] == "worker_lost"
     assert leases.jobs.get(alive)["status"] == "running" and sent == []  # type: ignore[index]
     time.sleep(0.4)
     assert dict(sweeper.sweep()) == {alive: "requeued"}
@@ -82,7 +85,7 @@ def test_a_failed_resend_puts_the_job_back_for_the_next_sweep(leases: Leases) ->
     leases.begin(job_id, "w1")
     time.sleep(0.4)
 
-    def broken(_: dict) -> None:
+    def broken(_: dict[str, Any]) -> None:
         raise redis.ConnectionError("broker down")
 
     sweeper = Sweeper(leases, broken, 0.1)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from job_harness import error_of
 from reliability_support import ChaosHarness, WorkerFleet, dump
 
 from store.contract import TRAIN_QUEUE
@@ -23,8 +24,8 @@ def test_a_job_whose_worker_dies_every_time_fails_after_max_attempts(
     survivor = fleet.start([TRAIN_QUEUE])
     job = harness.wait(job_id, timeout_s=30)
     assert (job["status"], job["attempts"]) == ("failed", 3), dump(job)
-    assert job["error"]["type"] == "worker_lost"
-    assert "3 times" in job["error"]["message"] and "MLQ_MAX_ATTEMPTS" in job["error"]["message"]
+    assert error_of(job)["type"] == "worker_lost"
+    assert "3 times" in error_of(job)["message"] and "MLQ_MAX_ATTEMPTS" in error_of(job)["message"]
     assert harness.versions("bc-poison") == []
     # Not looping: the worker is free for the next job, and the poison job never runs again.
     after = harness.wait(harness.train_job("iris-after-poison", algorithm="logistic_regression"))

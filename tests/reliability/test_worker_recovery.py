@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import signal
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import pytest
+from job_harness import present
 from reliability_support import ChaosHarness, WorkerFleet, dump, epoch_of, running_at_epoch
 
 from store.contract import TRAIN_QUEUE
+from training.manifest import ModelManifest
 
 pytestmark = pytest.mark.integration
 
@@ -21,7 +24,7 @@ pytestmark = pytest.mark.integration
 LONG = {"epochs": 120, "hidden_layers": [16], "batch_size": 4, "early_stopping_patience": 0}
 
 
-def registered_by(harness: ChaosHarness, model: str, job_id: str) -> list[dict[str, Any]]:
+def registered_by(harness: ChaosHarness, model: str, job_id: str) -> list[ModelManifest]:
     return [m for m in harness.versions(model) if m.get("job_id") == job_id]
 
 
@@ -40,7 +43,7 @@ def test_a_sigkilled_worker_s_training_resumes_from_its_checkpoint_on_another_wo
     job = harness.wait_for(job_id, running_at_epoch(8), what="epoch 8 on the first worker")
     fleet.kill(first)  # the machine loses power: main process and pool child, no goodbye
     killed_at = epoch_of(harness.jobs.get(job_id) or {})
-    assert harness.jobs.get(job_id)["status"] == "running"  # type: ignore[index]
+    assert present(harness.jobs.get(job_id))["status"] == "running"
 
     second = fleet.start([TRAIN_QUEUE])
     ready = time.monotonic()
@@ -48,17 +51,17 @@ def test_a_sigkilled_worker_s_training_resumes_from_its_checkpoint_on_another_wo
     # 12 h visibility timeout); it then resumes from the checkpoint, not from epoch 1.
     seen: list[int] = []
     while True:
-        job = harness.jobs.get(job_id) or {}
-        if job.get("attempts") == 2 and job["status"] == "running" and job.get("progress"):
-            seen.append(epoch_of(job))
-        if job.get("status") in ("succeeded", "failed", "cancelled"):
+        current: Mapping[str, Any] = harness.jobs.get(job_id) or {}
+        if current.get("attempts") == 2 and current["status"] == "running" and current.get("progress"):
+            seen.append(epoch_of(current))
+        if current.get("status") in ("succeeded", "failed", "cancelled"):
             break
-        assert time.monotonic() - ready < 60, dump(job)
+        assert time.monotonic() - ready < 60, dump(current)
         time.sleep(0.01)
     job = harness.wait(job_id)
     assert job["status"] == "succeeded", dump(job) + second.log_tail()
     assert job["attempts"] == 2
-    assert job["worker"].startswith(second.name + "@")
+    assert str(job["worker"]).startswith(second.name + "@")
     assert seen and min(seen) >= killed_at, (killed_at, seen[:5])
     assert job["result"]["epochs_run"] == LONG["epochs"] and job["result"]["version"] == 1
     assert len(registered_by(harness, "bc-killed", job_id)) == 1 and len(harness.versions("bc-killed")) == 1
@@ -129,5 +132,5 @@ def test_sigterm_stops_a_long_training_after_the_grace_period_and_the_next_worke
     assert epoch_of(resumed) >= stopped_at, dump(resumed)
     job = harness.wait(job_id)
     assert (job["status"], job["attempts"]) == ("succeeded", 2), dump(job) + nxt.log_tail()
-    assert job["worker"].startswith(nxt.name + "@")
+    assert str(job["worker"]).startswith(nxt.name + "@")
     assert len(harness.versions("bc-preempted")) == 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from job_harness import error_of
 from reliability_support import ChaosHarness, WorkerFleet, dump
 
 from store.contract import TRAIN_QUEUE
@@ -18,8 +19,8 @@ def test_a_training_past_its_time_limit_fails_with_a_reason_and_frees_the_worker
     worker = fleet.start([TRAIN_QUEUE], env={"MLQ_JOB_TIME_LIMIT_S": "3"})
     job = harness.wait(harness.train_job("bc-too-long", MLP), timeout_s=30)
     assert job["status"] == "failed", dump(job) + worker.log_tail()
-    assert job["error"]["type"] == "time_limit"
-    assert "MLQ_JOB_TIME_LIMIT_S=3" in job["error"]["message"]
+    assert error_of(job)["type"] == "time_limit"
+    assert "MLQ_JOB_TIME_LIMIT_S=3" in error_of(job)["message"]
     assert job["attempts"] == 1 and harness.versions("bc-too-long") == []
     assert not (harness.settings.checkpoints_dir / job["id"]).exists()
     after = harness.wait(harness.train_job("iris-in-time", algorithm="logistic_regression"))

@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from store.celery_config import make_celery
 from store.contract import BATCH_PREDICT_TASK, BATCH_QUEUE, INFERENCE_QUEUE, TRAIN_QUEUE, TRAIN_TASK
@@ -14,7 +15,7 @@ from store.settings import Settings
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _conf(**overrides: object):
+def _conf(**overrides: object) -> Any:
     return make_celery(Settings(redis_url="redis://127.0.0.1:6379/14", **overrides)).conf  # type: ignore[arg-type]
 
 

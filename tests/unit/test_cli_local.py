@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sklearn.datasets import load_iris
@@ -42,7 +43,7 @@ def write_messy_iris(path: Path) -> list[dict[str, str]]:
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> dict:
+def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """Two versions of one model: an MLP (version 1), then a logistic regression (version 2)."""
     tmp = tmp_path_factory.mktemp("local")
     home, data = tmp / "home", tmp / "iris.csv"
@@ -55,7 +56,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict:
     return {"home": home, "data": data, "rows": rows, "first": first, "second": second, "tmp": tmp}
 
 
-def test_local_training_prints_the_result_json_and_numbers_versions_one_then_two(trained: dict) -> None:
+def test_local_training_prints_the_result_json_and_numbers_versions_one_then_two(trained: dict[str, Any]) -> None:
     first, second = trained["first"], trained["second"]
     assert first.returncode == 0, first.stderr
     assert second.returncode == 0, second.stderr
@@ -69,7 +70,7 @@ def test_local_training_prints_the_result_json_and_numbers_versions_one_then_two
     assert two["metrics"]["accuracy"] > 0.8  # a linear model separates iris well even with the blanks
 
 
-def test_local_training_reports_each_epoch_on_stderr_and_keeps_stdout_for_data(trained: dict) -> None:
+def test_local_training_reports_each_epoch_on_stderr_and_keeps_stdout_for_data(trained: dict[str, Any]) -> None:
     lines = [line for line in trained["first"].stderr.splitlines() if line.startswith("epoch ")]
     assert [line.split()[1] for line in lines] == ["1/3", "2/3", "3/3"]
     assert all(" loss " in line and " val_loss " in line for line in lines)
@@ -77,7 +78,7 @@ def test_local_training_reports_each_epoch_on_stderr_and_keeps_stdout_for_data(t
     json.loads(trained["first"].stdout)  # stdout is exactly one JSON document
 
 
-def test_local_prediction_returns_one_label_per_row_from_the_known_classes(trained: dict) -> None:
+def test_local_prediction_returns_one_label_per_row_from_the_known_classes(trained: dict[str, Any]) -> None:
     rows = [{k: (float(v) if v and k != "color" else (v or None)) for k, v in row.items() if k in FEATURES}
             for row in trained["rows"][::10]]
     assert any(r["sepal_width"] is None for r in rows) or any(r["color"] is None for r in rows)
@@ -105,7 +106,7 @@ def test_local_prediction_returns_one_label_per_row_from_the_known_classes(train
     ],
     ids=["unknown algorithm", "missing target column", "params not json", "params out of range"],
 )
-def test_a_bad_training_request_exits_non_zero_with_a_one_line_reason(trained: dict, change: dict,
+def test_a_bad_training_request_exits_non_zero_with_a_one_line_reason(trained: dict[str, Any], change: dict[str, Any],
                                                                        reason: str) -> None:
     options = {"--data": str(trained["data"]), "--target": "species", "--algorithm": "mlp", "--model": "iris",
                **change}
@@ -117,7 +118,7 @@ def test_a_bad_training_request_exits_non_zero_with_a_one_line_reason(trained: d
     assert result.stdout == ""
 
 
-def test_predicting_rows_with_a_wrong_type_names_the_row_and_column(trained: dict) -> None:
+def test_predicting_rows_with_a_wrong_type_names_the_row_and_column(trained: dict[str, Any]) -> None:
     inputs = trained["tmp"] / "bad_rows.json"
     good = {"sepal_length": 5.0, "sepal_width": 3.0, "petal_length": 1.4, "petal_width": 0.2, "color": "red"}
     inputs.write_text(json.dumps({"inputs": [good, {**good, "petal_length": "long"}]}))

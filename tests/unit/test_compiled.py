@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 import pandas as pd
@@ -19,7 +19,13 @@ from training.data import PreparedData, Preprocessing, load_preprocessor, prepar
 from training.errors import InvalidInput
 from training.rows import frame_from_rows
 
-TOLERANCE = {"rtol": 1e-6, "atol": 1e-7}
+
+class Tolerance(TypedDict):
+    rtol: float
+    atol: float
+
+
+TOLERANCE: Tolerance = {"rtol": 1e-6, "atol": 1e-7}
 
 
 def expected(data: PreparedData, rows: list[Any]) -> np.ndarray:

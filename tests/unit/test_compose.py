@@ -15,7 +15,8 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.fixture(scope="module")
 def compose() -> dict[str, Any]:
     # yaml.safe_load resolves anchors and `<<` merge keys the way docker compose does.
-    return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    loaded: dict[str, Any] = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    return loaded
 
 
 def gpu_services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -29,7 +30,8 @@ def dockerfile_stages() -> dict[str, str]:
     return dict(zip(parts[1::2], parts[2::2], strict=True))
 
 
-def test_redis_persists_with_an_every_second_aof_never_evicts_and_keeps_its_data_on_a_volume(compose) -> None:
+def test_redis_persists_with_an_every_second_aof_never_evicts_and_keeps_its_data_on_a_volume(compose: dict[str,
+                                                                                             Any]) -> None:
     redis = compose["services"]["redis"]
     command = " ".join(redis["command"])
     assert "--appendonly yes" in command
@@ -40,7 +42,7 @@ def test_redis_persists_with_an_every_second_aof_never_evicts_and_keeps_its_data
     assert volume[1] == "/data" and volume[0] in compose["volumes"]
 
 
-def test_the_api_waits_for_a_healthy_redis_and_is_built_without_the_worker_extra(compose) -> None:
+def test_the_api_waits_for_a_healthy_redis_and_is_built_without_the_worker_extra(compose: dict[str, Any]) -> None:
     api = compose["services"]["api"]
     assert api["depends_on"]["redis"]["condition"] == "service_healthy"
     assert api["build"]["target"] == "api"
@@ -58,7 +60,7 @@ def test_every_image_runs_as_a_non_root_user() -> None:
         assert users and users[-1] not in ("root", "0"), name
 
 
-def test_each_gpu_worker_reserves_its_own_gpu_with_the_gpu_capability(compose) -> None:
+def test_each_gpu_worker_reserves_its_own_gpu_with_the_gpu_capability(compose: dict[str, Any]) -> None:
     gpus = gpu_services(compose)
     assert {"worker-train-gpu0", "worker-inference-gpu0"} <= set(gpus)
     ids_per_queue: dict[str, list[str]] = {}
@@ -76,7 +78,7 @@ def test_each_gpu_worker_reserves_its_own_gpu_with_the_gpu_capability(compose) -
         assert len(ids) == len(set(ids)) >= 2, f"{queue} workers must each have a distinct GPU: {ids}"
 
 
-def test_the_cpu_worker_can_be_scaled_and_serves_both_queues(compose) -> None:
+def test_the_cpu_worker_can_be_scaled_and_serves_both_queues(compose: dict[str, Any]) -> None:
     cpu = compose["services"]["worker-cpu"]
     assert "profiles" not in cpu and "deploy" not in cpu
     # --scale replicas cannot share a container name or a fixed host port.
@@ -86,7 +88,7 @@ def test_the_cpu_worker_can_be_scaled_and_serves_both_queues(compose) -> None:
     assert cpu["depends_on"]["redis"]["condition"] == "service_healthy"
 
 
-def test_every_service_has_a_healthcheck_and_every_worker_pings_its_own_celery_node(compose) -> None:
+def test_every_service_has_a_healthcheck_and_every_worker_pings_its_own_celery_node(compose: dict[str, Any]) -> None:
     for name, service in compose["services"].items():
         assert service.get("healthcheck", {}).get("test"), f"{name} has no healthcheck"
     for name, service in compose["services"].items():
@@ -95,7 +97,7 @@ def test_every_service_has_a_healthcheck_and_every_worker_pings_its_own_celery_n
             assert "inspect ping -d" in check and "$$HOSTNAME" in check, name
 
 
-def test_api_and_workers_share_the_artifact_volume_at_mlq_home(compose) -> None:
+def test_api_and_workers_share_the_artifact_volume_at_mlq_home(compose: dict[str, Any]) -> None:
     for name, service in compose["services"].items():
         if name == "redis":
             continue

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -27,7 +29,7 @@ from training.errors import ArtifactTampered, ColumnNotFound, DataError, Invalid
 from training.rows import frame_from_rows
 
 
-def write_bundled(tmp_path: Path, loader, name: str) -> Path:
+def write_bundled(tmp_path: Path, loader: Callable[..., Any], name: str) -> Path:
     path = tmp_path / f"{name}.csv"
     loader(as_frame=True).frame.to_csv(path, index=False)
     return path
@@ -346,7 +348,8 @@ def test_dict_and_list_rows_build_the_same_typed_frame() -> None:
         ([[3, "oslo"], [float("inf"), "rome"]], 1, "age", "expected a finite number"),
     ],
 )
-def test_bad_rows_are_refused_naming_the_row_and_column(rows, row, column, message) -> None:
+def test_bad_rows_are_refused_naming_the_row_and_column(rows: list[Any], row: int, column: str | None,
+                                                        message: str) -> None:
     with pytest.raises(InvalidInput, match=message) as info:
         frame_from_rows(rows, FEATURES, DTYPES)
     assert (info.value.row, info.value.column) == (row, column)

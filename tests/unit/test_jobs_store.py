@@ -4,11 +4,23 @@ from __future__ import annotations
 
 import threading
 import time
+from typing import Any
 
 import pytest
 import redis
 
 from store.jobs import InvalidCursor, JobConflict, JobStore
+from store.records import JobRecord
+
+
+def present(job: JobRecord | None) -> JobRecord:
+    assert job is not None
+    return job
+
+
+def progress(job: JobRecord | None) -> dict[str, Any]:
+    assert job is not None and job["progress"] is not None
+    return job["progress"]
 
 
 @pytest.fixture
@@ -21,11 +33,11 @@ def test_a_job_goes_queued_running_succeeded_with_timestamps_and_attempts(store:
     assert job["status"] == "queued" and job["attempts"] == 0 and job["created_at"].endswith("Z")
     assert store.mark_running(job["id"], "w1")
     store.set_progress(job["id"], {"fraction": 0.5, "epoch": 1, "epochs": 2})
-    running = store.get(job["id"])
+    running = present(store.get(job["id"]))
     assert running["status"] == "running" and running["attempts"] == 1 and running["worker"] == "w1"
-    assert running["progress"]["fraction"] == 0.5 and running["started_at"].endswith("Z")
+    assert progress(running)["fraction"] == 0.5 and str(running["started_at"]).endswith("Z")
     assert store.finish(job["id"], "succeeded", result={"version": 1})
-    done = store.get(job["id"])
+    done = present(store.get(job["id"]))
     assert done["status"] == "succeeded" and done["result"] == {"version": 1} and done["finished_at"]
     assert store.public(done)["links"]["self"] == f"/v1/jobs/{job['id']}"
     assert "tenant" not in store.public(done) and "request" not in store.public(done)
@@ -37,9 +49,9 @@ def test_only_the_first_final_status_wins(store: JobStore) -> None:
     assert store.finish(job["id"], "failed", error={"type": "x", "message": "boom"})
     assert not store.finish(job["id"], "succeeded", result={"version": 1})
     assert not store.mark_running(job["id"], "w2")
-    assert store.get(job["id"])["status"] == "failed"
+    assert present(store.get(job["id"]))["status"] == "failed"
     store.set_progress(job["id"], {"fraction": 0.9})
-    assert store.get(job["id"])["progress"] is None
+    assert present(store.get(job["id"]))["progress"] is None
 
 
 def test_concurrent_finishes_have_exactly_one_winner(store: JobStore, redis_url: str) -> None:
@@ -66,7 +78,7 @@ def test_a_retried_job_counts_its_attempts(store: JobStore) -> None:
     job = store.create("t1", "train", "iris", {})
     assert store.mark_running(job["id"], "w1")
     assert store.mark_running(job["id"], "w2")  # redelivered after w1 died
-    assert store.get(job["id"])["attempts"] == 2
+    assert present(store.get(job["id"]))["attempts"] == 2
 
 
 def test_cancelling_a_queued_job_finishes_it_and_the_worker_never_starts_it(store: JobStore) -> None:
@@ -85,7 +97,7 @@ def test_cancelling_a_running_job_raises_the_flag_and_a_restart_then_refuses(sto
     assert store.cancel_requested(job["id"])
     # A redelivered message after a crash must not run a job whose cancel was asked for.
     assert not store.mark_running(job["id"], "w2")
-    assert store.get(job["id"])["status"] == "cancelled"
+    assert present(store.get(job["id"]))["status"] == "cancelled"
 
 
 def test_listing_pages_newest_first_with_filters_and_skips_expired_records(store: JobStore,
@@ -123,14 +135,14 @@ def test_wait_wakes_when_another_process_finishes_the_job(store: JobStore, redis
 
 def test_wait_returns_the_unfinished_job_when_time_runs_out_and_none_for_unknown_ids(store: JobStore) -> None:
     job = store.create("t1", "predict", "iris", {})
-    assert store.wait(job["id"], 0.2)["status"] == "queued"
+    assert present(store.wait(job["id"], 0.2))["status"] == "queued"
     assert store.wait("job_00000000000000000000000000", 0.1) is None
     assert store.get("../../etc/passwd") is None
 
 
 def test_get_for_hides_other_tenants_jobs(store: JobStore) -> None:
     job = store.create("t1", "train", "iris", {})
-    assert store.get_for("t1", job["id"])["id"] == job["id"]
+    assert present(store.get_for("t1", job["id"]))["id"] == job["id"]
     assert store.get_for("t2", job["id"]) is None
 
 
@@ -143,13 +155,13 @@ def test_a_running_training_whose_worker_died_reads_as_waiting_for_recovery_and_
     token, _ = Leases(store, stale_s=10, max_attempts=3).begin(job["id"], "train-cpu@host")
     assert token is not None
     store.set_progress(job["id"], {"fraction": 0.5, "epoch": 1, "epochs": 2, "message": "epoch 1/2"})
-    assert store.get(job["id"])["progress"]["message"] == "epoch 1/2"  # its heartbeat is alive
+    assert progress(store.get(job["id"]))["message"] == "epoch 1/2"  # its heartbeat is alive
     store.redis.delete(f"mlq:job:{job['id']}:heartbeat")  # what expiry does when the worker dies
-    orphan = store.get(job["id"])
-    assert orphan["status"] == "running" and orphan["progress"]["fraction"] == 0.5
-    assert orphan["progress"]["message"].startswith("waiting for recovery")
-    assert "no train worker is alive" in orphan["progress"]["message"]
+    orphan = present(store.get(job["id"]))
+    assert orphan["status"] == "running" and progress(orphan)["fraction"] == 0.5
+    assert progress(orphan)["message"].startswith("waiting for recovery")
+    assert "no train worker is alive" in progress(orphan)["message"]
     WorkerLiveness(store.redis).beat("train-cpu@other", ["train"], ttl_s=30)
-    assert "will resume it" in store.get(job["id"])["progress"]["message"]
-    assert store.redis.hget(store.key(job["id"]), "progress") and "waiting" not in store.redis.hget(
-        store.key(job["id"]), "progress")  # only the view says so; the sweeper decides
+    assert "will resume it" in progress(store.get(job["id"]))["message"]
+    stored = store.redis.hget(store.key(job["id"]), "progress")
+    assert isinstance(stored, str) and "waiting" not in stored  # only the view says so; the sweeper decides

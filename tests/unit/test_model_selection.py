@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -57,6 +58,7 @@ def test_the_pipeline_reports_cv_mean_and_std_beside_the_test_metrics(tmp_path: 
     result = train_model(data_path=imbalanced(tmp_path / "d.csv", n=200), target="label",
                          algorithm="logistic_regression", model_name="cv", registry=registry, split={"cv": 3})
     assert result["cv"]["folds"] == 3 and set(result["cv"]["mean"]) >= {"accuracy", "f1"}
+    assert result["version"] is not None  # registered (no save_to)
     manifest = registry.manifest("default", "cv", result["version"])
     assert manifest["cv"]["mean"] == result["cv"]["mean"] and manifest["split"]["cv"] == 3
     with pytest.raises(InvalidParams, match="split.cv"):
@@ -70,7 +72,7 @@ def test_the_pipeline_reports_cv_mean_and_std_beside_the_test_metrics(tmp_path: 
     ("mlp", {"epochs": 15, "hidden_layers": [8], "lr": 0.01, "early_stopping_patience": 0}),
 ])
 def test_balanced_class_weights_raise_minority_recall_on_a_95_5_dataset(
-        tmp_path: Path, registry: ModelRegistry, algorithm: str, params: dict) -> None:
+        tmp_path: Path, registry: ModelRegistry, algorithm: str, params: dict[str, Any]) -> None:
     data = imbalanced(tmp_path / "d.csv")
     recalls = {}
     for weight in (None, "balanced"):
@@ -86,6 +88,7 @@ def test_per_class_metrics_and_the_confusion_matrix_are_in_the_manifest(tmp_path
                                                                         registry: ModelRegistry) -> None:
     result = train_model(data_path=imbalanced(tmp_path / "d.csv", n=200), target="label",
                          algorithm="logistic_regression", model_name="pc", registry=registry)
+    assert result["version"] is not None  # registered (no save_to)
     metrics = registry.manifest("default", "pc", result["version"])["metrics"]
     assert set(metrics["per_class"]) == {"common", "rare"}
     assert set(metrics["per_class"]["rare"]) == {"precision", "recall", "f1", "support"}
@@ -106,6 +109,7 @@ def test_permutation_importance_ranks_an_informative_feature_above_noise(tmp_pat
     frame.to_csv(tmp_path / "s.csv", index=False)
     result = train_model(data_path=tmp_path / "s.csv", target="y", algorithm="logistic_regression",
                          model_name="imp", registry=registry)
+    assert result["version"] is not None  # registered (no save_to)
     importance = registry.manifest("default", "imp", result["version"])["feature_importance"]
     ranked = [f["name"] for f in importance["features"]]
     assert ranked[0] == "signal" and importance["features"][0]["importance"] > 0.1
@@ -136,6 +140,7 @@ def test_warm_start_reaches_the_same_loss_in_fewer_epochs_than_from_scratch(tmp_
                        warm_start={"model": "ft", "version": base["version"]})
     assert _epochs_to(losses["warm"], target) < _epochs_to(losses["scratch"], target)
     assert _epochs_to(losses["warm"], target) <= 3
+    assert warm["version"] is not None  # registered (no save_to)
     manifest = registry.manifest("default", "ft", warm["version"])
     assert manifest["warm_start"]["version"] == base["version"]
 

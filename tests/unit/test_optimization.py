@@ -18,6 +18,7 @@ import torch
 
 from mlqueue.comparison import comparison_rows
 from training.errors import ArtifactTampered, InvalidParams, MLQError
+from training.manifest import ModelManifest
 from training.optimize import optimize_version
 from training.optimize_params import applicable, validate_optimize
 from training.pipeline import train_model
@@ -69,7 +70,7 @@ def raw_rows(path: Path, features: list[str]) -> list[dict[str, Any]]:
     return [{k: (None if pd.isna(v) else v) for k, v in row.items()} for row in frame.to_dict("records")]
 
 
-def onnx_scores(session: ort.InferenceSession, rows: list[dict[str, Any]], manifest: dict[str, Any]) -> np.ndarray:
+def onnx_scores(session: ort.InferenceSession, rows: list[dict[str, Any]], manifest: ModelManifest) -> np.ndarray:
     """What a user outside mlqueue writes: one [n, 1] input per column, NaN / "" for a gap."""
     feeds = {}
     for feature in manifest["features"]:

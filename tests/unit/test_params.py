@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from training.errors import InvalidParams, UnknownAlgorithm
@@ -50,7 +52,7 @@ def test_every_problem_is_reported_at_once_each_naming_the_parameter() -> None:
         ({"weight_decay": None}, "not null"),
     ],
 )
-def test_wrong_types_and_out_of_range_values_are_refused(params: dict, fragment: str) -> None:
+def test_wrong_types_and_out_of_range_values_are_refused(params: dict[str, Any], fragment: str) -> None:
     with pytest.raises(InvalidParams) as err:
         validate_params("mlp", params)
     assert fragment in err.value.message

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -14,7 +15,7 @@ from sklearn.model_selection import train_test_split
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from training.errors import Cancelled, ColumnNotFound, InvalidName, InvalidParams, UnknownAlgorithm
+from training.errors import Cancelled, ColumnNotFound, InvalidName, InvalidParams, MLQError, UnknownAlgorithm
 from training.pipeline import train_model
 from training.predictor import Predictor
 from training.registry import ModelRegistry
@@ -62,7 +63,8 @@ REGRESSORS = [("linear_regression", None), ("ridge", None), ("random_forest", {"
 
 @pytest.mark.parametrize(("algorithm", "params"), CLASSIFIERS)
 @pytest.mark.parametrize(("dataset", "floor"), [("iris", 0.85), ("wine", 0.85)])
-def test_each_classifier_reaches_sensible_accuracy(csvs, registry, algorithm, params, dataset, floor) -> None:
+def test_each_classifier_reaches_sensible_accuracy(csvs: dict[str, Path], registry: ModelRegistry, algorithm: str,
+                                                   params: dict[str, Any], dataset: str, floor: float) -> None:
     target = "species" if dataset == "iris" else "target"
     result = train_model(data_path=csvs[dataset], target=target, algorithm=algorithm, model_name=dataset,
                          registry=registry, params=params)
@@ -73,7 +75,8 @@ def test_each_classifier_reaches_sensible_accuracy(csvs, registry, algorithm, pa
 
 
 @pytest.mark.parametrize(("algorithm", "params"), REGRESSORS)
-def test_each_regressor_explains_the_diabetes_target(csvs, registry, algorithm, params) -> None:
+def test_each_regressor_explains_the_diabetes_target(csvs: dict[str, Path], registry: ModelRegistry, algorithm: str,
+                                                     params: dict[str, Any]) -> None:
     result = train_model(data_path=csvs["diabetes"], target="target", algorithm=algorithm, model_name="diabetes",
                          registry=registry, params=params)
     assert result["task"] == "regression"
@@ -81,7 +84,8 @@ def test_each_regressor_explains_the_diabetes_target(csvs, registry, algorithm, 
     assert result["metrics"]["rmse"] > result["metrics"]["mae"] > 0
 
 
-def test_our_logistic_regression_matches_a_plain_sklearn_pipeline_on_the_same_split(csvs, registry) -> None:
+def test_our_logistic_regression_matches_a_plain_sklearn_pipeline_on_the_same_split(csvs: dict[str, Path],
+                                                                                    registry: ModelRegistry) -> None:
     result = train_model(data_path=csvs["breast_cancer"], target="target", algorithm="logistic_regression",
                          model_name="bc", registry=registry, split={"test": 0.2, "validation": 0.1, "seed": 0})
     # Rebuild the very same test split the pipeline used (it records the sizes and seed in the manifest).
@@ -95,7 +99,7 @@ def test_our_logistic_regression_matches_a_plain_sklearn_pipeline_on_the_same_sp
     assert abs(result["metrics"]["accuracy"] - plain_accuracy) <= 0.01 + 1e-9, (result["metrics"], plain_accuracy)
 
 
-def test_a_messy_csv_trains_and_predicts_from_raw_rows(tmp_path: Path, registry) -> None:
+def test_a_messy_csv_trains_and_predicts_from_raw_rows(tmp_path: Path, registry: ModelRegistry) -> None:
     path = messy_csv(tmp_path / "messy.csv")
     result = train_model(data_path=path, target="species", algorithm="random_forest", model_name="messy",
                          registry=registry, preprocessing={"missing": "impute", "deduplicate": True})
@@ -111,7 +115,7 @@ def test_a_messy_csv_trains_and_predicts_from_raw_rows(tmp_path: Path, registry)
     assert prediction["label"] == "setosa"
 
 
-def test_the_manifest_records_what_is_needed_to_trace_the_model(csvs, registry) -> None:
+def test_the_manifest_records_what_is_needed_to_trace_the_model(csvs: dict[str, Path], registry: ModelRegistry) -> None:
     train_model(data_path=csvs["iris"], target="species", algorithm="mlp", model_name="iris", registry=registry,
                 params={"epochs": 2}, dataset_id="ds_test", job_id="job_test")
     manifest = registry.manifest("default", "iris", 1)
@@ -124,13 +128,13 @@ def test_the_manifest_records_what_is_needed_to_trace_the_model(csvs, registry) 
     assert json.loads((registry.verified_dir("default", "iris", 1) / "architecture.json").read_text())["task"]
 
 
-def test_the_same_seed_gives_the_same_metrics(csvs, registry) -> None:
+def test_the_same_seed_gives_the_same_metrics(csvs: dict[str, Path], registry: ModelRegistry) -> None:
     runs = [train_model(data_path=csvs["wine"], target="target", algorithm="mlp", model_name="wine",
                         registry=registry, params={"epochs": 5, "seed": 3})["metrics"] for _ in range(2)]
     assert runs[0] == runs[1]
 
 
-def test_a_cancelled_training_registers_nothing(csvs, registry, tmp_path: Path) -> None:
+def test_a_cancelled_training_registers_nothing(csvs: dict[str, Path], registry: ModelRegistry, tmp_path: Path) -> None:
     calls = []
 
     def should_stop() -> bool:
@@ -155,7 +159,8 @@ def test_a_cancelled_training_registers_nothing(csvs, registry, tmp_path: Path) 
         ({"algorithm": "linear_regression"}, InvalidParams, "classification"),
     ],
 )
-def test_bad_requests_get_their_specific_error(csvs, registry, kwargs, error, fragment) -> None:
+def test_bad_requests_get_their_specific_error(csvs: dict[str, Path], registry: ModelRegistry, kwargs: dict[str, Any],
+                                               error: type[MLQError], fragment: str) -> None:
     args = {"data_path": csvs["iris"], "target": "species", "algorithm": "logistic_regression",
             "model_name": "iris", "registry": registry, **kwargs}
     with pytest.raises(error) as err:

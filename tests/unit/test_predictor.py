@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -12,6 +13,7 @@ from sklearn.datasets import load_diabetes, load_iris
 from training.algorithms import FitHooks, build_model
 from training.data import prepare, save_preprocessor
 from training.errors import ArtifactTampered, InvalidInput, InvalidParams
+from training.manifest import ModelManifest
 from training.params import validate_params
 from training.predictor import Predictor
 from training.registry import ModelRegistry
@@ -27,7 +29,7 @@ def iris_frame() -> pd.DataFrame:
 
 
 def register_version(registry: ModelRegistry, staging: Path, name: str, frame: pd.DataFrame, target: str,
-                     algorithm: str, params: dict | None = None) -> dict:
+                     algorithm: str, params: dict[str, Any] | None = None) -> ModelManifest:
     """Prepare, fit and register a version exactly as training.pipeline does (without reading a CSV)."""
     data = prepare(frame, target)
     clean = validate_params(algorithm, params, data.task)
@@ -63,18 +65,19 @@ def iris(registry: ModelRegistry) -> Predictor:
 
 
 @pytest.fixture(scope="module")
-def rows() -> list[dict]:
+def rows() -> list[dict[str, Any]]:
     frame = iris_frame()
-    return frame.drop(columns="species").iloc[::10].to_dict(orient="records")
+    records: list[dict[str, Any]] = frame.drop(columns="species").iloc[::10].to_dict(orient="records")
+    return records
 
 
-def test_loading_resolves_the_latest_version_and_reads_the_manifest(iris):
+def test_loading_resolves_the_latest_version_and_reads_the_manifest(iris: Predictor) -> None:
     assert (iris.name, iris.version, iris.task) == ("iris", 1, "classification")
     assert iris.classes == ["setosa", "versicolor", "virginica"]
     assert iris.features == ["sepal length (cm)", "sepal width (cm)", "petal length (cm)", "petal width (cm)", "site"]
 
 
-def test_dict_rows_and_array_rows_give_the_same_predictions(iris, rows):
+def test_dict_rows_and_array_rows_give_the_same_predictions(iris: Predictor, rows: list[dict[str, Any]]) -> None:
     as_arrays = [[r[f] for f in iris.features] for r in rows]
     by_dict = iris.predict(rows)
     assert by_dict == iris.predict(as_arrays)
@@ -82,6 +85,7 @@ def test_dict_rows_and_array_rows_give_the_same_predictions(iris, rows):
     expected = iris_frame()["species"].iloc[::10].tolist()
     accuracy = np.mean([p["label"] == e for p, e in zip(by_dict, expected, strict=True)])
     assert accuracy >= 0.8
+    assert iris.classes is not None
     for p in by_dict:
         assert set(p["proba"]) == set(iris.classes)
         assert sum(p["proba"].values()) == pytest.approx(1.0, abs=1e-5)
@@ -89,7 +93,7 @@ def test_dict_rows_and_array_rows_give_the_same_predictions(iris, rows):
         assert all(v == round(v, 6) for v in p["proba"].values())
 
 
-def test_output_chooses_between_label_and_probabilities(iris, rows):
+def test_output_chooses_between_label_and_probabilities(iris: Predictor, rows: list[dict[str, Any]]) -> None:
     labels = iris.predict(rows, {"output": "label"})
     probas = iris.predict(rows, {"output": "proba"})
     both = iris.predict(rows)
@@ -99,7 +103,8 @@ def test_output_chooses_between_label_and_probabilities(iris, rows):
     assert [p["proba"] for p in probas] == [p["proba"] for p in both]
 
 
-def test_top_k_keeps_only_the_most_probable_labels_most_probable_first(iris, rows):
+def test_top_k_keeps_only_the_most_probable_labels_most_probable_first(iris: Predictor, rows: list[dict[str,
+                                                                       Any]]) -> None:
     full = iris.predict(rows)
     top1 = iris.predict(rows, {"top_k": 1})
     top2 = iris.predict(rows, {"top_k": 2})
@@ -109,7 +114,8 @@ def test_top_k_keeps_only_the_most_probable_labels_most_probable_first(iris, row
         assert list(two["proba"]) == sorted(f["proba"], key=lambda k: -f["proba"][k])[:2]
 
 
-def test_threshold_drops_rows_whose_top_probability_is_lower_and_keeps_row_indices(iris, rows):
+def test_threshold_drops_rows_whose_top_probability_is_lower_and_keeps_row_indices(iris: Predictor,
+                                                                                   rows: list[dict[str, Any]]) -> None:
     full = iris.predict(rows)
     kept = iris.predict(rows, {"threshold": 0.9})
     expected = [p for p in full if max(p["proba"].values()) >= 0.9]
@@ -118,7 +124,7 @@ def test_threshold_drops_rows_whose_top_probability_is_lower_and_keeps_row_indic
     assert iris.predict(rows, {"threshold": 0}) == full
 
 
-def test_sort_orders_by_top_probability_and_none_keeps_input_order(iris, rows):
+def test_sort_orders_by_top_probability_and_none_keeps_input_order(iris: Predictor, rows: list[dict[str, Any]]) -> None:
     desc = iris.predict(rows, {"sort": "desc"})
     asc = iris.predict(rows, {"sort": "asc"})
     tops_desc = [max(p["proba"].values()) for p in desc]
@@ -142,13 +148,15 @@ def test_sort_orders_by_top_probability_and_none_keeps_input_order(iris, rows):
         ({"sort": "up"}, "sort"),
     ],
 )
-def test_a_bad_postprocess_option_is_refused_naming_the_key(iris, rows, postprocess, key):
+def test_a_bad_postprocess_option_is_refused_naming_the_key(iris: Predictor, rows: list[dict[str, Any]],
+                                                            postprocess: dict[str, Any], key: str) -> None:
     with pytest.raises(InvalidParams, match=key) as caught:
         iris.predict(rows, postprocess)
     assert caught.value.errors[0]["loc"] == ["postprocess", key]
 
 
-def test_a_row_missing_a_feature_is_refused_naming_the_row_and_the_column(iris, rows):
+def test_a_row_missing_a_feature_is_refused_naming_the_row_and_the_column(iris: Predictor, rows: list[dict[str,
+                                                                          Any]]) -> None:
     broken = [dict(r) for r in rows]
     del broken[2]["petal width (cm)"]
     with pytest.raises(InvalidInput, match="petal width") as caught:
@@ -156,7 +164,7 @@ def test_a_row_missing_a_feature_is_refused_naming_the_row_and_the_column(iris, 
     assert (caught.value.row, caught.value.column) == (2, "petal width (cm)")
 
 
-def test_a_string_in_a_number_column_is_refused(iris, rows):
+def test_a_string_in_a_number_column_is_refused(iris: Predictor, rows: list[dict[str, Any]]) -> None:
     broken = [dict(r) for r in rows]
     broken[1]["sepal length (cm)"] = "five"
     with pytest.raises(InvalidInput, match="five") as caught:
@@ -164,12 +172,13 @@ def test_a_string_in_a_number_column_is_refused(iris, rows):
     assert (caught.value.row, caught.value.column) == (1, "sepal length (cm)")
 
 
-def test_an_unseen_category_still_predicts(iris, rows):
+def test_an_unseen_category_still_predicts(iris: Predictor, rows: list[dict[str, Any]]) -> None:
     odd = [dict(r, site="east") for r in rows[:3]]
     assert [p["row"] for p in iris.predict(odd)] == [0, 1, 2]
 
 
-def test_regression_returns_values_sorted_on_request_and_refuses_classification_options(registry):
+def test_regression_returns_values_sorted_on_request_and_refuses_classification_options(
+        registry: ModelRegistry) -> None:
     diabetes = Predictor.load(registry, "default", "diabetes")
     frame = load_diabetes(as_frame=True).frame
     rows = frame.drop(columns="target").iloc[:20].to_dict(orient="records")
@@ -184,7 +193,7 @@ def test_regression_returns_values_sorted_on_request_and_refuses_classification_
             diabetes.predict(rows, option)
 
 
-def test_the_production_alias_is_served_by_default(registry, tmp_path):
+def test_the_production_alias_is_served_by_default(registry: ModelRegistry, tmp_path: Path) -> None:
     register_version(registry, tmp_path / "s", "iris", iris_frame(), "species", "logistic_regression",
                      {"C": 0.01})
     assert Predictor.load(registry, "default", "iris").version == 2
@@ -197,7 +206,7 @@ def test_the_production_alias_is_served_by_default(registry, tmp_path):
         registry.delete_version("default", "iris", 2)
 
 
-def test_a_tampered_preprocessor_is_refused_before_anything_is_loaded(tmp_path):
+def test_a_tampered_preprocessor_is_refused_before_anything_is_loaded(tmp_path: Path) -> None:
     registry = ModelRegistry(tmp_path / "models")
     register_version(registry, tmp_path / "s", "iris", iris_frame(), "species", "logistic_regression")
     path = registry.root / "default" / "iris" / "1" / "preprocessor.skops"
@@ -208,7 +217,7 @@ def test_a_tampered_preprocessor_is_refused_before_anything_is_loaded(tmp_path):
         Predictor.load(registry, "default", "iris")
 
 
-def test_a_torch_mlp_version_loads_and_predicts_like_a_sklearn_one(tmp_path, rows):
+def test_a_torch_mlp_version_loads_and_predicts_like_a_sklearn_one(tmp_path: Path, rows: list[dict[str, Any]]) -> None:
     registry = ModelRegistry(tmp_path / "models")
     params = {"epochs": 3, "hidden_layers": [8], "batch_size": 32, "early_stopping_patience": 0}
     register_version(registry, tmp_path / "s", "iris-mlp", iris_frame(), "species", "mlp", params)
@@ -216,10 +225,12 @@ def test_a_torch_mlp_version_loads_and_predicts_like_a_sklearn_one(tmp_path, row
     assert mlp.manifest["model_kind"] == "torch"
     out = mlp.predict(rows, {"top_k": 2, "sort": "desc"})
     assert len(out) == len(rows)
+    assert mlp.classes is not None
     assert all(len(p["proba"]) == 2 and p["label"] in mlp.classes for p in out)
 
 
-def test_regression_values_read_as_the_model_computed_them_not_as_widened_float32(registry, tmp_path):
+def test_regression_values_read_as_the_model_computed_them_not_as_widened_float32(registry: ModelRegistry,
+                                                                                  tmp_path: Path) -> None:
     frame = load_diabetes(as_frame=True).frame
     rows = frame.drop(columns="target").iloc[:20].to_dict(orient="records")
     params = {"epochs": 2, "hidden_layers": [8], "batch_size": 32, "early_stopping_patience": 0}
@@ -233,7 +244,8 @@ def test_regression_values_read_as_the_model_computed_them_not_as_widened_float3
         assert values and not widened, (predictor.name, widened)
 
 
-def test_the_compiled_preprocessing_gives_the_scores_of_the_column_transformer(iris, rows):
+def test_the_compiled_preprocessing_gives_the_scores_of_the_column_transformer(iris: Predictor, rows: list[dict[str,
+                                                                               Any]]) -> None:
     assert iris.compiled is not None  # the pipeline's preprocessor always compiles
     uncompiled = Predictor(tenant="default", name="iris", version=iris.version, manifest=iris.manifest,
                            preprocessor=iris.preprocessor, model=iris.model)
