@@ -14,8 +14,9 @@ from flask_openapi3 import Info, OpenAPI
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from api import batch, datasets, events, jobs, models, optimize, predict, search, service
+from api import algorithms, batch, datasets, events, jobs, models, optimize, predict, search, service, ui
 from api.auth import init_auth
+from api.csrf import init_csrf
 from api.hub import EventHub
 from api.metrics import make_registry
 from api.parsing import FastJSON, check_json_body
@@ -84,6 +85,7 @@ def create_app(settings: Settings | None = None) -> OpenAPI:
         waits=WaitSlots(settings.max_waits, settings.max_waits_per_tenant, gauges))
     app.extensions["mlq_metrics"] = metrics_registry
 
+    init_csrf(app)  # before auth: a forged request is refused whatever its credentials
     init_auth(app, settings)
 
     @app.before_request
@@ -103,6 +105,7 @@ def create_app(settings: Settings | None = None) -> OpenAPI:
         http_requests.labels(request.method, route, str(response.status_code)).inc()
         return response
 
-    for module in (service, datasets, jobs, events, models, predict, batch, search, optimize):
+    for module in (service, datasets, jobs, events, models, predict, batch, search, optimize, algorithms):
         app.register_api(module.bp)
+    app.register_blueprint(ui.bp)  # the dashboard's static files: not part of the OpenAPI document
     return app
