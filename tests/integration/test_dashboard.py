@@ -148,7 +148,8 @@ def test_a_training_appears_in_the_table_and_its_loss_curve_grows_until_it_succe
     expect(page.locator('#curves path[data-series="val_loss"]')).to_be_attached()
     screenshot(page, "training.png")
     expect(page.locator(".page-head .status")).to_have_text("succeeded")
-    assert loss_points(page) == 25
+    finished = httpx.get(f"{api}/v1/jobs/{job_id}").json()
+    assert loss_points(page) == finished["result"]["epochs_run"] == 25, finished
     expect(page.locator('[data-metric="accuracy"]')).to_be_visible()
     expect(page.locator("svg.heatmap rect")).to_have_count(4)  # two classes
 

@@ -77,8 +77,7 @@ export function scatterChart(points, { width = 300, height = 200, xLabel = "", y
     const f = log ? Math.log10 : (v) => v;
     const [a, b] = log ? [f(lo), f(hi)] : [lo, hi];
     X = (v) => pad.l + ((f(v) - a) / (b - a)) * (width - pad.l - pad.r);
-    xs = [...new Set(pts.map((p) => p.x))].sort((m, n) => m - n);
-    if (xs.length > 6) xs = [xs[0], xs[xs.length - 1]];
+    xs = [lo, hi]; // only the ends are labelled: sampled values crowd each other
   } else {
     xs = [...new Set(pts.map((p) => JSON.stringify(p.x)))];
     const step = (width - pad.l - pad.r) / xs.length;

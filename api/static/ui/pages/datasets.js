@@ -113,10 +113,10 @@ export async function datasetsPage(view, signal) {
   const paramsBox = h("fieldset", { class: "params" });
   const formError = h("pre", { class: "error", id: "train-error" });
 
-  function chooseDataset(id) {
+  function chooseDataset(id, focus = true) {
     datasetSelect.value = id;
     datasetSelect.dispatchEvent(new Event("change"));
-    modelInput.focus();
+    if (focus) modelInput.focus();
   }
   datasetSelect.addEventListener("change", () => {
     const ds = datasets.get(datasetSelect.value);
@@ -174,9 +174,11 @@ export async function datasetsPage(view, signal) {
 
   replace(view, h("section", { class: "page datasets" }, h("div", { class: "page-head" }, h("h1", {}, "Datasets")),
     h("div", { class: "grid2" },
-      h("div", {}, drop, status, h("table", { class: "table", id: "datasets-table" }, h("thead", {}, h("tr", {},
-        ["name", "rows", "columns", "missing", "size", "uploaded", ""].map((c) => h("th", {}, c)))), tbody), more),
+      h("div", {}, drop, status, h("div", { class: "scroll" }, h("table", { class: "table", id: "datasets-table" },
+        h("thead", {}, h("tr", {}, ["name", "rows", "columns", "missing", "size", "uploaded", ""]
+          .map((c) => h("th", {}, c)))), tbody)), more),
       form)));
   drawParams();
   await loadPage();
+  if (!datasetSelect.value && datasets.size) chooseDataset(datasets.keys().next().value, false); // the newest
 }

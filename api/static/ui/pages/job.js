@@ -147,7 +147,7 @@ export async function jobPage(view, id, signal) {
     const parts = [
       errorBox(job.error),
       r.version ? h("section", { class: "card" }, h("h2", {}, "Result"), kv([
-        ["registered", h("a", { href: `#/models/${encodeURIComponent(r.model)}/${r.version}` },
+        [job.type === "batch_predict" ? "scored with" : "registered", h("a", { href: `#/models/${encodeURIComponent(r.model)}/${r.version}` },
           `${r.model} version ${r.version}`)],
         ["epochs run", r.epochs_run], ["duration", fmtDuration(r.duration_s)]]), metricsTable(r.metrics)) : "",
       job.type === "search" ? trialsSection(job) : "",

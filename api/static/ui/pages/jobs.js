@@ -56,7 +56,7 @@ export async function jobsPage(view, signal) {
       h("td", {}, statusBadge(job.status)),
       h("td", {}, job.type),
       h("td", {}, job.model ? h("a", { href: `#/models/${encodeURIComponent(job.model)}` }, job.model) : ""),
-      h("td", { class: "progress-cell", title: message }, bar, h("span", { class: "muted" }, message)),
+      h("td", { title: message }, h("div", { class: "progress-cell" }, bar, h("span", { class: "muted" }, message))),
       h("td", {}, fmtTime(job.created_at)),
       h("td", { class: "duration" }, fmtDuration(jobSeconds(job))),
       h("td", {}, job.attempts),

@@ -93,8 +93,8 @@ export async function modelPage(view, name, signal) {
         .filter((a, i, all) => all.indexOf(a) === i).map((a) => h("option", { value: a }))),
       h("span", { class: "muted" }, ` ${versions.length} version(s); best value of each metric in bold`)),
     h("div", { class: "scroll" }, h("table", { class: "table", id: "versions-table" },
-      h("thead", {}, h("tr", {}, ["version", "aliases", "algorithm", "created", ...metricNames, ""]
-        .map((c) => h("th", {}, c)))), tbody)), more));
+      h("thead", {}, h("tr", {}, ["version", "aliases", "algorithm", "created"].map((c) => h("th", {}, c)),
+        metricNames.map((c) => h("th", { class: "num" }, c)), h("th", {}))), tbody)), more));
   showMore();
 }
 
