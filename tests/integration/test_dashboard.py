@@ -97,6 +97,7 @@ def page(browser: Any) -> Iterator[Any]:
 def expect(locator: Any) -> Any:
     from playwright.sync_api import expect as pw_expect
 
+    pw_expect.set_options(timeout=WAIT_MS)  # its own default (5 s) is shorter than a busy CI machine's epoch
     return pw_expect(locator)
 
 
@@ -165,6 +166,14 @@ def test_a_running_job_is_cancelled_from_the_table(api: str, page: Any) -> None:
     page.locator("#confirm-ok").click()
     expect(row).to_have_attribute("data-status", "cancelled")
     expect(row.locator('[data-action="cancel"]')).to_have_count(0)
+    # The status filter keeps the row; another status hides it (the list is asked again with ?status=).
+    page.locator('select[name="status"]').select_option("cancelled")
+    expect(page.locator("#jobs-table tbody tr")).to_have_count(1)
+    expect(row).to_be_visible()
+    page.locator('select[name="status"]').select_option("succeeded")
+    expect(page).to_have_url(f"{api}/ui/#/jobs?status=succeeded")
+    expect(row).to_have_count(0)
+    expect(page.locator('#jobs-table tbody tr[data-status="succeeded"]').first).to_be_visible()
 
 
 def test_promoting_a_version_moves_the_alias(api: str, mlq_settings: Settings, page: Any) -> None:
@@ -191,8 +200,8 @@ def test_promoting_a_version_moves_the_alias(api: str, mlq_settings: Settings, p
     assert aliases == {"production": 2}
 
 
-def test_a_csv_uploaded_with_the_file_input_is_listed_with_its_columns(api: str, page: Any,
-                                                                        tmp_path: Path) -> None:
+def test_a_csv_uploaded_with_the_file_input_or_dropped_is_listed_with_its_columns(api: str, page: Any,
+                                                                                   tmp_path: Path) -> None:
     csv = tmp_path / "iris-upload.csv"
     csv.write_text(IRIS_CSV)
     page.goto(f"{api}/ui/#/datasets")
@@ -203,6 +212,13 @@ def test_a_csv_uploaded_with_the_file_input_is_listed_with_its_columns(api: str,
     expect(row).to_be_visible()
     row.locator("button.link").click()
     expect(page.locator("#datasets-table tr.details").first).to_contain_text("sepal_width")
+    # Drag and drop: a file dropped on the zone is uploaded the same way.
+    dropped = page.evaluate_handle("text => { const dt = new DataTransfer(); "
+                                   "dt.items.add(new File([text], 'dropped.csv', {type: 'text/csv'})); return dt; }",
+                                   IRIS_CSV)
+    page.locator("#dropzone").dispatch_event("drop", {"dataTransfer": dropped})
+    expect(page.locator("#upload-status")).to_contain_text("Uploaded dropped.csv: 12 rows")
+    expect(page.locator("#datasets-table tr", has_text="dropped.csv")).to_be_visible()
     # The form was pointed at the new dataset: a bad parameter comes back as the API's 422, beside its field.
     page.locator("#train-model").fill("iris-ui")
     page.locator("#train-algorithm").select_option("logistic_regression")
