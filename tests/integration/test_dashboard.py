@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import shutil
 import sys
 from collections.abc import Iterator
@@ -20,7 +21,7 @@ from typing import Any
 import httpx
 import pytest
 from api_support import ALICE, BOB, IRIS_CSV, TOKENS, register_model
-from job_harness import breast_cancer_csv
+from job_harness import breast_cancer_csv, iris_csv
 
 from worker.settings import Settings
 
@@ -258,3 +259,30 @@ def test_with_tokens_a_wrong_token_is_refused_and_tenants_see_only_their_own_job
         assert page.evaluate("localStorage.length") == 0
         assert token not in page.url
         context.close()
+
+
+def test_a_failed_job_shows_its_error_and_a_search_its_trials_and_metric_chart(api: str, page: Any) -> None:
+    # Every other row lacks `b`: with missing "drop" only 7 rows are left, which the worker refuses.
+    holes = "a,b,y\n" + "".join(f"{i},{'' if i % 2 else i},{'x' if i % 3 else 'z'}\n" for i in range(14))
+    dataset = upload(api, holes.encode(), "holes")
+    body = {"model": "holes", "dataset": dataset, "target": "y", "algorithm": "random_forest",
+            "preprocessing": {"missing": "drop"}}
+    failed = httpx.post(f"{api}/v1/jobs/train", json=body).json()["id"]
+    iris = upload(api, iris_csv(), "iris-search")
+    search = {"model": "iris-search", "dataset": iris, "target": "species", "algorithm": "logistic_regression",
+              "search": {"C": [0.1, 10.0]}, "metric": "accuracy"}
+    response = httpx.post(f"{api}/v1/jobs/search", json=search)
+    assert response.status_code == 202, response.text
+
+    page.goto(f"{api}/ui/#/jobs/{failed}")
+    expect(page.locator(".page-head .status")).to_have_text("failed")
+    expect(page.locator("#job-error")).to_contain_text("need at least 10")
+
+    search_id = response.json()["id"]
+    page.goto(f"{api}/ui/#/jobs/{search_id}")  # only the hash changes: wait for the new page, not the old one's badge
+    expect(page.locator(".page-head h1")).to_contain_text(search_id)
+    expect(page.locator(".page-head .status")).to_have_text(re.compile("succeeded|failed"))
+    assert page.locator(".page-head .status").text_content() == "succeeded", page.locator("#job-error").text_content()
+    expect(page.locator("#trials tbody tr")).to_have_count(2)
+    expect(page.locator("figure.small-chart svg.scatter circle")).to_have_count(2)  # accuracy vs C
+    expect(page.locator("figure.small-chart figcaption")).to_have_text("accuracy vs C")
