@@ -155,6 +155,14 @@ def test_a_training_appears_in_the_table_and_its_loss_curve_grows_until_it_succe
     expect(page.locator('[data-metric="accuracy"]')).to_be_visible()
     expect(page.locator("svg.heatmap rect")).to_have_count(4)  # two classes
 
+    # The version it registered: manifest, features, importances, and the artifact as a download.
+    page.locator(".job-body a", has_text="live version 1").click()
+    expect(page.locator("#features tr")).to_have_count(8)
+    expect(page.locator("svg.bars rect.bar")).to_have_count(8)
+    with page.expect_download() as download:
+        page.locator("#download-artifact").click()
+    assert download.value.suggested_filename == "live-v1.tar.gz"
+
 
 def test_a_running_job_is_cancelled_from_the_table(api: str, page: Any) -> None:
     dataset = upload(api, breast_cancer_csv(), "cancer-long")
