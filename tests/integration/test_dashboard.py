@@ -89,6 +89,10 @@ def page(browser: Any) -> Iterator[Any]:
     page = context.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
+    # Unhandled promise rejections land on the console. "Failed to load resource" is the browser noting an HTTP
+    # error status, which the pages expect and show (a 503 /readyz without an inference worker, a 422 form).
+    page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error"
+            and not msg.text.startswith("Failed to load resource") else None)
     page.set_default_timeout(WAIT_MS)
     yield page
     context.close()

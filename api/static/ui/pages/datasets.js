@@ -109,7 +109,7 @@ export async function datasetsPage(view, signal) {
   const algorithmSelect = h("select", { id: "train-algorithm", name: "algorithm" },
     algorithms.items.map((a) => h("option", { value: a.name }, `${a.name} (${a.tasks.join(", ")})`)));
   const modelInput = h("input", { id: "train-model", name: "model", required: true, placeholder: "my-model",
-    pattern: "[a-z0-9][a-z0-9._-]{0,62}" });
+    pattern: "[a-z0-9][a-z0-9._\\-]{0,62}" });
   const paramsBox = h("fieldset", { class: "params" });
   const formError = h("pre", { class: "error", id: "train-error" });
 

@@ -35,8 +35,9 @@ export async function modelPage(view, name, signal) {
     const lower = ["rmse", "mae", "log_loss"].includes(m);
     return [m, lower ? Math.min(...values) : Math.max(...values)];
   }));
+  // Pattern attributes are compiled with the "v" flag, where a bare "-" at the end of a class is a syntax error.
   const aliasInput = h("input", { id: "alias-name", value: "production", list: "alias-names", size: 12,
-    "aria-label": "alias", pattern: "[a-z][a-z0-9._-]{0,62}" });
+    "aria-label": "alias", pattern: "[a-z0-9][a-z0-9._\\-]{0,62}" });
   const tbody = h("tbody");
   const more = h("button", { class: "more", hidden: true }, "Show more versions");
   let shown = 0;
