@@ -9,7 +9,7 @@ import { FINAL, confirmAction, fmtBytes, fmtDuration, fmtNumber, fmtTime, h, job
 
 function kv(pairs) {
   return h("dl", { class: "kv" }, pairs.filter(([, v]) => v !== undefined && v !== null && v !== "")
-    .flatMap(([k, v]) => [h("dt", {}, k), h("dd", {}, v)]));
+    .flatMap(([k, v]) => [h("dt", {}, k), h("dd", { "data-key": k }, v)]));
 }
 
 function metricsTable(metrics) {
@@ -125,7 +125,7 @@ export async function jobPage(view, id, signal) {
   }
 
   let renderedFinal = false;
-  async function renderHead() {
+  function renderHead() {
     const active = !FINAL.includes(job.status);
     replace(head, h("h1", {}, `${job.type} `, h("span", { class: "mono" }, job.id)), statusBadge(job.status),
       active ? h("button", { "data-action": "cancel", onclick: async () => {
@@ -147,8 +147,8 @@ export async function jobPage(view, id, signal) {
     const parts = [
       errorBox(job.error),
       r.version ? h("section", { class: "card" }, h("h2", {}, "Result"), kv([
-        [job.type === "batch_predict" ? "scored with" : "registered", h("a", { href: `#/models/${encodeURIComponent(r.model)}/${r.version}` },
-          `${r.model} version ${r.version}`)],
+        [job.type === "batch_predict" ? "scored with" : "registered",
+          h("a", { href: `#/models/${encodeURIComponent(r.model)}/${r.version}` }, `${r.model} version ${r.version}`)],
         ["epochs run", r.epochs_run], ["duration", fmtDuration(r.duration_s)]]), metricsTable(r.metrics)) : "",
       job.type === "search" ? trialsSection(job) : "",
       comparisonSection(job),
@@ -161,19 +161,33 @@ export async function jobPage(view, id, signal) {
     replace(body, parts);
   }
 
-  await renderHead();
+  renderHead();
   await renderBody();
   // Replay the job's event log from its start ("0-0"): every epoch so far, then each new one as it comes.
-  follow(`/v1/jobs/${encodeURIComponent(id)}/events`, { signal, from: "0-0", endsByItself: true, onEvent: ({ data }) => {
-    if (data.progress && addPoint(data.progress)) drawCurve();
-    if (data.event === "snapshot") return;
-    job = { ...job, ...(data.links ? data : { status: data.status, progress: data.progress ?? job.progress }) };
-    renderHead();
-    // A training's body changes only when it ends; a search's trials and a batch's rows change with progress.
-    if (data.event !== "progress" || job.type !== "train") renderBody();
-  } }).catch((err) => notice(problemText(err)));
+  follow(`/v1/jobs/${encodeURIComponent(id)}/events`, { signal, from: "0-0", endsByItself: true,
+    onEvent: async ({ data }) => {
+      if (data.progress && addPoint(data.progress)) drawCurve();
+      if (data.event === "snapshot") return;
+      const before = job.status;
+      if (data.links) {
+        job = data; // the final event: the whole job, with its result or error
+      } else {
+        job = { ...job, status: data.status, progress: data.progress ?? job.progress };
+        // A change of status (running, a requeue, cancel_requested) carries no timestamps: read the job again.
+        if (data.event !== "progress") job = await get(`/v1/jobs/${encodeURIComponent(id)}`, { signal }).catch(() => job);
+      }
+      // Progress rewrites one cell: rebuilding the header every epoch would swap the Cancel button under the pointer.
+      const cell = head.querySelector('[data-key="progress"]');
+      if (job.status !== before || data.event !== "progress" || !cell) renderHead();
+      else cell.textContent = job.progress?.message || "";
+      // A training's body changes only when it ends; a search's trials and a batch's rows change with progress.
+      if (data.event !== "progress" || job.type !== "train") renderBody();
+    } }).catch((err) => notice(problemText(err)));
 
   // A running job's duration ticks; everything else changes only with its events.
-  const tick = setInterval(() => { if (job.status === "running") renderHead(); }, 1000);
+  const tick = setInterval(() => {
+    const cell = head.querySelector('[data-key="duration"]');
+    if (job.status === "running" && cell) cell.textContent = fmtDuration(jobSeconds(job));
+  }, 1000);
   signal.addEventListener("abort", () => clearInterval(tick));
 }

@@ -45,30 +45,46 @@ export async function jobsPage(view, signal) {
   const matches = (job) => (!filters.status || job.status === filters.status)
     && (!filters.type || job.type === filters.type) && (!filters.model || job.model === filters.model);
 
+  // A row is built once; updates rewrite its cells' contents, so a button under the pointer is not replaced by
+  // every progress event (a click landing between two events would be lost).
   function render(job) {
-    const bar = h("progress", { max: 1, value: job.status === "succeeded" ? 1 : (job.progress?.fraction ?? 0) });
-    const message = job.progress?.message || (job.error ? job.error.message : "");
-    const active = !FINAL.includes(job.status);
-    const cancel = active && job.type !== "predict" ? h("button", { class: "small", "data-action": "cancel",
-      onclick: () => cancelJob(job) }, "Cancel") : "";
-    return h("tr", { "data-job": job.id, "data-status": job.status },
+    const tr = h("tr", { "data-job": job.id },
       h("td", {}, h("a", { href: `#/jobs/${encodeURIComponent(job.id)}` }, job.id)),
-      h("td", {}, statusBadge(job.status)),
+      h("td", { class: "status-cell" }),
       h("td", {}, job.type),
       h("td", {}, job.model ? h("a", { href: `#/models/${encodeURIComponent(job.model)}` }, job.model) : ""),
-      h("td", { title: message }, h("div", { class: "progress-cell" }, bar, h("span", { class: "muted" }, message))),
+      h("td", { class: "progress-td" }),
       h("td", {}, fmtTime(job.created_at)),
-      h("td", { class: "duration" }, fmtDuration(jobSeconds(job))),
-      h("td", {}, job.attempts),
-      h("td", {}, cancel));
+      h("td", { class: "duration" }),
+      h("td", { class: "attempts" }),
+      h("td", { class: "actions" }));
+    return tr;
+  }
+
+  function update(tr, job, before) {
+    const message = job.progress?.message || (job.error ? job.error.message : "");
+    const fraction = job.status === "succeeded" ? 1 : (job.progress?.fraction ?? 0);
+    tr.dataset.status = job.status;
+    const progress = tr.querySelector(".progress-td");
+    progress.title = message;
+    replace(progress, h("div", { class: "progress-cell" }, h("progress", { max: 1, value: fraction }),
+      h("span", { class: "muted" }, message)));
+    tr.querySelector(".duration").textContent = fmtDuration(jobSeconds(job));
+    tr.querySelector(".attempts").textContent = job.attempts;
+    if (before && before.status === job.status) return;
+    replace(tr.querySelector(".status-cell"), statusBadge(job.status));
+    const active = !FINAL.includes(job.status) && job.type !== "predict";
+    replace(tr.querySelector(".actions"), active ? h("button", { class: "small", "data-action": "cancel",
+      onclick: () => cancelJob(rows.get(job.id).job) }, "Cancel") : "");
   }
 
   function put(job, { atTop = false } = {}) {
     const known = rows.get(job.id);
-    const tr = render(job);
-    if (known) known.tr.replaceWith(tr);
-    else if (atTop) tbody.prepend(tr);
-    else tbody.append(tr);
+    const tr = known ? known.tr : render(job);
+    update(tr, job, known?.job);
+    if (!known) {
+      if (atTop) tbody.prepend(tr); else tbody.append(tr);
+    }
     rows.set(job.id, { job, tr });
     empty.hidden = rows.size > 0;
   }
