@@ -41,8 +41,9 @@ def _require_browser() -> None:
     missing = []
     if importlib.util.find_spec("playwright") is None:
         missing.append("the playwright package (pip install playwright)")
-    if CHROMIUM is None:
-        missing.append("a chromium binary (apt-get install chromium, or set MLQ_CHROMIUM)")
+    if CHROMIUM is None or not Path(CHROMIUM).is_file():
+        missing.append(f"a chromium binary ({CHROMIUM or 'none on the PATH'}; apt-get install chromium, or set "
+                       "MLQ_CHROMIUM to one)")
     if missing:
         message = "browser tests need " + " and ".join(missing)
         if os.environ.get("CI") == "true":
@@ -50,9 +51,14 @@ def _require_browser() -> None:
         pytest.skip(message)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def browser_available() -> None:
+    """Autouse, so a machine without a browser skips before any worker or API is started for nothing."""
+    _require_browser()
+
+
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    _require_browser()
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
