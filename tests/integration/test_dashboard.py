@@ -69,7 +69,7 @@ def browser() -> Iterator[Any]:
 
 @pytest.fixture(scope="module")
 def worker(mlq_settings: Settings, start_worker: Any) -> Any:
-    return start_worker(["train"])
+    return start_worker(["train", "batch"])  # one process for both: a second would cost a core's worth of start-up
 
 
 def _api(settings: Settings, log: Path, **env: str) -> Any:
@@ -304,3 +304,28 @@ def test_a_failed_job_shows_its_error_and_a_search_its_trials_and_metric_chart(a
     expect(page.locator("#trials tbody tr")).to_have_count(2)
     expect(page.locator("figure.small-chart svg.scatter circle")).to_have_count(2)  # accuracy vs C
     expect(page.locator("figure.small-chart figcaption")).to_have_text("accuracy vs C")
+
+
+def test_a_batch_prediction_shows_its_rows_and_downloads_its_output_and_an_optimisation_compares(
+        api: str, page: Any) -> None:
+    dataset = upload(api, iris_csv(), "iris-batch")
+    body = {"model": "iris-mlp", "dataset": dataset, "target": "species", "algorithm": "mlp",
+            "params": {"epochs": 5, "hidden_layers": [8]}}
+    trained = httpx.post(f"{api}/v1/jobs/train?wait=30", json=body, timeout=40).json()
+    assert trained["status"] == "succeeded", trained
+    batch = httpx.post(f"{api}/v1/models/iris-mlp/batch-predict", json={"version": 1, "dataset": dataset}).json()
+    optimize = httpx.post(f"{api}/v1/models/iris-mlp/versions/1/optimize", json={"method": "quantize_dynamic"}).json()
+
+    page.goto(f"{api}/ui/#/jobs/{batch['id']}")
+    expect(page.locator(".page-head .status")).to_have_text("succeeded")
+    expect(page.locator(".job-body")).to_contain_text("150 / 150")
+    with page.expect_download() as download:
+        page.locator("#download-output").click()
+    assert download.value.suggested_filename.endswith(".csv")
+    assert Path(download.value.path()).read_text().splitlines()[0].startswith("label,")
+
+    page.goto(f"{api}/ui/#/jobs/{optimize['id']}")
+    expect(page.locator(".page-head h1")).to_contain_text(optimize["id"])
+    expect(page.locator(".page-head .status")).to_have_text("succeeded")
+    expect(page.locator("#comparison")).to_contain_text("artifact")
+    expect(page.locator("#comparison tbody tr").first).to_contain_text("1")  # parent version 1, child 2
