@@ -144,7 +144,7 @@ def test_a_training_appears_in_the_table_and_its_loss_curve_grows_until_it_succe
     expect(page.locator("#jobs-table")).to_be_visible()
     expect(page.locator('[data-queue="train"]')).to_contain_text("1 worker")
 
-    job_id = train_mlp(api, dataset, "live", epochs=25)
+    job_id = train_mlp(api, dataset, "live", epochs=40)  # seconds of epochs: time to open its page
     row = page.locator(f'tr[data-job="{job_id}"]')
     expect(row).to_be_visible()  # from the event stream: the page was not reloaded
     expect(row).to_have_attribute("data-status", "running")
@@ -161,7 +161,7 @@ def test_a_training_appears_in_the_table_and_its_loss_curve_grows_until_it_succe
     screenshot(page, "training.png")
     expect(page.locator(".page-head .status")).to_have_text("succeeded")
     finished = httpx.get(f"{api}/v1/jobs/{job_id}").json()
-    assert loss_points(page) == finished["result"]["epochs_run"] == 25, finished
+    assert loss_points(page) == finished["result"]["epochs_run"] == 40, finished
     expect(page.locator('[data-metric="accuracy"]')).to_be_visible()
     expect(page.locator("svg.heatmap rect")).to_have_count(4)  # two classes
 
