@@ -14,8 +14,9 @@ from flask_openapi3 import Info, OpenAPI
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from api import batch, datasets, events, health, jobs, model_routes, optimize, predict, search
+from api import algorithms, batch, datasets, events, health, jobs, model_routes, optimize, predict, search, ui
 from api.auth import init_auth
+from api.csrf import init_csrf
 from api.hub import EventHub
 from api.metrics import make_metrics
 from api.parsing import FastJSON, check_json_body
@@ -84,6 +85,7 @@ def create_app(settings: Settings | None = None) -> OpenAPI:
         waits=WaitSlots(settings.max_waits, settings.max_waits_per_tenant, gauges))
     app.extensions["mlq_metrics"] = scraped
 
+    init_csrf(app)  # before auth: a forged request is refused whatever its credentials
     init_auth(app, settings)
 
     @app.before_request
@@ -103,6 +105,7 @@ def create_app(settings: Settings | None = None) -> OpenAPI:
         http_requests.labels(request.method, route, str(response.status_code)).inc()
         return response
 
-    for module in (health, datasets, jobs, events, model_routes, predict, batch, search, optimize):
+    for module in (health, datasets, jobs, events, model_routes, predict, batch, search, optimize, algorithms):
         app.register_api(module.bp)
+    app.register_blueprint(ui.bp)  # the dashboard's static files: not part of the OpenAPI document
     return app

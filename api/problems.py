@@ -35,6 +35,12 @@ class Unauthorized(ApiError):
     code, status = "unauthorized", 401
 
 
+class CrossOrigin(ApiError):
+    """A browser sent a write from another site (Sec-Fetch-Site / Origin): refused against CSRF (api/csrf.py)."""
+
+    code, status = "cross_origin", 403
+
+
 class RequestTimeout(ApiError):
     """The client stopped sending its body for MLQ_CLIENT_TIMEOUT_S."""
 

@@ -230,7 +230,8 @@ def run_dev(host: str = "127.0.0.1", port: int = 8000, env: Mapping[str, str] | 
             proc = subprocess.Popen(argv, env=env, stdout=sys.stderr, process_group=0)
             children.append(Child(name, proc))
         url = f"http://{host}:{port}"
-        print(f"mlqueue dev\n  api    {url}\n  redis  {redis_url} {redis_note}\n  home   {home}\n"
+        print(f"mlqueue dev\n  dashboard {url}/ui/\n  api       {url}\n  redis     {redis_url} {redis_note}\n"
+              f"  home      {home}\n"
               f"try: curl -s {url}/readyz\n{activate_hint(env)}     MLQ_URL={url} mlq datasets upload data.csv\n"
               "stop with Ctrl-C", flush=True)
         if wait_ready(url, children, stopping):

@@ -92,6 +92,8 @@ def test_mlq_dev_serves_until_sigterm_then_stops_every_child_and_exits_zero(tmp_
                 break
         assert any(line.startswith("ready:") for line in lines), "".join(lines)
         assert f"curl -s http://127.0.0.1:{port}/readyz" in "".join(lines)
+        assert f"dashboard http://127.0.0.1:{port}/ui/" in "".join(lines)
+        assert httpx.get(f"http://127.0.0.1:{port}/ui/", timeout=5).status_code == 200
         ready = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=5).json()
         assert all(ready["queues"][q]["workers"] >= 1 for q in ("train", "inference"))
         children = descendants(proc.pid)

@@ -1,0 +1,331 @@
+"""The dashboard in a real browser: headless Chromium (Debian's package) driven by Playwright, against a real API
+under gunicorn and a real train worker.
+
+Skipped when Playwright or Chromium is missing, failing instead under CI=true (.ci/run installs both). Set
+MLQ_SCREENSHOTS=docs/img to write the README's screenshots (1280x800) while the tests run.
+
+Every wait is Playwright's own (expect / wait_for_function with a deadline); nothing sleeps, nothing is timed.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import shutil
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from api_support import ALICE, BOB, IRIS_CSV, TOKENS, register_model
+from job_harness import breast_cancer_csv, iris_csv
+
+from store.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "tests" / "reliability"))
+from api_reliability_support import gunicorn, token_env  # noqa: E402
+
+pytestmark = pytest.mark.integration
+
+CHROMIUM = os.environ.get("MLQ_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+WAIT_MS = 90_000  # a deadline for slow CI machines, not a timing assertion
+VIEWPORT = {"width": 1280, "height": 800}
+SCREENSHOTS = os.environ.get("MLQ_SCREENSHOTS")
+
+
+def _require_browser() -> None:
+    missing = []
+    if importlib.util.find_spec("playwright") is None:
+        missing.append("the playwright package (pip install playwright)")
+    if CHROMIUM is None or not Path(CHROMIUM).is_file():
+        missing.append(f"a chromium binary ({CHROMIUM or 'none on the PATH'}; apt-get install chromium, or set "
+                       "MLQ_CHROMIUM to one)")
+    if missing:
+        message = "browser tests need " + " and ".join(missing)
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def browser_available() -> None:
+    """Autouse, so a machine without a browser skips before any worker or API is started for nothing."""
+    _require_browser()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture(scope="module")
+def worker(mlq_settings: Settings, start_worker: Any) -> Any:
+    return start_worker(["train", "batch"])  # one process for both: a second would cost a core's worth of start-up
+
+
+def _api(settings: Settings, log: Path, **env: str) -> Any:
+    return gunicorn({"MLQ_REDIS_URL": settings.redis_url, "MLQ_HOME": str(settings.home), **env}, log)
+
+
+@pytest.fixture(scope="module")
+def api(mlq_settings: Settings, worker: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with _api(mlq_settings, tmp_path_factory.mktemp("api") / "gunicorn.log") as base:
+        yield base
+
+
+@pytest.fixture(scope="module")
+def auth_api(mlq_settings: Settings, worker: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with _api(mlq_settings, tmp_path_factory.mktemp("auth-api") / "gunicorn.log",
+              MLQ_AUTH_TOKENS=token_env(TOKENS)) as base:
+        yield base
+
+
+@pytest.fixture
+def page(browser: Any) -> Iterator[Any]:
+    context = browser.new_context(viewport=VIEWPORT)
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    # Unhandled promise rejections land on the console. "Failed to load resource" is the browser noting an HTTP
+    # error status, which the pages expect and show (a 503 /readyz without an inference worker, a 422 form).
+    page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error"
+            and not msg.text.startswith("Failed to load resource") else None)
+    page.set_default_timeout(WAIT_MS)
+    yield page
+    context.close()
+    assert not errors, f"JavaScript errors on the page: {errors}"
+
+
+def expect(locator: Any) -> Any:
+    from playwright.sync_api import expect as pw_expect
+
+    pw_expect.set_options(timeout=WAIT_MS)  # its own default (5 s) is shorter than a busy CI machine's epoch
+    return pw_expect(locator)
+
+
+def screenshot(page: Any, name: str) -> None:
+    if SCREENSHOTS:
+        Path(SCREENSHOTS).mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(Path(SCREENSHOTS) / name))
+
+
+def upload(api: str, csv: bytes, name: str, headers: dict[str, str] | None = None) -> str:
+    response = httpx.post(f"{api}/v1/datasets?name={name}", content=csv,
+                          headers={**(headers or {}), "Content-Type": "text/csv"})
+    assert response.status_code == 201, response.text
+    return str(response.json()["id"])
+
+
+def train_mlp(api: str, dataset: str, model: str, epochs: int) -> str:
+    # Batches of 4 rows make each epoch long enough to watch: the worker publishes a point per epoch.
+    body = {"model": model, "dataset": dataset, "target": "diagnosis", "algorithm": "mlp",
+            "params": {"epochs": epochs, "batch_size": 4, "hidden_layers": [32], "early_stopping_patience": 0}}
+    response = httpx.post(f"{api}/v1/jobs/train", json=body)
+    assert response.status_code == 202, response.text
+    return str(response.json()["id"])
+
+
+def loss_points(page: Any) -> int:
+    return int(page.locator('#curves path[data-series="loss"]').get_attribute("data-points") or 0)
+
+
+def test_a_training_appears_in_the_table_and_its_loss_curve_grows_until_it_succeeds(api: str, page: Any) -> None:
+    dataset = upload(api, breast_cancer_csv(), "cancer")
+    page.goto(f"{api}/")  # redirects to /ui/
+    expect(page.locator("#jobs-table")).to_be_visible()
+    expect(page.locator('[data-queue="train"]')).to_contain_text("1 worker")
+
+    job_id = train_mlp(api, dataset, "live", epochs=40)  # seconds of epochs: time to open its page
+    row = page.locator(f'tr[data-job="{job_id}"]')
+    expect(row).to_be_visible()  # from the event stream: the page was not reloaded
+    expect(row).to_have_attribute("data-status", "running")
+    screenshot(page, "jobs.png")
+
+    row.locator("a").first.click()
+    expect(page.locator('#curves path[data-series="loss"]')).to_be_attached()
+    expect(page.locator(".page-head .status")).to_have_text("running")
+    seen = loss_points(page)
+    # New epochs arrive over the job's event stream and extend the drawn curve while the job still runs.
+    page.wait_for_function("n => Number(document.querySelector('#curves path[data-series=\"loss\"]')"
+                           "?.dataset.points) > n", arg=seen)
+    expect(page.locator('#curves path[data-series="val_loss"]')).to_be_attached()
+    screenshot(page, "training.png")
+    expect(page.locator(".page-head .status")).to_have_text("succeeded")
+    finished = httpx.get(f"{api}/v1/jobs/{job_id}").json()
+    assert loss_points(page) == finished["result"]["epochs_run"] == 40, finished
+    expect(page.locator('[data-metric="accuracy"]')).to_be_visible()
+    expect(page.locator("svg.heatmap rect")).to_have_count(4)  # two classes
+
+    # The version it registered: manifest, features, importances, and the artifact as a download.
+    page.locator(".job-body a", has_text="live version 1").click()
+    expect(page.locator("#features tr")).to_have_count(8)
+    expect(page.locator("svg.bars rect.bar")).to_have_count(8)
+    with page.expect_download() as download:
+        page.locator("#download-artifact").click()
+    assert download.value.suggested_filename == "live-v1.tar.gz"
+
+
+def test_a_running_job_is_cancelled_from_the_table(api: str, page: Any) -> None:
+    dataset = upload(api, breast_cancer_csv(), "cancer-long")
+    job_id = train_mlp(api, dataset, "endless", epochs=1000)
+    page.goto(f"{api}/ui/#/jobs")
+    row = page.locator(f'tr[data-job="{job_id}"]')
+    expect(row).to_have_attribute("data-status", "running")
+    row.locator('[data-action="cancel"]').click()
+    expect(page.locator("#confirm")).to_be_visible()
+    page.locator("#confirm-ok").click()
+    expect(row).to_have_attribute("data-status", "cancelled")
+    expect(row.locator('[data-action="cancel"]')).to_have_count(0)
+    # The status filter keeps the row; another status hides it (the list is asked again with ?status=).
+    page.locator('select[name="status"]').select_option("cancelled")
+    expect(page.locator("#jobs-table tbody tr")).to_have_count(1)
+    expect(row).to_be_visible()
+    page.locator('select[name="status"]').select_option("succeeded")
+    expect(page).to_have_url(f"{api}/ui/#/jobs?status=succeeded")
+    expect(row).to_have_count(0)
+    expect(page.locator('#jobs-table tbody tr[data-status="succeeded"]').first).to_be_visible()
+
+
+def test_promoting_a_version_moves_the_alias(api: str, mlq_settings: Settings, page: Any) -> None:
+    for accuracy in (0.91, 0.95):
+        manifest = {"algorithm": "random_forest", "task": "classification",
+                    "features": [{"name": "x", "dtype": "number"}], "classes": ["a", "b"],
+                    "metrics": {"accuracy": accuracy, "f1": accuracy - 0.01}}
+        register_model(mlq_settings, name="flowers", manifest=manifest)
+    page.goto(f"{api}/ui/#/models/flowers")
+    v1, v2 = page.locator('tr[data-version="1"]'), page.locator('tr[data-version="2"]')
+    expect(v2.locator("td.best")).to_have_count(2)  # v2 is better on both metrics
+
+    v1.locator('[data-action="promote"]').click()
+    page.locator("#confirm-ok").click()
+    expect(v1.locator('[data-alias="production"]')).to_be_visible()
+
+    v2.locator('[data-action="promote"]').click()
+    expect(page.locator("#confirm-text")).to_contain_text("points at version 1 now")
+    page.locator("#confirm-ok").click()
+    expect(v2.locator('[data-alias="production"]')).to_be_visible()
+    expect(v1.locator('[data-alias="production"]')).to_have_count(0)
+    screenshot(page, "models.png")
+    aliases = httpx.get(f"{api}/v1/models/flowers").json()["aliases"]
+    assert aliases == {"production": 2}
+
+
+def test_a_csv_uploaded_with_the_file_input_or_dropped_is_listed_with_its_columns(api: str, page: Any,
+                                                                                   tmp_path: Path) -> None:
+    csv = tmp_path / "iris-upload.csv"
+    csv.write_text(IRIS_CSV)
+    page.goto(f"{api}/ui/#/datasets")
+    expect(page.locator("#train-algorithm option")).to_have_count(6)  # the form comes from /v1/algorithms
+    page.locator("#upload-file").set_input_files(str(csv))
+    expect(page.locator("#upload-status")).to_contain_text("Uploaded iris-upload.csv: 12 rows, 5 columns")
+    row = page.locator("#datasets-table tr", has_text="iris-upload.csv")
+    expect(row).to_be_visible()
+    row.locator("button.link").click()
+    expect(page.locator("#datasets-table tr.details").first).to_contain_text("sepal_width")
+    # Drag and drop: a file dropped on the zone is uploaded the same way.
+    dropped = page.evaluate_handle("text => { const dt = new DataTransfer(); "
+                                   "dt.items.add(new File([text], 'dropped.csv', {type: 'text/csv'})); return dt; }",
+                                   IRIS_CSV)
+    page.locator("#dropzone").dispatch_event("drop", {"dataTransfer": dropped})
+    expect(page.locator("#upload-status")).to_contain_text("Uploaded dropped.csv: 12 rows")
+    expect(page.locator("#datasets-table tr", has_text="dropped.csv")).to_be_visible()
+    # The form was pointed at the new dataset: a bad parameter comes back as the API's 422, beside its field.
+    page.locator("#train-model").fill("iris-ui")
+    page.locator("#train-algorithm").select_option("logistic_regression")
+    page.locator("#param-C").fill("-1")
+    page.locator("#train-form button[type=submit]").click()
+    expect(page.locator('[data-param="C"] .field-error')).to_contain_text("C must be")
+
+
+def test_with_tokens_a_wrong_token_is_refused_and_tenants_see_only_their_own_jobs(auth_api: str,
+                                                                                    browser: Any) -> None:
+    dataset = upload(auth_api, IRIS_CSV.encode(), "alice-iris", headers=ALICE)
+    body = {"model": "alice-model", "dataset": dataset, "target": "species", "algorithm": "logistic_regression"}
+    response = httpx.post(f"{auth_api}/v1/jobs/train", json=body, headers=ALICE)
+    assert response.status_code == 202, response.text
+    alice_job = response.json()["id"]
+    assert httpx.get(f"{auth_api}/v1/jobs", headers=BOB).json()["items"] == []
+
+    for token, sees_it in (("tok-bob", False), ("tok-alice", True)):
+        context = browser.new_context(viewport=VIEWPORT)
+        page = context.new_page()
+        page.set_default_timeout(WAIT_MS)
+        page.goto(f"{auth_api}/ui/")
+        expect(page.locator("#token")).to_be_visible()
+        page.locator("#token").fill("not-a-token")
+        page.locator(".signin button").click()
+        expect(page.locator("#token-error")).to_have_text("That token was refused.")
+        page.locator("#token").fill(token)
+        page.locator(".signin button").click()
+        expect(page.locator("#jobs-table")).to_be_visible()
+        rows = page.locator(f'tr[data-job="{alice_job}"]')
+        if sees_it:
+            expect(rows).to_have_count(1)
+        else:
+            expect(page.locator(".page.jobs p.muted")).to_be_visible()  # "No jobs yet"
+            expect(rows).to_have_count(0)
+        # The token is in this tab's sessionStorage only: never localStorage, never the URL.
+        assert page.evaluate("localStorage.length") == 0
+        assert token not in page.url
+        context.close()
+
+
+def test_a_failed_job_shows_its_error_and_a_search_its_trials_and_metric_chart(api: str, page: Any) -> None:
+    # Every other row lacks `b`: with missing "drop" only 7 rows are left, which the worker refuses.
+    holes = "a,b,y\n" + "".join(f"{i},{'' if i % 2 else i},{'x' if i % 3 else 'z'}\n" for i in range(14))
+    dataset = upload(api, holes.encode(), "holes")
+    body = {"model": "holes", "dataset": dataset, "target": "y", "algorithm": "random_forest",
+            "preprocessing": {"missing": "drop"}}
+    failed = httpx.post(f"{api}/v1/jobs/train", json=body).json()["id"]
+    iris = upload(api, iris_csv(), "iris-search")
+    search = {"model": "iris-search", "dataset": iris, "target": "species", "algorithm": "logistic_regression",
+              "search": {"C": [0.1, 10.0]}, "metric": "accuracy"}
+    response = httpx.post(f"{api}/v1/jobs/search", json=search)
+    assert response.status_code == 202, response.text
+
+    page.goto(f"{api}/ui/#/jobs/{failed}")
+    expect(page.locator(".page-head .status")).to_have_text("failed")
+    expect(page.locator("#job-error")).to_contain_text("need at least 10")
+
+    search_id = response.json()["id"]
+    page.goto(f"{api}/ui/#/jobs/{search_id}")  # only the hash changes: wait for the new page, not the old one's badge
+    expect(page.locator(".page-head h1")).to_contain_text(search_id)
+    expect(page.locator(".page-head .status")).to_have_text(re.compile("succeeded|failed"))
+    assert page.locator(".page-head .status").text_content() == "succeeded", page.locator("#job-error").text_content()
+    expect(page.locator("#trials tbody tr")).to_have_count(2)
+    expect(page.locator("figure.small-chart svg.scatter circle")).to_have_count(2)  # accuracy vs C
+    expect(page.locator("figure.small-chart figcaption")).to_have_text("accuracy vs C")
+
+
+def test_a_batch_prediction_shows_its_rows_and_downloads_its_output_and_an_optimisation_compares(
+        api: str, page: Any) -> None:
+    dataset = upload(api, iris_csv(), "iris-batch")
+    body = {"model": "iris-mlp", "dataset": dataset, "target": "species", "algorithm": "mlp",
+            "params": {"epochs": 5, "hidden_layers": [8]}}
+    trained = httpx.post(f"{api}/v1/jobs/train?wait=30", json=body, timeout=40).json()
+    assert trained["status"] == "succeeded", trained
+    batch = httpx.post(f"{api}/v1/models/iris-mlp/batch-predict", json={"version": 1, "dataset": dataset}).json()
+    optimize = httpx.post(f"{api}/v1/models/iris-mlp/versions/1/optimize", json={"method": "quantize_dynamic"}).json()
+
+    page.goto(f"{api}/ui/#/jobs/{batch['id']}")
+    expect(page.locator(".page-head .status")).to_have_text("succeeded")
+    expect(page.locator(".job-body")).to_contain_text("150 / 150")
+    with page.expect_download() as download:
+        page.locator("#download-output").click()
+    assert download.value.suggested_filename.endswith(".csv")
+    assert Path(download.value.path()).read_text().splitlines()[0].startswith("label,")
+
+    page.goto(f"{api}/ui/#/jobs/{optimize['id']}")
+    expect(page.locator(".page-head h1")).to_contain_text(optimize["id"])
+    expect(page.locator(".page-head .status")).to_have_text("succeeded")
+    expect(page.locator("#comparison")).to_contain_text("artifact")
+    expect(page.locator("#comparison tbody tr").first).to_contain_text("1")  # parent version 1, child 2
