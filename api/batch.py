@@ -23,7 +23,8 @@ from api.submit import submit
 from training.errors import ColumnNotFound, InvalidParams
 from worker.batch_writer import OutputColumns
 from worker.contract import BATCH_PREDICT_TASK, BATCH_QUEUE, BatchPredictRequest, JobType
-from worker.outputs import MEDIA_TYPES, OutputStore
+from worker.outputs import MEDIA_TYPES
+from worker.stores import output_store
 
 bp = APIBlueprint("batch", __name__, url_prefix="/v1", abp_tags=[Tag(name="inference")],
                   abp_security=[{"bearer": []}],
@@ -98,11 +99,13 @@ def job_output(path: JobPath) -> Response:
         raise ApiError(409, f"job {path.job_id} {detail}; its output is ready once it succeeded",
                        code="output_not_ready", headers=headers)
     output = (job.get("result") or {}).get("output") or {}
-    file = OutputStore(svc.settings.outputs_dir).path(job["id"], str(output.get("filename", "")))
+    sha256 = output.get("sha256")
+    # From this host's disk, else (MLQ_ARTIFACTS) from the store through the cache, checked against the sha256.
+    file = output_store(svc.settings).path(job["id"], str(output.get("filename", "")),
+                                           sha256 if isinstance(sha256, str) else None)
     if file is None:
         raise ApiError(404, f"the output of job {path.job_id} no longer exists; run the batch prediction again",
                        code="output_gone")
-    sha256 = output.get("sha256")
     # send_file streams the file (wsgi.file_wrapper) with Content-Length, an attachment file name, and answers
     # Range and If-None-Match requests (the ETag is the file's sha256), so a broken download can resume.
     return send_file(file, mimetype=MEDIA_TYPES.get(output.get("format", ""), "application/octet-stream"),

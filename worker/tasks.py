@@ -26,7 +26,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 
 from training.errors import Cancelled, MLQError
 from training.pipeline import RegistrationDeclined, train_model
-from training.registry import ModelRegistry
+from worker.checkpoint_sync import CheckpointSync, remove_checkpoint
 from worker.contract import (
     BATCH_QUEUE,
     LEASED_TASKS,
@@ -37,13 +37,13 @@ from worker.contract import (
     JobError,
     TrainRequest,
 )
-from worker.datasets import DatasetStore
 from worker.jobs import JobStore
 from worker.liveness import Heartbeat, WorkerLiveness
 from worker.model_cache import ModelCache
 from worker.recovery import Leases, Sweeper, request_drain
 from worker.search import Searches
 from worker.settings import Settings
+from worker.stores import artifact_store, dataset_store, model_registry
 from worker.train_hooks import CancelCheck, JobHeartbeat, RegistrationClaim, progress_reporter, retry_redis
 
 log = logging.getLogger(__name__)
@@ -62,8 +62,10 @@ class WorkerRuntime:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.registry = ModelRegistry(settings.models_dir, secret_key=settings.secret_key)
-        self.datasets = DatasetStore(settings.datasets_dir)
+        # On MLQ_HOME, or on the artifact store MLQ_ARTIFACTS names (worker/stores.py).
+        self.registry = model_registry(settings, lambda: self.redis)
+        self.datasets = dataset_store(settings)
+        self.store = artifact_store(settings)
         self.cache = ModelCache(self.registry)
         self._redis: redis.Redis | None = None
         self._jobs: JobStore | None = None
@@ -177,6 +179,7 @@ class WorkerRuntime:
             log.info("job %s not started: %s", job_id, why)
             if why in ("final", "cancelled", "poison"):
                 shutil.rmtree(checkpoint_dir, ignore_errors=True)
+                remove_checkpoint(self.store, job_id)
                 self.trial_changed(request, hostname)  # e.g. a redelivery after a crash in the search's update
             return
         self.trial_changed(request, hostname)
@@ -187,8 +190,11 @@ class WorkerRuntime:
         save_to = (self.searches.trial_dir(request.tenant, request.parent, job_id) if request.parent else None)
         result: dict[str, Any] | None = None
         error: dict[str, Any] | None = None
+        # With an artifact store the checkpoint is copied there as it changes, and restored from there first:
+        # the next attempt may run on another host.
+        sync = CheckpointSync(self.store, job_id, checkpoint_dir, self.settings.heartbeat_s)
         try:
-            with heartbeat:
+            with heartbeat, sync:
                 result = train_model(
                     data_path=self.datasets.path(request.tenant, request.dataset_id),
                     target=request.target, algorithm=request.algorithm, model_name=request.model,
@@ -236,6 +242,7 @@ class WorkerRuntime:
             # while this attempt still holds the job: a newer attempt may be resuming from it.
             if retry_redis(lambda: self.leases.heartbeat(job_id, token, hostname), f"job {job_id}: lease check"):
                 shutil.rmtree(checkpoint_dir, ignore_errors=True)
+                remove_checkpoint(self.store, job_id)
             outcome = retry_redis(lambda: self.leases.finish(job_id, token, status, result=result, error=error),
                                   f"job {job_id}: recording {status}")
         except redis.RedisError:
