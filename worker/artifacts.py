@@ -250,7 +250,7 @@ def parse_store_url(url: str) -> tuple[str, str, str]:
             if prefix:
                 check_key(prefix)
         except ValueError:
-            raise ValueError(f"MLQ_ARTIFACTS={url!r}: the prefix {prefix!r} must be plain '/'-separated names") from None
+            raise ValueError(f"MLQ_ARTIFACTS={url!r}: the prefix must be plain '/'-separated names") from None
         return "s3", parsed.netloc, prefix
     raise ValueError(f"MLQ_ARTIFACTS={url!r} is neither file:///absolute/dir nor s3://bucket/prefix")
 
