@@ -183,7 +183,8 @@ class S3Store:
 
     def open(self, key: str) -> IO[bytes]:
         response = self._call("read", key, self.client.get_object, Key=self._key(key))
-        return response["Body"]
+        body: IO[bytes] = response["Body"]  # botocore StreamingBody: read(), close()
+        return body
 
     def get_file(self, key: str, dest: Path) -> None:
         body = self.open(key)
