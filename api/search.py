@@ -22,6 +22,7 @@ from training.search_space import check_metric, plan_trials
 from worker.contract import SEARCH_TASK, TRAIN_QUEUE, SearchRequest
 from worker.ids import new_id
 from worker.search import Searches
+from worker.stores import artifact_store
 
 bp = APIBlueprint("search", __name__, url_prefix="/v1/jobs", abp_tags=[Tag(name="jobs")],
                   abp_security=[{"bearer": []}],
@@ -30,7 +31,7 @@ bp = APIBlueprint("search", __name__, url_prefix="/v1/jobs", abp_tags=[Tag(name=
 
 def searches() -> Searches:
     svc = services()
-    return Searches(svc.jobs, svc.registry, svc.settings.searches_dir)
+    return Searches(svc.jobs, svc.registry, svc.settings.searches_dir, artifact_store(svc.settings))
 
 
 def cancel_search(job_id: str) -> Response:

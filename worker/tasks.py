@@ -99,7 +99,7 @@ class WorkerRuntime:
     @property
     def searches(self) -> Searches:
         if self._searches is None:
-            self._searches = Searches(self.jobs, self.registry, self.settings.searches_dir)
+            self._searches = Searches(self.jobs, self.registry, self.settings.searches_dir, self.store)
         return self._searches
 
     def trial_changed(self, request: TrainRequest, hostname: str) -> None:
@@ -229,6 +229,11 @@ class WorkerRuntime:
             status, error = "failed", self.error_for(job_id, exc)
         else:
             status = "succeeded"
+        if status == "succeeded" and save_to is not None and request.parent:
+            try:  # before the trial is final: whoever concludes the search may be on another host
+                self.searches.publish_trial(request.tenant, request.parent, job_id)
+            except Exception as exc:
+                status, error = "failed", self.error_for(job_id, exc)
         self.conclude(job_id, token, hostname, status, result, error)
         self.trial_changed(request, hostname)
 

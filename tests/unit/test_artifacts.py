@@ -256,3 +256,27 @@ def test_settings_select_the_store() -> None:
     for bad in ("s3://", "gs://b/p", "file://relative/x", "s3://b/../x"):
         with pytest.raises(SettingsError, match="MLQ_ARTIFACTS"):
             Settings.from_env({"MLQ_ARTIFACTS": bad})
+
+
+def test_a_search_trial_saved_on_one_host_is_registered_from_another(store: ArtifactStore, redis_client: redis.Redis,
+                                                                     tmp_path: Path) -> None:
+    from worker.jobs import JobStore
+    from worker.search import Searches
+
+    jobs = JobStore(redis_client, ttl_s=60)
+    registry = make_registry(store, redis_client, tmp_path / "registry")
+    here = Searches(jobs, registry, tmp_path / "here" / "searches", store)
+    there = Searches(jobs, registry, tmp_path / "there" / "searches", store)
+    trial = here.trial_dir("default", "job_search", "job_trial")
+    (trial / "artifact").mkdir(parents=True)
+    (trial / "artifact" / "model.skops").write_bytes(b"best model")
+    (trial / "manifest.json").write_text("{}")
+    here.publish_trial("default", "job_search", "job_trial")
+    fetched = there.fetch_trial("default", "job_search", "job_trial")
+    assert fetched == there.trial_dir("default", "job_search", "job_trial")
+    assert (fetched / "artifact" / "model.skops").read_bytes() == b"best model"
+    assert registry.register("default", "searched", fetched / "artifact", {})["version"] == 1
+    store.put_bytes("searches/default/job_search/job_trial/artifact/model.skops", b"altered")
+    elsewhere = Searches(jobs, registry, tmp_path / "elsewhere" / "searches", store)
+    with pytest.raises(ArtifactTampered):
+        elsewhere.fetch_trial("default", "job_search", "job_trial")
