@@ -17,7 +17,7 @@ import httpx
 import pytest
 from api_reliability_support import gunicorn
 from job_harness import breast_cancer_csv
-from reliability_support import WorkerFleet, epoch_of, running_at_epoch
+from reliability_support import WorkerFleet, epoch_of, running_at_epoch, wait_until_announced
 from s3_server import RcloneS3
 
 from worker.artifacts import S3Store
@@ -56,8 +56,8 @@ class Cluster:
         self.homes.append(home)
         return {**self.env, "MLQ_HOME": str(home)}
 
-    def worker(self, name: str, queues: list[str]) -> Any:
-        return self.fleet.start(queues, env=self.home(name))
+    def worker(self, name: str, queues: list[str], wait: bool = True) -> Any:
+        return self.fleet.start(queues, env=self.home(name), wait=wait)
 
 
 @pytest.fixture(scope="module")
@@ -111,14 +111,18 @@ def test_no_shared_disk_upload_train_resume_promote_predict_batch_download(clust
 
     # One train worker; SIGKILL it mid-run once its checkpoint is in the store.
     first = cluster.worker("train-a", [TRAIN_QUEUE])
-    job_id = train(api, dataset, "scale", "mlp", {**MLP, "epochs": 150})
+    job_id = train(api, dataset, "scale", "mlp", {**MLP, "epochs": 80})
     wait_until("the training past epoch 3", lambda: running_at_epoch(3)(job(api, job_id)))
     wait_until("a checkpoint in the store", lambda: cluster.store.keys(f"checkpoints/{job_id}/latest.json"))
     killed_at = epoch_of(job(api, job_id))
     cluster.fleet.kill(first)
 
     # Two more train workers on fresh hosts: the sweeper requeues the job and one of them resumes it from S3.
-    second, third = cluster.worker("train-b", [TRAIN_QUEUE]), cluster.worker("train-c", [TRAIN_QUEUE])
+    # The inference worker starts with them (their imports overlap the waits); it has its own empty home too.
+    second, third = (cluster.worker(name, [TRAIN_QUEUE], wait=False) for name in ("train-b", "train-c"))
+    serving = cluster.worker("infer", [INFERENCE_QUEUE, BATCH_QUEUE], wait=False)
+    for started in (second, third):
+        wait_until_announced(started, cluster.fleet.liveness)
     done = finished(api, job_id)
     assert (done["status"], done["attempts"]) == ("succeeded", 2), done
     logs = second.log_tail(200_000) + third.log_tail(200_000)  # the API's job view does not name the worker
@@ -135,7 +139,7 @@ def test_no_shared_disk_upload_train_resume_promote_predict_batch_download(clust
     # Promote, then predict on an inference worker whose cache is empty: it downloads and verifies v1.
     promoted = api.put("/v1/models/scale/aliases/production", json={"version": 1})
     assert promoted.status_code == 200, promoted.text
-    serving = cluster.worker("infer", [INFERENCE_QUEUE, BATCH_QUEUE])
+    wait_until_announced(serving, cluster.fleet.liveness)
     header, first_row = (line.split(",") for line in breast_cancer_csv().decode().splitlines()[:2])
     row = {k: float(v) for k, v in zip(header, first_row, strict=True) if k != "diagnosis"}
     predicted = api.post("/v1/models/scale/predict?wait=30", json={"inputs": [row]})
