@@ -35,9 +35,15 @@ def _sha256(path: Path) -> str:
 
 
 def remove_checkpoint(store: ArtifactStore | None, job_id: str) -> None:
-    """Forget the job's checkpoint in the store (the job ended; no attempt will resume it)."""
-    if store is not None:
+    """Forget the job's checkpoint in the store (the job ended; no attempt will resume it). Best effort: it runs
+    just before a job's final status is recorded, which a store outage must not stop; a leftover costs only
+    bucket space (an S3 lifecycle rule on checkpoints/ sweeps it, docs/scaling.md)."""
+    if store is None:
+        return
+    try:
         store.delete(store.keys(f"checkpoints/{job_id}/"))
+    except Exception:  # noqa: BLE001
+        log.warning("could not remove checkpoint %s from the store; it stays until swept", job_id, exc_info=True)
 
 
 class CheckpointSync:

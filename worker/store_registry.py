@@ -42,6 +42,7 @@ from training.registry import (
 from worker.artifact_cache import ArtifactCache
 from worker.artifacts import ArtifactMissing, ArtifactStore
 
+GLOBAL_EPOCH = "mlq:registry:epoch"
 LOCK_TTL_MS = 30_000
 LOCK_WAIT_S = 30.0
 # Next version: above both the last one handed out and the highest the store holds (a flushed Redis, or
@@ -131,8 +132,11 @@ class StoreRegistry(ModelRegistry):
         client, key = self._redis(), self._redis_key(model_dir)
         values = client.hmget(key, ["epoch", "changes"])
         if values[0] is None:
-            self._bump(model_dir)
-            values = client.hmget(key, ["epoch", "changes"])
+            # No change since this Redis started (or an unknown model): not written per model, or any name a
+            # client asks for would leave a key. One key per Redis names the period instead, so a token taken
+            # before a flush never matches one taken after it.
+            client.set(GLOBAL_EPOCH, secrets.token_hex(6), nx=True)
+            values = ["none", client.get(GLOBAL_EPOCH)]
         return ":".join(v.decode() if isinstance(v, bytes) else str(v) for v in values)
 
     def _manifest_bytes(self, model_dir: Path, version: int) -> bytes:

@@ -137,6 +137,10 @@ def test_aliases_delete_archive_and_state_token(store: ArtifactStore, redis_clie
     assert a.register("default", "iris", stage(tmp_path / "s3", b"three"), {})["version"] == 3  # 2 stays unused
     a.delete_alias("default", "iris", "production")
     assert b.aliases("default", "iris") == {}
+    # A name nobody registered costs no Redis key per name, and its token is stable until something changes.
+    keys = redis_client.dbsize()
+    assert a.state_token("default", "nobody") == b.state_token("default", "nobody")
+    assert redis_client.dbsize() <= keys + 1
 
 
 def test_a_download_that_does_not_match_its_sha256_is_refused_and_not_cached(
