@@ -24,7 +24,7 @@ from worker.artifacts import S3Store
 from worker.contract import BATCH_QUEUE, INFERENCE_QUEUE, TRAIN_QUEUE
 from worker.settings import Settings
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]  # ~1.5 min: five processes start on 2 cores
 TIMEOUT_S = 120.0
 MLP = {"batch_size": 16, "hidden_layers": [16], "early_stopping_patience": 0}
 
