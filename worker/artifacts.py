@@ -14,6 +14,7 @@ numbers and locks from Redis (worker/store_registry.py).
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import shutil
@@ -97,8 +98,6 @@ class LocalStore:
             self._write(key, fh)
 
     def put_bytes(self, key: str, data: bytes) -> None:
-        import io
-
         self._write(key, io.BytesIO(data))
 
     def get_file(self, key: str, dest: Path) -> None:
@@ -160,6 +159,7 @@ class S3Store:
         return self.prefix + check_key(key)
 
     def _call(self, what: str, key: str, fn: Any, **kwargs: Any) -> Any:
+        from boto3.exceptions import Boto3Error
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
@@ -169,7 +169,7 @@ class S3Store:
             if code in ("NoSuchKey", "404", "NotFound"):
                 raise ArtifactMissing(f"no artifact {key!r} in {self.url}") from None
             raise StoreError(f"the artifact store {self.url} refused to {what} {key!r}: {code} {exc}") from exc
-        except BotoCoreError as exc:
+        except (BotoCoreError, Boto3Error) as exc:  # Boto3Error: S3UploadFailedError of a (multipart) upload
             raise StoreError(f"the artifact store {self.url} could not {what} {key!r}: {exc}") from exc
 
     def put_file(self, key: str, path: Path) -> None:

@@ -284,3 +284,18 @@ def test_a_search_trial_saved_on_one_host_is_registered_from_another(store: Arti
     elsewhere = Searches(jobs, registry, tmp_path / "elsewhere" / "searches", store)
     with pytest.raises(ArtifactTampered):
         elsewhere.fetch_trial("default", "job_search", "job_trial")
+
+
+def test_a_store_that_refuses_is_a_503_naming_the_store(s3_server: RcloneS3, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    from worker.artifacts import StoreError
+
+    for name, value in s3_server.env.items():
+        monkeypatch.setenv(name, value)
+    store = S3Store("no-such-bucket", "p", s3_server.endpoint)
+    (tmp_path / "f").write_bytes(b"x")
+    for call in (lambda: store.put_bytes("k", b"x"), lambda: store.put_file("k", tmp_path / "f"),
+                 lambda: store.keys("")):
+        with pytest.raises(StoreError, match="s3://no-such-bucket/p/") as info:
+            call()
+        assert info.value.status == 503
