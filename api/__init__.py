@@ -24,11 +24,10 @@ from api.problems import register_error_handlers, validation_error_response
 from api.schemas import Problem as ProblemModel
 from api.services import Services
 from api.waits import WaitSlots, client_socket
+from store.backends import dataset_store, model_registry
 from store.celery_config import make_celery
-from store.datasets import DatasetStore
 from store.jobs import JobStore
 from store.settings import Settings
-from training.registry import ModelRegistry
 
 REDIS_TIMEOUT_S = 2.0
 # Requests borrow a connection for one command or pipeline and give it back; waiting requests hold none (api/hub.py).
@@ -79,8 +78,9 @@ def create_app(settings: Settings | None = None) -> OpenAPI:
     job_store = JobStore(client, ttl_s=settings.job_ttl_s)
     scraped, http_requests, gauges = make_metrics(job_store)
     app.extensions["mlq"] = Services(
-        settings=settings, redis=client, jobs=job_store, datasets=DatasetStore(settings.datasets_dir),
-        registry=ModelRegistry(settings.models_dir, secret_key=settings.secret_key or None),
+        # On MLQ_HOME, or on the artifact store MLQ_ARTIFACTS names (then this replica keeps no uploads).
+        settings=settings, redis=client, jobs=job_store, datasets=dataset_store(settings),
+        registry=model_registry(settings, lambda: client),
         celery=publisher(make_celery(settings)), hub=EventHub(settings.redis_url),
         waits=WaitSlots(settings.max_waits, settings.max_waits_per_tenant, gauges))
     app.extensions["mlq_metrics"] = scraped

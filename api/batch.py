@@ -20,9 +20,10 @@ from api.problems import OutputGone, OutputNotReady
 from api.schemas import BatchPredictBody, Job, JobHeaders, JobPath, ModelPath, Problem, WaitQuery
 from api.services import services, tenant
 from api.submit import submit
+from store.backends import output_store
 from store.batch_format import OutputColumns
 from store.contract import BATCH_PREDICT_TASK, BATCH_QUEUE, BatchPredictRequest, JobType
-from store.outputs import MEDIA_TYPES, OutputStore
+from store.outputs import MEDIA_TYPES
 from training.errors import ColumnNotFound, InvalidParams, ResourceNotFound
 
 bp = APIBlueprint("batch", __name__, url_prefix="/v1", abp_tags=[Tag(name="inference")],
@@ -97,10 +98,12 @@ def job_output(path: JobPath) -> Response:
         headers = {"Retry-After": "5"} if job["status"] in ("queued", "running") else {}
         raise OutputNotReady(f"job {path.job_id} {detail}; its output is ready once it succeeded", headers=headers)
     output = (job.get("result") or {}).get("output") or {}
-    file = OutputStore(svc.settings.outputs_dir).path(job["id"], str(output.get("filename", "")))
+    sha256 = output.get("sha256")
+    # From this host's disk, else (MLQ_ARTIFACTS) from the store through the cache, checked against the sha256.
+    file = output_store(svc.settings).path(job["id"], str(output.get("filename", "")),
+                                           sha256 if isinstance(sha256, str) else None)
     if file is None:
         raise OutputGone(f"the output of job {path.job_id} no longer exists; run the batch prediction again")
-    sha256 = output.get("sha256")
     # send_file streams the file (wsgi.file_wrapper) with Content-Length, an attachment file name, and answers
     # Range and If-None-Match requests (the ETag is the file's sha256), so a broken download can resume.
     return send_file(file, mimetype=MEDIA_TYPES.get(output.get("format", ""), "application/octet-stream"),

@@ -17,6 +17,7 @@ from api.parsing import json_body
 from api.schemas import Job, JobHeaders, Problem, SearchBody, WaitQuery
 from api.services import services, tenant
 from api.submit import submit
+from store.backends import artifact_store
 from store.contract import SEARCH_TASK, TRAIN_QUEUE, SearchRequest
 from store.ids import new_id
 from store.searches import Searches
@@ -30,7 +31,7 @@ bp = APIBlueprint("search", __name__, url_prefix="/v1/jobs", abp_tags=[Tag(name=
 
 def searches() -> Searches:
     svc = services()
-    return Searches(svc.jobs, svc.registry, svc.settings.searches_dir)
+    return Searches(svc.jobs, svc.registry, svc.settings.searches_dir, artifact_store(svc.settings))
 
 
 def cancel_search(job_id: str) -> Response:

@@ -13,11 +13,16 @@ records; the call that finds every trial final concludes the search: it register
 
 Every party writes before it reads (a trial records its final status, then reads the others; a cancel flags the
 search and its trials, then reads them), so the last change is always seen by someone who then concludes.
+
+With an artifact store (MLQ_ARTIFACTS) the concluder may be on another host than the best trial: a trial that
+succeeds publishes its folder to searches/<tenant>/<search>/<trial>/ (files, then index.json with their sha256),
+and the concluder downloads and checks it when it lacks the folder.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import shutil
@@ -25,10 +30,11 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from store.artifacts import ArtifactStore
 from store.contract import FINAL_STATUSES, JobType, SearchRequest
 from store.jobs import JobConflict, JobStore
 from store.records import JobRecord
-from training.errors import Cancelled, NoTrialSucceeded, SearchFailed
+from training.errors import ArtifactTampered, Cancelled, NoTrialSucceeded, SearchFailed
 from training.registry import ModelRegistry
 
 log = logging.getLogger(__name__)
@@ -48,14 +54,48 @@ def concluding_key(search_id: str) -> str:
 class Searches:
     """Start, follow, conclude and cancel the searches of one Redis and one artifact store."""
 
-    def __init__(self, jobs: JobStore, registry: ModelRegistry, searches_dir: Path) -> None:
+    def __init__(self, jobs: JobStore, registry: ModelRegistry, searches_dir: Path,
+                 store: ArtifactStore | None = None) -> None:
         self.jobs = jobs
         self.registry = registry
         self.searches_dir = Path(searches_dir)
+        self.store = store
 
     def trial_dir(self, tenant: str, search_id: str, trial_id: str) -> Path:
         """Where a trial saves its model (`artifact/`) and manifest until the search registers the best."""
         return self.searches_dir / tenant / search_id / trial_id
+
+    def publish_trial(self, tenant: str, search_id: str, trial_id: str) -> None:
+        """Copy a finished trial's folder to the store (no-op without one): the concluder may be elsewhere."""
+        if self.store is None:
+            return
+        directory, prefix = self.trial_dir(tenant, search_id, trial_id), f"searches/{tenant}/{search_id}/{trial_id}/"
+        index = {}
+        for file in sorted(p for p in directory.rglob("*") if p.is_file()):
+            rel = file.relative_to(directory).as_posix()
+            index[rel] = _sha256(file)
+            self.store.put_file(prefix + rel, file)
+        self.store.put_bytes(prefix + "index.json", json.dumps(index).encode())  # last: the trial is complete
+
+    def fetch_trial(self, tenant: str, search_id: str, trial_id: str) -> Path:
+        """The trial's folder on this host: as saved here, else downloaded from the store and checked."""
+        directory = self.trial_dir(tenant, search_id, trial_id)
+        if (directory / SAVED_MANIFEST).is_file() or self.store is None:
+            return directory
+        prefix = f"searches/{tenant}/{search_id}/{trial_id}/"
+        index: dict[str, str] = json.loads(self.store.get_bytes(prefix + "index.json"))
+        staging = directory.with_name(f".fetch-{trial_id}")
+        shutil.rmtree(staging, ignore_errors=True)
+        for rel, sha in index.items():
+            if ".." in Path(rel).parts or Path(rel).is_absolute():
+                raise ArtifactTampered(f"trial {trial_id}: listed file {rel!r} is not a plain relative path")
+            self.store.get_file(prefix + rel, staging / rel)
+            if _sha256(staging / rel) != sha:
+                shutil.rmtree(staging, ignore_errors=True)
+                raise ArtifactTampered(f"trial {trial_id}: {rel} downloaded from the store does not match its sha256")
+        shutil.rmtree(directory, ignore_errors=True)
+        staging.rename(directory)
+        return directory
 
     # -- the search's own message: fan out --------------------------------------------------------------------
 
@@ -158,7 +198,7 @@ class Searches:
             return "failed", summary, NoTrialSucceeded(
                 f"none of the {len(table)} trials produced {rank_by} {metric}{first}").to_dict()
         try:
-            directory = self.trial_dir(search["tenant"], search_id, best["id"])
+            directory = self.fetch_trial(search["tenant"], search_id, best["id"])
             manifest = json.loads((directory / SAVED_MANIFEST).read_text())
             manifest["job_id"] = search_id
             manifest["search"] = {"id": search_id, "metric": metric, "direction": direction, "rank_by": rank_by,
@@ -177,6 +217,9 @@ class Searches:
     def _cleanup(self, search: JobRecord) -> None:
         # The trials' models are only needed until the best one is registered (registering moves its files).
         shutil.rmtree(self.searches_dir / search["tenant"] / search["id"], ignore_errors=True)
+        if self.store is not None:
+            with contextlib.suppress(Exception):  # a leftover costs bucket space only; a lifecycle rule can sweep it
+                self.store.delete(self.store.keys(f"searches/{search['tenant']}/{search['id']}/"))
 
     # -- cancel ---------------------------------------------------------------------------------------------------
 
@@ -227,3 +270,11 @@ def _brief(row: dict[str, Any] | None) -> dict[str, Any] | None:
     if row is None:
         return None
     return {k: row.get(k) for k in ("trial", "id", "algorithm", "params", "status", "score", "duration_s")}
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while chunk := fh.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()

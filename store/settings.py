@@ -105,6 +105,13 @@ class Settings:
     batch_chunk_rows: int = 10_000
     batch_nice: int = 10
     max_search_trials: int = 100  # trials one hyperparameter search may run; more → 422
+    # Artifacts shared by processes on several hosts (store/artifacts.py): "" keeps everything under `home`;
+    # file:///dir or s3://bucket/prefix puts datasets, versions, checkpoints and outputs there, and `home` only
+    # holds this process's working copies.
+    artifacts: str = ""
+    s3_endpoint_url: str = ""  # e.g. http://minio:9000; empty: boto3's own (AWS_ENDPOINT_URL…, else AWS)
+    cache_dir: Path | None = None  # downloaded datasets and versions; None: <home>/cache
+    cache_max_mb: int = 10_240
 
     @property
     def datasets_dir(self) -> Path:
@@ -121,6 +128,10 @@ class Settings:
     @property
     def outputs_dir(self) -> Path:
         return self.home / "outputs"
+
+    @property
+    def artifact_cache_dir(self) -> Path:
+        return self.cache_dir or self.home / "cache"
 
     @property
     def searches_dir(self) -> Path:
@@ -162,4 +173,19 @@ class Settings:
             batch_chunk_rows=_int(env, "MLQ_BATCH_CHUNK_ROWS", d.batch_chunk_rows, 1),
             batch_nice=_int(env, "MLQ_BATCH_NICE", d.batch_nice, 0),
             max_search_trials=_int(env, "MLQ_MAX_SEARCH_TRIALS", d.max_search_trials, 1),
+            artifacts=_store_url(env.get("MLQ_ARTIFACTS", "")),
+            s3_endpoint_url=env.get("MLQ_S3_ENDPOINT_URL", ""),
+            cache_dir=Path(env["MLQ_CACHE_DIR"]).absolute() if env.get("MLQ_CACHE_DIR") else None,
+            cache_max_mb=_int(env, "MLQ_CACHE_MAX_MB", d.cache_max_mb, 1),
         )
+
+
+def _store_url(raw: str) -> str:
+    from store.artifacts import parse_store_url  # stdlib-only; imported here to keep this module's imports flat
+
+    if raw.strip():
+        try:
+            parse_store_url(raw.strip())
+        except ValueError as exc:
+            raise SettingsError(str(exc)) from None
+    return raw.strip()

@@ -18,6 +18,7 @@ import pytest
 import redis
 from private_redis import PrivateRedis
 from redis_check import require_redis
+from s3_server import RcloneS3
 
 _session_redis: PrivateRedis | None = None
 
@@ -53,3 +54,12 @@ def redis_client(redis_url: str) -> Iterator[redis.Redis]:
     client = redis.Redis.from_url(redis_url, decode_responses=True)
     yield client
     client.close()
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RcloneS3]:
+    """A real S3 server (rclone serve s3) for the session; tests take a fresh bucket each with `.bucket()`."""
+    server = RcloneS3(tmp_path_factory.mktemp("s3-data"))
+    server.start()
+    yield server
+    server.stop()

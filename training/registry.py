@@ -194,7 +194,7 @@ class ModelRegistry:
             number = int(self._version_dir(tenant, name, version).name)
             aliases = self._read_aliases(model_dir)
             aliases[alias] = number
-            _write_atomic(model_dir / ALIASES, json.dumps(aliases, indent=2, sort_keys=True).encode())
+            self._write_aliases(model_dir, aliases)
         return aliases
 
     def delete_alias(self, tenant: str, name: str, alias: str) -> None:
@@ -207,7 +207,10 @@ class ModelRegistry:
                 known = ", ".join(sorted(aliases)) or "none"
                 raise ResourceNotFound(f"model {name!r} has no alias {alias!r}; aliases: {known}")
             del aliases[alias]
-            _write_atomic(model_dir / ALIASES, json.dumps(aliases, indent=2, sort_keys=True).encode())
+            self._write_aliases(model_dir, aliases)
+
+    def _write_aliases(self, model_dir: Path, aliases: dict[str, int]) -> None:
+        _write_atomic(model_dir / ALIASES, json.dumps(aliases, indent=2, sort_keys=True).encode())
 
     def delete_version(self, tenant: str, name: str, version: int) -> None:
         """Delete a version; VersionInUse while an alias points at it."""
@@ -295,8 +298,12 @@ class ModelRegistry:
     def verified_dir(self, tenant: str, name: str, version: int) -> Path:
         """The version directory, after checking HMAC, every file's sha256 and that no file was added."""
         path = self._version_dir(tenant, name, version)
-        where = f"model {name!r} version {path.name}"
-        manifest = self.manifest(tenant, name, int(path.name))
+        self._check_version(path, f"model {name!r} version {path.name}", self.manifest(tenant, name, int(path.name)))
+        return path
+
+    def _check_version(self, path: Path, where: str, manifest: ModelManifest) -> None:
+        """ArtifactTampered unless `path` holds exactly the files `manifest` lists, with their sha256, and the
+        manifest's HMAC is right (when a key is configured)."""
         if self._secret:
             given = manifest.get("hmac")
             if not isinstance(given, str) or not hmac.compare_digest(given, self._sign(manifest)):
@@ -319,12 +326,11 @@ class ModelRegistry:
             rel = extra.relative_to(path).as_posix()
             if rel != MANIFEST and rel not in files and (extra.is_symlink() or not extra.is_dir()):
                 raise ArtifactTampered(f"{where}: unexpected file {rel!r} that the manifest does not list")
-        return path
 
     def archive(self, tenant: str, name: str, version: int) -> bytes:
         """A deterministic .tar.gz of the verified version directory, entries under `<name>-<version>/`."""
         path = self.verified_dir(tenant, name, version)
-        prefix = f"{name}-{path.name}"
+        prefix = f"{name}-{_as_int(version)}"  # not path.name: a store-backed registry verifies into a cache folder
         buf = io.BytesIO()
         # Fixed mtimes, owners and order: a version always gives the same bytes (cacheable, comparable).
         with (

@@ -27,13 +27,15 @@ from typing import TYPE_CHECKING, Any
 
 from celery import Celery, Task, signals
 
+from store.backends import output_store
 from store.batch_format import OutputColumns, assemble, write_part
 from store.contract import BATCH_PREDICT_TASK, BATCH_QUEUE, INFERENCE_QUEUE, BatchPredictRequest
-from store.outputs import MEDIA_TYPES, OutputStore, filename
+from store.outputs import MEDIA_TYPES, filename
 from training.errors import AllRowsFailed, Cancelled, ColumnNotFound
 from training.postprocess import check_postprocess
 from worker.batch_reader import chunks, read_header
 from worker.batch_scoring import score_chunk
+from worker.checkpoint_sync import CheckpointSync, remove_checkpoint
 from worker.train_hooks import CancelCheck, JobHeartbeat, retry_redis
 
 if TYPE_CHECKING:
@@ -143,9 +145,11 @@ class BatchRun:
                            f"{first['row']}: {first['error']}", errors=[{"loc": ["rows", first["row"]],
                                                                           "msg": first["error"]}])
         name = filename(r.model, r.version, r.job_id, r.format)
-        folder = OutputStore(self.runtime.settings.outputs_dir).folder(r.job_id)
+        outputs = output_store(self.runtime.settings)
+        folder = outputs.folder(r.job_id)
         folder.mkdir(parents=True, exist_ok=True)
         size, sha256 = assemble([self.part(i) for i in range(state["parts"])], columns, r.format, folder / name)
+        outputs.publish(r.job_id, name)  # to the artifact store, if any: the API may be on another host
         duration = time.monotonic() - started
         return {"model": r.model, "version": r.version, "dataset": r.dataset_id, "rows": done,
                 "rows_scored": done - failed, "rows_failed": failed, "first_error": first,
@@ -165,13 +169,17 @@ def run_batch(runtime: Runtime, payload: dict[str, Any], hostname: str) -> None:
         log.info("job %s not started: %s", job_id, why)
         if why in ("final", "cancelled", "poison"):
             shutil.rmtree(runtime.settings.checkpoints_dir / job_id, ignore_errors=True)
+            remove_checkpoint(runtime.store, job_id)
         return
     heartbeat = JobHeartbeat(runtime.leases, job_id, token, hostname, runtime.settings.heartbeat_s)
     check = CancelCheck(runtime.jobs, job_id, hostname=hostname, lost=heartbeat.lost)
     result: dict[str, Any] | None = None
     error: dict[str, Any] | None = None
     try:
-        with heartbeat:
+        # Parts and checkpoint.json go to the artifact store too (if any): the next attempt may be elsewhere.
+        sync = CheckpointSync(runtime.store, job_id, runtime.settings.checkpoints_dir / job_id,
+                              runtime.settings.heartbeat_s)
+        with heartbeat, sync:
             result = BatchRun(runtime, request, check).run()
         status = "succeeded"
     except Cancelled:
@@ -189,7 +197,7 @@ def run_batch(runtime: Runtime, payload: dict[str, Any], hostname: str) -> None:
         # Only while this attempt still holds the job: a newer attempt's finished output is not ours to remove.
         with contextlib.suppress(Exception):
             if runtime.leases.heartbeat(job_id, token, hostname):
-                OutputStore(runtime.settings.outputs_dir).remove(job_id)
+                output_store(runtime.settings).remove(job_id)
     runtime.conclude(job_id, token, hostname, status, result, error)
 
 

@@ -11,6 +11,7 @@ from typing import Any, Protocol
 import redis
 from celery import Celery
 
+from store.artifacts import ArtifactStore
 from store.datasets import DatasetStore
 from store.jobs import JobStore
 from store.leases import Leases
@@ -26,6 +27,7 @@ class Runtime(Protocol):
     registry: ModelRegistry
     datasets: DatasetStore
     cache: ModelCache
+    store: ArtifactStore | None  # MLQ_ARTIFACTS; None: everything on the local MLQ_HOME
     app: Celery | None
 
     @property

@@ -25,6 +25,7 @@ import torch
 from celery import Celery, Task, signals
 from celery.exceptions import SoftTimeLimitExceeded
 
+from store.backends import artifact_store, dataset_store, model_registry
 from store.contract import (
     BATCH_QUEUE,
     LEASED_TASKS,
@@ -34,7 +35,6 @@ from store.contract import (
     TRAIN_TASK,
     TrainRequest,
 )
-from store.datasets import DatasetStore
 from store.jobs import JobStore
 from store.leases import Leases, Sweeper, request_drain
 from store.liveness import Heartbeat, WorkerLiveness
@@ -43,7 +43,7 @@ from store.settings import Settings
 from training.errors import Cancelled, InternalError, MLQError, RegistrationDeclined, TimeLimit
 from training.manifest import RecoveredResult, TrainResult
 from training.pipeline import train_model
-from training.registry import ModelRegistry
+from worker.checkpoint_sync import CheckpointSync, remove_checkpoint
 from worker.model_cache import ModelCache
 from worker.train_hooks import CancelCheck, JobHeartbeat, RegistrationClaim, progress_reporter, retry_redis
 
@@ -63,8 +63,10 @@ class WorkerRuntime:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.registry = ModelRegistry(settings.models_dir, secret_key=settings.secret_key)
-        self.datasets = DatasetStore(settings.datasets_dir)
+        # On MLQ_HOME, or on the artifact store MLQ_ARTIFACTS names (store/backends.py).
+        self.registry = model_registry(settings, lambda: self.redis)
+        self.datasets = dataset_store(settings)
+        self.store = artifact_store(settings)
         self.cache = ModelCache(self.registry)
         self._redis: redis.Redis | None = None
         self._jobs: JobStore | None = None
@@ -98,7 +100,7 @@ class WorkerRuntime:
     @property
     def searches(self) -> Searches:
         if self._searches is None:
-            self._searches = Searches(self.jobs, self.registry, self.settings.searches_dir)
+            self._searches = Searches(self.jobs, self.registry, self.settings.searches_dir, self.store)
         return self._searches
 
     def trial_changed(self, request: TrainRequest, hostname: str) -> None:
@@ -175,6 +177,7 @@ class WorkerRuntime:
             log.info("job %s not started: %s", job_id, why)
             if why in ("final", "cancelled", "poison"):
                 shutil.rmtree(checkpoint_dir, ignore_errors=True)
+                remove_checkpoint(self.store, job_id)
                 self.trial_changed(request, hostname)  # e.g. a redelivery after a crash in the search's update
             return
         self.trial_changed(request, hostname)
@@ -185,8 +188,11 @@ class WorkerRuntime:
         save_to = (self.searches.trial_dir(request.tenant, request.parent, job_id) if request.parent else None)
         result: TrainResult | RecoveredResult | None = None
         error: dict[str, Any] | None = None
+        # With an artifact store the checkpoint is copied there as it changes, and restored from there first:
+        # the next attempt may run on another host.
+        sync = CheckpointSync(self.store, job_id, checkpoint_dir, self.settings.heartbeat_s)
         try:
-            with heartbeat:
+            with heartbeat, sync:
                 result = train_model(
                     data_path=self.datasets.path(request.tenant, request.dataset_id),
                     target=request.target, algorithm=request.algorithm, model_name=request.model,
@@ -221,6 +227,11 @@ class WorkerRuntime:
             status, error = "failed", self.error_for(job_id, exc)
         else:
             status = "succeeded"
+        if status == "succeeded" and save_to is not None and request.parent:
+            try:  # before the trial is final: whoever concludes the search may be on another host
+                self.searches.publish_trial(request.tenant, request.parent, job_id)
+            except Exception as exc:
+                status, error = "failed", self.error_for(job_id, exc)
         self.conclude(job_id, token, hostname, status, result, error)
         self.trial_changed(request, hostname)
 
@@ -234,6 +245,7 @@ class WorkerRuntime:
             # while this attempt still holds the job: a newer attempt may be resuming from it.
             if retry_redis(lambda: self.leases.heartbeat(job_id, token, hostname), f"job {job_id}: lease check"):
                 shutil.rmtree(checkpoint_dir, ignore_errors=True)
+                remove_checkpoint(self.store, job_id)
             outcome = retry_redis(lambda: self.leases.finish(job_id, token, status, result=result, error=error),
                                   f"job {job_id}: recording {status}")
         except redis.RedisError:

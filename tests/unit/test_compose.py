@@ -60,9 +60,33 @@ def test_every_image_runs_as_a_non_root_user() -> None:
         assert users and users[-1] not in ("root", "0"), name
 
 
+class ComposeLoader(yaml.SafeLoader):  # type: ignore[misc]  # PyYAML ships no types here
+    """safe_load plus compose's merge tags (`!reset`, `!override`), read as their plain values."""
+
+
+for _tag in ("!reset", "!override"):
+    ComposeLoader.add_constructor(
+        _tag, lambda loader, node: loader.construct_sequence(node) if isinstance(node, yaml.SequenceNode)
+        else loader.construct_mapping(node) if isinstance(node, yaml.MappingNode) else loader.construct_scalar(node))
+
+
+def with_generated_gpus(compose: dict[str, Any], gpus: int, s3: bool = False) -> dict[str, dict[str, Any]]:
+    """The GPU services of docker-compose.yml plus `python -m mlqueue.compose_gpus N`, each generated one resolved
+    the way compose resolves `extends` and `!override` (the generated keys replace the base service's)."""
+    from mlqueue.compose_gpus import services
+
+    generated = yaml.load(services(gpus, s3), Loader=ComposeLoader)["services"]
+    out = dict(gpu_services(compose))
+    for name, service in generated.items():
+        base = compose["services"][service.pop("extends")["service"]]
+        out[name] = {**base, **service}
+    return out
+
+
 def test_each_gpu_worker_reserves_its_own_gpu_with_the_gpu_capability(compose: dict[str, Any]) -> None:
-    gpus = gpu_services(compose)
-    assert {"worker-train-gpu0", "worker-inference-gpu0"} <= set(gpus)
+    assert set(gpu_services(compose)) == {"worker-train-gpu0", "worker-inference-gpu0"}  # the rest is generated
+    gpus = with_generated_gpus(compose, 4)
+    assert len(gpus) == 8
     ids_per_queue: dict[str, list[str]] = {}
     for name, service in gpus.items():
         (device,) = service["deploy"]["resources"]["reservations"]["devices"]
@@ -75,7 +99,27 @@ def test_each_gpu_worker_reserves_its_own_gpu_with_the_gpu_capability(compose: d
         assert service["profiles"] == ["gpu"], f"{name} must not start on a CPU-only `docker compose up`"
         assert service["depends_on"]["redis"]["condition"] == "service_healthy"
     for queue, ids in ids_per_queue.items():
-        assert len(ids) == len(set(ids)) >= 2, f"{queue} workers must each have a distinct GPU: {ids}"
+        assert sorted(ids) == ["0", "1", "2", "3"], f"{queue} workers must each have a distinct GPU: {ids}"
+    hostnames = [s["hostname"] for s in gpus.values()]
+    assert len(set(hostnames)) == len(hostnames)  # distinct Celery node names
+    assert with_generated_gpus(compose, 1) == gpu_services(compose)
+
+
+def test_the_s3_profile_runs_every_service_on_the_store_without_the_shared_volume(compose: dict[str, Any]) -> None:
+    minio = compose["services"]["minio"]
+    assert minio["profiles"] == ["s3"] and minio["image"].startswith("minio/minio:")
+    assert "mlqueue" in " ".join(minio["entrypoint"]) and minio["healthcheck"]["test"]
+    override = yaml.load((ROOT / "docker-compose.s3.yml").read_text(), Loader=ComposeLoader)
+    assert {"api", "worker-cpu", "worker-batch", "worker-train-gpu0", "worker-inference-gpu0"} == set(
+        override["services"])
+    for name, service in override["services"].items():
+        assert service["volumes"] == [], name
+        env = service["environment"]
+        assert env["MLQ_ARTIFACTS"].endswith("s3://mlqueue/mlq}") and "minio:9000" in env["MLQ_S3_ENDPOINT_URL"], name
+        assert service["depends_on"]["minio"] == {"condition": "service_healthy", "required": False}
+    for name, service in with_generated_gpus(compose, 2, s3=True).items():
+        if name.endswith("gpu1"):
+            assert service["volumes"] == [] and "MLQ_ARTIFACTS" in service["environment"], name
 
 
 def test_the_cpu_worker_can_be_scaled_and_serves_both_queues(compose: dict[str, Any]) -> None:
@@ -99,7 +143,7 @@ def test_every_service_has_a_healthcheck_and_every_worker_pings_its_own_celery_n
 
 def test_api_and_workers_share_the_artifact_volume_at_mlq_home(compose: dict[str, Any]) -> None:
     for name, service in compose["services"].items():
-        if name == "redis":
+        if name in ("redis", "minio"):
             continue
         home = service["environment"]["MLQ_HOME"]
         assert f"artifacts:{home}" in service["volumes"], name

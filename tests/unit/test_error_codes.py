@@ -15,7 +15,7 @@ ABSTRACT = {"error"}  # MLQError and ApiError themselves: bases, never raised
 
 
 def _import_everything() -> None:
-    for package in ("training", "worker", "api", "mlqueue"):
+    for package in ("training", "store", "worker", "api", "mlqueue"):
         module = importlib.import_module(package)
         for info in pkgutil.iter_modules(module.__path__):
             if info.name != "gunicorn_conf":  # a gunicorn config file, loaded by path
@@ -44,10 +44,10 @@ def test_every_error_class_has_its_own_code_and_every_code_is_documented() -> No
 
 
 def test_no_other_exception_roots_in_the_server_packages() -> None:
-    """Every exception class defined in api/, worker/ and training/ is an MLQError (one `except` catches them)."""
+    """Every exception class defined in api/, store/, worker/ and training/ is an MLQError (one `except` catches them)."""
     _import_everything()
     strays = []
-    for package in ("training", "worker", "api"):
+    for package in ("training", "store", "worker", "api"):
         for path in (ROOT / package).glob("*.py"):
             for name in re.findall(r"^class (\w+)\((?:[\w.]*(?:Exception|Error))\):", path.read_text(), re.M):
                 module = importlib.import_module(f"{package}.{path.stem}")
