@@ -22,6 +22,7 @@ from api.problems import ApiError
 from api.schemas import JobHeaders
 from api.services import services, tenant
 from api.waits import wait_for_job
+from worker import keys
 from worker.contract import FINAL_STATUSES
 from worker.ids import new_id
 
@@ -56,7 +57,7 @@ def _claim(key: str, print_: str) -> str | None:
 
 
 def _key_name(key: str) -> str:
-    return f"mlq:idem:{tenant()}:{hashlib.sha256(key.encode()).hexdigest()}"
+    return keys.idempotency(tenant(), hashlib.sha256(key.encode()).hexdigest())
 
 
 def replay(key: str | None, wait: int | None) -> Response | None:

@@ -19,7 +19,7 @@ from typing import Any
 import redis
 from redis.client import Pipeline
 
-from worker import job_scripts
+from worker import job_scripts, keys
 from worker.contract import FINAL_STATUSES, TRAIN_QUEUE, JobStatus
 from worker.ids import is_job_id, new_id
 from worker.job_cursor import InvalidCursor as InvalidCursor  # re-exported: the API catches it from here
@@ -28,10 +28,9 @@ from worker.job_events import job_log, tenant_channel, tenant_log
 from worker.job_scripts import JOB_LOG_MAXLEN, TENANT_LOG_MAXLEN
 from worker.liveness import WorkerLiveness
 
-RUNNING_SET = "mlq:jobs:running"
-ACTIVE_SET = "mlq:active:{tenant}"  # a tenant's queued + running job ids, for MLQ_MAX_ACTIVE_JOBS
-METRICS_JOBS = "mlq:metrics:jobs"  # field "{type}:{status}" → jobs that reached that status
-METRICS_DURATION = "mlq:metrics:duration"  # fields "{type}:le:{bound}" (cumulative), "{type}:sum", "{type}:count"
+RUNNING_SET = keys.RUNNING_JOBS
+METRICS_JOBS = keys.METRICS_JOBS
+METRICS_DURATION = keys.METRICS_DURATION
 DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 4 * 3600.0)
 FINAL = tuple(s.value for s in FINAL_STATUSES)
 _PUBLIC = ("id", "type", "status", "model", "created_at", "started_at", "finished_at", "attempts")
@@ -77,14 +76,14 @@ class JobStore:
 
     @staticmethod
     def key(job_id: str) -> str:
-        return f"mlq:job:{job_id}"
+        return keys.job(job_id)
 
     @staticmethod
     def channel(job_id: str) -> str:
-        return f"mlq:job:{job_id}:events"
+        return keys.job_channel(job_id)
 
     def _keys(self, job_id: str) -> list[str]:
-        return [self.key(job_id), RUNNING_SET, METRICS_JOBS, METRICS_DURATION, f"mlq:job:{job_id}:cancel",
+        return [self.key(job_id), RUNNING_SET, METRICS_JOBS, METRICS_DURATION, keys.job_cancel(job_id),
                 self.channel(job_id)]
 
     def new_record(self, tenant: str, type: str, model: str | None, request: dict[str, Any],
@@ -104,7 +103,7 @@ class JobStore:
         job_id = str(record["id"])
         target = pipe if pipe is not None else self.redis.pipeline(transaction=True)
         target.hset(self.key(job_id), mapping=record)  # type: ignore[arg-type]
-        target.zadd(f"mlq:jobs:{tenant}", {job_id: record["created_ms"]})
+        target.zadd(keys.tenant_jobs(tenant), {job_id: record["created_ms"]})
         target.hincrby(METRICS_JOBS, f"{type}:queued", 1)
         if type != "predict":  # the first event of the job's and the tenant's logs (the Lua `emit` writes the rest)
             target.xadd(job_log(job_id), {"event": "queued", "status": "queued", "progress": ""},
@@ -125,7 +124,7 @@ class JobStore:
         a non-transactional pipeline may then carry the BLPOP that waits for the answer (api/predict.py)."""
         fields: list[Any] = [x for item in record.items() for x in item]
         (field, body), = entry.items()
-        pipe.eval(job_scripts.CREATE_PREDICT, 4, self.key(str(record["id"])), f"mlq:jobs:{record['tenant']}",
+        pipe.eval(job_scripts.CREATE_PREDICT, 4, self.key(str(record["id"])), keys.tenant_jobs(str(record["tenant"])),
                   METRICS_JOBS, stream, record["id"], record["created_ms"], field, body, *fields)
         return self._decode({k: str(v) for k, v in record.items()})
 
@@ -176,7 +175,7 @@ class JobStore:
     def list(self, tenant: str, status: str | None = None, type: str | None = None, model: str | None = None,
              limit: int = 50, cursor: str | None = None) -> tuple[list[dict[str, Any]], str | None]:
         """Newest first; a page of at most `limit` jobs and the cursor of the next page (None on the last)."""
-        index = f"mlq:jobs:{tenant}"
+        index = keys.tenant_jobs(tenant)
         top: int | str = "+inf"
         after: tuple[int, str] | None = None
         if cursor:
@@ -252,7 +251,7 @@ class JobStore:
         return job
 
     def cancel_requested(self, job_id: str) -> bool:
-        return bool(self.redis.exists(f"mlq:job:{job_id}:cancel"))
+        return bool(self.redis.exists(keys.job_cancel(job_id)))
 
     def wait(self, job_id: str, timeout_s: float) -> dict[str, Any] | None:
         """The job once it is final, or as it is when `timeout_s` runs out. Blocks on the job's channel."""
@@ -274,10 +273,10 @@ class JobStore:
 
     def heartbeat(self, job_id: str, worker: str, ttl_s: float) -> None:
         """Say that `worker` still runs the job; the key expires when the worker dies."""
-        self.redis.set(f"mlq:job:{job_id}:heartbeat", worker, px=max(1, int(ttl_s * 1000)))
+        self.redis.set(keys.job_heartbeat(job_id), worker, px=max(1, int(ttl_s * 1000)))
 
     def heartbeat_alive(self, job_id: str) -> bool:
-        return bool(self.redis.exists(f"mlq:job:{job_id}:heartbeat"))
+        return bool(self.redis.exists(keys.job_heartbeat(job_id)))
 
     def admit(self, tenant: str, job_id: str, max_active: int) -> bool:
         """Claim one of the tenant's `max_active` slots for a job about to be created (atomic check-and-add).
@@ -286,7 +285,7 @@ class JobStore:
         `release()` when the job is never created. Ids whose record expired or ended are pruned when the
         tenant looks full, so a lost record can never block a tenant for good.
         """
-        key = ACTIVE_SET.format(tenant=tenant)
+        key = keys.tenant_active(tenant)
         if self._admit(keys=[key], args=[job_id, max_active]) == 1:
             return True
         members = [_text(m) for m in self.redis.smembers(key)]
@@ -302,15 +301,15 @@ class JobStore:
 
     def release(self, tenant: str, job_id: str) -> None:
         """Give back the slot `admit()` claimed for a job that was not created after all."""
-        self.redis.srem(ACTIVE_SET.format(tenant=tenant), job_id)
+        self.redis.srem(keys.tenant_active(tenant), job_id)
 
     def active_count(self, tenant: str) -> int:
-        return int(self.redis.scard(ACTIVE_SET.format(tenant=tenant)))
+        return int(self.redis.scard(keys.tenant_active(tenant)))
 
     # ---- online inference: job records finished in batches, answers pushed to the waiting submitter --------
     @staticmethod
     def reply_key(job_id: str) -> str:
-        return f"mlq:job:{job_id}:reply"
+        return keys.job_reply(job_id)
 
     def mark_running_in(self, pipe: Pipeline, job_id: str, worker: str) -> None:
         """Queue `mark_running` on `pipe`; its result (1 = run it) comes back from pipe.execute()."""

@@ -37,12 +37,10 @@ from typing import Any
 
 import redis
 
-from worker import lease_scripts
+from worker import keys, lease_scripts
 from worker.jobs import DURATION_BUCKETS, JobStore, now_rfc3339
 
 log = logging.getLogger(__name__)
-
-DRAIN_PREFIX = "mlq:drain:"
 
 
 def _error(type_: str, message: str) -> str:
@@ -50,15 +48,15 @@ def _error(type_: str, message: str) -> str:
 
 
 def heartbeat_key(job_id: str) -> str:
-    return f"mlq:job:{job_id}:heartbeat"
+    return keys.job_heartbeat(job_id)
 
 
 def claim_key(job_id: str) -> str:
-    return f"mlq:job:{job_id}:registered"
+    return keys.job_registered(job_id)
 
 
 def drain_key(hostname: str) -> str:
-    return f"{DRAIN_PREFIX}{hostname}"
+    return keys.drain(hostname)
 
 
 def poison_message(max_attempts: int) -> str:
@@ -141,7 +139,7 @@ class Leases:
 
     def claim_registration(self, job_id: str, token: int, takeover_from: str = "") -> tuple[int, str]:
         """(1, "") claimed; (0, "") fenced; (-1, "") cancelled; (-2, holder) another attempt holds the claim."""
-        reply = self._claim(keys=[self.jobs.key(job_id), claim_key(job_id), f"mlq:job:{job_id}:cancel"],
+        reply = self._claim(keys=[self.jobs.key(job_id), claim_key(job_id), keys.job_cancel(job_id)],
                             args=[token, self.jobs.ttl_s, takeover_from])
         holder = reply[1].decode() if isinstance(reply[1], bytes) else str(reply[1])
         return int(reply[0]), holder

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from training.registry import ModelRegistry
+from worker import keys
 from worker.contract import FINAL_STATUSES, JobType, SearchRequest
 from worker.jobs import JobConflict, JobStore
 
@@ -40,7 +41,7 @@ SAVED_MANIFEST = "manifest.json"  # training/pipeline.py's SAVED_MANIFEST (that 
 
 
 def concluding_key(search_id: str) -> str:
-    return f"mlq:job:{search_id}:concluding"
+    return keys.search_concluding(search_id)
 
 
 class Searches:

@@ -20,6 +20,7 @@ import redis
 
 from training.errors import NotFound
 from training.registry import ModelRegistry
+from worker import keys
 from worker.contract import TrainRequest
 from worker.jobs import JobStore
 from worker.recovery import Leases, drain_key, parse_drain
@@ -79,7 +80,7 @@ class CancelCheck:
         if now - self._last >= self.interval_s:
             self._last = now
             try:
-                cancel, drain = self.jobs.redis.mget(f"mlq:job:{self.job_id}:cancel", drain_key(self.hostname))
+                cancel, drain = self.jobs.redis.mget(keys.job_cancel(self.job_id), drain_key(self.hostname))
             except redis.RedisError as exc:
                 # A Redis blip must not kill hours of training; the next due check asks again.
                 log.warning("job %s: cancel check failed: %s", self.job_id, exc)
