@@ -34,6 +34,7 @@ from worker.batch_scoring import score_chunk
 from worker.batch_writer import OutputColumns, assemble, write_part
 from worker.contract import BATCH_PREDICT_TASK, BATCH_QUEUE, INFERENCE_QUEUE, BatchPredictRequest, JobError
 from worker.outputs import MEDIA_TYPES, OutputStore, filename
+from worker.script_outcomes import BeginOutcome, PreemptOutcome
 from worker.train_hooks import CancelCheck, JobHeartbeat, retry_redis
 
 if TYPE_CHECKING:
@@ -163,7 +164,7 @@ def run_batch(runtime: WorkerRuntime, payload: dict[str, Any], hostname: str) ->
     if token is None:
         # A duplicate or late message (the job is final, or another live attempt holds it): nothing to do.
         log.info("job %s not started: %s", job_id, why)
-        if why in ("final", "cancelled", "poison"):
+        if why in (BeginOutcome.FINAL, BeginOutcome.CANCELLED, BeginOutcome.POISON):
             shutil.rmtree(runtime.settings.checkpoints_dir / job_id, ignore_errors=True)
         return
     heartbeat = JobHeartbeat(runtime.leases, job_id, token, hostname, runtime.settings.heartbeat_s)
@@ -197,7 +198,8 @@ def preempt(runtime: WorkerRuntime, request: BatchPredictRequest, token: int) ->
     """The worker is shutting down: back on the batch queue, parts and checkpoint kept for the next attempt."""
     job_id = request.job_id
     try:
-        if retry_redis(lambda: runtime.leases.preempt(job_id, token), f"job {job_id}: requeue", 10.0) == 1:
+        outcome = retry_redis(lambda: runtime.leases.preempt(job_id, token), f"job {job_id}: requeue", 10.0)
+        if outcome is PreemptOutcome.REQUEUED:
             retry_redis(lambda: runtime.app.send_task(  # type: ignore[union-attr]
                 BATCH_PREDICT_TASK, args=[request.encode()], task_id=job_id, queue=BATCH_QUEUE),
                 f"job {job_id}: re-send", 10.0)

@@ -204,8 +204,8 @@ class InferenceConsumer:
                 for it in live:
                     self.jobs.mark_running_in(pipe, it.job_id, self.name)  # type: ignore[arg-type]
                 started = pipe.execute()
-            for it, ok in zip(live, started, strict=True):
-                it.run = ok == 1  # 0: cancelled while queued, or already answered by another worker
+            for it, reply in zip(live, started, strict=True):
+                it.run = self.jobs.started(reply)  # else cancelled while queued, or answered by another worker
         groups: dict[tuple[str, str, Any], list[Item]] = {}
         for it in items:
             if it.run and it.request is not None:

@@ -3,9 +3,9 @@
 Layout: hash `mlq:job:{id}` (JSON fields stored as strings), per-tenant sorted set `mlq:jobs:{tenant}` (score =
 created ms) for listing, set `mlq:jobs:running`, flag `mlq:job:{id}:cancel`, channel `mlq:job:{id}:events`
 (every change is published there, so `wait()` wakes at once instead of polling). Status transitions are Lua
-scripts (their sources: worker/job_scripts.py): queued → running → succeeded | failed | cancelled, and only the
-first final status wins, whichever process gets there first. Counters for /metrics live in two hashes so every
-process's observations add up. List cursors: worker/job_cursor.py.
+scripts (worker/lua/*.lua, their replies: worker/script_outcomes.py): queued → running → succeeded | failed |
+cancelled, and only the first final status wins, whichever process gets there first. Counters for /metrics live
+in two hashes so every process's observations add up. List cursors: worker/job_cursor.py.
 """
 
 from __future__ import annotations
@@ -27,6 +27,8 @@ from worker.job_cursor import decode_cursor, encode_cursor
 from worker.job_events import job_log, tenant_channel, tenant_log
 from worker.job_scripts import JOB_LOG_MAXLEN, TENANT_LOG_MAXLEN
 from worker.liveness import WorkerLiveness
+from worker.lua_loader import outcome
+from worker.script_outcomes import AdmitOutcome, BeginOutcome, CancelOutcome, FinishOutcome
 
 RUNNING_SET = keys.RUNNING_JOBS
 METRICS_JOBS = keys.METRICS_JOBS
@@ -218,8 +220,14 @@ class JobStore:
         """Move a job to running (attempts += 1). False when it is final, unknown, or its cancel was requested."""
         now, now_ms = now_rfc3339()
         error = json.dumps({"type": "cancelled", "message": "the job was cancelled before it started"})
-        return self._mark_running(keys=self._keys(job_id),
-                                  args=[job_id, worker, now, now_ms, self.ttl_s, error, *DURATION_BUCKETS]) == 1
+        reply = self._mark_running(keys=self._keys(job_id),
+                                   args=[job_id, worker, now, now_ms, self.ttl_s, error, *DURATION_BUCKETS])
+        return self.started(reply)
+
+    @staticmethod
+    def started(reply: Any) -> bool:
+        """Whether a mark_running reply (e.g. from a pipeline that ran mark_running_in) says: run the job."""
+        return outcome(reply, BeginOutcome)[0] is BeginOutcome.STARTED
 
     def set_progress(self, job_id: str, progress: dict[str, Any]) -> None:
         self._progress(keys=[self.key(job_id), self.channel(job_id)], args=[json.dumps(progress)])
@@ -234,18 +242,19 @@ class JobStore:
         args: list[str | int | float] = [
             job_id, status, now, now_ms, self.ttl_s, json.dumps(result) if result is not None else "",
             json.dumps(error) if error is not None else "", *DURATION_BUCKETS]
-        return self._finish(keys=self._keys(job_id), args=args) == 1
+        return outcome(self._finish(keys=self._keys(job_id), args=args), FinishOutcome)[0] is FinishOutcome.DONE
 
     def request_cancel(self, job_id: str) -> dict[str, Any]:
         """Flag the job for cancellation; a queued job ends `cancelled` at once. JobConflict if already final."""
         now, now_ms = now_rfc3339()
         error = json.dumps({"type": "cancelled", "message": "the job was cancelled before it started"})
-        outcome = self._cancel(keys=self._keys(job_id),
-                               args=[job_id, now, now_ms, self.ttl_s, error, *DURATION_BUCKETS])
+        result, _ = outcome(self._cancel(keys=self._keys(job_id),
+                                         args=[job_id, now, now_ms, self.ttl_s, error, *DURATION_BUCKETS]),
+                            CancelOutcome)
         job = self.get(job_id)
-        if outcome == -1 or job is None:
+        if result is CancelOutcome.GONE or job is None:
             raise KeyError(job_id)
-        if outcome == 0:
+        if result is CancelOutcome.ALREADY_FINAL:
             raise JobConflict(f"job {job_id} already ended with status {job['status']}; only a queued or running "
                               "job can be cancelled")
         return job
@@ -286,7 +295,7 @@ class JobStore:
         tenant looks full, so a lost record can never block a tenant for good.
         """
         key = keys.tenant_active(tenant)
-        if self._admit(keys=[key], args=[job_id, max_active]) == 1:
+        if self._try_admit(key, job_id, max_active):
             return True
         members = [_text(m) for m in self.redis.smembers(key)]
         with self.redis.pipeline(transaction=False) as pipe:
@@ -297,7 +306,10 @@ class JobStore:
         if not gone:
             return False
         self.redis.srem(key, *gone)
-        return self._admit(keys=[key], args=[job_id, max_active]) == 1
+        return self._try_admit(key, job_id, max_active)
+
+    def _try_admit(self, key: str, job_id: str, max_active: int) -> bool:
+        return outcome(self._admit(keys=[key], args=[job_id, max_active]), AdmitOutcome)[0] is AdmitOutcome.ADMITTED
 
     def release(self, tenant: str, job_id: str) -> None:
         """Give back the slot `admit()` claimed for a job that was not created after all."""
@@ -312,7 +324,7 @@ class JobStore:
         return keys.job_reply(job_id)
 
     def mark_running_in(self, pipe: Pipeline, job_id: str, worker: str) -> None:
-        """Queue `mark_running` on `pipe`; its result (1 = run it) comes back from pipe.execute()."""
+        """Queue `mark_running` on `pipe`; its reply comes back from pipe.execute(): `started(reply)` says run it."""
         now, now_ms = now_rfc3339()
         error = json.dumps({"type": "cancelled", "message": "the job was cancelled before it started"})
         self._mark_running(keys=self._keys(job_id), args=[job_id, worker, now, now_ms, self.ttl_s, error,

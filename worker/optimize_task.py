@@ -17,6 +17,7 @@ from training.errors import Cancelled, NotFound
 from training.optimize import optimize_version
 from training.pipeline import RegistrationDeclined
 from worker.contract import OPTIMIZE_TASK, OptimizeRequest
+from worker.script_outcomes import ClaimOutcome, PreemptOutcome
 from worker.train_hooks import CancelCheck, JobHeartbeat, RegistrationClaim, progress_reporter, retry_redis
 
 if TYPE_CHECKING:
@@ -66,7 +67,7 @@ def run_optimize(runtime: WorkerRuntime, payload: dict[str, Any], hostname: str)
     except RegistrationDeclined:
         if claim.existing is not None:
             status, result = "succeeded", claim.existing
-        elif claim.outcome == -1:
+        elif claim.outcome is ClaimOutcome.CANCELLED:
             status = "cancelled"
         else:
             log.warning("job %s: attempt %d lost the job before registering; nothing registered", job_id, token)
@@ -82,7 +83,8 @@ def _requeue(runtime: WorkerRuntime, request: OptimizeRequest, token: int) -> No
     """The worker is shutting down: back on the queue (it starts over on the next worker)."""
     job_id = request.job_id
     try:
-        if retry_redis(lambda: runtime.leases.preempt(job_id, token), f"job {job_id}: requeue", 10.0) == 1:
+        outcome = retry_redis(lambda: runtime.leases.preempt(job_id, token), f"job {job_id}: requeue", 10.0)
+        if outcome is PreemptOutcome.REQUEUED:
             retry_redis(lambda: runtime.send_train(request.encode()), f"job {job_id}: re-send", 10.0)
     except Exception:
         log.exception("job %s: could not requeue it on shutdown; a sweeper will", job_id)

@@ -42,6 +42,7 @@ from worker.jobs import JobStore
 from worker.liveness import Heartbeat, WorkerLiveness
 from worker.model_cache import ModelCache
 from worker.recovery import Leases, Sweeper, request_drain
+from worker.script_outcomes import BeginOutcome, ClaimOutcome, FinishOutcome, PreemptOutcome
 from worker.search import Searches
 from worker.settings import Settings
 from worker.train_hooks import CancelCheck, JobHeartbeat, RegistrationClaim, progress_reporter, retry_redis
@@ -175,7 +176,7 @@ class WorkerRuntime:
         if token is None:
             # A duplicate or late message (the job is final, or another live attempt holds it): nothing to do.
             log.info("job %s not started: %s", job_id, why)
-            if why in ("final", "cancelled", "poison"):
+            if why in (BeginOutcome.FINAL, BeginOutcome.CANCELLED, BeginOutcome.POISON):
                 shutil.rmtree(checkpoint_dir, ignore_errors=True)
                 self.trial_changed(request, hostname)  # e.g. a redelivery after a crash in the search's update
             return
@@ -212,7 +213,7 @@ class WorkerRuntime:
             if claim.existing is not None:
                 # An earlier attempt registered the version but died before recording it: that is the result.
                 status, result = "succeeded", claim.existing
-            elif claim.outcome == -1:
+            elif claim.outcome is ClaimOutcome.CANCELLED:
                 status = "cancelled"
             else:
                 log.warning("job %s: attempt %d lost the job before registering; nothing registered", job_id, token)
@@ -243,7 +244,7 @@ class WorkerRuntime:
             # the next attempt finish with the version registered here instead of training a second one.
             log.exception("job %s: could not record %s; a later attempt will", job_id, status)
             return
-        if outcome == 2:
+        if outcome is FinishOutcome.FENCED:
             log.warning("job %s: attempt %d ended %s but a newer attempt owns the job; not recorded",
                         job_id, token, status)
         else:  # the job's real outcome, in place of Celery's "succeeded" (see register_tasks)
@@ -254,7 +255,7 @@ class WorkerRuntime:
         job_id = request.job_id
         try:
             outcome = retry_redis(lambda: self.leases.preempt(job_id, token), f"job {job_id}: requeue", 10.0)
-            if outcome == 1:
+            if outcome is PreemptOutcome.REQUEUED:
                 retry_redis(lambda: self.send_train(request.encode()), f"job {job_id}: re-send", 10.0)
                 log.warning("job %s: worker shutting down; requeued after attempt %d (checkpoint kept)",
                             job_id, token)

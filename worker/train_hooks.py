@@ -24,6 +24,7 @@ from worker import keys
 from worker.contract import TrainRequest
 from worker.jobs import JobStore
 from worker.recovery import Leases, drain_key, parse_drain
+from worker.script_outcomes import ClaimOutcome
 
 if TYPE_CHECKING:
     from worker.tasks import WorkerRuntime
@@ -175,12 +176,12 @@ class RegistrationClaim:
     def __init__(self, runtime: WorkerRuntime, request: TrainRequest, token: int) -> None:
         self.runtime, self.request, self.token = runtime, request, token
         self.existing: dict[str, Any] | None = None
-        self.outcome: int | None = None
+        self.outcome: ClaimOutcome | None = None
 
     def __call__(self) -> bool:
         leases, job_id = self.runtime.leases, self.request.job_id
         code, holder = retry_redis(lambda: leases.claim_registration(job_id, self.token), f"job {job_id}: claim")
-        if code == -2:
+        if code is ClaimOutcome.HELD:
             self.existing = registered_by(self.runtime.registry, self.request.tenant, self.request.model, job_id)
             if self.existing is not None:
                 log.warning("job %s: attempt %s already registered version %s; not registering another",
@@ -189,4 +190,4 @@ class RegistrationClaim:
             code, holder = retry_redis(lambda: leases.claim_registration(job_id, self.token, takeover_from=holder),
                                        f"job {job_id}: claim")
         self.outcome = code
-        return code == 1
+        return code is ClaimOutcome.CLAIMED

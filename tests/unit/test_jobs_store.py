@@ -8,6 +8,7 @@ import time
 import pytest
 import redis
 
+from worker import keys
 from worker.jobs import InvalidCursor, JobConflict, JobStore
 
 
@@ -144,7 +145,7 @@ def test_a_running_training_whose_worker_died_reads_as_waiting_for_recovery_and_
     assert token is not None
     store.set_progress(job["id"], {"fraction": 0.5, "epoch": 1, "epochs": 2, "message": "epoch 1/2"})
     assert store.get(job["id"])["progress"]["message"] == "epoch 1/2"  # its heartbeat is alive
-    store.redis.delete(f"mlq:job:{job['id']}:heartbeat")  # what expiry does when the worker dies
+    store.redis.delete(keys.job_heartbeat(job['id']))  # what expiry does when the worker dies
     orphan = store.get(job["id"])
     assert orphan["status"] == "running" and orphan["progress"]["fraction"] == 0.5
     assert orphan["progress"]["message"].startswith("waiting for recovery")

@@ -1,0 +1,60 @@
+"""The Lua scripts of worker/lua/, read as package data and composed; their replies parsed into outcome enums.
+
+A script is one file, `worker/lua/<name>.lua`, whose header names every KEYS[i] and ARGV[i] and its replies
+(tests/unit/test_lua_scripts.py checks). Shared code (the key names a script derives, `emit`, `finish`) lives in
+`worker/lua/lib/`; a file pulls a library in with a line `-- #include lib/<file>.lua`. Includes are resolved
+depth first and each file is included at most once, so a library's own includes come before it and two paths to
+one library do not define its functions twice. The result is one self-contained source, as Redis needs it.
+
+Every script replies with an array whose first element is its outcome, a word from a fixed set (an enum of
+worker/script_outcomes.py), and whose other elements are data (BEGIN's token, CLAIM's holder). `outcome()` parses
+that reply. Stdlib only (the API imports it).
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from enum import StrEnum
+from importlib.resources import files
+from typing import Any, TypeVar
+
+_INCLUDE = re.compile(r"^--\s*#include\s+(\S+)\s*$", re.MULTILINE)
+
+E = TypeVar("E", bound=StrEnum)
+
+
+def raw_source(path: str) -> str:
+    """The text of `worker/lua/<path>` as it is in the package, includes unresolved."""
+    return files("worker").joinpath("lua", *path.split("/")).read_text(encoding="utf-8")
+
+
+def _compose(path: str, seen: set[str], parts: list[str]) -> None:
+    if path in seen:
+        return
+    seen.add(path)
+    text = raw_source(path)
+    for included in _INCLUDE.findall(text):
+        _compose(included, seen, parts)
+    parts.append(f"-- ---- {path} ----\n{text}")
+
+
+@functools.cache
+def source(name: str) -> str:
+    """The runnable source of script `name` (worker/lua/<name>.lua): its libraries first, then the script."""
+    parts: list[str] = []
+    _compose(f"{name}.lua", set(), parts)
+    return "\n".join(parts)
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def outcome(reply: Any, kind: type[E]) -> tuple[E, list[Any]]:
+    """A script's reply, `{outcome, data...}`, as (the outcome of enum `kind`, the data).
+
+    Raises ValueError for a word `kind` does not have: a script and its enum disagree, which is a bug to see."""
+    if not isinstance(reply, list) or not reply:
+        raise ValueError(f"a script replied {reply!r}; every script replies {{outcome, data...}}")
+    return kind(_text(reply[0])), list(reply[1:])
