@@ -31,13 +31,17 @@ local buckets = {unpack(ARGV, 8)}
 
 local REPLY_TTL_MS = 60000  -- the submitter waits at most 30 s; an unread reply goes soon after
 
+local function push_reply()
+  redis.call('RPUSH', reply_list, cjson.encode(redis.call('HGETALL', job.key)))
+  redis.call('PEXPIRE', reply_list, REPLY_TTL_MS)
+end
+
 local status = redis.call('HGET', job.key, 'status')
 if not status then return {'gone'} end
-local outcome = 'already_final'
-if not is_final(status) then
-  finish(job, job_id, new_status, now, now_ms, ttl_s, result, err, buckets)
-  outcome = 'done'
+if is_final(status) then
+  push_reply()
+  return {'already_final'}
 end
-redis.call('RPUSH', reply_list, cjson.encode(redis.call('HGETALL', job.key)))
-redis.call('PEXPIRE', reply_list, REPLY_TTL_MS)
-return {outcome}
+finish(job, job_id, new_status, now, now_ms, ttl_s, result, err, buckets)
+push_reply()
+return {'done'}
