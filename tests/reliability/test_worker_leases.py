@@ -131,3 +131,52 @@ def test_a_drain_record_applies_only_to_the_worker_that_wrote_it() -> None:
     assert parse_drain(json.dumps({"deadline": deadline, "pid": os.getppid()})) == deadline
     assert parse_drain(json.dumps({"deadline": deadline, "pid": 1 << 30})) is None
     assert parse_drain(None) is None and parse_drain("junk") is None
+
+
+def lose_lease(leases: Leases, job_id: str) -> None:
+    """What the expiry of the heartbeat does when the attempt's worker dies, without waiting for it."""
+    leases.redis.delete(heartbeat_key(job_id))
+
+
+def test_the_sweeper_fails_a_job_whose_lost_attempt_ran_past_the_time_limit(leases: Leases) -> None:
+    job_id = new_job(leases)
+    token, _ = leases.begin(job_id, "w1")
+    assert token == 1
+    started_ms = int(leases.redis.hget(leases.jobs.key(job_id), "attempt_started_ms"))  # type: ignore[arg-type]
+    # The attempt began more than MLQ_JOB_TIME_LIMIT_S (3600 s here) ago, then its worker died.
+    leases.redis.hset(leases.jobs.key(job_id), "attempt_started_ms", started_ms - 3601 * 1000)
+    lose_lease(leases, job_id)
+    assert leases.sweep_one(job_id) is SweepOutcome.TIME_LIMIT
+    job = leases.jobs.get(job_id)
+    assert job is not None and job["status"] == "failed" and job["error"]["type"] == "time_limit"
+    assert "MLQ_JOB_TIME_LIMIT_S=3600" in job["error"]["message"]
+    assert job_id not in leases.jobs.running_ids()
+    assert leases.sweep_one(job_id) is SweepOutcome.NOT_RUNNING  # a second sweeper finds nothing to do
+    assert leases.begin(job_id, "w2") == (None, BeginOutcome.FINAL)  # its redelivered message is dropped
+
+
+def test_without_a_time_limit_a_lost_attempt_is_requeued_however_long_it_ran(leases: Leases) -> None:
+    unlimited = Leases(leases.jobs, stale_s=0.3, max_attempts=2, time_limit_s=0)
+    job_id = new_job(leases)
+    unlimited.begin(job_id, "w1")
+    leases.redis.hset(leases.jobs.key(job_id), "attempt_started_ms", 1)  # began in 1970
+    lose_lease(leases, job_id)
+    assert unlimited.sweep_one(job_id) is SweepOutcome.REQUEUED
+    assert leases.jobs.get(job_id)["status"] == "queued"  # type: ignore[index]
+
+
+def test_a_drain_of_a_job_whose_cancel_was_requested_ends_it_cancelled_instead_of_requeuing(leases: Leases) -> None:
+    job_id = new_job(leases)
+    token, _ = leases.begin(job_id, "w1")
+    assert token is not None
+    assert leases.jobs.request_cancel(job_id)["status"] == "running"  # flagged; the attempt has not stopped yet
+    assert leases.preempt(job_id, token + 1) is PreemptOutcome.FENCED  # not the running attempt: nothing changes
+    assert leases.jobs.get(job_id)["status"] == "running"  # type: ignore[index]
+    assert leases.preempt(job_id, token) is PreemptOutcome.CANCELLED
+    job = leases.jobs.get(job_id)
+    assert job is not None and job["status"] == "cancelled" and job["finished_at"]
+    record = leases.redis.hgetall(leases.jobs.key(job_id))
+    assert record.get("preempted") is None  # a cancelled job was not put back: no preemption counted
+    assert leases.redis.exists(heartbeat_key(job_id)) == 0 and job_id not in leases.jobs.running_ids()
+    assert leases.preempt(job_id, token) is PreemptOutcome.FENCED  # a second drain changes nothing
+    assert leases.finish(job_id, token, "succeeded", result={}) is FinishOutcome.ALREADY_FINAL

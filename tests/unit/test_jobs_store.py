@@ -10,6 +10,8 @@ import redis
 
 from worker import keys
 from worker.jobs import InvalidCursor, JobConflict, JobStore
+from worker.lua_loader import outcome
+from worker.script_outcomes import CreateOutcome, FinishOutcome
 
 
 @pytest.fixture
@@ -154,3 +156,61 @@ def test_a_running_training_whose_worker_died_reads_as_waiting_for_recovery_and_
     assert "will resume it" in store.get(job["id"])["progress"]["message"]
     assert store.redis.hget(store.key(job["id"]), "progress") and "waiting" not in store.redis.hget(
         store.key(job["id"]), "progress")  # only the view says so; the sweeper decides
+
+
+# ---- online predictions: create_predict.lua, mark_running.lua and finish_reply.lua, as the inference path runs them
+
+
+def new_prediction(store: JobStore) -> str:
+    record = store.new_record("t1", "predict", "iris", {"inputs": [[1.0]]})
+    with store.redis.pipeline(transaction=False) as pipe:
+        job = store.create_and_enqueue_in(pipe, record, keys.INFERENCE_STREAM, {"r": b"{}"})
+        (created,) = pipe.execute()
+    assert outcome(created, CreateOutcome)[0] is CreateOutcome.CREATED
+    return str(job["id"])
+
+
+def answer(store: JobStore, job_id: str, status: str, result: bytes | None = None) -> FinishOutcome:
+    with store.redis.pipeline(transaction=False) as pipe:
+        store.finish_and_reply_in(pipe, job_id, status, result=result)
+        (reply,) = pipe.execute()
+    return outcome(reply, FinishOutcome)[0]
+
+
+def test_an_answered_prediction_is_finished_and_its_record_pushed_to_the_submitter(store: JobStore) -> None:
+    job_id = new_prediction(store)
+    with store.redis.pipeline(transaction=False) as pipe:
+        store.mark_running_in(pipe, job_id, "w1")
+        (started,) = pipe.execute()
+    assert store.started(started) and job_id in store.running_ids()
+    assert answer(store, job_id, "succeeded", b'{"predictions": [0]}') is FinishOutcome.DONE
+    (pushed,) = store.redis.lrange(store.reply_key(job_id), 0, -1)
+    job = store.decode_reply(pushed)
+    assert (job["id"], job["status"], job["result"], job["attempts"]) == (job_id, "succeeded", {"predictions": [0]}, 1)
+    assert job == store.get(job_id)  # the submitter reads the record as it was written, without reading it again
+    assert 0 < store.redis.pttl(store.reply_key(job_id)) <= 60_000  # an unread reply does not stay
+    assert job_id not in store.running_ids()
+    assert store.metrics()[0][("predict", "succeeded")] == 1
+    assert not store.redis.exists(keys.job_log(job_id))  # predictions have no event log: their reply is the answer
+
+
+def test_an_answer_for_a_prediction_that_already_ended_changes_nothing_and_still_wakes_the_submitter(
+        store: JobStore) -> None:
+    job_id = new_prediction(store)
+    assert store.request_cancel(job_id)["status"] == "cancelled"  # cancelled while it waited in the stream
+    with store.redis.pipeline(transaction=False) as pipe:
+        store.mark_running_in(pipe, job_id, "w1")
+        (started,) = pipe.execute()
+    assert not store.started(started)
+    assert answer(store, job_id, "succeeded", b'{"predictions": [0]}') is FinishOutcome.ALREADY_FINAL
+    (pushed,) = store.redis.lrange(store.reply_key(job_id), 0, -1)
+    job = store.decode_reply(pushed)
+    assert (job["status"], job["result"], job["error"]["type"]) == ("cancelled", None, "cancelled")
+    assert store.metrics()[0].get(("predict", "succeeded")) is None
+
+
+def test_an_answer_for_a_prediction_without_a_record_pushes_nothing(store: JobStore) -> None:
+    job_id = new_prediction(store)
+    store.redis.delete(store.key(job_id))  # the record expired before the batch was answered
+    assert answer(store, job_id, "failed") is FinishOutcome.GONE
+    assert not store.redis.exists(store.reply_key(job_id))
