@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 import redis
 from celery import Celery, signals
-from redis.client import NEVER_DECODE
+from redis.client import NEVER_DECODE, Pipeline
 
 from training.predictor import Predictor, check_postprocess
 from worker.contract import INFERENCE_QUEUE, PredictRequest
@@ -200,10 +200,11 @@ class InferenceConsumer:
         """Answer one batch: mark running, predict per model version, finish + reply + ack in one pipeline."""
         live = [it for it in items if it.run and it.job_id]
         if live:
-            with self.redis.pipeline(transaction=False) as pipe:
+            def start(pipe: Pipeline) -> None:
                 for it in live:
                     self.jobs.mark_running_in(pipe, it.job_id, self.name)  # type: ignore[arg-type]
-                started = pipe.execute()
+
+            started = self.jobs.run_pipeline(start)
             for it, reply in zip(live, started, strict=True):
                 it.run = self.jobs.started(reply)  # else cancelled while queued, or answered by another worker
         groups: dict[tuple[str, str, Any], list[Item]] = {}
@@ -268,8 +269,12 @@ class InferenceConsumer:
                             option=orjson.OPT_SERIALIZE_NUMPY)
 
     def answer(self, items: list[Item], counts: dict[str, int]) -> None:
-        """ONE round trip: finish each job and wake its submitter, ack + delete the entries, count the batch."""
-        with self.redis.pipeline(transaction=False) as pipe:
+        """ONE round trip: finish each job and wake its submitter, ack + delete the entries, count the batch.
+
+        Sent again, whole, after Redis lost its scripts (a restart): acks and deletes repeat harmlessly, and the
+        batch counters of that one batch count twice."""
+
+        def queue(pipe: Pipeline) -> None:
             for it in items:
                 if it.job_id is None:
                     continue
@@ -289,7 +294,8 @@ class InferenceConsumer:
             for key, value in counts.items():
                 if value:
                     pipe.hincrby(STATS, key, value)
-            pipe.execute()
+
+        self.jobs.run_pipeline(queue)
 
 
 def attach(app: Celery, runtime: WorkerRuntime, settings: Settings) -> None:

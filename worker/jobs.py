@@ -13,6 +13,7 @@ from __future__ import annotations
 import builtins
 import json
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -27,7 +28,7 @@ from worker.job_cursor import decode_cursor, encode_cursor
 from worker.job_events import job_log, tenant_channel, tenant_log
 from worker.job_scripts import JOB_LOG_MAXLEN, TENANT_LOG_MAXLEN
 from worker.liveness import WorkerLiveness
-from worker.lua_loader import outcome
+from worker.lua_loader import LuaScript, outcome, run_pipeline
 from worker.script_outcomes import AdmitOutcome, BeginOutcome, CancelOutcome, FinishOutcome
 
 RUNNING_SET = keys.RUNNING_JOBS
@@ -69,12 +70,12 @@ class JobStore:
     def __init__(self, client: redis.Redis, ttl_s: int = 7 * 24 * 3600) -> None:
         self.redis = client
         self.ttl_s = ttl_s
-        self._finish = client.register_script(job_scripts.FINISH)
-        self._mark_running = client.register_script(job_scripts.MARK_RUNNING)
-        self._cancel = client.register_script(job_scripts.CANCEL)
-        self._progress = client.register_script(job_scripts.PROGRESS)
-        self._admit = client.register_script(job_scripts.ADMIT)
-        self._finish_reply = client.register_script(job_scripts.FINISH_REPLY)
+        self._finish = LuaScript(client, "finish")
+        self._mark_running = LuaScript(client, "mark_running")
+        self._cancel = LuaScript(client, "cancel")
+        self._progress = LuaScript(client, "progress")
+        self._admit = LuaScript(client, "admit")
+        self._finish_reply = LuaScript(client, "finish_reply")
 
     @staticmethod
     def key(job_id: str) -> str:
@@ -323,17 +324,24 @@ class JobStore:
     def reply_key(job_id: str) -> str:
         return keys.job_reply(job_id)
 
+    def run_pipeline(self, fill: Callable[[Pipeline], None]) -> builtins.list[Any]:
+        """One round trip of what `fill` queues on a pipeline, e.g. with mark_running_in and finish_and_reply_in
+        (their scripts go by EVALSHA alone; see worker/lua_loader.run_pipeline: other commands must be safe to
+        repeat). Returns the replies in order."""
+        return run_pipeline(self.redis, fill, (self._mark_running, self._finish_reply))
+
     def mark_running_in(self, pipe: Pipeline, job_id: str, worker: str) -> None:
-        """Queue `mark_running` on `pipe`; its reply comes back from pipe.execute(): `started(reply)` says run it."""
+        """Queue `mark_running` on a pipeline of run_pipeline(); `started(reply)` says whether to run the job."""
         now, now_ms = now_rfc3339()
         error = json.dumps({"type": "cancelled", "message": "the job was cancelled before it started"})
-        self._mark_running(keys=self._keys(job_id), args=[job_id, worker, now, now_ms, self.ttl_s, error,
-                                                          *DURATION_BUCKETS], client=pipe)
+        self._mark_running.queue(pipe, keys=self._keys(job_id), args=[job_id, worker, now, now_ms, self.ttl_s, error,
+                                                                       *DURATION_BUCKETS])
 
     def finish_and_reply_in(self, pipe: Pipeline, job_id: str, status: str, result: bytes | str | None = None,
                             error: dict[str, Any] | None = None) -> None:
-        """Queue on `pipe`: finish the job (only the first final status wins, as in finish()) and push the
-        record, as it then is, to the job's reply list. `result` is already JSON (encoded once, by the worker)."""
+        """Queue on a pipeline of run_pipeline(): finish the job (only the first final status wins, as in
+        finish()) and push the record, as it then is, to the job's reply list. `result` is already JSON (encoded
+        once, by the worker). Its reply parses as a FinishOutcome."""
         status = JobStatus(status).value
         if status not in FINAL:
             raise ValueError(f"finish_and_reply_in() takes a final status, not {status!r}")
@@ -341,7 +349,7 @@ class JobStore:
         args: list[str | int | float | bytes] = [
             job_id, status, now, now_ms, self.ttl_s, result if result is not None else "",
             json.dumps(error) if error is not None else "", *DURATION_BUCKETS]
-        self._finish_reply(keys=[*self._keys(job_id), self.reply_key(job_id)], args=args, client=pipe)
+        self._finish_reply.queue(pipe, keys=[*self._keys(job_id), self.reply_key(job_id)], args=args)
 
     def decode_reply(self, raw: str | bytes) -> dict[str, Any]:
         """The job from a reply pushed by finish_and_reply_in (a flat [field, value, ...] JSON array)."""

@@ -38,9 +38,9 @@ from typing import Any
 
 import redis
 
-from worker import keys, lease_scripts
+from worker import keys
 from worker.jobs import DURATION_BUCKETS, JobStore, now_rfc3339
-from worker.lua_loader import outcome
+from worker.lua_loader import LuaScript, outcome
 from worker.script_outcomes import (
     BeginOutcome,
     ClaimOutcome,
@@ -86,13 +86,13 @@ class Leases:
         self.stale_s = stale_s
         self.max_attempts = max_attempts
         self.time_limit_s = time_limit_s
-        self._begin = self.redis.register_script(lease_scripts.BEGIN)
-        self._heartbeat = self.redis.register_script(lease_scripts.HEARTBEAT)
-        self._finish = self.redis.register_script(lease_scripts.FINISH_FENCED)
-        self._sweep = self.redis.register_script(lease_scripts.SWEEP)
-        self._preempt = self.redis.register_script(lease_scripts.PREEMPT)
-        self._unrequeue = self.redis.register_script(lease_scripts.UNREQUEUE)
-        self._claim = self.redis.register_script(lease_scripts.CLAIM)
+        self._begin = LuaScript(self.redis, "begin")
+        self._heartbeat = LuaScript(self.redis, "heartbeat")
+        self._finish = LuaScript(self.redis, "finish_fenced")
+        self._sweep = LuaScript(self.redis, "sweep")
+        self._preempt = LuaScript(self.redis, "preempt")
+        self._unrequeue = LuaScript(self.redis, "unrequeue")
+        self._claim = LuaScript(self.redis, "claim")
 
     def _keys(self, job_id: str) -> list[str]:
         return [*self.jobs._keys(job_id), heartbeat_key(job_id)]

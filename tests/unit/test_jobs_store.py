@@ -171,18 +171,18 @@ def new_prediction(store: JobStore) -> str:
 
 
 def answer(store: JobStore, job_id: str, status: str, result: bytes | None = None) -> FinishOutcome:
-    with store.redis.pipeline(transaction=False) as pipe:
-        store.finish_and_reply_in(pipe, job_id, status, result=result)
-        (reply,) = pipe.execute()
+    (reply,) = store.run_pipeline(lambda pipe: store.finish_and_reply_in(pipe, job_id, status, result=result))
     return outcome(reply, FinishOutcome)[0]
+
+
+def start(store: JobStore, job_id: str) -> bool:
+    (reply,) = store.run_pipeline(lambda pipe: store.mark_running_in(pipe, job_id, "w1"))
+    return store.started(reply)
 
 
 def test_an_answered_prediction_is_finished_and_its_record_pushed_to_the_submitter(store: JobStore) -> None:
     job_id = new_prediction(store)
-    with store.redis.pipeline(transaction=False) as pipe:
-        store.mark_running_in(pipe, job_id, "w1")
-        (started,) = pipe.execute()
-    assert store.started(started) and job_id in store.running_ids()
+    assert start(store, job_id) and job_id in store.running_ids()
     assert answer(store, job_id, "succeeded", b'{"predictions": [0]}') is FinishOutcome.DONE
     (pushed,) = store.redis.lrange(store.reply_key(job_id), 0, -1)
     job = store.decode_reply(pushed)
@@ -198,10 +198,7 @@ def test_an_answer_for_a_prediction_that_already_ended_changes_nothing_and_still
         store: JobStore) -> None:
     job_id = new_prediction(store)
     assert store.request_cancel(job_id)["status"] == "cancelled"  # cancelled while it waited in the stream
-    with store.redis.pipeline(transaction=False) as pipe:
-        store.mark_running_in(pipe, job_id, "w1")
-        (started,) = pipe.execute()
-    assert not store.started(started)
+    assert not start(store, job_id)
     assert answer(store, job_id, "succeeded", b'{"predictions": [0]}') is FinishOutcome.ALREADY_FINAL
     (pushed,) = store.redis.lrange(store.reply_key(job_id), 0, -1)
     job = store.decode_reply(pushed)
@@ -214,3 +211,19 @@ def test_an_answer_for_a_prediction_without_a_record_pushes_nothing(store: JobSt
     store.redis.delete(store.key(job_id))  # the record expired before the batch was answered
     assert answer(store, job_id, "failed") is FinishOutcome.GONE
     assert not store.redis.exists(store.reply_key(job_id))
+
+
+def test_a_pipeline_of_scripts_asks_no_script_exists_and_survives_redis_losing_its_scripts(store: JobStore) -> None:
+    first, second = new_prediction(store), new_prediction(store)
+    assert start(store, first)  # its scripts are loaded now
+    store.redis.config_resetstat()
+    assert answer(store, first, "succeeded", b"{}") is FinishOutcome.DONE
+    calls = store.redis.info("commandstats")
+    assert "cmdstat_script|exists" not in calls and calls["cmdstat_evalsha"]["calls"] == 1  # one command, one trip
+
+    store.redis.script_flush()  # what a Redis restart does to the script cache
+    replies = store.run_pipeline(lambda pipe: (store.mark_running_in(pipe, second, "w1"), pipe.incr("probe")))
+    assert store.started(replies[0]) and replies[1] == 2  # sent twice: NOSCRIPT, then loaded and sent again
+    assert store.get(second)["attempts"] == 1  # type: ignore[index]  # the script itself ran once
+    store.redis.script_flush()
+    assert store.finish(second, "succeeded", result={})  # a direct call loads what it lacks as well
