@@ -31,13 +31,15 @@ from redis.client import Pipeline
 from redis.exceptions import NoScriptError
 
 _INCLUDE = re.compile(r"^--\s*#include\s+(\S+)\s*$", re.MULTILINE)
+# The scripts travel with this module (the package it is in, whatever its name: see pyproject package-data).
+LUA_DIR = files(__package__).joinpath("lua")
 
 E = TypeVar("E", bound=StrEnum)
 
 
 def raw_source(path: str) -> str:
     """The text of `worker/lua/<path>` as it is in the package, includes unresolved."""
-    return files("worker").joinpath("lua", *path.split("/")).read_text(encoding="utf-8")
+    return LUA_DIR.joinpath(*path.split("/")).read_text(encoding="utf-8")
 
 
 def _compose(path: str, seen: set[str], parts: list[str]) -> None:

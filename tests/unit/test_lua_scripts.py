@@ -10,18 +10,16 @@ from __future__ import annotations
 
 import re
 from enum import StrEnum
-from importlib.resources import files
 
 import pytest
 import redis
 
 from worker import job_scripts
-from worker.lua_loader import outcome, raw_source, source
+from worker.lua_loader import LUA_DIR, outcome, raw_source, source
 from worker.script_outcomes import SCRIPT_OUTCOMES, BeginOutcome, ClaimOutcome
 
-LUA = files("worker").joinpath("lua")
-SCRIPTS = sorted(p.name.removesuffix(".lua") for p in LUA.iterdir() if p.name.endswith(".lua"))
-LIBRARIES = sorted(f"lib/{p.name}" for p in LUA.joinpath("lib").iterdir() if p.name.endswith(".lua"))
+SCRIPTS = sorted(p.name.removesuffix(".lua") for p in LUA_DIR.iterdir() if p.name.endswith(".lua"))
+LIBRARIES = sorted(f"lib/{p.name}" for p in LUA_DIR.joinpath("lib").iterdir() if p.name.endswith(".lua"))
 
 _REFERENCE = re.compile(r"\b(KEYS|ARGV)\[(\d+)\]")
 _UNPACK = re.compile(r"unpack\(ARGV,\s*(\d+)\)")
