@@ -119,7 +119,7 @@ def test_a_preempted_attempt_requeues_without_using_up_an_attempt(leases: Leases
     for attempt in (1, 2, 3):
         token, _ = leases.begin(job_id, "w1")
         assert token == attempt
-        assert leases.preempt(job_id, token) is PreemptOutcome.REQUEUED  # type: ignore[arg-type]
+        assert token is not None and leases.preempt(job_id, token) is PreemptOutcome.REQUEUED
         assert leases.redis.exists(heartbeat_key(job_id)) == 0
     job = leases.jobs.get(job_id)
     assert job is not None and job["status"] == "queued" and job_id not in leases.jobs.running_ids()

@@ -7,6 +7,7 @@ import time
 
 import pytest
 import redis
+from redis.client import Pipeline
 
 from worker import keys
 from worker.jobs import InvalidCursor, JobConflict, JobStore
@@ -222,7 +223,12 @@ def test_a_pipeline_of_scripts_asks_no_script_exists_and_survives_redis_losing_i
     assert "cmdstat_script|exists" not in calls and calls["cmdstat_evalsha"]["calls"] == 1  # one command, one trip
 
     store.redis.script_flush()  # what a Redis restart does to the script cache
-    replies = store.run_pipeline(lambda pipe: (store.mark_running_in(pipe, second, "w1"), pipe.incr("probe")))
+
+    def fill(pipe: Pipeline) -> None:
+        store.mark_running_in(pipe, second, "w1")
+        pipe.incr("probe")
+
+    replies = store.run_pipeline(fill)
     assert store.started(replies[0]) and replies[1] == 2  # sent twice: NOSCRIPT, then loaded and sent again
     assert store.get(second)["attempts"] == 1  # type: ignore[index]  # the script itself ran once
     store.redis.script_flush()
