@@ -14,6 +14,7 @@ from typing import Any
 
 from api.problems import ApiError, LimitExceeded, RateLimited, TooManyJobs
 from api.services import services, tenant
+from store import keys
 
 WINDOW_S = 60
 ACTIVE_RETRY_AFTER_S = 5
@@ -27,7 +28,7 @@ def check_rate_limit() -> None:
         return
     now = time.time()
     window = int(now // WINDOW_S)
-    key = f"mlq:rate:{tenant()}:{window}"
+    key = keys.rate_window(tenant(), window)
     with svc.redis.pipeline(transaction=True) as pipe:
         pipe.incr(key)
         pipe.expire(key, WINDOW_S * 2)  # outlives its window a little: clocks of API hosts differ

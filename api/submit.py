@@ -23,6 +23,7 @@ from api.replies import job_reply
 from api.schemas import JobHeaders
 from api.services import services, tenant
 from api.waits import wait_for_job
+from store import keys
 from store.ids import new_id
 from store.records import JobRecord
 from training.errors import EnqueueFailed
@@ -57,7 +58,7 @@ def _claim(key: str, print_: str) -> str | None:
 
 
 def _key_name(key: str) -> str:
-    return f"mlq:idem:{tenant()}:{hashlib.sha256(key.encode()).hexdigest()}"
+    return keys.idempotency(tenant(), hashlib.sha256(key.encode()).hexdigest())
 
 
 def replay(key: str | None, wait: int | None) -> Response | None:

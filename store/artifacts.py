@@ -148,8 +148,12 @@ class S3Store:
 
                 region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
                 # Path-style addressing: MinIO and rclone serve buckets at <endpoint>/<bucket>, not as subdomains.
+                # Checksums only where the API requires them: we check every file's sha256 ourselves, and botocore's
+                # response-checksum wrapper hides an S3-compatible server's 5xx behind an AttributeError instead of
+                # retrying it (boto/boto3#4754, seen here with rclone under four concurrent writers).
                 config = Config(retries={"max_attempts": 5, "mode": "standard"}, connect_timeout=5, read_timeout=60,
-                                s3={"addressing_style": "path"})
+                                s3={"addressing_style": "path"}, response_checksum_validation="when_required",
+                                request_checksum_calculation="when_required")
                 self._client = boto3.session.Session().client("s3", endpoint_url=self.endpoint_url,
                                                               region_name=region, config=config)
                 self._pid = os.getpid()

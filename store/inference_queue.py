@@ -20,14 +20,15 @@ import orjson
 import redis
 from redis.client import Pipeline
 
+from store import keys
 from store.contract import INFERENCE_QUEUE, TRAIN_QUEUE
 
-STREAM = "mlq:inference:requests"
+STREAM = keys.INFERENCE_STREAM
 GROUP = "inference"
 FIELD = "r"  # the entry's one field: the PredictRequest as JSON
 # Counters every inference worker adds to: batches read, requests, rows, forward passes (rows per forward
 # pass = the mean batch size), requests answered on their own because their batch had a bad row.
-STATS = "mlq:inference:stats"
+STATS = keys.INFERENCE_STATS
 # The histogram of requests per batch, in the same hash: field "size:{bound}" counts the batches whose size is at
 # most `bound` and above the bound before it (cumulated at scrape time, api/metrics.py).
 BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)

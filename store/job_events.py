@@ -16,20 +16,22 @@ from typing import Any
 
 import redis
 
+from store import keys
+
 # Stream ids as Redis writes them; anything else in a Last-Event-ID header is ignored, not passed to XRANGE.
 _STREAM_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
 
 
 def job_log(job_id: str) -> str:
-    return f"mlq:job:{job_id}:log"
+    return keys.job_log(job_id)
 
 
 def tenant_log(tenant: str) -> str:
-    return f"mlq:tenant:{tenant}:log"
+    return keys.tenant_log(tenant)
 
 
 def tenant_channel(tenant: str) -> str:
-    return f"mlq:tenant:{tenant}:events"
+    return keys.tenant_channel(tenant)
 
 
 def valid_event_id(value: str | None) -> str | None:

@@ -3,9 +3,9 @@
 Layout: hash `mlq:job:{id}` (JSON fields stored as strings), per-tenant sorted set `mlq:jobs:{tenant}` (score =
 created ms) for listing, set `mlq:jobs:running`, flag `mlq:job:{id}:cancel`, channel `mlq:job:{id}:events`
 (every change is published there, so `wait()` wakes at once instead of polling). Status transitions are Lua
-scripts (their sources: store/job_scripts.py): queued → running → succeeded | failed | cancelled, and only the
-first final status wins, whichever process gets there first. Counters for /metrics live in two hashes so every
-process's observations add up. List cursors: store/job_cursor.py.
+scripts (store/lua/*.lua, their replies: store/script_outcomes.py): queued → running → succeeded | failed |
+cancelled, and only the first final status wins, whichever process gets there first. Counters for /metrics live
+in two hashes so every process's observations add up. List cursors: store/job_cursor.py.
 """
 
 from __future__ import annotations
@@ -13,14 +13,14 @@ from __future__ import annotations
 import builtins
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, cast
 
 import redis
 from redis.client import Pipeline
 
-from store import job_scripts
+from store import job_scripts, keys
 from store.contract import FINAL_STATUSES, TRAIN_QUEUE, JobStatus
 from store.ids import is_job_id, new_id
 from store.job_cursor import InvalidCursor as InvalidCursor  # re-exported: the API catches it from here
@@ -28,13 +28,14 @@ from store.job_cursor import decode_cursor, encode_cursor
 from store.job_events import job_log, tenant_channel, tenant_log
 from store.job_scripts import JOB_LOG_MAXLEN, TENANT_LOG_MAXLEN
 from store.liveness import WorkerLiveness
+from store.lua_loader import LuaScript, outcome, run_pipeline
 from store.records import JobRecord, PublicJob
+from store.script_outcomes import AdmitOutcome, BeginOutcome, CancelOutcome, FinishOutcome
 from training.errors import Cancelled, MLQError
 
-RUNNING_SET = "mlq:jobs:running"
-ACTIVE_SET = "mlq:active:{tenant}"  # a tenant's queued + running job ids, for MLQ_MAX_ACTIVE_JOBS
-METRICS_JOBS = "mlq:metrics:jobs"  # field "{type}:{status}" → jobs that reached that status
-METRICS_DURATION = "mlq:metrics:duration"  # fields "{type}:le:{bound}" (cumulative), "{type}:sum", "{type}:count"
+RUNNING_SET = keys.RUNNING_JOBS
+METRICS_JOBS = keys.METRICS_JOBS
+METRICS_DURATION = keys.METRICS_DURATION
 DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 4 * 3600.0)
 FINAL = tuple(s.value for s in FINAL_STATUSES)
 _PUBLIC = ("id", "type", "status", "model", "created_at", "started_at", "finished_at", "attempts")
@@ -67,23 +68,23 @@ class JobStore:
     def __init__(self, client: redis.Redis, ttl_s: int = 7 * 24 * 3600) -> None:
         self.redis = client
         self.ttl_s = ttl_s
-        self._finish = client.register_script(job_scripts.FINISH)
-        self._mark_running = client.register_script(job_scripts.MARK_RUNNING)
-        self._cancel = client.register_script(job_scripts.CANCEL)
-        self._progress = client.register_script(job_scripts.PROGRESS)
-        self._admit = client.register_script(job_scripts.ADMIT)
-        self._finish_reply = client.register_script(job_scripts.FINISH_REPLY)
+        self._finish = LuaScript(client, "finish")
+        self._mark_running = LuaScript(client, "mark_running")
+        self._cancel = LuaScript(client, "cancel")
+        self._progress = LuaScript(client, "progress")
+        self._admit = LuaScript(client, "admit")
+        self._finish_reply = LuaScript(client, "finish_reply")
 
     @staticmethod
     def key(job_id: str) -> str:
-        return f"mlq:job:{job_id}"
+        return keys.job(job_id)
 
     @staticmethod
     def channel(job_id: str) -> str:
-        return f"mlq:job:{job_id}:events"
+        return keys.job_channel(job_id)
 
     def _keys(self, job_id: str) -> list[str]:
-        return [self.key(job_id), RUNNING_SET, METRICS_JOBS, METRICS_DURATION, f"mlq:job:{job_id}:cancel",
+        return [self.key(job_id), RUNNING_SET, METRICS_JOBS, METRICS_DURATION, keys.job_cancel(job_id),
                 self.channel(job_id)]
 
     def new_record(self, tenant: str, type: str, model: str | None, request: dict[str, Any],
@@ -103,7 +104,7 @@ class JobStore:
         job_id = str(record["id"])
         target = pipe if pipe is not None else self.redis.pipeline(transaction=True)
         target.hset(self.key(job_id), mapping=record)  # type: ignore[arg-type]
-        target.zadd(f"mlq:jobs:{tenant}", {job_id: record["created_ms"]})
+        target.zadd(keys.tenant_jobs(tenant), {job_id: record["created_ms"]})
         target.hincrby(METRICS_JOBS, f"{type}:queued", 1)
         if type != "predict":  # the first event of the job's and the tenant's logs (the Lua `emit` writes the rest)
             target.xadd(job_log(job_id), {"event": "queued", "status": "queued", "progress": ""},
@@ -124,7 +125,7 @@ class JobStore:
         a non-transactional pipeline may then carry the BLPOP that waits for the answer (api/predict.py)."""
         fields: list[Any] = [x for item in record.items() for x in item]
         (field, body), = entry.items()
-        pipe.eval(job_scripts.CREATE_PREDICT, 4, self.key(str(record["id"])), f"mlq:jobs:{record['tenant']}",
+        pipe.eval(job_scripts.CREATE_PREDICT, 4, self.key(str(record["id"])), keys.tenant_jobs(str(record["tenant"])),
                   METRICS_JOBS, stream, record["id"], record["created_ms"], field, body, *fields)
         return self._decode({k: str(v) for k, v in record.items()})
 
@@ -175,7 +176,7 @@ class JobStore:
     def list(self, tenant: str, status: str | None = None, type: str | None = None, model: str | None = None,
              limit: int = 50, cursor: str | None = None) -> tuple[builtins.list[JobRecord], str | None]:
         """Newest first; a page of at most `limit` jobs and the cursor of the next page (None on the last)."""
-        index = f"mlq:jobs:{tenant}"
+        index = keys.tenant_jobs(tenant)
         top: int | str = "+inf"
         after: tuple[int, str] | None = None
         if cursor:
@@ -218,8 +219,14 @@ class JobStore:
         """Move a job to running (attempts += 1). False when it is final, unknown, or its cancel was requested."""
         now, now_ms = now_rfc3339()
         error = Cancelled("the job was cancelled before it started").to_json()
-        return bool(self._mark_running(keys=self._keys(job_id),
-                                       args=[job_id, worker, now, now_ms, self.ttl_s, error, *DURATION_BUCKETS]) == 1)
+        reply = self._mark_running(keys=self._keys(job_id),
+                                   args=[job_id, worker, now, now_ms, self.ttl_s, error, *DURATION_BUCKETS])
+        return self.started(reply)
+
+    @staticmethod
+    def started(reply: Any) -> bool:
+        """Whether a mark_running reply (e.g. from a pipeline that ran mark_running_in) says: run the job."""
+        return outcome(reply, BeginOutcome)[0] is BeginOutcome.STARTED
 
     def set_progress(self, job_id: str, progress: dict[str, Any]) -> None:
         self._progress(keys=[self.key(job_id), self.channel(job_id)], args=[json.dumps(progress)])
@@ -234,24 +241,25 @@ class JobStore:
         args: list[str | int | float] = [
             job_id, status, now, now_ms, self.ttl_s, json.dumps(result) if result is not None else "",
             json.dumps(error) if error is not None else "", *DURATION_BUCKETS]
-        return bool(self._finish(keys=self._keys(job_id), args=args) == 1)
+        return outcome(self._finish(keys=self._keys(job_id), args=args), FinishOutcome)[0] is FinishOutcome.DONE
 
     def request_cancel(self, job_id: str) -> JobRecord:
         """Flag the job for cancellation; a queued job ends `cancelled` at once. JobConflict if already final."""
         now, now_ms = now_rfc3339()
         error = Cancelled("the job was cancelled before it started").to_json()
-        outcome = self._cancel(keys=self._keys(job_id),
-                               args=[job_id, now, now_ms, self.ttl_s, error, *DURATION_BUCKETS])
+        result, _ = outcome(self._cancel(keys=self._keys(job_id),
+                                         args=[job_id, now, now_ms, self.ttl_s, error, *DURATION_BUCKETS]),
+                            CancelOutcome)
         job = self.get(job_id)
-        if outcome == -1 or job is None:
+        if result is CancelOutcome.GONE or job is None:
             raise KeyError(job_id)
-        if outcome == 0:
+        if result is CancelOutcome.ALREADY_FINAL:
             raise JobConflict(f"job {job_id} already ended with status {job['status']}; only a queued or running "
                               "job can be cancelled")
         return job
 
     def cancel_requested(self, job_id: str) -> bool:
-        return bool(self.redis.exists(f"mlq:job:{job_id}:cancel"))
+        return bool(self.redis.exists(keys.job_cancel(job_id)))
 
     def wait(self, job_id: str, timeout_s: float) -> JobRecord | None:
         """The job once it is final, or as it is when `timeout_s` runs out. Blocks on the job's channel."""
@@ -273,10 +281,10 @@ class JobStore:
 
     def heartbeat(self, job_id: str, worker: str, ttl_s: float) -> None:
         """Say that `worker` still runs the job; the key expires when the worker dies."""
-        self.redis.set(f"mlq:job:{job_id}:heartbeat", worker, px=max(1, int(ttl_s * 1000)))
+        self.redis.set(keys.job_heartbeat(job_id), worker, px=max(1, int(ttl_s * 1000)))
 
     def heartbeat_alive(self, job_id: str) -> bool:
-        return bool(self.redis.exists(f"mlq:job:{job_id}:heartbeat"))
+        return bool(self.redis.exists(keys.job_heartbeat(job_id)))
 
     def admit(self, tenant: str, job_id: str, max_active: int) -> bool:
         """Claim one of the tenant's `max_active` slots for a job about to be created (atomic check-and-add).
@@ -285,8 +293,8 @@ class JobStore:
         `release()` when the job is never created. Ids whose record expired or ended are pruned when the
         tenant looks full, so a lost record can never block a tenant for good.
         """
-        key = ACTIVE_SET.format(tenant=tenant)
-        if self._admit(keys=[key], args=[job_id, max_active]) == 1:
+        key = keys.tenant_active(tenant)
+        if self._try_admit(key, job_id, max_active):
             return True
         members = [_text(m) for m in self.redis.smembers(key)]
         with self.redis.pipeline(transaction=False) as pipe:
@@ -297,31 +305,41 @@ class JobStore:
         if not gone:
             return False
         self.redis.srem(key, *gone)
-        return bool(self._admit(keys=[key], args=[job_id, max_active]) == 1)
+        return self._try_admit(key, job_id, max_active)
+
+    def _try_admit(self, key: str, job_id: str, max_active: int) -> bool:
+        return outcome(self._admit(keys=[key], args=[job_id, max_active]), AdmitOutcome)[0] is AdmitOutcome.ADMITTED
 
     def release(self, tenant: str, job_id: str) -> None:
         """Give back the slot `admit()` claimed for a job that was not created after all."""
-        self.redis.srem(ACTIVE_SET.format(tenant=tenant), job_id)
+        self.redis.srem(keys.tenant_active(tenant), job_id)
 
     def active_count(self, tenant: str) -> int:
-        return int(self.redis.scard(ACTIVE_SET.format(tenant=tenant)))
+        return int(self.redis.scard(keys.tenant_active(tenant)))
 
     # ---- online inference: job records finished in batches, answers pushed to the waiting submitter --------
     @staticmethod
     def reply_key(job_id: str) -> str:
-        return f"mlq:job:{job_id}:reply"
+        return keys.job_reply(job_id)
+
+    def run_pipeline(self, fill: Callable[[Pipeline], None]) -> builtins.list[Any]:
+        """One round trip of what `fill` queues on a pipeline, e.g. with mark_running_in and finish_and_reply_in
+        (their scripts go by EVALSHA alone; see worker/lua_loader.run_pipeline: other commands must be safe to
+        repeat). Returns the replies in order."""
+        return run_pipeline(self.redis, fill, (self._mark_running, self._finish_reply))
 
     def mark_running_in(self, pipe: Pipeline, job_id: str, worker: str) -> None:
-        """Queue `mark_running` on `pipe`; its result (1 = run it) comes back from pipe.execute()."""
+        """Queue `mark_running` on a pipeline of run_pipeline(); `started(reply)` says whether to run the job."""
         now, now_ms = now_rfc3339()
         error = Cancelled("the job was cancelled before it started").to_json()
-        self._mark_running(keys=self._keys(job_id), args=[job_id, worker, now, now_ms, self.ttl_s, error,
-                                                          *DURATION_BUCKETS], client=pipe)
+        self._mark_running.queue(pipe, keys=self._keys(job_id), args=[job_id, worker, now, now_ms, self.ttl_s, error,
+                                                                       *DURATION_BUCKETS])
 
     def finish_and_reply_in(self, pipe: Pipeline, job_id: str, status: str, result: bytes | str | None = None,
                             error: dict[str, Any] | None = None) -> None:
-        """Queue on `pipe`: finish the job (only the first final status wins, as in finish()) and push the
-        record, as it then is, to the job's reply list. `result` is already JSON (encoded once, by the worker)."""
+        """Queue on a pipeline of run_pipeline(): finish the job (only the first final status wins, as in
+        finish()) and push the record, as it then is, to the job's reply list. `result` is already JSON (encoded
+        once, by the worker). Its reply parses as a FinishOutcome."""
         status = JobStatus(status).value
         if status not in FINAL:
             raise ValueError(f"finish_and_reply_in() takes a final status, not {status!r}")
@@ -329,7 +347,7 @@ class JobStore:
         args: list[str | int | float | bytes] = [
             job_id, status, now, now_ms, self.ttl_s, result if result is not None else "",
             json.dumps(error) if error is not None else "", *DURATION_BUCKETS]
-        self._finish_reply(keys=[*self._keys(job_id), self.reply_key(job_id)], args=args, client=pipe)
+        self._finish_reply.queue(pipe, keys=[*self._keys(job_id), self.reply_key(job_id)], args=args)
 
     def decode_reply(self, raw: str | bytes) -> JobRecord:
         """The job from a reply pushed by finish_and_reply_in (a flat [field, value, ...] JSON array)."""

@@ -22,7 +22,8 @@ lease on every running training, in the job record it already owns (stdlib + red
   lease holds, and not once the job is cancelled). A later attempt that finds the claim taken finds the version in
   the registry by the manifest's job id and finishes with it, instead of registering a second one.
 
-The scripts' Lua sources are in store/lease_scripts.py.
+The scripts are store/lua/{begin,heartbeat,finish_fenced,sweep,preempt,unrequeue,claim}.lua; their outcomes are
+the enums of store/script_outcomes.py.
 """
 
 from __future__ import annotations
@@ -37,26 +38,34 @@ from typing import Any
 
 import redis
 
-from store import lease_scripts
+from store import keys
 from store.jobs import DURATION_BUCKETS, JobStore, now_rfc3339
+from store.lua_loader import LuaScript, outcome
 from store.records import JobRecord
+from store.script_outcomes import (
+    BeginOutcome,
+    ClaimOutcome,
+    FinishOutcome,
+    HeartbeatOutcome,
+    PreemptOutcome,
+    SweepOutcome,
+    UnrequeueOutcome,
+)
 from training.errors import Cancelled, TimeLimit, WorkerLost
 
 log = logging.getLogger(__name__)
 
-DRAIN_PREFIX = "mlq:drain:"
-
 
 def heartbeat_key(job_id: str) -> str:
-    return f"mlq:job:{job_id}:heartbeat"
+    return keys.job_heartbeat(job_id)
 
 
 def claim_key(job_id: str) -> str:
-    return f"mlq:job:{job_id}:registered"
+    return keys.job_registered(job_id)
 
 
 def drain_key(hostname: str) -> str:
-    return f"{DRAIN_PREFIX}{hostname}"
+    return keys.drain(hostname)
 
 
 def poison_message(max_attempts: int) -> str:
@@ -69,19 +78,19 @@ class Leases:
 
     def __init__(self, jobs: JobStore, stale_s: float, max_attempts: int, time_limit_s: float = 0) -> None:
         if len(jobs._keys("job_x")) != 6:  # the lease scripts put the heartbeat at KEYS[7]
-            raise RuntimeError("JobStore._keys() changed; update the KEYS of store/lease_scripts.py")
+            raise RuntimeError("JobStore._keys() changed; update the KEYS of store/lua/*.lua")
         self.jobs = jobs
         self.redis = jobs.redis
         self.stale_s = stale_s
         self.max_attempts = max_attempts
         self.time_limit_s = time_limit_s
-        self._begin = self.redis.register_script(lease_scripts.BEGIN)
-        self._heartbeat = self.redis.register_script(lease_scripts.HEARTBEAT)
-        self._finish = self.redis.register_script(lease_scripts.FINISH_FENCED)
-        self._sweep = self.redis.register_script(lease_scripts.SWEEP)
-        self._preempt = self.redis.register_script(lease_scripts.PREEMPT)
-        self._unrequeue = self.redis.register_script(lease_scripts.UNREQUEUE)
-        self._claim = self.redis.register_script(lease_scripts.CLAIM)
+        self._begin = LuaScript(self.redis, "begin")
+        self._heartbeat = LuaScript(self.redis, "heartbeat")
+        self._finish = LuaScript(self.redis, "finish_fenced")
+        self._sweep = LuaScript(self.redis, "sweep")
+        self._preempt = LuaScript(self.redis, "preempt")
+        self._unrequeue = LuaScript(self.redis, "unrequeue")
+        self._claim = LuaScript(self.redis, "claim")
 
     def _keys(self, job_id: str) -> list[str]:
         return [*self.jobs._keys(job_id), heartbeat_key(job_id)]
@@ -90,59 +99,62 @@ class Leases:
     def _ttl_ms(self) -> int:
         return max(1, int(self.stale_s * 1000))
 
-    def begin(self, job_id: str, worker: str) -> tuple[int | None, str]:
-        """Start an attempt: (its token, "started"), or (None, why not: final, cancelled, running_elsewhere, ...)."""
+    def begin(self, job_id: str, worker: str) -> tuple[int | None, BeginOutcome]:
+        """Start an attempt: (its token, STARTED), or (None, why not: FINAL, CANCELLED, RUNNING_ELSEWHERE, ...)."""
         now, now_ms = now_rfc3339()
         reply = self._begin(keys=self._keys(job_id), args=[
             job_id, worker, now, now_ms, self.jobs.ttl_s,
             Cancelled("the job was cancelled before it started").to_json(), self._ttl_ms, self.max_attempts,
             WorkerLost(poison_message(self.max_attempts)).to_json(), *DURATION_BUCKETS])
-        ok, detail = int(reply[0]), reply[1]
-        if ok == 1:
-            return int(detail), "started"
-        return None, detail.decode() if isinstance(detail, bytes) else str(detail)
+        result, data = outcome(reply, BeginOutcome)
+        return (int(data[0]) if result is BeginOutcome.STARTED else None), result
 
     def heartbeat(self, job_id: str, token: int, worker: str) -> bool:
         """Refresh the lease; False once this attempt no longer holds the job."""
-        return bool(self._heartbeat(keys=[self.jobs.key(job_id), heartbeat_key(job_id)],
-                                    args=[token, f"{worker}:{token}", self._ttl_ms]) == 1)
+        reply = self._heartbeat(keys=[self.jobs.key(job_id), heartbeat_key(job_id)],
+                                args=[token, f"{worker}:{token}", self._ttl_ms])
+        return outcome(reply, HeartbeatOutcome)[0] is HeartbeatOutcome.REFRESHED
 
     def finish(self, job_id: str, token: int, status: str, result: Mapping[str, Any] | None = None,
-               error: dict[str, Any] | None = None) -> int:
-        """Record the final status if this attempt still holds the job: 1 done, 0 already final, 2 fenced, -1 gone."""
+               error: dict[str, Any] | None = None) -> FinishOutcome:
+        """Record the final status if this attempt still holds the job (DONE); else ALREADY_FINAL, FENCED, GONE."""
         now, now_ms = now_rfc3339()
-        return int(self._finish(keys=self._keys(job_id), args=[
+        reply = self._finish(keys=self._keys(job_id), args=[
             job_id, status, now, now_ms, self.jobs.ttl_s, json.dumps(result) if result is not None else "",
-            json.dumps(error) if error is not None else "", token, *DURATION_BUCKETS]))
+            json.dumps(error) if error is not None else "", token, *DURATION_BUCKETS])
+        return outcome(reply, FinishOutcome)[0]
 
-    def preempt(self, job_id: str, token: int) -> int:
-        """Put the job back on the queue from its running attempt (a drain): 1 requeued, 2 cancelled, 0 fenced."""
+    def preempt(self, job_id: str, token: int) -> PreemptOutcome:
+        """Put the job back on the queue from its running attempt (a drain): REQUEUED (send it again),
+        CANCELLED (its cancel was requested: it ended), FENCED (the attempt no longer holds it)."""
         now, now_ms = now_rfc3339()
-        return int(self._preempt(keys=self._keys(job_id), args=[job_id, token, now, now_ms, self.jobs.ttl_s,
-                                                                 *DURATION_BUCKETS]))
+        reply = self._preempt(keys=self._keys(job_id), args=[job_id, token, now, now_ms, self.jobs.ttl_s,
+                                                             *DURATION_BUCKETS])
+        return outcome(reply, PreemptOutcome)[0]
 
-    def sweep_one(self, job_id: str) -> str:
-        """Decide about one running job whose heartbeat may have expired; "requeued" means: send it again."""
+    def sweep_one(self, job_id: str) -> SweepOutcome:
+        """Decide about one running job whose heartbeat may have expired; REQUEUED means: send it again."""
         now, now_ms = now_rfc3339()
         limit_ms = int(self.time_limit_s * 1000)
-        outcome = self._sweep(keys=self._keys(job_id), args=[
+        reply = self._sweep(keys=self._keys(job_id), args=[
             job_id, now, now_ms, self.jobs.ttl_s,
             Cancelled("the job was cancelled; its worker was lost before it could stop").to_json(),
             self.max_attempts, WorkerLost(poison_message(self.max_attempts)).to_json(), limit_ms,
             TimeLimit(f"the job ran past its time limit (MLQ_JOB_TIME_LIMIT_S={self.time_limit_s:g}) "
                       "and its worker was stopped").to_json(), *DURATION_BUCKETS])
-        return outcome.decode() if isinstance(outcome, bytes) else str(outcome)
+        return outcome(reply, SweepOutcome)[0]
 
     def unrequeue(self, job_id: str, attempts: int) -> bool:
-        return bool(self._unrequeue(keys=[self.jobs.key(job_id), self.jobs._keys(job_id)[1]],
-                                    args=[job_id, attempts]) == 1)
+        reply = self._unrequeue(keys=[self.jobs.key(job_id), self.jobs._keys(job_id)[1]], args=[job_id, attempts])
+        return outcome(reply, UnrequeueOutcome)[0] is UnrequeueOutcome.RESTORED
 
-    def claim_registration(self, job_id: str, token: int, takeover_from: str = "") -> tuple[int, str]:
-        """(1, "") claimed; (0, "") fenced; (-1, "") cancelled; (-2, holder) another attempt holds the claim."""
-        reply = self._claim(keys=[self.jobs.key(job_id), claim_key(job_id), f"mlq:job:{job_id}:cancel"],
+    def claim_registration(self, job_id: str, token: int, takeover_from: str = "") -> tuple[ClaimOutcome, str]:
+        """(CLAIMED, ""), (FENCED, ""), (CANCELLED, ""), or (HELD, the attempt that holds the claim)."""
+        reply = self._claim(keys=[self.jobs.key(job_id), claim_key(job_id), keys.job_cancel(job_id)],
                             args=[token, self.jobs.ttl_s, takeover_from])
-        holder = reply[1].decode() if isinstance(reply[1], bytes) else str(reply[1])
-        return int(reply[0]), holder
+        result, data = outcome(reply, ClaimOutcome)
+        holder = data[0] if data else ""
+        return result, holder.decode() if isinstance(holder, bytes) else str(holder)
 
     def train_payload(self, job: JobRecord) -> dict[str, Any]:
         """The encoded TrainRequest of a job record (the API keeps the request minus job_id and tenant)."""
@@ -207,7 +219,7 @@ class Sweeper:
             except Exception:  # never let the thread die: the next sweep may work
                 log.exception("stale-job sweep failed")
 
-    def sweep(self) -> list[tuple[str, str]]:
+    def sweep(self) -> list[tuple[str, SweepOutcome]]:
         """One pass; returns (job id, outcome) for every job it acted on."""
         if time.monotonic() < self._quiet_until:
             return []
@@ -215,16 +227,16 @@ class Sweeper:
         uptime = int(self.leases.redis.info("server").get("uptime_in_seconds", 1 << 30))
         if uptime < self.min_redis_uptime_s:
             return []
-        acted = []
+        acted: list[tuple[str, SweepOutcome]] = []
         for job_id in self.leases.jobs.running_ids():
             if self.leases.jobs.heartbeat_alive(job_id):
                 continue
-            outcome = self.leases.sweep_one(job_id)
-            if outcome in ("alive", "not_running", "not_train"):
+            result = self.leases.sweep_one(job_id)
+            if result in (SweepOutcome.ALIVE, SweepOutcome.NOT_RUNNING, SweepOutcome.NOT_LEASED):
                 continue
-            acted.append((job_id, outcome))
-            if outcome != "requeued":
-                log.warning("job %s: its worker was lost; the job ended (%s)", job_id, outcome)
+            acted.append((job_id, result))
+            if result is not SweepOutcome.REQUEUED:
+                log.warning("job %s: its worker was lost; the job ended (%s)", job_id, result)
                 if self.on_ended is not None:
                     self.on_ended(job_id)
                 continue

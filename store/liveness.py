@@ -17,9 +17,11 @@ from typing import Any
 
 import redis
 
+from store import keys
+
 log = logging.getLogger(__name__)
 
-KEY_PREFIX = "mlq:worker:"
+KEY_PREFIX = keys.WORKER_PREFIX
 
 
 class WorkerLiveness:
@@ -32,7 +34,7 @@ class WorkerLiveness:
     @staticmethod
     def key(hostname: str, pid: int | None = None) -> str:
         # Several prefork children share one Celery hostname; the pid keeps their keys apart.
-        return f"{KEY_PREFIX}{hostname}:{os.getpid() if pid is None else pid}"
+        return keys.worker(hostname, os.getpid() if pid is None else pid)
 
     def beat(self, hostname: str, queues: list[str], ttl_s: float, device: str = "cpu",
              models: list[str] | None = None) -> None:

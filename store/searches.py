@@ -30,6 +30,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from store import keys
 from store.artifacts import ArtifactStore
 from store.contract import FINAL_STATUSES, JobType, SearchRequest
 from store.jobs import JobConflict, JobStore
@@ -48,7 +49,7 @@ SAVED_MANIFEST = "manifest.json"  # training/pipeline.py's SAVED_MANIFEST (that 
 
 
 def concluding_key(search_id: str) -> str:
-    return f"mlq:job:{search_id}:concluding"
+    return keys.search_concluding(search_id)
 
 
 class Searches:

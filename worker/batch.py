@@ -31,6 +31,7 @@ from store.backends import output_store
 from store.batch_format import OutputColumns, assemble, write_part
 from store.contract import BATCH_PREDICT_TASK, BATCH_QUEUE, INFERENCE_QUEUE, BatchPredictRequest
 from store.outputs import MEDIA_TYPES, filename
+from store.script_outcomes import BeginOutcome, PreemptOutcome
 from training.errors import AllRowsFailed, Cancelled, ColumnNotFound
 from training.postprocess import check_postprocess
 from worker.batch_reader import chunks, read_header
@@ -167,7 +168,7 @@ def run_batch(runtime: Runtime, payload: dict[str, Any], hostname: str) -> None:
     if token is None:
         # A duplicate or late message (the job is final, or another live attempt holds it): nothing to do.
         log.info("job %s not started: %s", job_id, why)
-        if why in ("final", "cancelled", "poison"):
+        if why in (BeginOutcome.FINAL, BeginOutcome.CANCELLED, BeginOutcome.POISON):
             shutil.rmtree(runtime.settings.checkpoints_dir / job_id, ignore_errors=True)
             remove_checkpoint(runtime.store, job_id)
         return
@@ -205,7 +206,8 @@ def preempt(runtime: Runtime, request: BatchPredictRequest, token: int) -> None:
     """The worker is shutting down: back on the batch queue, parts and checkpoint kept for the next attempt."""
     job_id = request.job_id
     try:
-        if retry_redis(lambda: runtime.leases.preempt(job_id, token), f"job {job_id}: requeue", 10.0) == 1:
+        outcome = retry_redis(lambda: runtime.leases.preempt(job_id, token), f"job {job_id}: requeue", 10.0)
+        if outcome is PreemptOutcome.REQUEUED:
             retry_redis(lambda: runtime.app.send_task(  # type: ignore[union-attr]
                 BATCH_PREDICT_TASK, args=[request.encode()], task_id=job_id, queue=BATCH_QUEUE),
                 f"job {job_id}: re-send", 10.0)

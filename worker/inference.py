@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 import redis
 from celery import Celery, signals
-from redis.client import NEVER_DECODE
+from redis.client import NEVER_DECODE, Pipeline
 
 from store.contract import INFERENCE_QUEUE, PredictRequest
 from store.inference_queue import FIELD, GROUP, STATS, STREAM, batch_size_field
@@ -202,12 +202,13 @@ class InferenceConsumer:
         """Answer one batch: mark running, predict per model version, finish + reply + ack in one pipeline."""
         live = [it for it in items if it.run and it.job_id]
         if live:
-            with self.redis.pipeline(transaction=False) as pipe:
+            def start(pipe: Pipeline) -> None:
                 for it in live:
                     self.jobs.mark_running_in(pipe, it.job_id, self.name)  # type: ignore[arg-type]
-                started = pipe.execute()
-            for it, ok in zip(live, started, strict=True):
-                it.run = ok == 1  # 0: cancelled while queued, or already answered by another worker
+
+            started = self.jobs.run_pipeline(start)
+            for it, reply in zip(live, started, strict=True):
+                it.run = self.jobs.started(reply)  # else cancelled while queued, or answered by another worker
         groups: dict[tuple[str, str, Any], list[Item]] = {}
         for it in items:
             if it.run and it.request is not None:
@@ -270,8 +271,12 @@ class InferenceConsumer:
                             option=orjson.OPT_SERIALIZE_NUMPY)
 
     def answer(self, items: list[Item], counts: dict[str, int]) -> None:
-        """ONE round trip: finish each job and wake its submitter, ack + delete the entries, count the batch."""
-        with self.redis.pipeline(transaction=False) as pipe:
+        """ONE round trip: finish each job and wake its submitter, ack + delete the entries, count the batch.
+
+        Sent again, whole, after Redis lost its scripts (a restart): acks and deletes repeat harmlessly, and the
+        batch counters of that one batch count twice."""
+
+        def queue(pipe: Pipeline) -> None:
             for it in items:
                 if it.job_id is None:
                     continue
@@ -291,7 +296,8 @@ class InferenceConsumer:
             for key, value in counts.items():
                 if value:
                     pipe.hincrby(STATS, key, value)
-            pipe.execute()
+
+        self.jobs.run_pipeline(queue)
 
 
 def attach(app: Celery, runtime: Runtime, settings: Settings) -> None:

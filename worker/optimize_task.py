@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from celery import Celery, Task
 
 from store.contract import OPTIMIZE_TASK, OptimizeRequest
+from store.script_outcomes import ClaimOutcome, PreemptOutcome
 from training.errors import Cancelled, RegistrationDeclined, ResourceNotFound
 from training.optimize import optimize_version
 from worker.train_hooks import CancelCheck, JobHeartbeat, RegistrationClaim, progress_reporter, retry_redis
@@ -66,7 +67,7 @@ def run_optimize(runtime: Runtime, payload: dict[str, Any], hostname: str) -> No
     except RegistrationDeclined:
         if claim.existing is not None:
             status, result = "succeeded", claim.existing
-        elif claim.outcome == -1:
+        elif claim.outcome is ClaimOutcome.CANCELLED:
             status = "cancelled"
         else:
             log.warning("job %s: attempt %d lost the job before registering; nothing registered", job_id, token)
@@ -82,7 +83,8 @@ def _requeue(runtime: Runtime, request: OptimizeRequest, token: int) -> None:
     """The worker is shutting down: back on the queue (it starts over on the next worker)."""
     job_id = request.job_id
     try:
-        if retry_redis(lambda: runtime.leases.preempt(job_id, token), f"job {job_id}: requeue", 10.0) == 1:
+        outcome = retry_redis(lambda: runtime.leases.preempt(job_id, token), f"job {job_id}: requeue", 10.0)
+        if outcome is PreemptOutcome.REQUEUED:
             retry_redis(lambda: runtime.send_train(request.encode()), f"job {job_id}: re-send", 10.0)
     except Exception:
         log.exception("job %s: could not requeue it on shutdown; a sweeper will", job_id)

@@ -38,6 +38,7 @@ from store.contract import (
 from store.jobs import JobStore
 from store.leases import Leases, Sweeper, request_drain
 from store.liveness import Heartbeat, WorkerLiveness
+from store.script_outcomes import BeginOutcome, ClaimOutcome, FinishOutcome, PreemptOutcome
 from store.searches import Searches
 from store.settings import Settings
 from training.errors import Cancelled, InternalError, MLQError, RegistrationDeclined, TimeLimit
@@ -175,7 +176,7 @@ class WorkerRuntime:
         if token is None:
             # A duplicate or late message (the job is final, or another live attempt holds it): nothing to do.
             log.info("job %s not started: %s", job_id, why)
-            if why in ("final", "cancelled", "poison"):
+            if why in (BeginOutcome.FINAL, BeginOutcome.CANCELLED, BeginOutcome.POISON):
                 shutil.rmtree(checkpoint_dir, ignore_errors=True)
                 remove_checkpoint(self.store, job_id)
                 self.trial_changed(request, hostname)  # e.g. a redelivery after a crash in the search's update
@@ -216,7 +217,7 @@ class WorkerRuntime:
             if claim.existing is not None:
                 # An earlier attempt registered the version but died before recording it: that is the result.
                 status, result = "succeeded", claim.existing
-            elif claim.outcome == -1:
+            elif claim.outcome is ClaimOutcome.CANCELLED:
                 status = "cancelled"
             else:
                 log.warning("job %s: attempt %d lost the job before registering; nothing registered", job_id, token)
@@ -253,7 +254,7 @@ class WorkerRuntime:
             # the next attempt finish with the version registered here instead of training a second one.
             log.exception("job %s: could not record %s; a later attempt will", job_id, status)
             return
-        if outcome == 2:
+        if outcome is FinishOutcome.FENCED:
             log.warning("job %s: attempt %d ended %s but a newer attempt owns the job; not recorded",
                         job_id, token, status)
         else:  # the job's real outcome, in place of Celery's "succeeded" (see register_tasks)
@@ -264,7 +265,7 @@ class WorkerRuntime:
         job_id = request.job_id
         try:
             outcome = retry_redis(lambda: self.leases.preempt(job_id, token), f"job {job_id}: requeue", 10.0)
-            if outcome == 1:
+            if outcome is PreemptOutcome.REQUEUED:
                 retry_redis(lambda: self.send_train(request.encode()), f"job {job_id}: re-send", 10.0)
                 log.warning("job %s: worker shutting down; requeued after attempt %d (checkpoint kept)",
                             job_id, token)

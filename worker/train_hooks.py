@@ -18,9 +18,11 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import redis
 
+from store import keys
 from store.contract import TrainRequest
 from store.jobs import JobStore
 from store.leases import Leases, drain_key, parse_drain
+from store.script_outcomes import ClaimOutcome
 from training.errors import ResourceNotFound
 from training.manifest import RecoveredResult
 from training.registry import ModelRegistry
@@ -80,7 +82,7 @@ class CancelCheck:
         if now - self._last >= self.interval_s:
             self._last = now
             try:
-                cancel, drain = self.jobs.redis.mget(f"mlq:job:{self.job_id}:cancel", drain_key(self.hostname))
+                cancel, drain = self.jobs.redis.mget(keys.job_cancel(self.job_id), drain_key(self.hostname))
             except redis.RedisError as exc:
                 # A Redis blip must not kill hours of training; the next due check asks again.
                 log.warning("job %s: cancel check failed: %s", self.job_id, exc)
@@ -175,12 +177,12 @@ class RegistrationClaim:
     def __init__(self, runtime: Runtime, request: TrainRequest, token: int) -> None:
         self.runtime, self.request, self.token = runtime, request, token
         self.existing: RecoveredResult | None = None
-        self.outcome: int | None = None
+        self.outcome: ClaimOutcome | None = None
 
     def __call__(self) -> bool:
         leases, job_id = self.runtime.leases, self.request.job_id
         code, holder = retry_redis(lambda: leases.claim_registration(job_id, self.token), f"job {job_id}: claim")
-        if code == -2:
+        if code is ClaimOutcome.HELD:
             self.existing = registered_by(self.runtime.registry, self.request.tenant, self.request.model, job_id)
             if self.existing is not None:
                 log.warning("job %s: attempt %s already registered version %s; not registering another",
@@ -189,4 +191,4 @@ class RegistrationClaim:
             code, holder = retry_redis(lambda: leases.claim_registration(job_id, self.token, takeover_from=holder),
                                        f"job {job_id}: claim")
         self.outcome = code
-        return code == 1
+        return code is ClaimOutcome.CLAIMED

@@ -16,6 +16,7 @@ from store.celery_config import make_celery
 from store.contract import OPTIMIZE_TASK, TRAIN_QUEUE, OptimizeRequest
 from store.jobs import JobStore
 from store.leases import Leases, Sweeper
+from store.script_outcomes import SweepOutcome
 from store.settings import Settings
 from worker.tasks import WorkerRuntime
 
@@ -40,7 +41,7 @@ def test_the_sweeper_requeues_an_optimize_job_whose_worker_died_and_resends_it_b
     sweeper = Sweeper(leases, runtime.send_train, 0.1)
     sweeper._quiet_until = 0
     sweeper.min_redis_uptime_s = 0
-    assert dict(sweeper.sweep()) == {job_id: "requeued"}
+    assert dict(sweeper.sweep()) == {job_id: SweepOutcome.REQUEUED}
     assert leases.jobs.get(job_id)["status"] == "queued"  # type: ignore[index]
     (raw,) = leases.redis.lrange(TRAIN_QUEUE, 0, -1)  # the message kombu put on the train queue
     message = json.loads(raw)

@@ -44,7 +44,7 @@ def test_every_error_class_has_its_own_code_and_every_code_is_documented() -> No
 
 
 def test_no_other_exception_roots_in_the_server_packages() -> None:
-    """Every exception class defined in api/, store/, worker/ and training/ is an MLQError (one `except` catches them)."""
+    """Every exception class in api/, store/, worker/ and training/ is an MLQError (one `except` catches them)."""
     _import_everything()
     strays = []
     for package in ("training", "store", "worker", "api"):

@@ -8,9 +8,13 @@ from typing import Any
 
 import pytest
 import redis
+from redis.client import Pipeline
 
+from store import keys
 from store.jobs import InvalidCursor, JobConflict, JobStore
+from store.lua_loader import outcome
 from store.records import JobRecord
+from store.script_outcomes import CreateOutcome, FinishOutcome
 
 
 def present(job: JobRecord | None) -> JobRecord:
@@ -156,7 +160,7 @@ def test_a_running_training_whose_worker_died_reads_as_waiting_for_recovery_and_
     assert token is not None
     store.set_progress(job["id"], {"fraction": 0.5, "epoch": 1, "epochs": 2, "message": "epoch 1/2"})
     assert progress(store.get(job["id"]))["message"] == "epoch 1/2"  # its heartbeat is alive
-    store.redis.delete(f"mlq:job:{job['id']}:heartbeat")  # what expiry does when the worker dies
+    store.redis.delete(keys.job_heartbeat(job["id"]))  # what expiry does when the worker dies
     orphan = present(store.get(job["id"]))
     assert orphan["status"] == "running" and progress(orphan)["fraction"] == 0.5
     assert progress(orphan)["message"].startswith("waiting for recovery")
@@ -165,3 +169,79 @@ def test_a_running_training_whose_worker_died_reads_as_waiting_for_recovery_and_
     assert "will resume it" in progress(store.get(job["id"]))["message"]
     stored = store.redis.hget(store.key(job["id"]), "progress")
     assert isinstance(stored, str) and "waiting" not in stored  # only the view says so; the sweeper decides
+
+
+# ---- online predictions: create_predict.lua, mark_running.lua and finish_reply.lua, as the inference path runs them
+
+
+def new_prediction(store: JobStore) -> str:
+    record = store.new_record("t1", "predict", "iris", {"inputs": [[1.0]]})
+    with store.redis.pipeline(transaction=False) as pipe:
+        job = store.create_and_enqueue_in(pipe, record, keys.INFERENCE_STREAM, {"r": b"{}"})
+        (created,) = pipe.execute()
+    assert outcome(created, CreateOutcome)[0] is CreateOutcome.CREATED
+    return str(job["id"])
+
+
+def answer(store: JobStore, job_id: str, status: str, result: bytes | None = None) -> FinishOutcome:
+    (reply,) = store.run_pipeline(lambda pipe: store.finish_and_reply_in(pipe, job_id, status, result=result))
+    return outcome(reply, FinishOutcome)[0]
+
+
+def start(store: JobStore, job_id: str) -> bool:
+    (reply,) = store.run_pipeline(lambda pipe: store.mark_running_in(pipe, job_id, "w1"))
+    return store.started(reply)
+
+
+def test_an_answered_prediction_is_finished_and_its_record_pushed_to_the_submitter(store: JobStore) -> None:
+    job_id = new_prediction(store)
+    assert start(store, job_id) and job_id in store.running_ids()
+    assert answer(store, job_id, "succeeded", b'{"predictions": [0]}') is FinishOutcome.DONE
+    (pushed,) = store.redis.lrange(store.reply_key(job_id), 0, -1)
+    job = store.decode_reply(pushed)
+    assert (job["id"], job["status"], job["result"], job["attempts"]) == (job_id, "succeeded", {"predictions": [0]}, 1)
+    assert job == store.get(job_id)  # the submitter reads the record as it was written, without reading it again
+    assert 0 < store.redis.pttl(store.reply_key(job_id)) <= 60_000  # an unread reply does not stay
+    assert job_id not in store.running_ids()
+    assert store.metrics()[0][("predict", "succeeded")] == 1
+    assert not store.redis.exists(keys.job_log(job_id))  # predictions have no event log: their reply is the answer
+
+
+def test_an_answer_for_a_prediction_that_already_ended_changes_nothing_and_still_wakes_the_submitter(
+        store: JobStore) -> None:
+    job_id = new_prediction(store)
+    assert store.request_cancel(job_id)["status"] == "cancelled"  # cancelled while it waited in the stream
+    assert not start(store, job_id)
+    assert answer(store, job_id, "succeeded", b'{"predictions": [0]}') is FinishOutcome.ALREADY_FINAL
+    (pushed,) = store.redis.lrange(store.reply_key(job_id), 0, -1)
+    job = store.decode_reply(pushed)
+    assert (job["status"], job["result"], (job["error"] or {}).get("type")) == ("cancelled", None, "cancelled")
+    assert store.metrics()[0].get(("predict", "succeeded")) is None
+
+
+def test_an_answer_for_a_prediction_without_a_record_pushes_nothing(store: JobStore) -> None:
+    job_id = new_prediction(store)
+    store.redis.delete(store.key(job_id))  # the record expired before the batch was answered
+    assert answer(store, job_id, "failed") is FinishOutcome.GONE
+    assert not store.redis.exists(store.reply_key(job_id))
+
+
+def test_a_pipeline_of_scripts_asks_no_script_exists_and_survives_redis_losing_its_scripts(store: JobStore) -> None:
+    first, second = new_prediction(store), new_prediction(store)
+    assert start(store, first)  # its scripts are loaded now
+    store.redis.config_resetstat()
+    assert answer(store, first, "succeeded", b"{}") is FinishOutcome.DONE
+    calls = store.redis.info("commandstats")
+    assert "cmdstat_script|exists" not in calls and calls["cmdstat_evalsha"]["calls"] == 1  # one command, one trip
+
+    store.redis.script_flush()  # what a Redis restart does to the script cache
+
+    def fill(pipe: Pipeline) -> None:
+        store.mark_running_in(pipe, second, "w1")
+        pipe.incr("probe")
+
+    replies = store.run_pipeline(fill)
+    assert store.started(replies[0]) and replies[1] == 2  # sent twice: NOSCRIPT, then loaded and sent again
+    assert store.get(second)["attempts"] == 1  # type: ignore[index]  # the script itself ran once
+    store.redis.script_flush()
+    assert store.finish(second, "succeeded", result={})  # a direct call loads what it lacks as well
