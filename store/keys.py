@@ -109,3 +109,12 @@ def worker(hostname: str, pid: int) -> str:
 def drain(hostname: str) -> str:
     """Written by a worker's main process on SIGTERM: its deadline for trainings to stop and requeue."""
     return f"{PREFIX}drain:{hostname}"
+
+
+# ---- the model registry on an S3-compatible store (store/remote_registry.py) --------------------------------
+REGISTRY_EPOCH = f"{PREFIX}registry:epoch"  # changes when Redis lost the registry's counters (a flush, a new server)
+
+
+def registry_model(model_path: str) -> str:
+    """A model's version counter and change counter (`<tenant>/<model>`); `:lock` appended: its change lock."""
+    return f"{PREFIX}registry:{model_path}"

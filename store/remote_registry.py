@@ -28,6 +28,7 @@ from typing import Any, cast
 
 import redis
 
+from store import keys
 from store.artifact_cache import ArtifactCache
 from store.artifacts import ArtifactMissing, ArtifactStore
 from training.errors import ArtifactTampered, MLQError, ResourceNotFound, VersionInUse
@@ -43,7 +44,7 @@ from training.registry import (
     check_name,
 )
 
-GLOBAL_EPOCH = "mlq:registry:epoch"
+GLOBAL_EPOCH = keys.REGISTRY_EPOCH
 LOCK_TTL_MS = 30_000
 LOCK_WAIT_S = 30.0
 # Next version: above both the last one handed out and the highest the store holds (a flushed Redis, or
@@ -84,7 +85,7 @@ class StoreRegistry(ModelRegistry):
         return "models/" + model_dir.relative_to(self.root).as_posix()
 
     def _redis_key(self, model_dir: Path) -> str:
-        return "mlq:registry:" + model_dir.relative_to(self.root).as_posix()
+        return keys.registry_model(model_dir.relative_to(self.root).as_posix())
 
     # -- what the base class reads ------------------------------------------------------------------------------
     def _versions(self, model_dir: Path) -> list[int]:

@@ -17,7 +17,7 @@ KEYS_MODULE = Path(keys.__file__).resolve()
 _KEY_LITERAL = re.compile(r"""(?<![\w`])[rbfRBF]{0,2}["']mlq:""")
 
 
-def test_no_module_but_worker_keys_spells_a_key_name() -> None:
+def test_no_module_but_store_keys_spells_a_key_name() -> None:
     offenders = []
     for package in PACKAGES:
         for path in sorted((ROOT / package).rglob("*.py")):
