@@ -1,0 +1,47 @@
+"""The API under a real gunicorn on loopback, as `mlq api` runs it, on a port the kernel picks (no port race)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+from polling import wait_until
+from ports import gunicorn_port
+
+from mlqueue.dev import gunicorn_argv
+
+ROOT = Path(__file__).resolve().parents[1]
+START_TIMEOUT_S = 60.0
+
+
+@contextmanager
+def gunicorn(env: dict[str, str], log_path: Path, extra_args: tuple[str, ...] = (), workers: int = 1) -> Iterator[str]:
+    """`api.wsgi:app` under gunicorn with `mlq api`'s command line (gevent, api/gunicorn_conf.py), bound to port 0;
+    yields its base URL once /healthz answers."""
+    argv = [*gunicorn_argv("127.0.0.1", 0, workers)[:-1], *extra_args, "api.wsgi:app"]
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(argv, cwd=ROOT, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        base = f"http://127.0.0.1:{gunicorn_port(proc, log_path, START_TIMEOUT_S)}"
+
+        def healthy() -> bool:
+            if proc.poll() is not None:
+                raise RuntimeError(f"gunicorn exited:\n{log_path.read_text(errors='replace')[-3000:]}")
+            try:
+                return httpx.get(base + "/healthz", timeout=1).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        wait_until(healthy, START_TIMEOUT_S, what="gunicorn answering /healthz", interval_s=0.1)
+        yield base
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)
