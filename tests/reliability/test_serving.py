@@ -24,6 +24,7 @@ import httpx
 import pytest
 from api_reliability_support import ALICE, BOB, TOKENS, gunicorn, token_env
 from job_harness import breast_cancer_csv
+from polling import wait_until
 
 from mlqueue import Client
 from store.settings import Settings
@@ -59,16 +60,6 @@ def train(api: str, dataset: str, epochs: int, model: str, batch_size: int = 16)
     response = httpx.post(api + "/v1/jobs/train", json=body, headers=ALICE)
     assert response.status_code == 202, response.text
     return dict(response.json())
-
-
-def wait_until(predicate: Any, timeout_s: float = 60.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"{what} not reached within {timeout_s} s")
 
 
 def job(api: str, job_id: str) -> dict[str, Any]:
