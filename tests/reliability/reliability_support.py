@@ -23,9 +23,11 @@ import redis
 from job_harness import TENANT as TENANT
 from job_harness import JobHarness, breast_cancer_csv, iris_csv
 from job_harness import dump as dump  # re-exported for the chaos tests
+from polling import wait_until
 from private_redis import PrivateRedis as PrivateRedis
 from worker_processes import WorkerProcess, stop_worker, wait_until_announced
 
+from store.leases import heartbeat_key
 from store.liveness import WorkerLiveness
 from store.records import JobRecord
 from store.settings import Settings
@@ -172,3 +174,10 @@ def running_at_epoch(n: int, attempt: int | None = None) -> Callable[[JobRecord]
         return job["status"] == "running" and epoch_of(job) >= n and (attempt is None or job["attempts"] == attempt)
     return ok
 
+
+
+def wait_leases_expired(client: redis.Redis, *job_ids: str, timeout_s: float = 30.0) -> None:
+    """Return once no heartbeat holds these jobs any more: their holders "died" and the leases' PX ran out.
+    (EXISTS expires a key whose time is up, so this sees the expiry as soon as Redis does.)"""
+    keys = [heartbeat_key(job_id) for job_id in job_ids]
+    wait_until(lambda: client.exists(*keys) == 0, timeout_s, what=f"the leases of {job_ids} expired", interval_s=0.02)

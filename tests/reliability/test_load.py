@@ -68,7 +68,7 @@ def test_a_thousand_concurrent_submissions_end_in_202_or_429_and_every_accepted_
         assert len(set(accepted)) == len(accepted)
 
         # Let the worker run what it can for a moment, then cancel whatever still waits in the queue.
-        time.sleep(3)
+        time.sleep(3)  # the scenario: the worker runs what it can for a moment before the cancels
         for job_id in accepted:
             response = http.post(f"/v1/jobs/{job_id}/cancel")
             assert response.status_code in (202, 409), response.text

@@ -143,7 +143,7 @@ def test_hundreds_of_waits_on_a_running_training_leave_the_api_responsive_and_al
         flood = Flood(api, running["id"], WAITERS)
         # Both gunicorn processes hold waits (each up to the per-tenant cap).
         wait_until(lambda: gauge(api, "mlq_waits_in_progress") >= PER_TENANT_CAP, what="waits in progress")
-        time.sleep(3)  # the probes run while the waits are held
+        time.sleep(3)  # the scenario: the probes run for a while, while the waits are held
         assert job(api, running["id"])["status"] == "running"
         assert httpx.post(f"{api}/v1/jobs/{running['id']}/cancel", headers=ALICE).status_code == 202
         ended = time.monotonic()
@@ -199,7 +199,7 @@ def test_sixty_four_slowloris_sockets_do_not_slow_the_health_check(api: str) -> 
     attacker.start()
     try:
         with Prober(api) as prober:
-            time.sleep(20)
+            time.sleep(20)  # the scenario: the health probes run for 20 s while the slowloris sockets are held
     finally:
         stop.set()
         attacker.join(timeout=10)

@@ -123,7 +123,7 @@ def test_wait_wakes_when_another_process_finishes_the_job(store: JobStore, redis
     job = store.create("t1", "predict", "iris", {})
 
     def finish_later() -> None:
-        time.sleep(0.2)
+        time.sleep(0.2)  # the scenario: the job ends while wait() is already blocked on it
         JobStore(redis.Redis.from_url(redis_url)).finish(job["id"], "succeeded", result={"ok": True})
 
     thread = threading.Thread(target=finish_later)
