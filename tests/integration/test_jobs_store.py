@@ -12,6 +12,7 @@ import redis
 from store.jobs import InvalidCursor, JobConflict, JobStore
 from store.records import JobRecord
 
+pytestmark = pytest.mark.integration  # a real Redis (the session's private redis-server)
 
 def present(job: JobRecord | None) -> JobRecord:
     assert job is not None
