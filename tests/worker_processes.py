@@ -45,7 +45,7 @@ class WorkerProcess:
             return "(no log)"
 
 
-# The `start_worker` fixture: start(queues, preload="") → a worker that announced itself.
+# The `start_worker` fixture: start(queues, preload="", wait=True) → a worker that announced itself.
 StartWorker = Callable[..., WorkerProcess]
 
 

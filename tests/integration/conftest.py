@@ -40,13 +40,14 @@ def mlq_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]
 
 @pytest.fixture(scope="module")
 def start_worker(mlq_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    """A function that starts a worker for `queues` and returns once its liveness key says it is ready."""
+    """A function that starts a worker for `queues` and returns once its liveness key says it is ready (with
+    wait=False at once: several workers then boot side by side; wait_until_announced each)."""
     started: list[WorkerProcess] = []
     logs = tmp_path_factory.mktemp("worker-logs")
     client = redis.Redis.from_url(mlq_settings.redis_url, decode_responses=True)
     liveness = WorkerLiveness(client)
 
-    def start(queues: list[str], preload: str = "") -> WorkerProcess:
+    def start(queues: list[str], preload: str = "", wait: bool = True) -> WorkerProcess:
         (worker_plan,) = plan("cpu", queues, concurrency=1, loglevel="info")
         name = f"{'-'.join(queues)}-{uuid.uuid4().hex[:8]}"
         argv = list(worker_plan.argv)
@@ -60,7 +61,8 @@ def start_worker(mlq_settings: Settings, tmp_path_factory: pytest.TempPathFactor
                                     process_group=0)
         worker = WorkerProcess(proc, name, log_path)
         started.append(worker)
-        wait_until_announced(worker, liveness)
+        if wait:
+            wait_until_announced(worker, liveness)
         return worker
 
     yield start

@@ -14,9 +14,11 @@ from typing import Any
 import pytest
 from flask.testing import FlaskClient
 from job_harness import TENANT, JobHarness, breast_cancer_csv, dump, iris_csv, present, progress_of, request_of
+from worker_processes import StartWorker, WorkerProcess, wait_until_announced
 
 from api import create_app
 from store.contract import TRAIN_QUEUE
+from store.liveness import WorkerLiveness
 from store.records import JobRecord
 from store.settings import Settings
 from training.errors import ResourceNotFound
@@ -39,8 +41,11 @@ def api(mlq_settings: Settings) -> FlaskClient:
 
 
 @pytest.fixture(scope="module")
-def workers(start_worker: Any) -> list[Any]:
-    return [start_worker([TRAIN_QUEUE]), start_worker([TRAIN_QUEUE])]
+def workers(start_worker: StartWorker, harness: JobHarness) -> list[WorkerProcess]:
+    both = [start_worker([TRAIN_QUEUE], wait=False) for _ in range(2)]  # they boot side by side
+    for worker in both:
+        wait_until_announced(worker, WorkerLiveness(harness.redis))
+    return both
 
 
 @pytest.fixture(scope="module")

@@ -84,6 +84,11 @@ class WorkerFleet:
             wait_until_announced(worker, self.liveness)
         return worker
 
+    def wait_ready(self, worker: WorkerProcess) -> WorkerProcess:
+        """For a worker started with wait=False: return once it announced itself (start other things meanwhile)."""
+        wait_until_announced(worker, self.liveness)
+        return worker
+
     @staticmethod
     def kill(worker: WorkerProcess) -> None:
         """SIGKILL the whole worker (main process and its pool children): a machine losing power."""

@@ -37,11 +37,12 @@ WAITERS = 256
 @pytest.fixture(scope="module")
 def api(private_redis: Any, chaos_settings: Settings, fleet: Any,
         tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    fleet.start(["train"])
+    worker = fleet.start(["train"], wait=False)  # it boots (imports torch) while gunicorn starts
     env = {"MLQ_REDIS_URL": private_redis.url, "MLQ_HOME": str(chaos_settings.home),
            "MLQ_AUTH_TOKENS": token_env(TOKENS), "MLQ_MAX_WAITS_PER_TENANT": str(PER_TENANT_CAP),
            "MLQ_MAX_JSON_MB": "2", "MLQ_MAX_ACTIVE_JOBS": "50"}
     with gunicorn(env, tmp_path_factory.mktemp("api") / "gunicorn.log", workers=2) as base:
+        fleet.wait_ready(worker)
         yield base
 
 
