@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -68,10 +69,20 @@ def wait_until_announced(worker: WorkerProcess, liveness: WorkerLiveness) -> Non
 
 
 def stop_worker(worker: WorkerProcess) -> None:
-    if worker.proc.poll() is None:
-        worker.proc.send_signal(signal.SIGTERM)  # warm shutdown: the prefork parent stops its child
+    stop_workers([worker])
+
+
+def stop_workers(workers: list[WorkerProcess], timeout_s: float = 30.0) -> None:
+    """Warm shutdown of every worker at once (SIGTERM: the prefork parent stops its child), then wait for each;
+    one that is still there after `timeout_s` is killed with its process group. At once, because a warm shutdown
+    takes seconds of waiting, not of work."""
+    alive = [w for w in workers if w.proc.poll() is None]
+    for worker in alive:
+        worker.proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    for worker in alive:
         try:
-            worker.proc.wait(timeout=30)
+            worker.proc.wait(timeout=max(0.1, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             os.killpg(worker.proc.pid, signal.SIGKILL)
             worker.proc.wait(timeout=10)

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import redis
 from redis_check import require_redis
-from worker_processes import WorkerProcess, session_redis_url, stop_worker, wait_until_announced
+from worker_processes import WorkerProcess, session_redis_url, stop_workers, wait_until_announced
 
 from store.liveness import WorkerLiveness
 from store.settings import Settings
@@ -66,6 +66,5 @@ def start_worker(mlq_settings: Settings, tmp_path_factory: pytest.TempPathFactor
         return worker
 
     yield start
-    for worker in started:
-        stop_worker(worker)
+    stop_workers(started)
     client.close()

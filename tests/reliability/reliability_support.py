@@ -25,7 +25,7 @@ from job_harness import JobHarness, breast_cancer_csv, iris_csv
 from job_harness import dump as dump  # re-exported for the chaos tests
 from polling import wait_until
 from private_redis import PrivateRedis as PrivateRedis
-from worker_processes import WorkerProcess, stop_worker, wait_until_announced
+from worker_processes import WorkerProcess, stop_worker, stop_workers, wait_until_announced
 
 from store.leases import heartbeat_key
 from store.liveness import WorkerLiveness
@@ -104,8 +104,10 @@ class WorkerFleet:
             os.killpg(worker.proc.pid, signal.SIGKILL)
 
     def close(self) -> None:
+        stop_workers(self.started)  # all at once
         for worker in self.started:
-            self.stop(worker)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(worker.proc.pid, signal.SIGKILL)  # whatever the warm shutdowns left behind
         self.client.close()
 
 
