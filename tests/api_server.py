@@ -12,10 +12,18 @@ import httpx
 from polling import wait_until
 from ports import gunicorn_port
 
-from mlqueue.dev import gunicorn_argv
+from mlqueue.dev import descendants, gunicorn_argv
 
 ROOT = Path(__file__).resolve().parents[1]
 START_TIMEOUT_S = 60.0
+# The gunicorn master's pid of every running `gunicorn()`, by base URL (its command line says only port 0).
+MASTER_PIDS: dict[str, int] = {}
+
+
+def gunicorn_pids(base: str) -> list[int]:
+    """The processes serving `base`: the gunicorn master and its workers."""
+    master = MASTER_PIDS[base]
+    return [master, *descendants(master)]
 
 
 @contextmanager
@@ -25,6 +33,7 @@ def gunicorn(env: dict[str, str], log_path: Path, extra_args: tuple[str, ...] = 
     argv = [*gunicorn_argv("127.0.0.1", 0, workers)[:-1], *extra_args, "api.wsgi:app"]
     with log_path.open("wb") as log:
         proc = subprocess.Popen(argv, cwd=ROOT, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT)
+    base = ""
     try:
         base = f"http://127.0.0.1:{gunicorn_port(proc, log_path, START_TIMEOUT_S)}"
 
@@ -37,8 +46,10 @@ def gunicorn(env: dict[str, str], log_path: Path, extra_args: tuple[str, ...] = 
                 return False
 
         wait_until(healthy, START_TIMEOUT_S, what="gunicorn answering /healthz", interval_s=0.1)
+        MASTER_PIDS[base] = proc.pid
         yield base
     finally:
+        MASTER_PIDS.pop(base, None)
         proc.terminate()
         try:
             proc.wait(timeout=15)

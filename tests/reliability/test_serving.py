@@ -23,6 +23,7 @@ from typing import Any
 import httpx
 import pytest
 from api_reliability_support import ALICE, BOB, TOKENS, gunicorn, token_env
+from api_server import gunicorn_pids
 from job_harness import breast_cancer_csv
 from polling import wait_until
 
@@ -314,17 +315,7 @@ def rss_kb(pids: list[int]) -> int:
 
 
 def api_pids(api: str) -> list[int]:
-    port = api.rsplit(":", 1)[1]
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-            except OSError:
-                continue
-            if "gunicorn" in cmdline and f"127.0.0.1:{port}" in cmdline:
-                pids.append(int(entry.name))
-    return pids
+    return gunicorn_pids(api)  # the master and its workers (gunicorn bound port 0: no port in its command line)
 
 
 def test_an_oversized_json_body_is_refused_before_it_is_read(api: str) -> None:

@@ -13,7 +13,6 @@ from typing import Any
 
 import pytest
 from job_harness import present
-from polling import wait_until
 from reliability_support import ChaosHarness, WorkerFleet, dump, epoch_of, running_at_epoch
 
 from store.contract import TRAIN_QUEUE
@@ -84,8 +83,9 @@ def test_a_duplicate_message_is_skipped_while_the_job_runs_and_after_it_ended(
     # Hours later, the dead worker's unacked message comes back: the job is final, nothing runs.
     harness.send(harness.request_of(job_id))
     queue_drained(harness)
-    # Taken is not handled: wait until the worker acked the duplicate (kombu's unacked hash is empty again).
-    wait_until(lambda: harness.redis.hlen("unacked") == 0, 30, what="the duplicate acked")
+    # An observation window, not a wait for a condition: nothing may change once the duplicate was taken. (kombu's
+    # unacked hash is no signal here: it still holds the message of the worker the first test SIGKILLed.)
+    time.sleep(1.0)
     again = harness.jobs.get(job_id)
     assert again is not None and (again["status"], again["attempts"], again["finished_at"]) == (
         "succeeded", 1, job["finished_at"]), dump(again)
