@@ -33,7 +33,9 @@ def mlq_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]
     client = require_redis(url)
     client.flushdb()
     home = tmp_path_factory.mktemp("mlq-home")
-    yield Settings(redis_url=url, home=home, heartbeat_s=0.5)
+    # A 2 s shutdown grace (default 20 s): a module's workers stop at its end, maybe mid-training, and no test here
+    # is about the grace (tests/reliability/test_worker_recovery.py is).
+    yield Settings(redis_url=url, home=home, heartbeat_s=0.5, shutdown_grace_s=2.0)
     client.flushdb()
     client.close()
 
@@ -54,6 +56,7 @@ def start_worker(mlq_settings: Settings, tmp_path_factory: pytest.TempPathFactor
         argv[argv.index("-n") + 1] = f"{name}@%h"
         env = {**os.environ, **worker_plan.env, "MLQ_REDIS_URL": mlq_settings.redis_url,
                "MLQ_HOME": str(mlq_settings.home), "MLQ_HEARTBEAT_S": str(mlq_settings.heartbeat_s),
+               "MLQ_SHUTDOWN_GRACE_S": str(mlq_settings.shutdown_grace_s),
                "MLQ_PRELOAD": preload, "MLQ_TORCH_THREADS": "1"}
         log_path = logs / f"{name}.log"
         with log_path.open("wb") as log:
