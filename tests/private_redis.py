@@ -1,26 +1,23 @@
 """A redis-server of the test run's own, on a free port, so that two test runs on one machine never share data.
 
 The root conftest starts one per test session (MLQ_TEST_REDIS_URL points at it); chaos tests start more of their
-own to stop, restart or fill.
+own to stop, restart or fill. redis-server cannot bind port 0 and report it, so the first start picks a free port
+and, should somebody take it before redis-server binds it, tries again on another one.
 """
 
 from __future__ import annotations
 
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
 import redis
+from ports import free_port, port_taken
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+PORT_ATTEMPTS = 5
 
 
 class PrivateRedis:
@@ -29,10 +26,15 @@ class PrivateRedis:
     def __init__(self, directory: Path, appendonly: bool = False, db: int = 0) -> None:
         self.directory = directory
         self.appendonly = appendonly
+        self.db = db
         self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/{db}"
         self.log_path = directory / "redis.log"
         self.proc: subprocess.Popen[bytes] | None = None
+        self._started_once = False
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/{self.db}"
 
     def argv(self) -> list[str]:
         binary = shutil.which("redis-server")
@@ -49,8 +51,21 @@ class PrivateRedis:
         return redis.Redis.from_url(self.url, **kwargs)
 
     def start(self, timeout_s: float = 15.0) -> None:
-        """(Re)start the server on the same port and wait until it answers PING (and has loaded its data)."""
+        """Start the server, on another free port if its first one was taken meanwhile; a restart keeps the port
+        (clients hold the URL) and the --dir. Returns once it answers PING (and has loaded its data)."""
         assert self.proc is None or self.proc.poll() is not None, "already running"
+        for attempt in range(1, PORT_ATTEMPTS + 1):
+            try:
+                self._start(timeout_s)
+                break
+            except _PortTaken:
+                if self._started_once or attempt == PORT_ATTEMPTS:
+                    raise
+                self.port = free_port()
+                self.log_path.unlink()  # the next try's "Address already in use", if any, is read from a fresh log
+        self._started_once = True
+
+    def _start(self, timeout_s: float) -> None:
         self.proc = subprocess.Popen(self.argv(), stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout_s
         client = self.client(socket_timeout=1)
@@ -63,6 +78,8 @@ class PrivateRedis:
                     pass
                 if self.proc.poll() is not None or time.monotonic() > deadline:
                     log = self.log_path.read_text(errors="replace")[-3000:] if self.log_path.exists() else ""
+                    if self.proc.poll() is not None and port_taken(log):
+                        raise _PortTaken(f"port {self.port} was taken:\n{log}")
                     raise RuntimeError(f"redis-server on port {self.port} did not start:\n{log}")
                 time.sleep(0.05)
         finally:
@@ -78,3 +95,7 @@ class PrivateRedis:
     @property
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
+
+
+class _PortTaken(RuntimeError):
+    pass

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from private_redis import free_port
+from ports import free_port
 
 ACCESS_KEY = "mlq-test"
 START_TIMEOUT_S = 30.0

@@ -170,7 +170,7 @@ def test_an_idempotency_key_still_in_flight_is_a_409(client: FlaskClient, redis_
 def _finish_soon(redis_url: str, job_id: str) -> threading.Thread:
     def run() -> None:
         store = JobStore(redis.Redis.from_url(redis_url))
-        time.sleep(0.3)
+        time.sleep(0.3)  # the scenario: the job ends while the request is already waiting on it
         store.mark_running(job_id, "test-worker")
         store.finish(job_id, "succeeded", result={"model": "iris", "version": 1})
     thread = threading.Thread(target=run)

@@ -10,7 +10,6 @@ import hashlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +19,8 @@ from typing import Any
 
 import httpx
 import pytest
+from polling import wait_until
+from ports import free_port, port_taken
 from redis_check import require_redis
 from sklearn.datasets import load_iris
 
@@ -34,10 +35,31 @@ REDIS_URL = os.environ.get("MLQ_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 START_TIMEOUT_S = 180.0
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+def start_mlq_api(env: dict[str, str], log_path: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """`mlq api` on a free port, once /healthz answers. `mlq api` takes no port 0, so the port is picked first:
+    should somebody bind it meanwhile, gunicorn exits saying so and `mlq api` starts again on another one."""
+    for _ in range(5):
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        with log_path.open("wb") as log:
+            api = subprocess.Popen([str(BIN / "mlq"), "api", "--port", str(port), "--workers", "1"], cwd=ROOT,
+                                   env={**env, "MLQ_URL": url}, stdout=log, stderr=subprocess.STDOUT,
+                                   process_group=0)
+
+        def healthy(api: subprocess.Popen[bytes] = api, url: str = url) -> bool:
+            if api.poll() is not None:
+                return True
+            try:
+                return httpx.get(url + "/healthz", timeout=1).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        wait_until(healthy, START_TIMEOUT_S, what="`mlq api` answering /healthz", interval_s=0.2)
+        if api.poll() is None:
+            return api, url
+        if not port_taken(log_path.read_text(errors="replace")):
+            pytest.fail(f"mlq api exited:\n{log_path.read_text(errors='replace')[-4000:]}")
+    pytest.fail(f"mlq api found no free port:\n{log_path.read_text(errors='replace')[-4000:]}")
 
 
 def write_iris(path: Path) -> None:
@@ -75,7 +97,7 @@ def test_mlq_dev_serves_until_sigterm_then_stops_every_child_and_exits_zero(tmp_
     """Runs first in this module, before the shared service exists, so its /readyz counts only its own workers."""
     client = require_redis(REDIS_URL)
     client.flushdb()
-    port = free_port()
+    port = free_port()  # `mlq dev` takes no port 0 (it prints the URL before gunicorn binds)
     env = {**os.environ, "MLQ_REDIS_URL": REDIS_URL, "MLQ_HOME": str(tmp_path / "home"), "MLQ_TORCH_THREADS": "1"}
     proc = subprocess.Popen([str(BIN / "mlq"), "dev", "--port", str(port)], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, process_group=0)
@@ -117,38 +139,37 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]
     client = require_redis(REDIS_URL)
     client.flushdb()
     tmp = tmp_path_factory.mktemp("client-cli")
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    env = {**os.environ, "MLQ_REDIS_URL": REDIS_URL, "MLQ_HOME": str(tmp / "home"), "MLQ_URL": url,
+    env = {**os.environ, "MLQ_REDIS_URL": REDIS_URL, "MLQ_HOME": str(tmp / "home"),
            "MLQ_TORCH_THREADS": "1", "MLQ_HEARTBEAT_S": "0.5"}
     env.pop("MLQ_TOKEN", None)
-    logs = (tmp / "api.log").open("wb"), (tmp / "worker.log").open("wb")
-    api = subprocess.Popen([str(BIN / "mlq"), "api", "--port", str(port), "--workers", "1"], cwd=ROOT, env=env,
-                           stdout=logs[0], stderr=subprocess.STDOUT, process_group=0)
+    worker_log = (tmp / "worker.log").open("wb")
     worker = subprocess.Popen([str(BIN / "mlq"), "worker", "--queues", "train,inference", "--devices", "cpu"],
-                              cwd=ROOT, env=env, stdout=logs[1], stderr=subprocess.STDOUT, process_group=0)
+                              cwd=ROOT, env=env, stdout=worker_log, stderr=subprocess.STDOUT, process_group=0)
+    api: subprocess.Popen[bytes] | None = None
     try:
+        api, url = start_mlq_api(env, tmp / "api.log")  # while the worker boots
+        env["MLQ_URL"] = url
         with Client(url, timeout=5, max_retries=0) as probe:
-            deadline = time.monotonic() + START_TIMEOUT_S
-            while True:
+
+            def ready() -> bool:
                 for proc, log in ((api, "api.log"), (worker, "worker.log")):
-                    if proc.poll() is not None:
+                    if proc is not None and proc.poll() is not None:
                         pytest.fail(f"{log} process exited:\n{(tmp / log).read_text()[-4000:]}")
                 try:
                     probe.ready()
-                    break
+                    return True
                 except Exception:
-                    if time.monotonic() > deadline:
-                        pytest.fail(f"service not ready:\n{(tmp / 'worker.log').read_text()[-4000:]}")
-                    time.sleep(0.5)
+                    return False
+
+            wait_until(ready, START_TIMEOUT_S, what="the service ready", interval_s=0.5)
         data = tmp / "iris.csv"
         write_iris(data)
         yield {"url": url, "env": env, "tmp": tmp, "data": data}
     finally:
         stop(worker)
-        stop(api)
-        for log_file in logs:
-            log_file.close()
+        if api is not None:
+            stop(api)
+        worker_log.close()
         client.flushdb()
         client.close()
 

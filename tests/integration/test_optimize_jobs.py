@@ -22,6 +22,8 @@ import onnxruntime as ort
 import pandas as pd
 import pytest
 import torch
+from api_server import gunicorn
+from polling import wait_until
 from redis_check import require_redis
 from sklearn.datasets import make_classification
 
@@ -34,14 +36,6 @@ BIN = Path(sys.executable).parent
 START_TIMEOUT_S = 180.0
 JOB_TIMEOUT_S = 240.0
 FEATURES = [f"f{i}" for i in range(8)]
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
@@ -61,50 +55,51 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]
     redis_client = require_redis(redis_url)
     redis_client.flushdb()
     tmp = tmp_path_factory.mktemp("optimize")
-    url = f"http://127.0.0.1:{free_port()}"
-    env = {**os.environ, "MLQ_REDIS_URL": redis_url, "MLQ_HOME": str(tmp / "home"), "MLQ_URL": url,
+    env = {**os.environ, "MLQ_REDIS_URL": redis_url, "MLQ_HOME": str(tmp / "home"),
            "MLQ_TORCH_THREADS": "1", "MLQ_HEARTBEAT_S": "0.5"}
     env.pop("MLQ_TOKEN", None)
-    logs = (tmp / "api.log").open("wb"), (tmp / "worker.log").open("wb")
-    api = subprocess.Popen([str(BIN / "mlq"), "api", "--port", url.rsplit(":", 1)[1], "--workers", "1"], cwd=ROOT,
-                           env=env, stdout=logs[0], stderr=subprocess.STDOUT, process_group=0)
+    worker_log = (tmp / "worker.log").open("wb")
     worker = subprocess.Popen([str(BIN / "mlq"), "worker", "--queues", "train,inference", "--devices", "cpu"],
-                              cwd=ROOT, env=env, stdout=logs[1], stderr=subprocess.STDOUT, process_group=0)
+                              cwd=ROOT, env=env, stdout=worker_log, stderr=subprocess.STDOUT, process_group=0)
+    # The API as `mlq api` runs it, on a port gunicorn binds itself (port 0), started while the worker boots.
     try:
-        client = Client(url, timeout=60)
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while True:
-            for proc, log in ((api, "api.log"), (worker, "worker.log")):
-                if proc.poll() is not None:
-                    pytest.fail(f"{log} process exited:\n{(tmp / log).read_text()[-4000:]}")
-            try:
-                client.ready()
-                break
-            except Exception:
-                if time.monotonic() > deadline:
-                    pytest.fail(f"service not ready:\n{(tmp / 'worker.log').read_text()[-4000:]}")
-                time.sleep(0.5)
-        X, y = make_classification(n_samples=600, n_features=8, n_informative=6, class_sep=2.0, random_state=0)
-        frame = pd.DataFrame(X.round(4), columns=FEATURES)
-        frame["label"] = np.where(y == 1, "pos", "neg")
-        frame.to_csv(tmp / "wide.csv", index=False)
-        dataset = client.upload_dataset(tmp / "wide.csv")["id"]
-        mlp = client.train("wide", dataset, target="label", algorithm="mlp",
-                           params={"hidden_layers": [512, 512], "epochs": 10, "lr": 0.003, "batch_size": 32})
-        forest = client.train("forest", dataset, target="label", algorithm="random_forest",
-                              params={"n_estimators": 60})
-        for job in (mlp, forest):
-            assert client.result(job["id"], timeout=JOB_TIMEOUT_S)["version"] == 1
-        yield {"client": client, "env": env, "home": tmp / "home", "rows": frame[FEATURES].to_dict("records"),
-               "worker_log": tmp / "worker.log", "versions": {}}
-        client.close()
+        with gunicorn(env, tmp / "api.log") as url:
+            env["MLQ_URL"] = url
+            client = Client(url, timeout=60)
+
+            def ready() -> bool:
+                if worker.poll() is not None:
+                    pytest.fail(f"worker.log process exited:\n{(tmp / 'worker.log').read_text()[-4000:]}")
+                try:
+                    client.ready()
+                    return True
+                except Exception:
+                    return False
+
+            wait_until(ready, START_TIMEOUT_S, what="the service ready", interval_s=0.5)
+            yield from _trained(client, env, tmp)
     finally:
         stop(worker)
-        stop(api)
-        for log_file in logs:
-            log_file.close()
+        worker_log.close()
         redis_client.flushdb()
         redis_client.close()
+
+
+def _trained(client: Client, env: dict[str, str], tmp: Path) -> Iterator[dict[str, Any]]:
+    X, y = make_classification(n_samples=600, n_features=8, n_informative=6, class_sep=2.0, random_state=0)
+    frame = pd.DataFrame(X.round(4), columns=FEATURES)
+    frame["label"] = np.where(y == 1, "pos", "neg")
+    frame.to_csv(tmp / "wide.csv", index=False)
+    dataset = client.upload_dataset(tmp / "wide.csv")["id"]
+    mlp = client.train("wide", dataset, target="label", algorithm="mlp",
+                       params={"hidden_layers": [512, 512], "epochs": 10, "lr": 0.003, "batch_size": 32})
+    forest = client.train("forest", dataset, target="label", algorithm="random_forest",
+                          params={"n_estimators": 60})
+    for job in (mlp, forest):
+        assert client.result(job["id"], timeout=JOB_TIMEOUT_S)["version"] == 1
+    yield {"client": client, "env": env, "home": tmp / "home", "rows": frame[FEATURES].to_dict("records"),
+           "worker_log": tmp / "worker.log", "versions": {}}
+    client.close()
 
 
 def optimized(service: dict[str, Any], model: str, version: int, method: str, **params: Any) -> dict[str, Any]:

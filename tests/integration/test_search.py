@@ -14,9 +14,11 @@ from typing import Any
 import pytest
 from flask.testing import FlaskClient
 from job_harness import TENANT, JobHarness, breast_cancer_csv, dump, iris_csv, present, progress_of, request_of
+from worker_processes import StartWorker, WorkerProcess, wait_until_announced
 
 from api import create_app
 from store.contract import TRAIN_QUEUE
+from store.liveness import WorkerLiveness
 from store.records import JobRecord
 from store.settings import Settings
 from training.errors import ResourceNotFound
@@ -39,8 +41,11 @@ def api(mlq_settings: Settings) -> FlaskClient:
 
 
 @pytest.fixture(scope="module")
-def workers(start_worker: Any) -> list[Any]:
-    return [start_worker([TRAIN_QUEUE]), start_worker([TRAIN_QUEUE])]
+def workers(start_worker: StartWorker, harness: JobHarness) -> list[WorkerProcess]:
+    both = [start_worker([TRAIN_QUEUE], wait=False) for _ in range(2)]  # they boot side by side
+    for worker in both:
+        wait_until_announced(worker, WorkerLiveness(harness.redis))
+    return both
 
 
 @pytest.fixture(scope="module")
@@ -61,8 +66,13 @@ def submit(api: FlaskClient, body: dict[str, Any], status: int = 202) -> dict[st
 
 
 def trials_of(harness: JobHarness, search_id: str) -> list[JobRecord]:
+    return [present(t) for t in trials_or_none(harness, search_id)]
+
+
+def trials_or_none(harness: JobHarness, search_id: str) -> list[JobRecord | None]:
+    """The trials' records; None for one the search has not created yet (it creates them one by one)."""
     request = request_of(harness.jobs.get(search_id))
-    return [present(harness.jobs.get(t["id"])) for t in request["trials"]]
+    return [harness.jobs.get(t["id"]) for t in request["trials"]]
 
 
 def interval(job: JobRecord) -> tuple[datetime, datetime]:
@@ -173,14 +183,14 @@ def test_cancelling_a_search_leaves_no_trial_running_and_no_version(api: FlaskCl
             "search": {"hidden_layers": [[16], [32], [64]]}}
     search = submit(api, body)
     deadline = time.monotonic() + SEARCH_TIMEOUT_S
-    while not any(t is not None and t["status"] == "running" for t in trials_of(harness, search["id"])):
+    while not any(t is not None and t["status"] == "running" for t in trials_or_none(harness, search["id"])):
         assert time.monotonic() < deadline, dump(harness.jobs.get(search["id"]))
         time.sleep(0.1)
     response = api.post(f"/v1/jobs/{search['id']}/cancel")
     assert response.status_code == 202, response.get_json()
     job = harness.wait(search["id"])
     assert job["status"] == "cancelled", dump(job)
-    trials = trials_of(harness, search["id"])
+    trials = trials_or_none(harness, search["id"])
     assert all(t is None or t["status"] == "cancelled" for t in trials), dump(trials)
     with pytest.raises(ResourceNotFound):
         harness.registry.get_model(TENANT, "cancer-cancelled")

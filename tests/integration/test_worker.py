@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 from job_harness import TENANT, JobHarness, breast_cancer_csv, dump, error_of, iris_csv, progress_of, request_of
+from worker_processes import StartWorker, WorkerProcess
 
 from store.contract import (
     INFERENCE_QUEUE,
@@ -34,7 +35,6 @@ from training.pipeline import train_model
 from training.predictor import Predictor
 
 pytestmark = pytest.mark.integration
-WorkerProcess = Any  # tests/integration/conftest.py's WorkerProcess (conftest modules are not imported)
 
 ROOT = Path(__file__).resolve().parents[2]
 JOB_TIMEOUT_S = 120.0
@@ -87,12 +87,12 @@ def iris_dataset(harness: Harness) -> str:
 
 
 @pytest.fixture(scope="module")
-def train_worker(start_worker: Any) -> WorkerProcess:
+def train_worker(start_worker: StartWorker) -> WorkerProcess:
     return start_worker([TRAIN_QUEUE])
 
 
 @pytest.fixture(scope="module")
-def inference_worker(start_worker: Any, harness: Harness, iris_dataset: str) -> WorkerProcess:
+def inference_worker(start_worker: StartWorker, harness: Harness, iris_dataset: str) -> WorkerProcess:
     """An inference worker preloading `iris-pre`; the models the inference tests use exist before it starts."""
     path = harness.datasets.path(TENANT, iris_dataset)
     for name, versions in (("iris-pre", 1), ("iris-alias", 2), ("iris-cached", 1), ("iris-rows", 1)):

@@ -1,19 +1,17 @@
 """Chaos helpers: a private redis-server that tests may stop and restart, and real worker subprocesses on it.
 
 `private_redis` is a redis-server of the test's own on a free port (never the shared one on 6379), so a test can
-kill it, restart it, flush it or fill it without touching anybody else's data. The worker helpers of
-tests/integration/conftest.py are reused (loaded by file path: conftest modules are not importable by name).
+kill it, restart it, flush it or fill it without touching anybody else's data. The worker helpers are those of
+tests/integration/conftest.py's `start_worker` (tests/worker_processes.py).
 """
 
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
@@ -25,8 +23,11 @@ import redis
 from job_harness import TENANT as TENANT
 from job_harness import JobHarness, breast_cancer_csv, iris_csv
 from job_harness import dump as dump  # re-exported for the chaos tests
+from polling import wait_until
 from private_redis import PrivateRedis as PrivateRedis
+from worker_processes import WorkerProcess, stop_worker, stop_workers, wait_until_announced
 
+from store.leases import heartbeat_key
 from store.liveness import WorkerLiveness
 from store.records import JobRecord
 from store.settings import Settings
@@ -34,24 +35,6 @@ from training.manifest import ModelManifest
 from worker.launcher import plan
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _load_integration_helpers() -> Any:
-    name = "mlq_integration_conftest"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, ROOT / "tests" / "integration" / "conftest.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-_integration = _load_integration_helpers()
-WorkerProcess = _integration.WorkerProcess
-wait_until_announced: Callable[[Any, WorkerLiveness], None] = _integration._wait_until_announced
-stop_worker: Callable[[Any], None] = _integration._stop
 
 
 def run_private_redis(tmp: Path, appendonly: bool) -> Iterator[PrivateRedis]:
@@ -80,11 +63,11 @@ class WorkerFleet:
     def __init__(self, settings: Settings, logs: Path) -> None:
         self.settings = settings
         self.logs = logs
-        self.started: list[Any] = []
+        self.started: list[WorkerProcess] = []
         self.client = redis.Redis.from_url(settings.redis_url, decode_responses=True)
         self.liveness = WorkerLiveness(self.client)
 
-    def start(self, queues: list[str], env: dict[str, str] | None = None, wait: bool = True) -> Any:
+    def start(self, queues: list[str], env: dict[str, str] | None = None, wait: bool = True) -> WorkerProcess:
         (worker_plan,) = plan("cpu", queues, concurrency=1, loglevel="info")
         name = f"{'-'.join(queues)}-{uuid.uuid4().hex[:8]}"
         argv = list(worker_plan.argv)
@@ -101,23 +84,30 @@ class WorkerFleet:
             wait_until_announced(worker, self.liveness)
         return worker
 
+    def wait_ready(self, worker: WorkerProcess) -> WorkerProcess:
+        """For a worker started with wait=False: return once it announced itself (start other things meanwhile)."""
+        wait_until_announced(worker, self.liveness)
+        return worker
+
     @staticmethod
-    def kill(worker: Any) -> None:
+    def kill(worker: WorkerProcess) -> None:
         """SIGKILL the whole worker (main process and its pool children): a machine losing power."""
         if worker.proc.poll() is None:
             os.killpg(worker.proc.pid, signal.SIGKILL)
             worker.proc.wait(timeout=15)
 
     @staticmethod
-    def stop(worker: Any) -> None:
+    def stop(worker: WorkerProcess) -> None:
         stop_worker(worker)
         # Whatever the warm shutdown left behind (it should leave nothing) goes with the group.
         with contextlib.suppress(ProcessLookupError):
             os.killpg(worker.proc.pid, signal.SIGKILL)
 
     def close(self) -> None:
+        stop_workers(self.started)  # all at once
         for worker in self.started:
-            self.stop(worker)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(worker.proc.pid, signal.SIGKILL)  # whatever the warm shutdowns left behind
         self.client.close()
 
 
@@ -191,3 +181,10 @@ def running_at_epoch(n: int, attempt: int | None = None) -> Callable[[JobRecord]
         return job["status"] == "running" and epoch_of(job) >= n and (attempt is None or job["attempts"] == attempt)
     return ok
 
+
+
+def wait_leases_expired(client: redis.Redis, *job_ids: str, timeout_s: float = 30.0) -> None:
+    """Return once no heartbeat holds these jobs any more: their holders "died" and the leases' PX ran out.
+    (EXISTS expires a key whose time is up, so this sees the expiry as soon as Redis does.)"""
+    keys = [heartbeat_key(job_id) for job_id in job_ids]
+    wait_until(lambda: client.exists(*keys) == 0, timeout_s, what=f"the leases of {job_ids} expired", interval_s=0.02)

@@ -17,8 +17,9 @@ import httpx
 import pytest
 from api_reliability_support import gunicorn
 from job_harness import breast_cancer_csv
-from reliability_support import WorkerFleet, epoch_of, running_at_epoch, wait_until_announced
+from reliability_support import WorkerFleet, epoch_of, running_at_epoch
 from s3_server import RcloneS3
+from worker_processes import wait_until_announced
 
 from store.artifacts import S3Store
 from store.contract import BATCH_QUEUE, INFERENCE_QUEUE, TRAIN_QUEUE

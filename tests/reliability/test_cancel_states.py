@@ -66,7 +66,7 @@ def test_a_cancel_racing_the_end_of_training_gives_exactly_one_final_state(
         model = f"bc-race-{i}"
         job_id = harness.train_job(model, {**MLP, "epochs": 10})  # ~0.5 s of training
         harness.wait_for(job_id, lambda j: j["status"] != "queued", what="the job started")
-        time.sleep(delay)
+        time.sleep(delay)  # the scenario: the cancel lands at a different point of each short training
         try:
             harness.jobs.request_cancel(job_id)
             accepted = True
@@ -80,7 +80,7 @@ def test_a_cancel_racing_the_end_of_training_gives_exactly_one_final_state(
         else:
             assert job["status"] == "cancelled" and accepted, dump(job)
             assert versions == [], dump(versions)
-        # The final state never changes afterwards.
+        # The final state never changes afterwards (an observation window, not a wait for a condition).
         time.sleep(0.1)
         assert harness.jobs.get(job_id)["status"] == job["status"]  # type: ignore[index]
         outcomes.append(job["status"])

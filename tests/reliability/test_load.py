@@ -37,11 +37,12 @@ def small_csv() -> bytes:
 @pytest.mark.slow
 def test_a_thousand_concurrent_submissions_end_in_202_or_429_and_every_accepted_job_ends(
         private_redis: Any, chaos_settings: Settings, fleet: Any, tmp_path: Path) -> None:
-    fleet.start(["train"])
+    worker = fleet.start(["train"], wait=False)  # it boots (imports torch) while gunicorn starts
     env = {"MLQ_REDIS_URL": private_redis.url, "MLQ_HOME": str(chaos_settings.home),
            "MLQ_MAX_ACTIVE_JOBS": str(MAX_ACTIVE)}
     with gunicorn(env, tmp_path / "gunicorn.log") as base, \
             httpx.Client(base_url=base, timeout=30, limits=httpx.Limits(max_connections=THREADS)) as http:
+        fleet.wait_ready(worker)
         upload = http.post("/v1/datasets", content=small_csv(), headers={"Content-Type": "text/csv"})
         assert upload.status_code == 201, upload.text
         body = {"model": "load", "dataset": upload.json()["id"], "target": "label",
@@ -68,7 +69,7 @@ def test_a_thousand_concurrent_submissions_end_in_202_or_429_and_every_accepted_
         assert len(set(accepted)) == len(accepted)
 
         # Let the worker run what it can for a moment, then cancel whatever still waits in the queue.
-        time.sleep(3)
+        time.sleep(3)  # the scenario: the worker runs what it can for a moment before the cancels
         for job_id in accepted:
             response = http.post(f"/v1/jobs/{job_id}/cancel")
             assert response.status_code in (202, 409), response.text

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import base64
 import json
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import redis
-from reliability_support import PrivateRedis
+from reliability_support import PrivateRedis, wait_leases_expired
 
 from store.celery_config import make_celery
 from store.contract import OPTIMIZE_TASK, TRAIN_QUEUE, OptimizeRequest
@@ -35,7 +34,7 @@ def test_the_sweeper_requeues_an_optimize_job_whose_worker_died_and_resends_it_b
         leases: Leases, private_redis: PrivateRedis, tmp_path: Path) -> None:
     job_id = str(leases.jobs.create("default", "optimize", "m", REQUEST)["id"])
     assert leases.begin(job_id, "w1")[0] == 1
-    time.sleep(0.4)  # w1 died: its lease ran out
+    wait_leases_expired(leases.redis, job_id)  # w1 died: its lease ran out
     runtime = WorkerRuntime(Settings(redis_url=private_redis.url, home=tmp_path))
     runtime.app = make_celery(runtime.settings)
     sweeper = Sweeper(leases, runtime.send_train, 0.1)

@@ -32,7 +32,9 @@ def test_a_redis_restart_mid_training_heals_without_restarting_the_worker(
     job_id = harness.train_job("bc-redis-restart", {**MLP, "epochs": 150})
     harness.wait_for(job_id, running_at_epoch(5), what="the training running")
     private_redis_aof.stop(kill=True)
-    time.sleep(3.0)  # longer than the heartbeat lease: every lease expires while Redis is away
+    # The scenario, not a wait for a condition: Redis stays away longer than the heartbeat lease (stale_job_s=2),
+    # so every lease expires while it is down (nothing to poll: the server is stopped).
+    time.sleep(3.0)
     private_redis_aof.start()
 
     job = harness.wait(job_id, timeout_s=120)

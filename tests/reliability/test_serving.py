@@ -23,7 +23,9 @@ from typing import Any
 import httpx
 import pytest
 from api_reliability_support import ALICE, BOB, TOKENS, gunicorn, token_env
+from api_server import gunicorn_pids
 from job_harness import breast_cancer_csv
+from polling import wait_until
 
 from mlqueue import Client
 from store.settings import Settings
@@ -36,11 +38,12 @@ WAITERS = 256
 @pytest.fixture(scope="module")
 def api(private_redis: Any, chaos_settings: Settings, fleet: Any,
         tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    fleet.start(["train"])
+    worker = fleet.start(["train"], wait=False)  # it boots (imports torch) while gunicorn starts
     env = {"MLQ_REDIS_URL": private_redis.url, "MLQ_HOME": str(chaos_settings.home),
            "MLQ_AUTH_TOKENS": token_env(TOKENS), "MLQ_MAX_WAITS_PER_TENANT": str(PER_TENANT_CAP),
            "MLQ_MAX_JSON_MB": "2", "MLQ_MAX_ACTIVE_JOBS": "50"}
     with gunicorn(env, tmp_path_factory.mktemp("api") / "gunicorn.log", workers=2) as base:
+        fleet.wait_ready(worker)
         yield base
 
 
@@ -59,16 +62,6 @@ def train(api: str, dataset: str, epochs: int, model: str, batch_size: int = 16)
     response = httpx.post(api + "/v1/jobs/train", json=body, headers=ALICE)
     assert response.status_code == 202, response.text
     return dict(response.json())
-
-
-def wait_until(predicate: Any, timeout_s: float = 60.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"{what} not reached within {timeout_s} s")
 
 
 def job(api: str, job_id: str) -> dict[str, Any]:
@@ -152,7 +145,7 @@ def test_hundreds_of_waits_on_a_running_training_leave_the_api_responsive_and_al
         flood = Flood(api, running["id"], WAITERS)
         # Both gunicorn processes hold waits (each up to the per-tenant cap).
         wait_until(lambda: gauge(api, "mlq_waits_in_progress") >= PER_TENANT_CAP, what="waits in progress")
-        time.sleep(3)  # the probes run while the waits are held
+        time.sleep(3)  # the scenario: the probes run for a while, while the waits are held
         assert job(api, running["id"])["status"] == "running"
         assert httpx.post(f"{api}/v1/jobs/{running['id']}/cancel", headers=ALICE).status_code == 202
         ended = time.monotonic()
@@ -208,7 +201,7 @@ def test_sixty_four_slowloris_sockets_do_not_slow_the_health_check(api: str) -> 
     attacker.start()
     try:
         with Prober(api) as prober:
-            time.sleep(20)
+            time.sleep(20)  # the scenario: the health probes run for 20 s while the slowloris sockets are held
     finally:
         stop.set()
         attacker.join(timeout=10)
@@ -322,17 +315,7 @@ def rss_kb(pids: list[int]) -> int:
 
 
 def api_pids(api: str) -> list[int]:
-    port = api.rsplit(":", 1)[1]
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-            except OSError:
-                continue
-            if "gunicorn" in cmdline and f"127.0.0.1:{port}" in cmdline:
-                pids.append(int(entry.name))
-    return pids
+    return gunicorn_pids(api)  # the master and its workers (gunicorn bound port 0: no port in its command line)
 
 
 def test_an_oversized_json_body_is_refused_before_it_is_read(api: str) -> None:

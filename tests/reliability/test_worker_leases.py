@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import redis
 from job_harness import error_of
-from reliability_support import PrivateRedis
+from reliability_support import PrivateRedis, wait_leases_expired
 
 from store.jobs import JobStore
 from store.leases import Leases, Sweeper, claim_key, heartbeat_key, parse_drain
@@ -39,7 +39,7 @@ def test_an_older_attempt_can_neither_beat_nor_finish_once_a_newer_one_began(lea
     # a live heartbeat: a duplicate message is skipped
     assert first is not None
     assert leases.begin(job_id, "w2") == (None, BeginOutcome.RUNNING_ELSEWHERE)
-    time.sleep(0.4)  # w1 died: its lease ran out
+    wait_leases_expired(leases.redis, job_id)  # w1 died: its lease ran out
     assert leases.sweep_one(job_id) is SweepOutcome.REQUEUED
     assert leases.jobs.get(job_id)["status"] == "queued"  # type: ignore[index]
     assert leases.heartbeat(job_id, first, "w1") is False  # w1 was only slow: it learns it lost the job
@@ -55,7 +55,7 @@ def test_an_older_attempt_can_neither_beat_nor_finish_once_a_newer_one_began(lea
 def test_a_running_job_whose_holder_died_is_taken_over_by_its_redelivered_message(leases: Leases) -> None:
     job_id = new_job(leases)
     assert leases.begin(job_id, "w1")[0] == 1
-    time.sleep(0.4)
+    wait_leases_expired(leases.redis, job_id)
     assert leases.begin(job_id, "w2")[0] == 2
 
 
@@ -65,7 +65,7 @@ def test_the_sweeper_ends_jobs_it_must_not_requeue(leases: Leases) -> None:
         leases.begin(job_id, "w1")
     leases.jobs.request_cancel(cancelled)
     leases.redis.hset(leases.jobs.key(poison), "attempts", 2)  # MLQ_MAX_ATTEMPTS=2 used up
-    time.sleep(0.4)
+    wait_leases_expired(leases.redis, cancelled, poison, alive)
     leases.heartbeat(alive, 1, "w1")
     sent: list[dict[str, Any]] = []
     sweeper = Sweeper(leases, sent.append, 0.1)
@@ -77,7 +77,7 @@ def test_the_sweeper_ends_jobs_it_must_not_requeue(leases: Leases) -> None:
     failed = leases.jobs.get(poison)
     assert failed is not None and failed["status"] == "failed" and error_of(failed)["type"] == "worker_lost"
     assert leases.jobs.get(alive)["status"] == "running" and sent == []  # type: ignore[index]
-    time.sleep(0.4)
+    wait_leases_expired(leases.redis, alive)
     assert dict(sweeper.sweep()) == {alive: SweepOutcome.REQUEUED}
     assert sent == [{**REQUEST, "job_id": alive, "tenant": "default"}]
 
@@ -85,7 +85,7 @@ def test_the_sweeper_ends_jobs_it_must_not_requeue(leases: Leases) -> None:
 def test_a_failed_resend_puts_the_job_back_for_the_next_sweep(leases: Leases) -> None:
     job_id = new_job(leases)
     leases.begin(job_id, "w1")
-    time.sleep(0.4)
+    wait_leases_expired(leases.redis, job_id)
 
     def broken(_: dict[str, Any]) -> None:
         raise redis.ConnectionError("broker down")
@@ -102,7 +102,7 @@ def test_one_registration_per_job_and_none_after_a_cancel(leases: Leases) -> Non
     job_id = new_job(leases)
     first, _ = leases.begin(job_id, "w1")
     assert leases.claim_registration(job_id, first) == (ClaimOutcome.CLAIMED, "")  # type: ignore[arg-type]
-    time.sleep(0.4)
+    wait_leases_expired(leases.redis, job_id)
     leases.sweep_one(job_id)
     second, _ = leases.begin(job_id, "w2")
     assert leases.claim_registration(job_id, first) == (ClaimOutcome.FENCED, "")  # type: ignore[arg-type]

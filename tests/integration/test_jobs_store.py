@@ -16,6 +16,7 @@ from store.lua_loader import outcome
 from store.records import JobRecord
 from store.script_outcomes import CreateOutcome, FinishOutcome
 
+pytestmark = pytest.mark.integration  # a real Redis (the session's private redis-server)
 
 def present(job: JobRecord | None) -> JobRecord:
     assert job is not None
@@ -127,7 +128,7 @@ def test_wait_wakes_when_another_process_finishes_the_job(store: JobStore, redis
     job = store.create("t1", "predict", "iris", {})
 
     def finish_later() -> None:
-        time.sleep(0.2)
+        time.sleep(0.2)  # the scenario: the job ends while wait() is already blocked on it
         JobStore(redis.Redis.from_url(redis_url)).finish(job["id"], "succeeded", result={"ok": True})
 
     thread = threading.Thread(target=finish_later)
