@@ -40,8 +40,8 @@ from training.registry import (
     ModelRegistry,
     _artifact_digest,
     _now,
-    _sha256_file,
     check_name,
+    sha256_file,
 )
 
 GLOBAL_EPOCH = keys.REGISTRY_EPOCH
@@ -183,7 +183,7 @@ class StoreRegistry(ModelRegistry):
             rel = src.relative_to(staging_dir).as_posix()
             if src.is_symlink() or not src.is_file() or rel == MANIFEST:
                 raise MLQError(f"cannot register {src}: stage only regular files, none named {MANIFEST}")
-            files[rel] = {"sha256": _sha256_file(src), "size_bytes": src.stat().st_size}
+            files[rel] = {"sha256": sha256_file(src), "size_bytes": src.stat().st_size}
         manifest["files"] = files
         manifest["artifact"] = {"format": ARTIFACT_FORMAT, "size_bytes": sum(f["size_bytes"] for f in files.values()),
                                 "sha256": _artifact_digest(files)}

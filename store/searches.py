@@ -22,7 +22,6 @@ and the concluder downloads and checks it when it lacks the folder.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import shutil
@@ -36,7 +35,7 @@ from store.contract import FINAL_STATUSES, JobType, SearchRequest
 from store.jobs import JobConflict, JobStore
 from store.records import JobRecord
 from training.errors import ArtifactTampered, Cancelled, NoTrialSucceeded, SearchFailed
-from training.registry import ModelRegistry
+from training.registry import ModelRegistry, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +73,7 @@ class Searches:
         index = {}
         for file in sorted(p for p in directory.rglob("*") if p.is_file()):
             rel = file.relative_to(directory).as_posix()
-            index[rel] = _sha256(file)
+            index[rel] = sha256_file(file)
             self.store.put_file(prefix + rel, file)
         self.store.put_bytes(prefix + "index.json", json.dumps(index).encode())  # last: the trial is complete
 
@@ -91,7 +90,7 @@ class Searches:
             if ".." in Path(rel).parts or Path(rel).is_absolute():
                 raise ArtifactTampered(f"trial {trial_id}: listed file {rel!r} is not a plain relative path")
             self.store.get_file(prefix + rel, staging / rel)
-            if _sha256(staging / rel) != sha:
+            if sha256_file(staging / rel) != sha:
                 shutil.rmtree(staging, ignore_errors=True)
                 raise ArtifactTampered(f"trial {trial_id}: {rel} downloaded from the store does not match its sha256")
         shutil.rmtree(directory, ignore_errors=True)
@@ -273,9 +272,4 @@ def _brief(row: dict[str, Any] | None) -> dict[str, Any] | None:
     return {k: row.get(k) for k in ("trial", "id", "algorithm", "params", "status", "score", "duration_s")}
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while chunk := fh.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
+

@@ -34,7 +34,6 @@ NAME_RULE = "1-63 characters: lowercase letters, digits, '.', '_' or '-', starti
 ARTIFACT_FORMAT = "mlqueue-v1"
 MANIFEST = "manifest.json"
 ALIASES = "aliases.json"
-_CHUNK = 1 << 20
 
 
 def check_name(value: object, what: str = "name") -> str:
@@ -52,12 +51,10 @@ def canonical_json(obj: Any) -> bytes:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
 
 
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
+def sha256_file(path: Path) -> str:
+    """The hex sha256 of a file, read in chunks (the registry's, the store's and the checkpoints' one checksum)."""
     with path.open("rb") as fh:
-        while chunk := fh.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 def _artifact_digest(files: Mapping[str, Mapping[str, Any]]) -> str:
@@ -151,7 +148,7 @@ class ModelRegistry:
                 dst = tmp / rel
                 dst.parent.mkdir(parents=True, exist_ok=True)
                 shutil.move(src, dst)
-                files[rel] = {"sha256": _sha256_file(dst), "size_bytes": dst.stat().st_size}
+                files[rel] = {"sha256": sha256_file(dst), "size_bytes": dst.stat().st_size}
             manifest["files"] = files
             manifest["artifact"] = {
                 "format": ARTIFACT_FORMAT,
@@ -318,7 +315,7 @@ class ModelRegistry:
             file = path / rel
             if ".." in Path(rel).parts or Path(rel).is_absolute() or file.is_symlink() or not file.is_file():
                 raise ArtifactTampered(f"{where}: listed file {rel!r} is missing or not a regular file")
-            if not isinstance(info, dict) or _sha256_file(file) != info.get("sha256"):
+            if not isinstance(info, dict) or sha256_file(file) != info.get("sha256"):
                 raise ArtifactTampered(f"{where}: file {rel!r} does not match its sha256; it was modified")
         if manifest.get("artifact", {}).get("sha256") != _artifact_digest(files):
             raise ArtifactTampered(f"{where}: the artifact digest does not match the file list")

@@ -12,7 +12,6 @@ host resuming its own checkpoint downloads nothing); every file is checked again
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import shutil
@@ -21,17 +20,12 @@ from pathlib import Path
 from types import TracebackType
 
 from store.artifacts import ArtifactMissing, ArtifactStore
+from training.registry import sha256_file
 
 log = logging.getLogger(__name__)
-_CHUNK = 1 << 20
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while chunk := fh.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
+
 
 
 def remove_checkpoint(store: ArtifactStore | None, job_id: str) -> None:
@@ -83,11 +77,11 @@ class CheckpointSync:
         self.folder.mkdir(parents=True, exist_ok=True)
         for name, sha in latest.items():
             path = self.folder / name
-            if path.is_file() and _sha256(path) == sha:
+            if path.is_file() and sha256_file(path) == sha:
                 continue
             tmp = self.folder / f".download-{name}"
             self.store.get_file(self.prefix + "blobs/" + sha, tmp)
-            if _sha256(tmp) != sha:
+            if sha256_file(tmp) != sha:
                 tmp.unlink(missing_ok=True)
                 log.warning("checkpoint %s%s does not match its sha256; starting without it", self.prefix, name)
                 for other in latest:
@@ -122,7 +116,7 @@ class CheckpointSync:
                     # must hold exactly the bytes its name (their sha256) says.
                     copy = self.folder / f".sync-{name}"
                     shutil.copyfile(path, copy)
-                    sha = _sha256(copy)
+                    sha = sha256_file(copy)
                     if sha not in self._pushed.values():
                         self.store.put_file(self.prefix + "blobs/" + sha, copy)
                     copy.unlink()
