@@ -19,10 +19,11 @@ install: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
-# mypy --strict (pyproject's [tool.mypy]) over api worker training mlqueue tests; the conftest.py files of
+# ruff (check and format), mypy --strict (pyproject's [tool.mypy]) over api store worker training mlqueue tests; the conftest.py files of
 # tests/integration and tests/reliability are checked by runs of their own (three modules named `conftest`).
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/mypy tests/integration/conftest.py
 	$(BIN)/mypy tests/reliability/conftest.py

@@ -48,9 +48,11 @@ def publisher(celery: Celery) -> Celery:
     ignore_result=True too: the result backend's own reconnect loop blocks ~19 s and then breaks for good.)
     """
     celery.conf.broker_connection_timeout = REDIS_TIMEOUT_S
-    celery.conf.broker_transport_options = {**celery.conf.broker_transport_options,
-                                            "socket_timeout": REDIS_TIMEOUT_S,
-                                            "socket_connect_timeout": REDIS_TIMEOUT_S}
+    celery.conf.broker_transport_options = {
+        **celery.conf.broker_transport_options,
+        "socket_timeout": REDIS_TIMEOUT_S,
+        "socket_connect_timeout": REDIS_TIMEOUT_S,
+    }
     celery.conf.task_publish_retry_policy = PUBLISH_RETRY
     return celery
 
@@ -58,11 +60,15 @@ def publisher(celery: Celery) -> Celery:
 def create_app(settings: Settings | None = None) -> OpenAPI:
     """Build the API for `settings` (default: `Settings.from_env()`, read here, at the process edge)."""
     settings = settings or Settings.from_env()
-    app = OpenAPI(__name__, info=Info(title="mlqueue", version="1.0.0",
-                                      description="Async job backend for machine learning"),
-                  security_schemes={"bearer": {"type": "http", "scheme": "bearer"}},
-                  validation_error_status=422, validation_error_model=ProblemModel,
-                  validation_error_callback=validation_error_response, doc_ui=False)
+    app = OpenAPI(
+        __name__,
+        info=Info(title="mlqueue", version="1.0.0", description="Async job backend for machine learning"),
+        security_schemes={"bearer": {"type": "http", "scheme": "bearer"}},
+        validation_error_status=422,
+        validation_error_model=ProblemModel,
+        validation_error_callback=validation_error_response,
+        doc_ui=False,
+    )
     # Uploads are streamed and counted by DatasetStore; this bound also stops any other oversized body early.
     app.config["MAX_CONTENT_LENGTH"] = settings.max_upload_mb * 1024 * 1024 + MULTIPART_OVERHEAD
     app.json = FastJSON(app)
@@ -71,18 +77,29 @@ def create_app(settings: Settings | None = None) -> OpenAPI:
     # One immediate retry on a connection error replaces a connection that broke while Redis restarted; a Redis
     # that is down refuses at once, so a request still fails (503) in milliseconds, a hung one within 2 s.
     pool = redis.BlockingConnectionPool.from_url(
-        settings.redis_url, max_connections=REDIS_POOL_SIZE, timeout=POOL_WAIT_S,
-        socket_connect_timeout=REDIS_TIMEOUT_S, socket_timeout=REDIS_TIMEOUT_S, health_check_interval=30,
-        decode_responses=True, retry=Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,)))
+        settings.redis_url,
+        max_connections=REDIS_POOL_SIZE,
+        timeout=POOL_WAIT_S,
+        socket_connect_timeout=REDIS_TIMEOUT_S,
+        socket_timeout=REDIS_TIMEOUT_S,
+        health_check_interval=30,
+        decode_responses=True,
+        retry=Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,)),
+    )
     client = redis.Redis(connection_pool=pool)
     job_store = JobStore(client, ttl_s=settings.job_ttl_s)
     scraped, http_requests, gauges = make_metrics(job_store)
     app.extensions["mlq"] = Services(
         # On MLQ_HOME, or on the artifact store MLQ_ARTIFACTS names (then this replica keeps no uploads).
-        settings=settings, redis=client, jobs=job_store, datasets=dataset_store(settings),
+        settings=settings,
+        redis=client,
+        jobs=job_store,
+        datasets=dataset_store(settings),
         registry=model_registry(settings, lambda: client),
-        celery=publisher(make_celery(settings)), hub=EventHub(settings.redis_url),
-        waits=WaitSlots(settings.max_waits, settings.max_waits_per_tenant, gauges))
+        celery=publisher(make_celery(settings)),
+        hub=EventHub(settings.redis_url),
+        waits=WaitSlots(settings.max_waits, settings.max_waits_per_tenant, gauges),
+    )
     app.extensions["mlq_metrics"] = scraped
 
     init_csrf(app)  # before auth: a forged request is refused whatever its credentials

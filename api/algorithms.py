@@ -16,8 +16,14 @@ from pydantic import BaseModel
 from api.schemas import Problem
 from training.params import ALGORITHM_TASKS, PARAM_SCHEMAS, ParamSpec
 
-bp = APIBlueprint("algorithms", __name__, url_prefix="/v1", abp_tags=[Tag(name="jobs")],
-                  abp_security=[{"bearer": []}], abp_responses={401: Problem, 503: Problem})
+bp = APIBlueprint(
+    "algorithms",
+    __name__,
+    url_prefix="/v1",
+    abp_tags=[Tag(name="jobs")],
+    abp_security=[{"bearer": []}],
+    abp_responses={401: Problem, 503: Problem},
+)
 
 
 class ParamSchema(BaseModel):
@@ -43,15 +49,31 @@ class AlgorithmList(BaseModel):
 
 
 def describe(spec: ParamSpec) -> dict[str, Any]:
-    return {"kind": spec.kind, "default": spec.default, "minimum": spec.minimum, "maximum": spec.maximum,
-            "exclusive_minimum": spec.exclusive_minimum,
-            "choices": list(spec.choices) if spec.choices is not None else None,
-            "nullable": spec.nullable, "max_items": spec.max_items, "description": spec.describe()}
+    return {
+        "kind": spec.kind,
+        "default": spec.default,
+        "minimum": spec.minimum,
+        "maximum": spec.maximum,
+        "exclusive_minimum": spec.exclusive_minimum,
+        "choices": list(spec.choices) if spec.choices is not None else None,
+        "nullable": spec.nullable,
+        "max_items": spec.max_items,
+        "description": spec.describe(),
+    }
 
 
 @bp.get("/algorithms", responses={200: AlgorithmList})
 def list_algorithms() -> Response:
     """The algorithms a training may use, the tasks each does, and each parameter's type, range and default."""
-    return jsonify({"items": [{"name": name, "tasks": list(ALGORITHM_TASKS[name]),
-                               "params": {key: describe(spec) for key, spec in schema.items()}}
-                              for name, schema in PARAM_SCHEMAS.items()]})
+    return jsonify(
+        {
+            "items": [
+                {
+                    "name": name,
+                    "tasks": list(ALGORITHM_TASKS[name]),
+                    "params": {key: describe(spec) for key, spec in schema.items()},
+                }
+                for name, schema in PARAM_SCHEMAS.items()
+            ]
+        }
+    )

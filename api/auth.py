@@ -36,14 +36,14 @@ def init_auth(app: Flask, settings: Settings) -> None:
         scheme, _, token = request.headers.get("Authorization", "").partition(" ")
         token = token.strip()
         if scheme.lower() != "bearer" or not token:
-            raise Unauthorized("missing bearer token: send 'Authorization: Bearer <token>'",
-                           headers={"WWW-Authenticate": REALM})
+            raise Unauthorized(
+                "missing bearer token: send 'Authorization: Bearer <token>'", headers={"WWW-Authenticate": REALM}
+            )
         digest = _digest(token)
         tenant = None
         for candidate, owner in known:  # no early exit: every token is compared
             if hmac.compare_digest(digest, candidate):
                 tenant = owner
         if tenant is None:
-            raise Unauthorized("invalid bearer token",
-                           headers={"WWW-Authenticate": REALM + ', error="invalid_token"'})
+            raise Unauthorized("invalid bearer token", headers={"WWW-Authenticate": REALM + ', error="invalid_token"'})
         g.tenant = tenant

@@ -39,7 +39,10 @@ def init_csrf(app: Flask) -> None:
 
     @app.before_request
     def refuse_cross_origin() -> None:
-        if cross_origin(request.method, request.headers.get("Sec-Fetch-Site"), request.headers.get("Origin"),
-                        request.host):
-            raise CrossOrigin("cross-origin request refused: a browser sent it from another site; use the "
-                              "dashboard at /ui/ or an API client")
+        if cross_origin(
+            request.method, request.headers.get("Sec-Fetch-Site"), request.headers.get("Origin"), request.host
+        ):
+            raise CrossOrigin(
+                "cross-origin request refused: a browser sent it from another site; use the "
+                "dashboard at /ui/ or an API client"
+            )

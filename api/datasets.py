@@ -13,15 +13,27 @@ from api.services import services, tenant
 from store.ids import is_dataset_id
 from store.jobs import InvalidCursor
 
-bp = APIBlueprint("datasets", __name__, url_prefix="/v1/datasets", abp_tags=[Tag(name="datasets")],
-                  abp_security=[{"bearer": []}],
-                  abp_responses={400: Problem, 401: Problem, 404: Problem, 422: Problem, 503: Problem})
+bp = APIBlueprint(
+    "datasets",
+    __name__,
+    url_prefix="/v1/datasets",
+    abp_tags=[Tag(name="datasets")],
+    abp_security=[{"bearer": []}],
+    abp_responses={400: Problem, 401: Problem, 404: Problem, 422: Problem, 503: Problem},
+)
 
 _CSV_SCHEMA = {"type": "string", "format": "binary"}
-UPLOAD_DOC = {"requestBody": {"required": True, "content": {
-    "multipart/form-data": {"schema": {"type": "object", "required": ["file"],
-                                       "properties": {"file": _CSV_SCHEMA}}},
-    "text/csv": {"schema": _CSV_SCHEMA}}}}
+UPLOAD_DOC = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {"type": "object", "required": ["file"], "properties": {"file": _CSV_SCHEMA}}
+            },
+            "text/csv": {"schema": _CSV_SCHEMA},
+        },
+    }
+}
 CSV_TYPES = ("text/csv", "application/csv", "text/plain", "application/octet-stream")
 
 
@@ -30,12 +42,15 @@ def _upload_stream() -> tuple[IO[bytes], str | None]:
     if request.mimetype == "multipart/form-data":
         upload = request.files.get("file")
         if upload is None:
-            raise InvalidRequest("multipart upload without a 'file' field; send the CSV as the field 'file'",
-                                 errors=[{"loc": ["body", "file"], "msg": "field required"}])
+            raise InvalidRequest(
+                "multipart upload without a 'file' field; send the CSV as the field 'file'",
+                errors=[{"loc": ["body", "file"], "msg": "field required"}],
+            )
         return upload.stream, upload.filename or None
     if request.mimetype not in CSV_TYPES:
-        raise UnsupportedMediaType("expected a CSV as text/csv or multipart/form-data, got "
-                                   f"{request.mimetype or 'none'!r}")
+        raise UnsupportedMediaType(
+            f"expected a CSV as text/csv or multipart/form-data, got {request.mimetype or 'none'!r}"
+        )
     if request.content_length is None and not request.environ.get("wsgi.input_terminated"):
         # Without a length and a server that ends the stream, werkzeug hands out an empty stream.
         raise LengthRequired("send a Content-Length header (or use a server that supports chunked uploads)")
@@ -47,8 +62,14 @@ def upload_dataset(query: UploadQuery) -> tuple[Response, int]:
     """Upload a CSV; it is parsed once (rows, column dtypes, missing values) and stored with its sha256."""
     stream, filename = _upload_stream()
     settings = services().settings
-    meta = services().datasets.save(tenant(), stream, query.name or filename, settings.max_upload_mb * 1024 * 1024,
-                                    max_rows=settings.max_rows, max_columns=settings.max_columns)
+    meta = services().datasets.save(
+        tenant(),
+        stream,
+        query.name or filename,
+        settings.max_upload_mb * 1024 * 1024,
+        max_rows=settings.max_rows,
+        max_columns=settings.max_columns,
+    )
     response = jsonify(meta)
     response.headers["Location"] = f"/v1/datasets/{meta['id']}"
     return response, 201
@@ -62,7 +83,7 @@ def list_datasets(query: ListQuery) -> Response:
         if not is_dataset_id(query.cursor):
             raise InvalidCursor(f"invalid cursor {query.cursor!r}: pass the next_cursor of a previous page")
         items = [d for d in items if d["id"] < query.cursor]
-    page = items[:query.limit]
+    page = items[: query.limit]
     next_cursor = page[-1]["id"] if len(items) > query.limit else None
     return jsonify({"items": page, "next_cursor": next_cursor})
 

@@ -37,19 +37,29 @@ READ_BATCH = 200
 DONE, MORE, IDLE = "done", "more", "idle"  # what a stream's read() found: the end, a backlog, nothing more yet
 SSE = {"text/event-stream": {"schema": {"type": "string", "description": "Server-Sent Events; see docs/api.md"}}}
 
-bp = APIBlueprint("events", __name__, url_prefix="/v1", abp_tags=[Tag(name="jobs")],
-                  abp_security=[{"bearer": []}],
-                  abp_responses={401: Problem, 404: Problem, 422: Problem, 429: Problem, 503: Problem})
+bp = APIBlueprint(
+    "events",
+    __name__,
+    url_prefix="/v1",
+    abp_tags=[Tag(name="jobs")],
+    abp_security=[{"bearer": []}],
+    abp_responses={401: Problem, 404: Problem, 422: Problem, 429: Problem, 503: Problem},
+)
 
 
 class EventsQuery(Parameters):
-    last_event_id: str | None = Field(None, max_length=64,
-                                      description="resume after this event id (as the Last-Event-ID header)")
+    last_event_id: str | None = Field(
+        None, max_length=64, description="resume after this event id (as the Last-Event-ID header)"
+    )
 
 
 class EventsHeaders(Parameters):
-    last_event_id: str | None = Field(None, alias="Last-Event-ID", max_length=64,
-                                      description="resume after this event id; sent by EventSource on reconnect")
+    last_event_id: str | None = Field(
+        None,
+        alias="Last-Event-ID",
+        max_length=64,
+        description="resume after this event id; sent by EventSource on reconnect",
+    )
 
 
 def sse(event_id: str | None, event: str, data: dict[str, Any]) -> bytes:
@@ -67,18 +77,28 @@ def _stream(body: Iterator[bytes], svc: Services, owner: str) -> Response:
     The body runs after the view returned, outside the request context: it gets what it needs as arguments.
     """
     if not svc.waits.acquire(owner, "stream"):
-        raise TooManyWaits(f"too many waits and event streams open (at most {svc.waits.max_per_tenant} per tenant "
-                       f"and {svc.waits.max_total} per API process: MLQ_MAX_WAITS_PER_TENANT, MLQ_MAX_WAITS); close "
-                       "some, or poll", headers={"Retry-After": STREAM_RETRY_AFTER_S})
-    response = Response(body, mimetype="text/event-stream",
-                        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        raise TooManyWaits(
+            f"too many waits and event streams open (at most {svc.waits.max_per_tenant} per tenant "
+            f"and {svc.waits.max_total} per API process: MLQ_MAX_WAITS_PER_TENANT, MLQ_MAX_WAITS); close "
+            "some, or poll",
+            headers={"Retry-After": STREAM_RETRY_AFTER_S},
+        )
+    response = Response(
+        body, mimetype="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    )
     response.call_on_close(lambda: svc.waits.release(owner, "stream"))
     return response
 
 
 def _change(job: JobRecord, ev: JobEvent) -> dict[str, Any]:
-    return {"id": job["id"], "type": job["type"], "model": job["model"], "status": ev.status, "event": ev.event,
-            "progress": ev.progress}
+    return {
+        "id": job["id"],
+        "type": job["type"],
+        "model": job["model"],
+        "status": ev.status,
+        "event": ev.event,
+        "progress": ev.progress,
+    }
 
 
 def _final(svc: Services, job: JobRecord) -> dict[str, Any]:
@@ -141,10 +161,21 @@ def tenant_events(svc: Services, owner: str, after: str | None, sock: socket.soc
             events = read_after(svc.redis, log, after, READ_BATCH)
             if events:
                 after = events[-1].id
-            return [sse(ev.id, "progress" if ev.event == "progress" else "status",
-                        {"id": ev.job, "type": ev.type, "model": ev.model or None, "status": ev.status,
-                         "event": ev.event, "progress": ev.progress}) for ev in events], \
-                MORE if len(events) >= READ_BATCH else IDLE
+            return [
+                sse(
+                    ev.id,
+                    "progress" if ev.event == "progress" else "status",
+                    {
+                        "id": ev.job,
+                        "type": ev.type,
+                        "model": ev.model or None,
+                        "status": ev.status,
+                        "event": ev.event,
+                        "progress": ev.progress,
+                    },
+                )
+                for ev in events
+            ], MORE if len(events) >= READ_BATCH else IDLE
 
         yield from _follow(waiter, sock, read)
 

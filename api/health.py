@@ -51,8 +51,11 @@ def readyz() -> tuple[Response, int]:
 def metrics() -> Response:
     """Prometheus text format: jobs by type and status, job durations, queue depth, live workers."""
     registry = current_app.extensions["mlq_metrics"]
-    return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST.split(";")[0],
-                    headers={"Content-Type": CONTENT_TYPE_LATEST})
+    return Response(
+        generate_latest(registry),
+        mimetype=CONTENT_TYPE_LATEST.split(";")[0],
+        headers={"Content-Type": CONTENT_TYPE_LATEST},
+    )
 
 
 @bp.get("/openapi.json", responses={200: {"content": {"application/json": {"schema": {"type": "object"}}}}})

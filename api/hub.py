@@ -51,8 +51,9 @@ class EventHub:
     def __init__(self, redis_url: str) -> None:
         # No socket timeout on the reading side (it blocks in get_message with its own timeout) and no health check
         # PINGs: a PING sent from a request's greenlet would race the listener for the reply.
-        self._client = redis.Redis.from_url(redis_url, socket_connect_timeout=2.0, socket_keepalive=True,
-                                            health_check_interval=0)
+        self._client = redis.Redis.from_url(
+            redis_url, socket_connect_timeout=2.0, socket_keepalive=True, health_check_interval=0
+        )
         self._lock = threading.Lock()
         self._waiters: dict[str, set[Waiter]] = {}
         self._pending: dict[str, deque[threading.Event]] = {}  # SUBSCRIBEs sent, not yet confirmed, in order

@@ -23,9 +23,14 @@ from training.params import check_algorithm, validate_params
 
 log = logging.getLogger(__name__)
 
-bp = APIBlueprint("jobs", __name__, url_prefix="/v1/jobs", abp_tags=[Tag(name="jobs")],
-                  abp_security=[{"bearer": []}],
-                  abp_responses={400: Problem, 401: Problem, 404: Problem, 422: Problem, 503: Problem})
+bp = APIBlueprint(
+    "jobs",
+    __name__,
+    url_prefix="/v1/jobs",
+    abp_tags=[Tag(name="jobs")],
+    abp_security=[{"bearer": []}],
+    abp_responses={400: Problem, 401: Problem, 404: Problem, 422: Problem, 503: Problem},
+)
 
 
 def _not_found(job_id: str) -> ResourceNotFound:
@@ -42,12 +47,17 @@ def _check_columns(body: TrainBody, meta: dict[str, Any]) -> dict[str, dict[str,
         names = ", ".join(repr(name) for _, name in missing)
         raise ColumnNotFound(
             f"column {names} not found in dataset {meta['id']}; available columns: {available}",
-            errors=[{"loc": loc, "msg": f"column {name!r} is not in the dataset; available: {available}"}
-                    for loc, name in missing])
+            errors=[
+                {"loc": loc, "msg": f"column {name!r} is not in the dataset; available: {available}"}
+                for loc, name in missing
+            ],
+        )
     if body.features is not None:
         if body.target in body.features:
-            raise DataError(f"the target {body.target!r} cannot also be a feature; remove it from features",
-                            errors=[{"loc": ["features"], "msg": "contains the target"}])
+            raise DataError(
+                f"the target {body.target!r} cannot also be a feature; remove it from features",
+                errors=[{"loc": ["features"], "msg": "contains the target"}],
+            )
         if len(set(body.features)) != len(body.features):
             raise DataError("features lists a column twice", errors=[{"loc": ["features"], "msg": "duplicates"}])
     return columns
@@ -69,24 +79,42 @@ def train(query: WaitQuery, header: JobHeaders, body: TrainBody) -> Response:
         check_dataset_fits(meta, body.target, body.features, body.task)  # few rows, one class, empty columns
         params = validate_params(body.algorithm, body.params, task)
         check_training_params(params)
-        message = TrainRequest(job_id=job_id, tenant=tenant(), model=body.model, dataset_id=body.dataset,
-                               target=body.target, algorithm=body.algorithm, task=body.task,
-                               features=body.features, params=params,
-                               preprocessing=body.preprocessing.model_dump(), split=body.split.model_dump(),
-                               device=body.device, warm_start=warm_start).encode()
+        message = TrainRequest(
+            job_id=job_id,
+            tenant=tenant(),
+            model=body.model,
+            dataset_id=body.dataset,
+            target=body.target,
+            algorithm=body.algorithm,
+            task=body.task,
+            features=body.features,
+            params=params,
+            preprocessing=body.preprocessing.model_dump(),
+            split=body.split.model_dump(),
+            device=body.device,
+            warm_start=warm_start,
+        ).encode()
         record = {k: v for k, v in message.items() if k not in ("job_id", "tenant")}
         return message, record
 
-    return submit(job_type="train", model=body.model, task_name=TRAIN_TASK, queue=TRAIN_QUEUE, headers=header,
-                  wait=query.wait, build=build)
+    return submit(
+        job_type="train",
+        model=body.model,
+        task_name=TRAIN_TASK,
+        queue=TRAIN_QUEUE,
+        headers=header,
+        wait=query.wait,
+        build=build,
+    )
 
 
 @bp.get("", responses={200: JobList})
 def list_jobs(query: JobsQuery) -> Response:
     """The tenant's jobs, newest first, optionally filtered."""
     jobs = services().jobs
-    items, next_cursor = jobs.list(tenant(), status=query.status, type=query.type, model=query.model,
-                                   limit=query.limit, cursor=query.cursor)
+    items, next_cursor = jobs.list(
+        tenant(), status=query.status, type=query.type, model=query.model, limit=query.limit, cursor=query.cursor
+    )
     return jsonify({"items": [jobs.public(j) for j in items], "next_cursor": next_cursor})
 
 
@@ -111,6 +139,7 @@ def cancel_job(path: JobPath) -> tuple[Response, int]:
         raise _not_found(path.job_id)
     if found["type"] == "search":  # its queued and running trials are cancelled with it
         from api.search import cancel_search
+
         return cancel_search(path.job_id), 202
     job = svc.jobs.request_cancel(path.job_id)
     if job["status"] == "cancelled":

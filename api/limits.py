@@ -35,16 +35,20 @@ def check_rate_limit() -> None:
         count, _ = pipe.execute()
     if int(count) > limit:
         retry_after = max(1, int((window + 1) * WINDOW_S - now) + 1)
-        raise RateLimited(f"more than {limit} job submissions in a minute for this tenant (the limit is "
-                       f"MLQ_RATE_LIMIT_PER_MINUTE={limit}); retry in {retry_after} s",
-                       headers={"Retry-After": str(retry_after)})
+        raise RateLimited(
+            f"more than {limit} job submissions in a minute for this tenant (the limit is "
+            f"MLQ_RATE_LIMIT_PER_MINUTE={limit}); retry in {retry_after} s",
+            headers={"Retry-After": str(retry_after)},
+        )
 
 
 def too_many_active() -> ApiError:
     limit = services().settings.max_active_jobs
-    return TooManyJobs(f"this tenant already has {limit} queued or running jobs (the limit is "
-                    f"MLQ_MAX_ACTIVE_JOBS={limit}); wait for some to finish or cancel them",
-                    headers={"Retry-After": str(ACTIVE_RETRY_AFTER_S)})
+    return TooManyJobs(
+        f"this tenant already has {limit} queued or running jobs (the limit is "
+        f"MLQ_MAX_ACTIVE_JOBS={limit}); wait for some to finish or cancel them",
+        headers={"Retry-After": str(ACTIVE_RETRY_AFTER_S)},
+    )
 
 
 def check_training_params(params: dict[str, Any]) -> None:
@@ -53,14 +57,18 @@ def check_training_params(params: dict[str, Any]) -> None:
     errors: list[dict[str, Any]] = []
     epochs = params.get("epochs")
     if isinstance(epochs, int) and epochs > settings.max_epochs:
-        errors.append({"loc": ["params", "epochs"],
-                       "msg": f"must be <= {settings.max_epochs} (MLQ_MAX_EPOCHS), got {epochs}"})
+        errors.append(
+            {"loc": ["params", "epochs"], "msg": f"must be <= {settings.max_epochs} (MLQ_MAX_EPOCHS), got {epochs}"}
+        )
     layers = params.get("hidden_layers")
     if isinstance(layers, list):
         for i, width in enumerate(layers):
             if isinstance(width, int) and width > settings.max_hidden_units:
-                errors.append({"loc": ["params", "hidden_layers", i],
-                               "msg": f"must be <= {settings.max_hidden_units} units (MLQ_MAX_HIDDEN_UNITS), "
-                                      f"got {width}"})
+                errors.append(
+                    {
+                        "loc": ["params", "hidden_layers", i],
+                        "msg": f"must be <= {settings.max_hidden_units} units (MLQ_MAX_HIDDEN_UNITS), got {width}",
+                    }
+                )
     if errors:
         raise LimitExceeded("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors), errors=errors)

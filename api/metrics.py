@@ -47,8 +47,9 @@ class JobsCollector:
         for (jtype, status), n in sorted(counts.items()):
             total.add_metric([jtype, status], n)
         yield total
-        hist = HistogramMetricFamily("mlq_job_duration_seconds", "Run time of jobs, first start to end",
-                                     labels=["type"])
+        hist = HistogramMetricFamily(
+            "mlq_job_duration_seconds", "Run time of jobs, first start to end", labels=["type"]
+        )
         for jtype, fields in sorted(durations.items()):
             count = fields.get("count", 0.0)
             buckets = [(repr(b), fields.get(f"le:{b!r}", 0.0)) for b in DURATION_BUCKETS] + [("+Inf", count)]
@@ -80,9 +81,13 @@ def make_metrics(jobs: JobStore) -> tuple[CollectorRegistry, Counter, dict[str, 
     if shared:
         multiprocess.MultiProcessCollector(registry)
     own = None if shared else registry
-    requests = Counter("mlq_http_requests", "HTTP requests served by the API", ["method", "route", "status"],
-                       registry=own)
-    gauges = {kind: Gauge(f"mlq_{kind}s_in_progress", f"{help_} in progress on the API", registry=own,
-                          multiprocess_mode="livesum")
-              for kind, help_ in (("wait", "Requests waiting for a job to end"), ("stream", "Event streams open"))}
+    requests = Counter(
+        "mlq_http_requests", "HTTP requests served by the API", ["method", "route", "status"], registry=own
+    )
+    gauges = {
+        kind: Gauge(
+            f"mlq_{kind}s_in_progress", f"{help_} in progress on the API", registry=own, multiprocess_mode="livesum"
+        )
+        for kind, help_ in (("wait", "Requests waiting for a job to end"), ("stream", "Event streams open"))
+    }
     return registry, requests, gauges

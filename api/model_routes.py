@@ -23,9 +23,14 @@ from api.services import services, tenant
 from training.errors import ResourceNotFound
 from training.registry import NAME_RE
 
-bp = APIBlueprint("models", __name__, url_prefix="/v1/models", abp_tags=[Tag(name="models")],
-                  abp_security=[{"bearer": []}],
-                  abp_responses={400: Problem, 401: Problem, 404: Problem, 422: Problem, 503: Problem})
+bp = APIBlueprint(
+    "models",
+    __name__,
+    url_prefix="/v1/models",
+    abp_tags=[Tag(name="models")],
+    abp_security=[{"bearer": []}],
+    abp_responses={400: Problem, 401: Problem, 404: Problem, 422: Problem, 503: Problem},
+)
 
 
 def known_name(name: str) -> str:
@@ -64,9 +69,17 @@ def delete_version(path: VersionPath) -> tuple[str, int]:
     return "", 204
 
 
-@bp.get("/<name>/versions/<int:version>/artifact",
-        responses={200: {"content": {t: {"schema": {"type": "string", "format": "binary"}}
-                                     for t in ("application/gzip", "application/onnx", "application/octet-stream")}}})
+@bp.get(
+    "/<name>/versions/<int:version>/artifact",
+    responses={
+        200: {
+            "content": {
+                t: {"schema": {"type": "string", "format": "binary"}}
+                for t in ("application/gzip", "application/onnx", "application/octet-stream")
+            }
+        }
+    },
+)
 def download_artifact(path: VersionPath) -> Response:
     """The version directory as a .tar.gz, checked against its manifest's sha256 sums first; for an export
     version (optimize method export), the exported file itself (model.onnx, model.torchscript.pt)."""
@@ -90,10 +103,12 @@ def _exported_file(name: str, version: int) -> Response | None:
     export = verified.get("export") or {}
     file = str(export.get("file", ""))
     if file not in (verified.get("files") or {}):
-        raise ResourceNotFound(f"version {version} of {name!r} lists no exported file; download it again after "
-                               "re-export")
-    response = Response((directory / file).read_bytes(), mimetype=str(export.get("media_type") or
-                                                                        "application/octet-stream"))
+        raise ResourceNotFound(
+            f"version {version} of {name!r} lists no exported file; download it again after re-export"
+        )
+    response = Response(
+        (directory / file).read_bytes(), mimetype=str(export.get("media_type") or "application/octet-stream")
+    )
     response.headers["Content-Disposition"] = f'attachment; filename="{name}-v{version}-{file}"'
     return response
 

@@ -21,13 +21,19 @@ from api.submit import submit
 from store.contract import OPTIMIZE_TASK, TRAIN_QUEUE, OptimizeRequest
 from training.optimize_params import validate_optimize
 
-bp = APIBlueprint("optimize", __name__, url_prefix="/v1/models", abp_tags=[Tag(name="models")],
-                  abp_security=[{"bearer": []}],
-                  abp_responses={400: Problem, 401: Problem, 404: Problem, 422: Problem, 503: Problem})
+bp = APIBlueprint(
+    "optimize",
+    __name__,
+    url_prefix="/v1/models",
+    abp_tags=[Tag(name="models")],
+    abp_security=[{"bearer": []}],
+    abp_responses={400: Problem, 401: Problem, 404: Problem, 422: Problem, 503: Problem},
+)
 
 
-@bp.post("/<name>/versions/<int:version>/optimize",
-         responses={200: Job, 202: Job, 409: Problem, 415: Problem, 429: Problem})
+@bp.post(
+    "/<name>/versions/<int:version>/optimize", responses={200: Job, 202: Job, 409: Problem, 415: Problem, 429: Problem}
+)
 @json_body
 def optimize(path: VersionPath, query: WaitQuery, header: JobHeaders, body: OptimizeBody) -> Response:
     """Quantize, prune, distill or export a version: a job that registers a new version and compares it with its
@@ -42,10 +48,24 @@ def optimize(path: VersionPath, query: WaitQuery, header: JobHeaders, body: Opti
         check_training_params({"epochs": params["finetune_epochs"]})
 
     def build(job_id: str) -> tuple[dict[str, Any], dict[str, Any]]:
-        message = OptimizeRequest(job_id=job_id, tenant=tenant(), model=name, version=path.version,
-                                  method=body.method, params=params, device=body.device).encode()
+        message = OptimizeRequest(
+            job_id=job_id,
+            tenant=tenant(),
+            model=name,
+            version=path.version,
+            method=body.method,
+            params=params,
+            device=body.device,
+        ).encode()
         record = {k: v for k, v in message.items() if k not in ("job_id", "tenant")}
         return message, record
 
-    return submit(job_type="optimize", model=name, task_name=OPTIMIZE_TASK, queue=TRAIN_QUEUE, headers=header,
-                  wait=query.wait, build=build)
+    return submit(
+        job_type="optimize",
+        model=name,
+        task_name=OPTIMIZE_TASK,
+        queue=TRAIN_QUEUE,
+        headers=header,
+        wait=query.wait,
+        build=build,
+    )

@@ -30,8 +30,10 @@ def json_body(view: F) -> F:
 
 
 def too_large(limit_mb: int, setting: str) -> ApiError:
-    return PayloadTooLarge(f"the request body is larger than the limit of {limit_mb} MB ({setting}); send less "
-                    "per request (for many rows, upload a dataset and use batch-predict)")
+    return PayloadTooLarge(
+        f"the request body is larger than the limit of {limit_mb} MB ({setting}); send less "
+        "per request (for many rows, upload a dataset and use batch-predict)"
+    )
 
 
 def check_json_body() -> None:

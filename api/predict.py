@@ -40,10 +40,23 @@ from training.errors import InvalidInput
 from training.manifest import ModelManifest
 from training.postprocess import check_postprocess
 
-bp = APIBlueprint("predict", __name__, url_prefix="/v1/models", abp_tags=[Tag(name="inference")],
-                  abp_security=[{"bearer": []}],
-                  abp_responses={400: Problem, 401: Problem, 404: Problem, 409: Problem, 413: Problem,
-                                 415: Problem, 422: Problem, 503: Problem})
+bp = APIBlueprint(
+    "predict",
+    __name__,
+    url_prefix="/v1/models",
+    abp_tags=[Tag(name="inference")],
+    abp_security=[{"bearer": []}],
+    abp_responses={
+        400: Problem,
+        401: Problem,
+        404: Problem,
+        409: Problem,
+        413: Problem,
+        415: Problem,
+        422: Problem,
+        503: Problem,
+    },
+)
 MAX_REPORTED = 20  # enough to fix a batch; a 1000-row batch of mistakes needs no 1000-entry answer
 MODEL_RECHECK_S = 1.0  # the registry's state token costs ~50 us (a file read + a directory listing)
 _lock = threading.Lock()
@@ -111,8 +124,12 @@ def check_rows(rows: list[Any], names: list[str], dtypes: dict[str, str]) -> Non
                 if problem:
                     errors.append({"loc": ["inputs", i, name], "msg": problem})
         elif len(row) != len(names):
-            errors.append({"loc": ["inputs", i], "msg": f"has {len(row)} values, expected {len(names)} in the "
-                                                        f"order {', '.join(names)}"})
+            errors.append(
+                {
+                    "loc": ["inputs", i],
+                    "msg": f"has {len(row)} values, expected {len(names)} in the order {', '.join(names)}",
+                }
+            )
         else:
             for name, value in zip(names, row, strict=True):
                 problem = _value_problem(value, dtypes.get(name, ""))
@@ -123,8 +140,11 @@ def check_rows(rows: list[Any], names: list[str], dtypes: dict[str, str]) -> Non
     if errors:
         first = errors[0]
         where = f"row {first['loc'][1]}" + (f", column {first['loc'][2]!r}" if len(first["loc"]) > 2 else "")
-        exc = InvalidInput(f"{where}: {first['msg']}" + (f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""),
-                           row=first["loc"][1], column=first["loc"][2] if len(first["loc"]) > 2 else None)
+        exc = InvalidInput(
+            f"{where}: {first['msg']}" + (f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""),
+            row=first["loc"][1],
+            column=first["loc"][2] if len(first["loc"]) > 2 else None,
+        )
         exc.errors = errors
         raise exc
 
@@ -144,8 +164,9 @@ def model_info(tenant_: str, name: str, ref: str | int | None) -> ModelInfo:
     else:
         version = svc.registry.resolve(tenant_, name, ref)
         manifest = svc.registry.manifest(tenant_, name, version)
-        info = ModelInfo(now, token, version, *feature_types(manifest), manifest.get("task", ""),
-                         len(manifest.get("classes") or []))
+        info = ModelInfo(
+            now, token, version, *feature_types(manifest), manifest.get("task", ""), len(manifest.get("classes") or [])
+        )
     cache[key] = info
     return info
 
@@ -157,9 +178,13 @@ def waiter() -> redis.Redis:
         with _lock:
             client = current_app.extensions.get("mlq_predict_waiter")
             if client is None:
-                client = redis.Redis.from_url(services().settings.redis_url, socket_connect_timeout=2.0,
-                                              socket_timeout=MAX_WAIT_S + 5, decode_responses=True,
-                                              retry=Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,)))
+                client = redis.Redis.from_url(
+                    services().settings.redis_url,
+                    socket_connect_timeout=2.0,
+                    socket_timeout=MAX_WAIT_S + 5,
+                    decode_responses=True,
+                    retry=Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,)),
+                )
                 current_app.extensions["mlq_predict_waiter"] = client
     return client
 
@@ -171,21 +196,30 @@ def unavailable() -> ApiError:
 @bp.post("/<name>/predict", responses={200: Job, 202: Job})
 @json_body
 @validates_itself
-def predict(name: str = "", path: ModelPath = None, query: WaitQuery = None,  # type: ignore[assignment]
-            header: JobHeaders = None, body: PredictBody = None) -> Response:  # type: ignore[assignment]
+def predict(
+    name: str = "",
+    # flask-openapi3 reads the annotations for the OpenAPI document; the view validates the request itself.
+    path: ModelPath = None,  # type: ignore[assignment]
+    query: WaitQuery = None,  # type: ignore[assignment]
+    header: JobHeaders = None,  # type: ignore[assignment]
+    body: PredictBody = None,  # type: ignore[assignment]
+) -> Response:
     """Queue a prediction on the `inference` workers: 202 with the job, or 200 when waited for."""
     query = _validated(WaitQuery, request.args.to_dict() if request.args else {})
-    header = _validated(JobHeaders, {h: request.headers[h] for h in ("Idempotency-Key", "Prefer")
-                                     if h in request.headers})
+    header = _validated(
+        JobHeaders, {h: request.headers[h] for h in ("Idempotency-Key", "Prefer") if h in request.headers}
+    )
     body = _validated(PredictBody, request.get_json())
     svc = services()
     name = known_name(name)
     limit = svc.settings.max_batch_rows
     if len(body.inputs) > limit:
-        raise TooManyRows(f"{len(body.inputs)} rows is more than the limit of {limit} per request "
-                       "(MLQ_MAX_BATCH_ROWS); split the batch, or upload the rows as a dataset and score it "
-                       f"with POST /v1/models/{name}/batch-predict",
-                       errors=[{"loc": ["inputs"], "msg": f"at most {limit} rows"}])
+        raise TooManyRows(
+            f"{len(body.inputs)} rows is more than the limit of {limit} per request "
+            "(MLQ_MAX_BATCH_ROWS); split the batch, or upload the rows as a dataset and score it "
+            f"with POST /v1/models/{name}/batch-predict",
+            errors=[{"loc": ["inputs"], "msg": f"at most {limit} rows"}],
+        )
     key = header.idempotency_key
     replayed = replay(key, query.wait)
     if replayed is not None:
@@ -201,19 +235,30 @@ def predict(name: str = "", path: ModelPath = None, query: WaitQuery = None,  # 
         check_postprocess(postprocess, info.task, info.n_classes)  # top_k beyond the classes, proba of a regressor
         job_id = new_id("job")
         # PredictRequest's fields, built directly: its encode() (dataclasses.asdict) deep-copies every row.
-        message = {"job_id": job_id, "tenant": owner, "model": name, "version": info.version,
-                   "inputs": body.inputs, "postprocess": postprocess}
+        message = {
+            "job_id": job_id,
+            "tenant": owner,
+            "model": name,
+            "version": info.version,
+            "inputs": body.inputs,
+            "postprocess": postprocess,
+        }
         # The record keeps the reference, not the rows: job records stay small.
-        record = svc.jobs.new_record(owner, "predict", name, {"model": name, "version": info.version,
-                                                              "rows": len(body.inputs), "postprocess": postprocess},
-                                     job_id)
+        record = svc.jobs.new_record(
+            owner,
+            "predict",
+            name,
+            {"model": name, "version": info.version, "rows": len(body.inputs), "postprocess": postprocess},
+            job_id,
+        )
         # A wait holds one of the tenant's wait slots (api/waits.py); with none free the answer is a 202 at once.
         held = seconds > 0 and svc.waits.acquire(owner, "wait")
         # Without an Idempotency-Key to record first, the first slice of the wait rides in the same round trip.
         job, reply = submit_prediction(svc, record, message, seconds if held and not key else 0)
         if key:
-            svc.redis.set(_key_name(key), orjson.dumps({"fingerprint": fingerprint(), "job_id": job_id}),
-                          ex=IDEMPOTENCY_TTL_S)
+            svc.redis.set(
+                _key_name(key), orjson.dumps({"fingerprint": fingerprint(), "job_id": job_id}), ex=IDEMPOTENCY_TTL_S
+            )
         done = True
         if held:
             job = reply or await_reply(svc.jobs, job, seconds, waited=0 if key else DISCONNECT_CHECK_S)
@@ -225,8 +270,9 @@ def predict(name: str = "", path: ModelPath = None, query: WaitQuery = None,  # 
     return job_reply(svc.jobs.public(job), created=True, waited_s=seconds if held else 0, from_prefer=from_prefer)
 
 
-def submit_prediction(svc: Services, record: dict[str, str | int], message: dict[str, Any],
-                      wait_s: float) -> tuple[JobRecord, JobRecord | None]:
+def submit_prediction(
+    svc: Services, record: dict[str, str | int], message: dict[str, Any], wait_s: float
+) -> tuple[JobRecord, JobRecord | None]:
     """ONE round trip: the script that writes the job record and appends the request to the inference stream,
     then (when `wait_s` > 0) a BLPOP on the job's reply list for up to DISCONNECT_CHECK_S of it, pipelined behind
     it (a blocking command may be the last of a pipeline). Returns the job, and its finished state if it came."""

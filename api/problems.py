@@ -134,16 +134,21 @@ class Unavailable(ApiError):
         super().__init__(message, headers={"Retry-After": "5"})
 
 
-def problem(status: int, detail: str, *, code: str | None = None, errors: list[dict[str, Any]] | None = None,
-            headers: dict[str, str] | None = None) -> Response:
+def problem(
+    status: int,
+    detail: str,
+    *,
+    code: str | None = None,
+    errors: list[dict[str, Any]] | None = None,
+    headers: dict[str, str] | None = None,
+) -> Response:
     """A problem+json response. 422s share the contract's type `/problems/validation`."""
     phrase = HTTPStatus(status).phrase
     if status == 422:
         type_, title = "/problems/validation", "Invalid request"
     else:
         type_, title = "/problems/" + phrase.lower().replace(" ", "-"), phrase
-    body: dict[str, Any] = {"type": type_, "title": title, "status": status, "detail": detail,
-                            "instance": request.path}
+    body: dict[str, Any] = {"type": type_, "title": title, "status": status, "detail": detail, "instance": request.path}
     if code:
         body["code"] = code
     if errors:
@@ -178,9 +183,11 @@ def register_error_handlers(app: Flask) -> None:
         if exc.response is not None:  # flask-openapi3 aborts with a ready response (validation errors)
             return exc.response  # type: ignore[return-value]
         status = exc.code or 500
-        detail = {404: f"no route {request.path}; see /openapi.json for the routes",
-                  405: f"{request.method} is not allowed on {request.path}",
-                  413: "the request body is larger than the limit (MLQ_MAX_UPLOAD_MB)"}.get(status, exc.description)
+        detail = {
+            404: f"no route {request.path}; see /openapi.json for the routes",
+            405: f"{request.method} is not allowed on {request.path}",
+            413: "the request body is larger than the limit (MLQ_MAX_UPLOAD_MB)",
+        }.get(status, exc.description)
         headers = dict(exc.get_headers()) if status == 405 else {}
         headers.pop("Content-Type", None)
         return problem(status, detail or HTTPStatus(status).phrase, headers=headers)
@@ -204,8 +211,9 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(TimeoutError)
     def client_too_slow(exc: TimeoutError) -> Response:
         # The client sent nothing for MLQ_CLIENT_TIMEOUT_S while its body was read (api/__init__.py).
-        response = mlq_error(RequestTimeout("the request body did not arrive in time (MLQ_CLIENT_TIMEOUT_S); send "
-                                            "it again"))
+        response = mlq_error(
+            RequestTimeout("the request body did not arrive in time (MLQ_CLIENT_TIMEOUT_S); send it again")
+        )
         response.headers["Connection"] = "close"
         return response
 

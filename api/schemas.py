@@ -75,8 +75,9 @@ class WaitQuery(Parameters):
 
 
 class JobHeaders(Parameters):
-    idempotency_key: str | None = Field(None, alias="Idempotency-Key", min_length=1, max_length=255,
-                                        pattern=r"^[\x21-\x7e]+$")
+    idempotency_key: str | None = Field(
+        None, alias="Idempotency-Key", min_length=1, max_length=255, pattern=r"^[\x21-\x7e]+$"
+    )
     prefer: str | None = Field(None, alias="Prefer", max_length=1024, description="RFC 7240, e.g. wait=10")
 
 
@@ -187,8 +188,7 @@ class Split(Body):
 
 class WarmStart(Body):
     model: str = Field(pattern=MODEL_NAME)
-    version: JsonInt | str | None = Field(None, description="version number or alias; default production, else "
-                                                            "latest")
+    version: JsonInt | str | None = Field(None, description="version number or alias; default production, else latest")
 
 
 class TrainBody(Body):
@@ -216,8 +216,11 @@ class SearchBody(Body):
     task: Literal["classification", "regression"] | None = None
     features: list[str] | None = Field(None, min_length=1, max_length=10_000)
     params: dict[str, Any] = Field(default_factory=dict, description="fixed params of every trial")
-    search: dict[str, Any] = Field(default_factory=dict, description='a grid {"lr": [0.1, 0.01]} or {"strategy": '
-                                   '"random", "trials": 20, "seed": 0, "space": {"lr": {"log_uniform": [1e-4, 0.1]}}}')
+    search: dict[str, Any] = Field(
+        default_factory=dict,
+        description='a grid {"lr": [0.1, 0.01]} or {"strategy": '
+        '"random", "trials": 20, "seed": 0, "space": {"lr": {"log_uniform": [1e-4, 0.1]}}}',
+    )
     metric: str | None = Field(None, description="default: f1 (classification), rmse (regression)")
     direction: Literal["maximize", "minimize"] | None = None
     rank_by: Literal["cv", "test"] | None = Field(None, description="default: cv when split.cv is set, else test")
@@ -280,15 +283,19 @@ class PredictBody(Body):
 
 class BatchPostprocess(Body):
     output: Literal["label", "proba", "both"] | None = Field(
-        None, description="classification: the label, one probability column per class, or both (default)")
+        None, description="classification: the label, one probability column per class, or both (default)"
+    )
 
 
 class BatchPredictBody(Body):
     version: str | int | None = Field(None, description="alias or version number; default production, else latest")
     dataset: str = Field(min_length=1, max_length=64, description="dataset id from POST /v1/datasets")
     postprocess: BatchPostprocess | None = None
-    columns: list[str] = Field(default_factory=list, max_length=1000,
-                               description="dataset columns copied into the output first, e.g. an id to join on")
+    columns: list[str] = Field(
+        default_factory=list,
+        max_length=1000,
+        description="dataset columns copied into the output first, e.g. an id to join on",
+    )
     format: Literal["csv", "parquet"] = "csv"
 
 
@@ -296,8 +303,10 @@ class OptimizeBody(BaseModel):
     # The method's own parameters sit beside `method` (see docs/api.md); training/optimize_params.py checks them
     # against the parent version, so unknown keys are refused there, naming the method's parameters.
     model_config = ConfigDict(extra="allow", strict=True)
-    method: str = Field(json_schema_extra={"enum": ["quantize_dynamic", "prune", "distill", "export"]},
-                        description="quantize_dynamic | prune | distill | export; the method's params beside it")
+    method: str = Field(
+        json_schema_extra={"enum": ["quantize_dynamic", "prune", "distill", "export"]},
+        description="quantize_dynamic | prune | distill | export; the method's params beside it",
+    )
     device: Literal["auto", "cpu", "cuda"] = "auto"
 
 

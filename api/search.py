@@ -24,9 +24,14 @@ from store.searches import Searches
 from training.params import validate_params
 from training.search_space import check_metric, plan_trials
 
-bp = APIBlueprint("search", __name__, url_prefix="/v1/jobs", abp_tags=[Tag(name="jobs")],
-                  abp_security=[{"bearer": []}],
-                  abp_responses={400: Problem, 401: Problem, 404: Problem, 422: Problem, 503: Problem})
+bp = APIBlueprint(
+    "search",
+    __name__,
+    url_prefix="/v1/jobs",
+    abp_tags=[Tag(name="jobs")],
+    abp_security=[{"bearer": []}],
+    abp_responses={400: Problem, 401: Problem, 404: Problem, 422: Problem, 503: Problem},
+)
 
 
 def searches() -> Searches:
@@ -51,18 +56,42 @@ def search(query: WaitQuery, header: JobHeaders, body: SearchBody) -> Response:
         # A text target can only be classified: refuse regression-only algorithms and metrics now.
         task = body.task or ("classification" if columns[body.target]["dtype"] == "string" else None)
         metric, direction = check_metric(body.metric, body.direction, task)
-        planned = plan_trials(algorithm=body.algorithm, params=body.params, search=body.search,
-                              algorithms=body.algorithms, task=task, max_trials=svc.settings.max_search_trials)
+        planned = plan_trials(
+            algorithm=body.algorithm,
+            params=body.params,
+            search=body.search,
+            algorithms=body.algorithms,
+            task=task,
+            max_trials=svc.settings.max_search_trials,
+        )
         for trial in planned:
             check_training_params(validate_params(trial["algorithm"], trial["params"], task))
         trials = [{"id": new_id("job"), **trial} for trial in planned]
-        message = SearchRequest(job_id=job_id, tenant=tenant(), model=body.model, dataset_id=body.dataset,
-                                target=body.target, trials=trials, task=body.task, features=body.features,
-                                preprocessing=body.preprocessing.model_dump(), split=body.split.model_dump(),
-                                device=body.device, metric=metric, direction=direction,
-                                rank_by=body.rank_by).encode()
+        message = SearchRequest(
+            job_id=job_id,
+            tenant=tenant(),
+            model=body.model,
+            dataset_id=body.dataset,
+            target=body.target,
+            trials=trials,
+            task=body.task,
+            features=body.features,
+            preprocessing=body.preprocessing.model_dump(),
+            split=body.split.model_dump(),
+            device=body.device,
+            metric=metric,
+            direction=direction,
+            rank_by=body.rank_by,
+        ).encode()
         record = {k: v for k, v in message.items() if k not in ("job_id", "tenant")}
         return message, record
 
-    return submit(job_type="search", model=body.model, task_name=SEARCH_TASK, queue=TRAIN_QUEUE, headers=header,
-                  wait=query.wait, build=build)
+    return submit(
+        job_type="search",
+        model=body.model,
+        task_name=SEARCH_TASK,
+        queue=TRAIN_QUEUE,
+        headers=header,
+        wait=query.wait,
+        build=build,
+    )

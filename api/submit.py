@@ -47,13 +47,15 @@ def _claim(key: str, print_: str) -> str | None:
     raw = redis.get(name)
     stored = json.loads(raw) if raw else {"fingerprint": print_, "job_id": None}
     if stored["fingerprint"] != print_:
-        raise IdempotencyKeyReused("this Idempotency-Key was already used with a different request body; use a new "
-                                   "key for a new request",
-                                   errors=[{"loc": ["header", "Idempotency-Key"],
-                                            "msg": "reused with a different body"}])
+        raise IdempotencyKeyReused(
+            "this Idempotency-Key was already used with a different request body; use a new key for a new request",
+            errors=[{"loc": ["header", "Idempotency-Key"], "msg": "reused with a different body"}],
+        )
     if stored["job_id"] is None:
-        raise IdempotencyKeyInUse("a request with this Idempotency-Key is still being handled; retry in a moment",
-                                  headers={"Retry-After": "1"})
+        raise IdempotencyKeyInUse(
+            "a request with this Idempotency-Key is still being handled; retry in a moment",
+            headers={"Retry-After": "1"},
+        )
     return stored["job_id"]
 
 
@@ -77,8 +79,16 @@ def replay(key: str | None, wait: int | None) -> Response | None:
     return answer(job, wait)
 
 
-def submit(*, job_type: str, model: str, task_name: str, queue: str, headers: JobHeaders, wait: int | None,
-           build: Callable[[str], tuple[dict[str, Any], dict[str, Any]]]) -> Response:
+def submit(
+    *,
+    job_type: str,
+    model: str,
+    task_name: str,
+    queue: str,
+    headers: JobHeaders,
+    wait: int | None,
+    build: Callable[[str], tuple[dict[str, Any], dict[str, Any]]],
+) -> Response:
     """Validate (via `build`), record and enqueue a job, then answer it.
 
     `build(job_id)` raises for invalid input, else returns (the Celery message, the request kept on the record).
@@ -100,8 +110,9 @@ def submit(*, job_type: str, model: str, task_name: str, queue: str, headers: Jo
         created = True
         _publish(task_name, message, job_id, queue)
         if key:
-            svc.redis.set(_key_name(key), json.dumps({"fingerprint": fingerprint(), "job_id": job_id}),
-                          ex=IDEMPOTENCY_TTL_S)
+            svc.redis.set(
+                _key_name(key), json.dumps({"fingerprint": fingerprint(), "job_id": job_id}), ex=IDEMPOTENCY_TTL_S
+            )
         done = True
     finally:
         if not done:
@@ -121,8 +132,11 @@ def _publish(task_name: str, message: dict[str, Any], job_id: str, queue: str) -
     except Exception as exc:
         log.error("could not enqueue job %s: %s: %s", job_id, type(exc).__name__, exc)
         try:
-            svc.jobs.finish(job_id, "failed",
-                            error=EnqueueFailed("the queue (Redis) did not take the job; submit it again").to_dict())
+            svc.jobs.finish(
+                job_id,
+                "failed",
+                error=EnqueueFailed("the queue (Redis) did not take the job; submit it again").to_dict(),
+            )
         except Exception as finish_exc:  # noqa: BLE001 - Redis is down; the 503 below is the answer either way
             log.error("job %s stays queued without a message: %s", job_id, finish_exc)
         raise Unavailable() from None

@@ -27,21 +27,37 @@ def check_dataset_fits(meta: dict[str, Any], target: str, features: list[str] | 
     if labelled == 0:
         errors.append({"loc": ["target"], "msg": f"column {target!r} has no values; pick a column with labels"})
     elif labelled < MIN_ROWS:
-        errors.append({"loc": ["dataset"], "msg": f"only {labelled} of its {rows} rows have a {target!r} value; "
-                                                  f"training needs at least {MIN_ROWS}: upload more rows"})
+        errors.append(
+            {
+                "loc": ["dataset"],
+                "msg": f"only {labelled} of its {rows} rows have a {target!r} value; "
+                f"training needs at least {MIN_ROWS}: upload more rows",
+            }
+        )
     if task == "regression" and label["dtype"] == "string" and labelled:
-        errors.append({"loc": ["task"], "msg": f"regression needs a numeric target, but {target!r} holds text; "
-                                               "use task 'classification' or pick a numeric target"})
+        errors.append(
+            {
+                "loc": ["task"],
+                "msg": f"regression needs a numeric target, but {target!r} holds text; "
+                "use task 'classification' or pick a numeric target",
+            }
+        )
     # A text target is always classified; `distinct` is absent for datasets uploaded before it was recorded.
     classified = task == "classification" or (task is None and label["dtype"] == "string")
     if classified and label.get("distinct") == 1:
-        errors.append({"loc": ["target"], "msg": f"column {target!r} has only one class; classification needs "
-                                                 "two or more: pick another target or upload rows of other classes"})
+        errors.append(
+            {
+                "loc": ["target"],
+                "msg": f"column {target!r} has only one class; classification needs "
+                "two or more: pick another target or upload rows of other classes",
+            }
+        )
     names = features if features is not None else [name for name in columns if name != target]
     for name in names:
         if int(columns[name].get("missing", 0)) >= rows:
             loc: list[str | int] = ["features", features.index(name)] if features is not None else ["features"]
             errors.append({"loc": loc, "msg": f"feature column {name!r} has no values; exclude it from features"})
     if errors:
-        raise DataError(f"dataset {meta['id']} cannot train this model: " + "; ".join(e["msg"] for e in errors),
-                        errors=errors)
+        raise DataError(
+            f"dataset {meta['id']} cannot train this model: " + "; ".join(e["msg"] for e in errors), errors=errors
+        )

@@ -55,8 +55,9 @@ def check_warm_start(body: Any, columns: dict[str, Any]) -> dict[str, Any] | Non
     if warm is None:
         return None
     if body.algorithm != "mlp":
-        raise _refuse(f"only an mlp can continue from a version; this training's algorithm is {body.algorithm!r}",
-                      ["algorithm"])
+        raise _refuse(
+            f"only an mlp can continue from a version; this training's algorithm is {body.algorithm!r}", ["algorithm"]
+        )
     registry = services().registry
     try:
         version = registry.resolve(tenant(), warm.model, warm.version)
@@ -71,19 +72,24 @@ def check_warm_start(body: Any, columns: dict[str, Any]) -> dict[str, Any] | Non
     wanted = body.features or [name for name in columns if name != body.target]
     base_features = [f["name"] for f in manifest.get("features", [])]
     if wanted != base_features:
-        raise _refuse(f"the features must be those of {base}, in its order: {base_features}; got {wanted}",
-                      ["features"])
+        raise _refuse(
+            f"the features must be those of {base}, in its order: {base_features}; got {wanted}", ["features"]
+        )
     base_layers = (manifest.get("params") or {}).get("hidden_layers")
     given = body.params.get("hidden_layers")
     if given is None:
         body.params["hidden_layers"] = base_layers
     elif given != base_layers:
-        raise _refuse(f"params.hidden_layers must be those of {base}: {base_layers}; got {given}",
-                      ["params", "hidden_layers"])
+        raise _refuse(
+            f"params.hidden_layers must be those of {base}: {base_layers}; got {given}", ["params", "hidden_layers"]
+        )
     if manifest.get("task") == "classification":
         labels = _dataset_labels(body.dataset, body.target)
         base_labels = {_label(c) for c in manifest.get("classes") or []}
         if labels is not None and labels != base_labels:
-            raise _refuse(f"the target's classes must be those of {base}: {sorted(base_labels)}; this dataset has "
-                          f"{sorted(labels)[:20]}", ["target"])
+            raise _refuse(
+                f"the target's classes must be those of {base}: {sorted(base_labels)}; this dataset has "
+                f"{sorted(labels)[:20]}",
+                ["target"],
+            )
     return {"model": warm.model, "version": version}

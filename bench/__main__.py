@@ -26,9 +26,17 @@ from store.inference_queue import stats
 RESULTS = ROOT / "bench" / "results"
 
 
-def measure(url: str, body: dict[str, Any], args: argparse.Namespace, workdir: Path,
-            procs: dict[str, Proc], client: redis.Redis | None = None, connections: int = 32,
-            rate: float | None = None, latency_ms: float = 0.0) -> dict[str, Any]:
+def measure(
+    url: str,
+    body: dict[str, Any],
+    args: argparse.Namespace,
+    workdir: Path,
+    procs: dict[str, Proc],
+    client: redis.Redis | None = None,
+    connections: int = 32,
+    rate: float | None = None,
+    latency_ms: float = 0.0,
+) -> dict[str, Any]:
     """Warm up, then one measured wrk run with CPU per process (and batch sizes when `client` is mlqueue's).
 
     `rate`: paced load at about that many req/s (W4's CPU per request below saturation), else closed-loop.
@@ -43,8 +51,10 @@ def measure(url: str, body: dict[str, Any], args: argparse.Namespace, workdir: P
     used = {name: cpu_seconds(p) - cpu_before[name] for name, p in pids.items()}
     result["cpu_pct"] = {name: round(100 * seconds / wall, 1) for name, seconds in used.items()}
     # CPU per request, in ms: what sizes a deployment (one process can give at most ~1000 ms per second).
-    result["cpu_ms_per_request"] = {name: round(1000 * seconds / result["requests"], 3) if result["requests"]
-                                    else None for name, seconds in used.items()}
+    result["cpu_ms_per_request"] = {
+        name: round(1000 * seconds / result["requests"], 3) if result["requests"] else None
+        for name, seconds in used.items()
+    }
     if client and batches_before:
         after = stats(client)
         delta = {k: after[k] - batches_before.get(k, 0) for k in after}
@@ -80,9 +90,9 @@ def run_mlqueue(args: argparse.Namespace, stack: Stack, workdir: Path, out: dict
     for workload, name in (("W1", "mlp32"), ("W1b", "mlp-wide")):
         path, body = body_for(name, rows[name])
         print(f"{workload} mlqueue ...", flush=True)
-        out.setdefault(workload, {})["mlqueue"] = measure(url + path, body, args, workdir,
-                                                          {"api": api, "worker": infer, "redis": redis_proc(stack)},
-                                                          r)
+        out.setdefault(workload, {})["mlqueue"] = measure(
+            url + path, body, args, workdir, {"api": api, "worker": infer, "redis": redis_proc(stack)}, r
+        )
     out["idle"] = idle(api, infer)
     if args.w4_rates:
         path, body = body_for("mlp-wide", rows["mlp-wide"])
@@ -109,8 +119,15 @@ def run_mlqueue(args: argparse.Namespace, stack: Stack, workdir: Path, out: dict
     return rows
 
 
-def cpu_per_request(url: str, body: dict[str, Any], args: argparse.Namespace, workdir: Path,
-                    procs: dict[str, Proc], client: redis.Redis, closed_loop_rps: float) -> dict[str, Any]:
+def cpu_per_request(
+    url: str,
+    body: dict[str, Any],
+    args: argparse.Namespace,
+    workdir: Path,
+    procs: dict[str, Proc],
+    client: redis.Redis,
+    closed_loop_rps: float,
+) -> dict[str, Any]:
     """W4 on a machine too small to show scaling: each process's CPU per request at paced rates below saturation
     (fractions of the closed-loop rate), and the req/s one process of each kind could sustain on a core of its
     own (1000 ms / its CPU ms per request). Batches are smaller at low rates, so the worker's figure is a floor."""
@@ -127,8 +144,9 @@ def cpu_per_request(url: str, body: dict[str, Any], args: argparse.Namespace, wo
         result = measure(url, body, args, workdir, procs, client, connections, rate, latency)
         ms = result["cpu_ms_per_request"]
         result["offered_rps"] = rate
-        result["sustainable_rps"] = {name: round(1000 / ms[name]) if ms.get(name) else None
-                                     for name in ("api", "worker", "redis")}
+        result["sustainable_rps"] = {
+            name: round(1000 / ms[name]) if ms.get(name) else None for name in ("api", "worker", "redis")
+        }
         out[f"{fraction:g}"] = result
     return out
 
@@ -155,18 +173,28 @@ def idle(api: Proc, worker: Proc, seconds: float = 5.0) -> dict[str, Any]:
     time.sleep(seconds)
     after = cpu_seconds(worker.pids), cpu_seconds(api.pids)
     api_pid = api.pids[-1]  # the gunicorn worker (the master's child)
-    return {"worker_cpu_pct": round(100 * (after[0] - before[0]) / seconds, 2),
-            "api_cpu_pct": round(100 * (after[1] - before[1]) / seconds, 2),
-            "api_rss_mb": round(rss_mb(api_pid), 1), "api_holds_torch": holds_torch(api_pid)}
+    return {
+        "worker_cpu_pct": round(100 * (after[0] - before[0]) / seconds, 2),
+        "api_cpu_pct": round(100 * (after[1] - before[1]) / seconds, 2),
+        "api_rss_mb": round(rss_mb(api_pid), 1),
+        "api_holds_torch": holds_torch(api_pid),
+    }
 
 
-def run_baselines(args: argparse.Namespace, stack: Stack, workdir: Path, rows: dict[str, list[float]],
-                  out: dict[str, Any], variant: str = "bare") -> None:
+def run_baselines(
+    args: argparse.Namespace,
+    stack: Stack,
+    workdir: Path,
+    rows: dict[str, list[float]],
+    out: dict[str, Any],
+    variant: str = "bare",
+) -> None:
     """Both baselines, bare (the targets' reference) or through the Predictor (rows labelled *_predictor)."""
     suffix = "" if variant == "bare" else f"_{variant}"
     env = {"BENCH_REDIS_URL": stack.env["MLQ_REDIS_URL"].rsplit("/", 1)[0] + "/1", "BENCH_BASELINE": variant}
-    worker = stack.celery("naive-worker" + suffix, "bench.baselines.naive_celery:celery_app", "naive", pool="solo",
-                          extra_env=env)
+    worker = stack.celery(
+        "naive-worker" + suffix, "bench.baselines.naive_celery:celery_app", "naive", pool="solo", extra_env=env
+    )
     api, url = stack.gunicorn("naive-api" + suffix, "bench.baselines.naive_celery:app", extra_env=env)
     ping = {"inputs": [rows["mlp32"]]}
     deadline = time.monotonic() + 120
@@ -177,8 +205,9 @@ def run_baselines(args: argparse.Namespace, stack: Stack, workdir: Path, rows: d
     for workload, name in (("W1", "mlp32"), ("W1b", "mlp-wide")):
         print(f"{workload} naive Celery ({variant}) ...", flush=True)
         path, body = body_for(name, rows[name])
-        out[workload]["naive_celery" + suffix] = measure(url + path, body, args, workdir,
-                                                {"api": api, "worker": worker, "redis": redis_proc(stack)})
+        out[workload]["naive_celery" + suffix] = measure(
+            url + path, body, args, workdir, {"api": api, "worker": worker, "redis": redis_proc(stack)}
+        )
     stack.stop(api)
     stack.stop(worker)
     api, url = stack.gunicorn("inprocess-api" + suffix, "bench.baselines.inprocess_flask:app", extra_env=env)
@@ -196,13 +225,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=float, default=3.0, help="warm-up seconds per run (default 3)")
     parser.add_argument("--w3-rows", type=int, default=100_000)
     parser.add_argument("--skip-w4", action="store_true")
-    parser.add_argument("--api-worker-class", choices=["gevent", "gthread"], default="gevent",
-                        help="the serving model of mlqueue's API (gthread: the one before issue 8, to compare)")
+    parser.add_argument(
+        "--api-worker-class",
+        choices=["gevent", "gthread"],
+        default="gevent",
+        help="the serving model of mlqueue's API (gthread: the one before issue 8, to compare)",
+    )
     parser.add_argument("--skip-baselines", action="store_true")
-    parser.add_argument("--predictor-baselines", action="store_true",
-                        help="also run both baselines through training.predictor.Predictor (extra rows)")
-    parser.add_argument("--w4-rates", default="0.2,0.4",
-                        help="W4 CPU per request: paced rates as fractions of W1b's closed-loop req/s ('' skips)")
+    parser.add_argument(
+        "--predictor-baselines",
+        action="store_true",
+        help="also run both baselines through training.predictor.Predictor (extra rows)",
+    )
+    parser.add_argument(
+        "--w4-rates",
+        default="0.2,0.4",
+        help="W4 CPU per request: paced rates as fractions of W1b's closed-loop req/s ('' skips)",
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.duration, args.warmup, args.w3_rows = 5.0, 1.0, min(args.w3_rows, 20_000)
@@ -216,9 +255,16 @@ def main(argv: list[str] | None = None) -> int:
     out: dict[str, Any] = {"args": vars(args), "machine": machine()}
     try:
         url = stack.redis()
-        stack.env = {"MLQ_REDIS_URL": url, "MLQ_HOME": str(workdir / "home"), "MLQ_TORCH_THREADS": "1",
-                     "OMP_NUM_THREADS": "1", "MLQ_MAX_UPLOAD_MB": "200", "MLQ_HEARTBEAT_S": "1",
-                     "MLQ_PRELOAD": "mlp32:1,mlp-wide:1", "PYTHONPATH": str(ROOT)}
+        stack.env = {
+            "MLQ_REDIS_URL": url,
+            "MLQ_HOME": str(workdir / "home"),
+            "MLQ_TORCH_THREADS": "1",
+            "OMP_NUM_THREADS": "1",
+            "MLQ_MAX_UPLOAD_MB": "200",
+            "MLQ_HEARTBEAT_S": "1",
+            "MLQ_PRELOAD": "mlp32:1,mlp-wide:1",
+            "PYTHONPATH": str(ROOT),
+        }
         rows = run_mlqueue(args, stack, workdir, out)
         if not args.skip_baselines:
             run_baselines(args, stack, workdir, rows, out)
@@ -236,8 +282,14 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def machine() -> dict[str, Any]:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), "unknown")
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        "unknown",
+    )
     return {"nproc": os.cpu_count(), "cpu": cpu, "python": sys.version.split()[0]}
 
 

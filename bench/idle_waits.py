@@ -73,16 +73,22 @@ def holders(base: str, job_id: str, waits: int, streams: int, log: Any) -> list[
     while left_w + left_s > 0:
         w = min(left_w, PER_PROCESS)
         st = min(left_s, PER_PROCESS - w)
-        procs.append(subprocess.Popen([sys.executable, "-m", "bench.idle_waits", "--hold", base, job_id, str(w),
-                                       str(st)], stdout=subprocess.DEVNULL, stderr=log))
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "bench.idle_waits", "--hold", base, job_id, str(w), str(st)],
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+            )
+        )
         left_w, left_s = left_w - w, left_s - st
     return procs
 
 
 def curl_ms(url: str) -> float:
     """Milliseconds for one request from a process of its own (this one's event loop holds every waiter)."""
-    out = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{time_total}", url], capture_output=True,
-                         text=True, check=True).stdout
+    out = subprocess.run(
+        ["curl", "-s", "-o", "/dev/null", "-w", "%{time_total}", url], capture_output=True, text=True, check=True
+    ).stdout
     return float(out) * 1000
 
 
@@ -107,8 +113,12 @@ async def run(waits: int, streams: int) -> None:
         url = stack.redis()
         job = JobStore(redis.Redis.from_url(url, decode_responses=True)).create("default", "train", "idle", {})
         port = free_port()
-        env = {"MLQ_REDIS_URL": url, "MLQ_HOME": str(stack.workdir / "home"),
-               "MLQ_MAX_WAITS": str(waits + streams + 10), "MLQ_MAX_WAITS_PER_TENANT": str(waits + streams + 10)}
+        env = {
+            "MLQ_REDIS_URL": url,
+            "MLQ_HOME": str(stack.workdir / "home"),
+            "MLQ_MAX_WAITS": str(waits + streams + 10),
+            "MLQ_MAX_WAITS_PER_TENANT": str(waits + streams + 10),
+        }
         api = stack.spawn("api", gunicorn_argv("127.0.0.1", port, 1), env)
         base = f"http://127.0.0.1:{port}"
         wait_http(base + "/healthz", api)
@@ -133,13 +143,17 @@ async def run(waits: int, streams: int) -> None:
         holding = await asyncio.to_thread(held, base)
         rss_held = rss_mb(worker_pid)
         redis_clients = redis.Redis.from_url(url).info("clients")["connected_clients"]
-        print("| waits | streams | held at the end | 95 % taken in (s) | API RSS idle → held (MB) | per waiter (KB) | "
-              "API CPU while held | /healthz p50 / max (ms) | Redis connections |")
+        print(
+            "| waits | streams | held at the end | 95 % taken in (s) | API RSS idle → held (MB) | per waiter (KB) | "
+            "API CPU while held | /healthz p50 / max (ms) | Redis connections |"
+        )
         print("|---|---|---|---|---|---|---|---|---|")
         per = (rss_held - rss_before) * 1024 / max(holding, 1)
-        print(f"| {waits} | {streams} | {holding:.0f} | {taken_in:.1f} | {rss_before:.0f} → {rss_held:.0f} | "
-              f"{per:.1f} | {cpu:.1%} of a core | {statistics.median(probes):.1f} / {max(probes):.1f} | "
-              f"{redis_clients} |")
+        print(
+            f"| {waits} | {streams} | {holding:.0f} | {taken_in:.1f} | {rss_before:.0f} → {rss_held:.0f} | "
+            f"{per:.1f} | {cpu:.1%} of a core | {statistics.median(probes):.1f} / {max(probes):.1f} | "
+            f"{redis_clients} |"
+        )
     finally:
         for client in clients:  # on every path: a client left behind reconnects in a loop forever
             client.kill()

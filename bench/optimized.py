@@ -54,30 +54,47 @@ def run(args: argparse.Namespace, stack: Stack, workdir: Path, out: dict[str, An
     for label, version in (("float", 1), ("int8", out["quantize_dynamic"]["version"])):
         print(f"W1b {MODEL} v{version} ({label}) ...", flush=True)
         body = {"inputs": [row], "version": version}
-        out.setdefault("W1b", {})[label] = measure(f"{url}/v1/models/{MODEL}/predict", body, args, workdir,
-                                                   {"api": api, "worker": infer, "redis": redis_proc(stack)}, r)
+        out.setdefault("W1b", {})[label] = measure(
+            f"{url}/v1/models/{MODEL}/predict",
+            body,
+            args,
+            workdir,
+            {"api": api, "worker": infer, "redis": redis_proc(stack)},
+            r,
+        )
     client.close()
     stack.stop(api)
     stack.stop(infer)
 
 
 def table(out: dict[str, Any]) -> str:
-    lines = ["| W1b mlp-wide served by | req/s | p50 ms | p99 ms | errors | mean batch | CPU % per process |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| W1b mlp-wide served by | req/s | p50 ms | p99 ms | errors | mean batch | CPU % per process |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for label, res in out["W1b"].items():
         cpu = ", ".join(f"{k} {v}" for k, v in res["cpu_pct"].items())
-        lines.append(f"| {label} | {res['rps']} | {res['p50_ms']} | {res['p99_ms']} | "
-                     f"{res['non_2xx']} / {res['non_200']} | {res.get('mean_batch')} | {cpu} |")
+        lines.append(
+            f"| {label} | {res['rps']} | {res['p50_ms']} | {res['p99_ms']} | "
+            f"{res['non_2xx']} / {res['non_200']} | {res.get('mean_batch')} | {cpu} |"
+        )
     lines.append("")
-    lines.append("| in the optimize job (1 thread) | bytes | 1 row ms | 64 rows ms | model 1 row ms | "
-                 "model 64 rows ms | test accuracy |")
+    lines.append(
+        "| in the optimize job (1 thread) | bytes | 1 row ms | 64 rows ms | model 1 row ms | "
+        "model 64 rows ms | test accuracy |"
+    )
     lines.append("|---|---|---|---|---|---|---|")
     q, o = out["quantize_dynamic"]["comparison"], out["export_onnx"]["comparison"]
-    for label, side in (("float v1", q["parent"]), ("int8 (quantize_dynamic)", q["child"]),
-                        ("onnxruntime (export, not served)", o["child"])):
+    for label, side in (
+        ("float v1", q["parent"]),
+        ("int8 (quantize_dynamic)", q["child"]),
+        ("onnxruntime (export, not served)", o["child"]),
+    ):
         lat, model = side["latency_ms"], side["model_latency_ms"]
-        lines.append(f"| {label} | {side['artifact_bytes']} | {lat['1']} | {lat['64']} | {model['1'] or '-'} | "
-                     f"{model['64'] or '-'} | {side['metrics'].get('accuracy')} |")
+        lines.append(
+            f"| {label} | {side['artifact_bytes']} | {lat['1']} | {lat['64']} | {model['1'] or '-'} | "
+            f"{model['64'] or '-'} | {side['metrics'].get('accuracy')} |"
+        )
     return "\n".join(lines)
 
 
@@ -97,9 +114,16 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     out: dict[str, Any] = {"args": vars(args), "machine": machine()}
     try:
-        stack.env = {"MLQ_REDIS_URL": stack.redis(), "MLQ_HOME": str(workdir / "home"), "MLQ_TORCH_THREADS": "1",
-                     "OMP_NUM_THREADS": "1", "MLQ_MAX_UPLOAD_MB": "200", "MLQ_HEARTBEAT_S": "1",
-                     "MLQ_PRELOAD": f"{MODEL}:1,{MODEL}:2", "PYTHONPATH": str(ROOT)}
+        stack.env = {
+            "MLQ_REDIS_URL": stack.redis(),
+            "MLQ_HOME": str(workdir / "home"),
+            "MLQ_TORCH_THREADS": "1",
+            "OMP_NUM_THREADS": "1",
+            "MLQ_MAX_UPLOAD_MB": "200",
+            "MLQ_HEARTBEAT_S": "1",
+            "MLQ_PRELOAD": f"{MODEL}:1,{MODEL}:2",
+            "PYTHONPATH": str(ROOT),
+        }
         run(args, stack, workdir, out)
     finally:
         stack.close()

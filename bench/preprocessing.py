@@ -43,9 +43,14 @@ def compare(predictor: Predictor, rows: list[Any]) -> dict[str, Any]:
     transformer = per_call_us(lambda: pre.transform(frame))
     with_frame = per_call_us(lambda: pre.transform(frame_from_rows(rows, features, dtypes)))
     fast = per_call_us(lambda: compiled.transform(rows))
-    return {"rows": len(rows), "column_transformer_us": round(transformer, 1), "frame_and_transformer_us":
-            round(with_frame, 1), "compiled_us": round(fast, 2), "speedup": round(transformer / fast, 1),
-            "speedup_vs_frame_and_transformer": round(with_frame / fast, 1)}
+    return {
+        "rows": len(rows),
+        "column_transformer_us": round(transformer, 1),
+        "frame_and_transformer_us": round(with_frame, 1),
+        "compiled_us": round(fast, 2),
+        "speedup": round(transformer / fast, 1),
+        "speedup_vs_frame_and_transformer": round(with_frame / fast, 1),
+    }
 
 
 def measure(home: Path, names: list[str], row_counts: tuple[int, ...] = (1, 32)) -> dict[str, Any]:
@@ -63,7 +68,9 @@ def measure(home: Path, names: list[str], row_counts: tuple[int, ...] = (1, 32))
 def line(results: dict[str, Any]) -> str:
     return "P preprocessing, CPU µs per call (ColumnTransformer → compiled): " + ", ".join(
         f"{key} {r['column_transformer_us']:.0f} → {r['compiled_us']:.1f} ({r['speedup']:.0f}x; "
-        f"{r['speedup_vs_frame_and_transformer']:.0f}x with the frame)" for key, r in results.items())
+        f"{r['speedup_vs_frame_and_transformer']:.0f}x with the frame)"
+        for key, r in results.items()
+    )
 
 
 if __name__ == "__main__":

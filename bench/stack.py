@@ -95,18 +95,19 @@ class Stack:
         log = self.workdir / f"{name}.log"
         env = {**os.environ, **self.env, **(extra_env or {})}
         with log.open("ab") as out:
-            popen = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                     process_group=0)
+            popen = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, process_group=0)
         proc = Proc(name, popen, log)
         self.procs.append(proc)
         return proc
 
     def redis(self) -> str:
         port = free_port()
-        proc = self.spawn("redis", ["redis-server", "--port", str(port), "--save", "", "--appendonly", "no",
-                                    "--bind", "127.0.0.1"])
+        proc = self.spawn(
+            "redis", ["redis-server", "--port", str(port), "--save", "", "--appendonly", "no", "--bind", "127.0.0.1"]
+        )
         url = f"redis://127.0.0.1:{port}/0"
         import redis as redis_py
+
         deadline = time.monotonic() + 10
         while True:
             try:
@@ -118,18 +119,37 @@ class Stack:
                 time.sleep(0.05)
         return url
 
-    def gunicorn(self, name: str, target: str, workers: int = 1, threads: int = 32,
-                 extra_env: dict[str, str] | None = None) -> tuple[Proc, str]:
+    def gunicorn(
+        self, name: str, target: str, workers: int = 1, threads: int = 32, extra_env: dict[str, str] | None = None
+    ) -> tuple[Proc, str]:
         port = free_port()
-        proc = self.spawn(name, [str(BIN / "gunicorn"), "-w", str(workers), "-k", "gthread", "--threads",
-                                 str(threads), "-b", f"127.0.0.1:{port}", "--backlog", "2048", "--log-level",
-                                 "warning", target], extra_env)
+        proc = self.spawn(
+            name,
+            [
+                str(BIN / "gunicorn"),
+                "-w",
+                str(workers),
+                "-k",
+                "gthread",
+                "--threads",
+                str(threads),
+                "-b",
+                f"127.0.0.1:{port}",
+                "--backlog",
+                "2048",
+                "--log-level",
+                "warning",
+                target,
+            ],
+            extra_env,
+        )
         url = f"http://127.0.0.1:{port}"
         wait_http(url + "/healthz", proc)
         return proc, url
 
-    def api(self, name: str, workers: int = 1, worker_class: str = "gevent",
-            extra_env: dict[str, str] | None = None) -> tuple[Proc, str]:
+    def api(
+        self, name: str, workers: int = 1, worker_class: str = "gevent", extra_env: dict[str, str] | None = None
+    ) -> tuple[Proc, str]:
         """mlqueue's API exactly as `mlq api` runs it (api/gunicorn_conf.py; gevent unless told otherwise)."""
         from mlqueue.dev import gunicorn_argv
 
@@ -140,10 +160,29 @@ class Stack:
         wait_http(url + "/healthz", proc)
         return proc, url
 
-    def celery(self, name: str, app: str, queues: str, pool: str = "prefork",
-               extra_env: dict[str, str] | None = None) -> Proc:
-        argv = [sys.executable, "-m", "celery", "-A", app, "worker", "-Q", queues, "-n", f"{name}@%h", "-P", pool,
-                "-c", "1", "--loglevel", "info", "--without-gossip", "--without-mingle"]
+    def celery(
+        self, name: str, app: str, queues: str, pool: str = "prefork", extra_env: dict[str, str] | None = None
+    ) -> Proc:
+        argv = [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            app,
+            "worker",
+            "-Q",
+            queues,
+            "-n",
+            f"{name}@%h",
+            "-P",
+            pool,
+            "-c",
+            "1",
+            "--loglevel",
+            "info",
+            "--without-gossip",
+            "--without-mingle",
+        ]
         return self.spawn(name, argv, {"CUDA_VISIBLE_DEVICES": "", **(extra_env or {})})
 
     def stop(self, proc: Proc, timeout: float = 30) -> None:

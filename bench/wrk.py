@@ -48,8 +48,15 @@ def pacing_interval(rate: float, connections: int, latency_ms: float = 0.0) -> i
     return max(1, round(connections * 1000 / rate - latency_ms))
 
 
-def run(url: str, body: dict[str, Any], seconds: float, workdir: Path, connections: int = 32,
-        rate: float | None = None, latency_ms: float = 0.0) -> dict[str, Any]:
+def run(
+    url: str,
+    body: dict[str, Any],
+    seconds: float,
+    workdir: Path,
+    connections: int = 32,
+    rate: float | None = None,
+    latency_ms: float = 0.0,
+) -> dict[str, Any]:
     """One wrk run against `url`; req/s, p50/p99 (ms), non-2xx, non-200 (e.g. 202: not answered in time).
 
     With `rate`, the load is paced at about `rate` req/s (see PACED) instead of closed-loop as fast as possible.
@@ -60,8 +67,16 @@ def run(url: str, body: dict[str, Any], seconds: float, workdir: Path, connectio
     if rate:
         lua += PACED % pacing_interval(rate, connections, latency_ms)
     script.write_text(lua)
-    argv = [require_wrk(), "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency", "-s",
-            str(script), url]
+    argv = [
+        require_wrk(),
+        "-t1",
+        f"-c{connections}",
+        f"-d{max(1, round(seconds))}s",
+        "--latency",
+        "-s",
+        str(script),
+        url,
+    ]
     out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60).stdout
     result: dict[str, Any] = {"raw": out}
     match = re.search(r"Requests/sec:\s+([\d.]+)", out)

@@ -61,23 +61,43 @@ def main() -> None:
 @click.option("--task", type=click.Choice(["classification", "regression"]), help="Default: inferred.")
 @click.option("--features", help="Comma-separated feature columns (default: all but the target).")
 @click.option("--params", help="Algorithm parameters as JSON, e.g. '{\"epochs\": 5}'.")
-@click.option("--preprocessing", help="JSON, e.g. '{\"missing\": \"drop\", \"scale\": true}'.")
-@click.option("--split", help="JSON, e.g. '{\"test\": 0.2, \"seed\": 1}'.")
+@click.option("--preprocessing", help='JSON, e.g. \'{"missing": "drop", "scale": true}\'.')
+@click.option("--split", help='JSON, e.g. \'{"test": 0.2, "seed": 1}\'.')
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), help="Where to train (default auto).")
 @click.option("--wait", "wait_", is_flag=True, help="Follow the job until it ends (service only).")
 @click.option("--idempotency-key", help="Resubmitting with the same key returns the same job.")
 @click.option("--warm-start", help="mlp only: continue from a version, e.g. 'flowers:3' (service only).")
 @home_option
 @http_options
-def train(local: bool, data: Path | None, dataset: str | None, target: str, algorithm: str, model_name: str,
-          task: str | None, features: str | None, params: str | None, preprocessing: str | None,
-          split: str | None, device: str | None, wait_: bool, idempotency_key: str | None, warm_start: str | None,
-          home: Path, url: str, token: str | None, as_json: bool) -> None:
+def train(
+    local: bool,
+    data: Path | None,
+    dataset: str | None,
+    target: str,
+    algorithm: str,
+    model_name: str,
+    task: str | None,
+    features: str | None,
+    params: str | None,
+    preprocessing: str | None,
+    split: str | None,
+    device: str | None,
+    wait_: bool,
+    idempotency_key: str | None,
+    warm_start: str | None,
+    home: Path,
+    url: str,
+    token: str | None,
+    as_json: bool,
+) -> None:
     """Train a model on a CSV and register it as the next version of --model."""
     options: dict[str, Any] = {
-        "target": target, "algorithm": algorithm, "task": task,
+        "target": target,
+        "algorithm": algorithm,
+        "task": task,
         "features": [f.strip() for f in features.split(",") if f.strip()] if features else None,
-        "params": json_object("--params", params), "preprocessing": json_object("--preprocessing", preprocessing),
+        "params": json_object("--params", params),
+        "preprocessing": json_object("--preprocessing", preprocessing),
         "split": json_object("--split", split),
     }
     if local:
@@ -98,8 +118,14 @@ def train(local: bool, data: Path | None, dataset: str | None, target: str, algo
         if data is not None:
             dataset = dataset_for(client, data)  # an identical earlier upload (same sha256) is reused
         assert dataset is not None
-        job = client.train(model_name, dataset, device=device, idempotency_key=idempotency_key,
-                           warm_start=_warm_start(warm_start), **options)
+        job = client.train(
+            model_name,
+            dataset,
+            device=device,
+            idempotency_key=idempotency_key,
+            warm_start=_warm_start(warm_start),
+            **options,
+        )
         if not wait_:
             out(job)
             click.echo(f"queued job {job['id']}; follow it with: mlq watch {job['id']}", err=True)
@@ -110,15 +136,25 @@ def train(local: bool, data: Path | None, dataset: str | None, target: str, algo
 
 @cli.command()
 @click.argument("model")
-@click.option("--input", "input_path", required=True,
-              help="JSON file of rows (a list, or {\"inputs\": [...]}); - for stdin.")
+@click.option(
+    "--input", "input_path", required=True, help='JSON file of rows (a list, or {"inputs": [...]}); - for stdin.'
+)
 @click.option("--version", "version", help="A version number or alias (default: production, else latest).")
-@click.option("--postprocess", help="JSON, e.g. '{\"output\": \"both\", \"top_k\": 2}'.")
+@click.option("--postprocess", help='JSON, e.g. \'{"output": "both", "top_k": 2}\'.')
 @click.option("--local", is_flag=True, help="Predict in this process from the local artifact store.")
 @home_option
 @http_options
-def predict(model: str, input_path: str, version: str | None, postprocess: str | None, local: bool, home: Path,
-            url: str, token: str | None, as_json: bool) -> None:
+def predict(
+    model: str,
+    input_path: str,
+    version: str | None,
+    postprocess: str | None,
+    local: bool,
+    home: Path,
+    url: str,
+    token: str | None,
+    as_json: bool,
+) -> None:
     """Predict rows with a model and print {"model", "version", "predictions"}."""
     rows = read_rows(input_path)
     post = json_object("--postprocess", postprocess)
@@ -133,22 +169,46 @@ def predict(model: str, input_path: str, version: str | None, postprocess: str |
 
 @cli.command("batch-predict")
 @click.argument("model")
-@click.option("--data", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="A CSV file: uploaded, then scored.")
+@click.option(
+    "--data", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="A CSV file: uploaded, then scored."
+)
 @click.option("--dataset", help="The id of an uploaded dataset instead.")
-@click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False, path_type=Path),
-              help="Where to write the predictions.")
+@click.option(
+    "--out",
+    "out_path",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Where to write the predictions.",
+)
 @click.option("--version", "version", help="A version number or alias (default: production, else latest).")
-@click.option("--output", type=click.Choice(["label", "proba", "both"]),
-              help="Classification: the label, one probability column per class, or both (default).")
+@click.option(
+    "--output",
+    type=click.Choice(["label", "proba", "both"]),
+    help="Classification: the label, one probability column per class, or both (default).",
+)
 @click.option("--columns", help="Comma-separated dataset columns copied into the output first, e.g. an id.")
-@click.option("--format", "fmt", type=click.Choice(["csv", "parquet"]),
-              help="Default: parquet when --out ends in .parquet, else csv.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["csv", "parquet"]),
+    help="Default: parquet when --out ends in .parquet, else csv.",
+)
 @click.option("--idempotency-key", help="Resubmitting with the same key returns the same job.")
 @http_options
-def batch_predict(model: str, data: Path | None, dataset: str | None, out_path: Path, version: str | None,
-                  output: str | None, columns: str | None, fmt: str | None, idempotency_key: str | None, url: str,
-                  token: str | None, as_json: bool) -> None:
+def batch_predict(
+    model: str,
+    data: Path | None,
+    dataset: str | None,
+    out_path: Path,
+    version: str | None,
+    output: str | None,
+    columns: str | None,
+    fmt: str | None,
+    idempotency_key: str | None,
+    url: str,
+    token: str | None,
+    as_json: bool,
+) -> None:
     """Score a whole CSV on the batch workers: upload, run, follow, download to --out."""
     if bool(data) == bool(dataset):
         raise UsageProblem("give exactly one of --data FILE.csv (uploaded first) or --dataset ID")
@@ -157,9 +217,15 @@ def batch_predict(model: str, data: Path | None, dataset: str | None, out_path: 
         if data is not None:
             dataset = dataset_for(client, data)  # an identical earlier upload is reused (same sha256)
         assert dataset is not None
-        job = client.batch_predict(model, dataset, version=version, postprocess={"output": output} if output else None,
-                                   columns=[c.strip() for c in columns.split(",") if c.strip()] if columns else None,
-                                   format=fmt, idempotency_key=idempotency_key)
+        job = client.batch_predict(
+            model,
+            dataset,
+            version=version,
+            postprocess={"output": output} if output else None,
+            columns=[c.strip() for c in columns.split(",") if c.strip()] if columns else None,
+            format=fmt,
+            idempotency_key=idempotency_key,
+        )
         click.echo(f"queued job {job['id']}", err=True)
         finish(client, job, as_json)  # exits 1 unless it succeeded
         client.download_output(job["id"], out_path)
@@ -179,27 +245,52 @@ def _warm_start(raw: str | None) -> dict[str, Any] | None:
 @click.option("--target", required=True, help="The column to predict.")
 @click.option("--model", "model_name", required=True, help="The best trial is registered as a version of it.")
 @click.option("--algorithm", help="The algorithm whose params --search varies.")
-@click.option("--search", "space", help="""A grid '{"lr": [0.01, 0.001]}' or '{"strategy": "random", "trials": 20,
-              "seed": 0, "space": {"lr": {"log_uniform": [1e-4, 0.1]}}}'.""")
-@click.option("--algorithms", help="""Several algorithms, each with its space: '{"logistic_regression": {"C": [0.1, 1]},
-              "random_forest": {}}'.""")
+@click.option(
+    "--search",
+    "space",
+    help="""A grid '{"lr": [0.01, 0.001]}' or '{"strategy": "random", "trials": 20,
+              "seed": 0, "space": {"lr": {"log_uniform": [1e-4, 0.1]}}}'.""",
+)
+@click.option(
+    "--algorithms",
+    help="""Several algorithms, each with its space: '{"logistic_regression": {"C": [0.1, 1]},
+              "random_forest": {}}'.""",
+)
 @click.option("--params", help="Fixed params of every trial, as JSON.")
 @click.option("--metric", help="What to optimise (default f1, or rmse for regression).")
 @click.option("--direction", type=click.Choice(["maximize", "minimize"]), help="Default: the metric's own.")
 @click.option("--rank-by", type=click.Choice(["cv", "test"]), help="Default: cv when --split has cv.")
 @click.option("--task", type=click.Choice(["classification", "regression"]), help="Default: inferred.")
 @click.option("--features", help="Comma-separated feature columns (default: all but the target).")
-@click.option("--preprocessing", help="JSON, e.g. '{\"missing\": \"drop\"}'.")
+@click.option("--preprocessing", help='JSON, e.g. \'{"missing": "drop"}\'.')
 @click.option("--split", help="JSON, e.g. '{\"cv\": 5}' to rank trials by their 5-fold CV mean.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]))
 @click.option("--wait", "wait_", is_flag=True, help="Follow the search with a live table of its trials.")
 @click.option("--idempotency-key", help="Resubmitting with the same key returns the same search.")
 @http_options
-def search(data: Path | None, dataset: str | None, target: str, model_name: str, algorithm: str | None,
-           space: str | None, algorithms: str | None, params: str | None, metric: str | None,
-           direction: str | None, rank_by: str | None, task: str | None, features: str | None,
-           preprocessing: str | None, split: str | None, device: str | None, wait_: bool,
-           idempotency_key: str | None, url: str, token: str | None, as_json: bool) -> None:
+def search(
+    data: Path | None,
+    dataset: str | None,
+    target: str,
+    model_name: str,
+    algorithm: str | None,
+    space: str | None,
+    algorithms: str | None,
+    params: str | None,
+    metric: str | None,
+    direction: str | None,
+    rank_by: str | None,
+    task: str | None,
+    features: str | None,
+    preprocessing: str | None,
+    split: str | None,
+    device: str | None,
+    wait_: bool,
+    idempotency_key: str | None,
+    url: str,
+    token: str | None,
+    as_json: bool,
+) -> None:
     """Search hyperparameters: one training per trial over the train workers; the best is registered."""
     from mlqueue.search_view import follow_search  # rich: only for this command
 
@@ -210,12 +301,23 @@ def search(data: Path | None, dataset: str | None, target: str, model_name: str,
             dataset = dataset_for(client, data)  # an identical earlier upload is reused (same sha256)
         assert dataset is not None
         job = client.search(
-            model_name, dataset, target, algorithm, json_object("--search", space),
-            algorithms=json_object("--algorithms", algorithms), params=json_object("--params", params),
-            metric=metric, direction=direction, rank_by=rank_by, task=task,
+            model_name,
+            dataset,
+            target,
+            algorithm,
+            json_object("--search", space),
+            algorithms=json_object("--algorithms", algorithms),
+            params=json_object("--params", params),
+            metric=metric,
+            direction=direction,
+            rank_by=rank_by,
+            task=task,
             features=[f.strip() for f in features.split(",") if f.strip()] if features else None,
-            preprocessing=json_object("--preprocessing", preprocessing), split=json_object("--split", split),
-            device=device, idempotency_key=idempotency_key)
+            preprocessing=json_object("--preprocessing", preprocessing),
+            split=json_object("--split", split),
+            device=device,
+            idempotency_key=idempotency_key,
+        )
         if not wait_:
             out(job)
             click.echo(f"queued search {job['id']}; follow it with: mlq watch {job['id']}", err=True)
@@ -248,8 +350,16 @@ def jobs() -> None:
 @click.option("--limit", type=click.IntRange(1, 10_000), default=20, show_default=True)
 @click.option("--follow", is_flag=True, help="Then print each change of any of your jobs as it happens (Ctrl-C ends).")
 @http_options
-def jobs_list(status: str | None, type_: str | None, model: str | None, limit: int, follow: bool, url: str,
-              token: str | None, as_json: bool) -> None:
+def jobs_list(
+    status: str | None,
+    type_: str | None,
+    model: str | None,
+    limit: int,
+    follow: bool,
+    url: str,
+    token: str | None,
+    as_json: bool,
+) -> None:
     """The newest jobs first."""
     with Client(url, token) as client:
         items = list(client.list_jobs(status=status, type=type_, model=model, limit=limit))
@@ -259,18 +369,35 @@ def jobs_list(status: str | None, type_: str | None, model: str | None, limit: i
             for item in items:
                 click.echo(json.dumps(item))
         else:
-            table([[j["id"], j["status"], j["type"], j.get("model"), j.get("created_at"),
-                    epoch_text(j.get("progress") or {})] for j in items],
-                  ["ID", "STATUS", "TYPE", "MODEL", "CREATED", "PROGRESS"])
+            table(
+                [
+                    [
+                        j["id"],
+                        j["status"],
+                        j["type"],
+                        j.get("model"),
+                        j.get("created_at"),
+                        epoch_text(j.get("progress") or {}),
+                    ]
+                    for j in items
+                ],
+                ["ID", "STATUS", "TYPE", "MODEL", "CREATED", "PROGRESS"],
+            )
         if follow:
             try:
                 for change in client.tenant_events():
-                    if (status and change["status"] != status) or (type_ and change["type"] != type_) or \
-                            (model and change.get("model") != model):
+                    if (
+                        (status and change["status"] != status)
+                        or (type_ and change["type"] != type_)
+                        or (model and change.get("model") != model)
+                    ):
                         continue
-                    click.echo(json.dumps(change) if as_json else
-                               f"{change['id']}  {change['status']}  {change['type']}  {change.get('model') or ''}  "
-                               f"{epoch_text(change.get('progress') or {})}".rstrip())
+                    click.echo(
+                        json.dumps(change)
+                        if as_json
+                        else f"{change['id']}  {change['status']}  {change['type']}  {change.get('model') or ''}  "
+                        f"{epoch_text(change.get('progress') or {})}".rstrip()
+                    )
             except KeyboardInterrupt:
                 return None
     return None
@@ -320,8 +447,10 @@ def datasets_list(url: str, token: str | None, as_json: bool) -> None:
         items = client.list_datasets()
     if as_json:
         return out(items)
-    table([[d["id"], d.get("name"), d.get("rows"), len(d.get("columns") or []), d.get("created_at")] for d in items],
-          ["ID", "NAME", "ROWS", "COLUMNS", "CREATED"])
+    table(
+        [[d["id"], d.get("name"), d.get("rows"), len(d.get("columns") or []), d.get("created_at")] for d in items],
+        ["ID", "NAME", "ROWS", "COLUMNS", "CREATED"],
+    )
 
 
 class ModelsGroup(click.Group):
@@ -360,9 +489,13 @@ def models_show(name: str, url: str, token: str | None, as_json: bool) -> None:
     if as_json:
         return out(model)
     click.echo(f"{model['name']}  latest {model.get('latest_version')}  aliases: {_aliases(model) or '-'}")
-    table([[v.get("version"), v.get("algorithm"), v.get("task"), _metrics(v.get("metrics") or {}),
-            v.get("created_at")] for v in model.get("versions", [])],
-          ["VERSION", "ALGORITHM", "TASK", "METRICS", "CREATED"])
+    table(
+        [
+            [v.get("version"), v.get("algorithm"), v.get("task"), _metrics(v.get("metrics") or {}), v.get("created_at")]
+            for v in model.get("versions", [])
+        ],
+        ["VERSION", "ALGORITHM", "TASK", "METRICS", "CREATED"],
+    )
 
 
 def _metrics(metrics: dict[str, Any]) -> str:
@@ -375,8 +508,9 @@ def _metrics(metrics: dict[str, Any]) -> str:
 @click.argument("version", type=int, required=False)
 @click.option("--delete", is_flag=True, help="Remove the alias instead.")
 @http_options
-def models_alias(name: str, alias: str, version: int | None, delete: bool, url: str, token: str | None,
-                 as_json: bool) -> None:
+def models_alias(
+    name: str, alias: str, version: int | None, delete: bool, url: str, token: str | None, as_json: bool
+) -> None:
     """Point ALIAS (production, staging, ...) of model NAME at VERSION, or --delete it."""
     if delete == (version is not None):
         raise UsageProblem("give either a VERSION or --delete")
@@ -394,13 +528,25 @@ def models_alias(name: str, alias: str, version: int | None, delete: bool, url: 
 @click.option("--method", required=True, type=click.Choice(["quantize_dynamic", "prune", "distill", "export"]))
 @click.option("--params", help="The method's parameters as JSON, e.g. '{\"amount\": 0.5}' for prune.")
 @click.option("--format", "format_", type=click.Choice(["onnx", "torchscript"]), help="export: the file format.")
-@click.option("--download", type=click.Path(dir_okay=False, path_type=Path),
-              help="export: save the exported file here once the job succeeded.")
+@click.option(
+    "--download",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="export: save the exported file here once the job succeeded.",
+)
 @click.option("--idempotency-key", help="Resubmitting with the same key returns the same job.")
 @http_options
-def optimize(model: str, version: int, method: str, params: str | None, format_: str | None,
-             download: Path | None, idempotency_key: str | None, url: str, token: str | None,
-             as_json: bool) -> None:
+def optimize(
+    model: str,
+    version: int,
+    method: str,
+    params: str | None,
+    format_: str | None,
+    download: Path | None,
+    idempotency_key: str | None,
+    url: str,
+    token: str | None,
+    as_json: bool,
+) -> None:
     """Optimise VERSION of MODEL into a new version and print parent beside child (size, latency, metrics)."""
     from mlqueue.comparison import comparison_rows, summary
 
@@ -429,8 +575,13 @@ def optimize(model: str, version: int, method: str, params: str | None, format_:
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True)
 @click.option("--workers", type=click.IntRange(1, 64), default=2, show_default=True, help="gunicorn processes.")
-@click.option("--worker-class", type=click.Choice(["gevent", "gthread"]), default="gevent", show_default=True,
-              help="gevent: a waiting request or event stream costs a greenlet; gthread: it holds one of 16 threads.")
+@click.option(
+    "--worker-class",
+    type=click.Choice(["gevent", "gthread"]),
+    default="gevent",
+    show_default=True,
+    help="gevent: a waiting request or event stream costs a greenlet; gthread: it holds one of 16 threads.",
+)
 def api(host: str, port: int, workers: int, worker_class: str) -> None:
     """Serve the REST API with gunicorn (settings from MLQ_* variables)."""
     from mlqueue.dev import gunicorn_argv
@@ -441,11 +592,13 @@ def api(host: str, port: int, workers: int, worker_class: str) -> None:
 
 @cli.command()
 @click.option("--queues", default="train,inference", show_default=True, help="Comma-separated queues to consume.")
-@click.option("--devices", default="auto", show_default=True,
-              help="auto (every GPU, else one CPU worker), cpu, cpu:N (N CPU worker processes), or GPU indexes "
-                   "like 0,1.")
-@click.option("--concurrency", type=click.IntRange(1, 256), default=1, show_default=True,
-              help="Processes per device.")
+@click.option(
+    "--devices",
+    default="auto",
+    show_default=True,
+    help="auto (every GPU, else one CPU worker), cpu, cpu:N (N CPU worker processes), or GPU indexes like 0,1.",
+)
+@click.option("--concurrency", type=click.IntRange(1, 256), default=1, show_default=True, help="Processes per device.")
 @click.option("--loglevel", default="info", show_default=True)
 def worker(queues: str, devices: str, concurrency: int, loglevel: str) -> None:
     """Run Celery workers, one process per device, with CUDA_VISIBLE_DEVICES pinned before torch loads."""

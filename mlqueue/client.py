@@ -1,10 +1,10 @@
 """The Python client of the mlqueue REST API (API.md), on httpx. Torch-free: importable anywhere.
 
-    from mlqueue import Client
-    c = Client("http://127.0.0.1:8000", token="...")
-    ds = c.upload_dataset("penguins.csv")
-    job = c.wait(c.train("penguins", ds["id"], target="species", algorithm="mlp")["id"])
-    print(c.predict("penguins", [{"bill_length_mm": 39.1, "island": "Torgersen"}], wait=30)["result"])
+from mlqueue import Client
+c = Client("http://127.0.0.1:8000", token="...")
+ds = c.upload_dataset("penguins.csv")
+job = c.wait(c.train("penguins", ds["id"], target="species", algorithm="mlp")["id"])
+print(c.predict("penguins", [{"bill_length_mm": 39.1, "island": "Torgersen"}], wait=30)["result"])
 """
 
 from __future__ import annotations
@@ -50,8 +50,14 @@ class Client:
     `max_retries` times on connection errors, 429 and 502-504, honouring Retry-After.
     """
 
-    def __init__(self, url: str = DEFAULT_URL, token: str | None = None, timeout: float = 30.0,
-                 max_retries: int = 2, transport: httpx.BaseTransport | None = None) -> None:
+    def __init__(
+        self,
+        url: str = DEFAULT_URL,
+        token: str | None = None,
+        timeout: float = 30.0,
+        max_retries: int = 2,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
         headers = {"Accept": "application/json", "User-Agent": "mlqueue-client/0.1"}
         if token:
             headers["Authorization"] = f"Bearer {token}"
@@ -71,8 +77,9 @@ class Client:
 
     # -- transport -------------------------------------------------------------------------------------------
 
-    def _request(self, method: str, path: str, *, retry: bool | None = None, wait: float | None = None,
-                 **kwargs: Any) -> httpx.Response:
+    def _request(
+        self, method: str, path: str, *, retry: bool | None = None, wait: float | None = None, **kwargs: Any
+    ) -> httpx.Response:
         if retry is None:
             retry = method in ("GET", "PUT", "DELETE")
         if wait is not None:
@@ -89,8 +96,13 @@ class Client:
                     attempt += 1
                     time.sleep(min(0.5 * 2**attempt, 5.0))
                     continue
-                raise Unreachable(None, {"title": f"cannot reach mlqueue at {self.url}",
-                                         "detail": f"cannot reach mlqueue at {self.url}: {exc}"}) from None
+                raise Unreachable(
+                    None,
+                    {
+                        "title": f"cannot reach mlqueue at {self.url}",
+                        "detail": f"cannot reach mlqueue at {self.url}: {exc}",
+                    },
+                ) from None
             if response.status_code in RETRY_STATUSES and retry and attempt < self.max_retries:
                 attempt += 1
                 time.sleep(retry_after(response, min(0.5 * 2**attempt, 5.0)))
@@ -154,26 +166,61 @@ class Client:
 
     # -- jobs ----------------------------------------------------------------------------------------------------
 
-    def train(self, model: str, dataset: str, target: str, algorithm: str, task: str | None = None,
-              features: list[str] | None = None, params: dict[str, Any] | None = None,
-              preprocessing: dict[str, Any] | None = None, split: dict[str, Any] | None = None,
-              device: str | None = None, wait: float | None = None,
-              idempotency_key: str | None = None, warm_start: dict[str, Any] | None = None) -> dict[str, Any]:
+    def train(
+        self,
+        model: str,
+        dataset: str,
+        target: str,
+        algorithm: str,
+        task: str | None = None,
+        features: list[str] | None = None,
+        params: dict[str, Any] | None = None,
+        preprocessing: dict[str, Any] | None = None,
+        split: dict[str, Any] | None = None,
+        device: str | None = None,
+        wait: float | None = None,
+        idempotency_key: str | None = None,
+        warm_start: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
         """Submit a training job; returns the job (final if it ended within `wait` seconds, at most 30).
 
         `warm_start={"model": name, "version": 3}` continues an mlp from that version's weights."""
-        body = {"model": model, "dataset": dataset, "target": target, "algorithm": algorithm, "task": task,
-                "features": features, "params": params, "preprocessing": preprocessing, "split": split,
-                "device": device, "warm_start": warm_start}
+        body = {
+            "model": model,
+            "dataset": dataset,
+            "target": target,
+            "algorithm": algorithm,
+            "task": task,
+            "features": features,
+            "params": params,
+            "preprocessing": preprocessing,
+            "split": split,
+            "device": device,
+            "warm_start": warm_start,
+        }
         return self._create_job("/v1/jobs/train", body, wait, idempotency_key)
 
-    def search(self, model: str, dataset: str, target: str, algorithm: str | None = None,
-               search: dict[str, Any] | None = None, *, algorithms: dict[str, Any] | None = None,
-               params: dict[str, Any] | None = None, metric: str | None = None, direction: str | None = None,
-               rank_by: str | None = None, task: str | None = None, features: list[str] | None = None,
-               preprocessing: dict[str, Any] | None = None, split: dict[str, Any] | None = None,
-               device: str | None = None, wait: float | None = None,
-               idempotency_key: str | None = None) -> dict[str, Any]:
+    def search(
+        self,
+        model: str,
+        dataset: str,
+        target: str,
+        algorithm: str | None = None,
+        search: dict[str, Any] | None = None,
+        *,
+        algorithms: dict[str, Any] | None = None,
+        params: dict[str, Any] | None = None,
+        metric: str | None = None,
+        direction: str | None = None,
+        rank_by: str | None = None,
+        task: str | None = None,
+        features: list[str] | None = None,
+        preprocessing: dict[str, Any] | None = None,
+        split: dict[str, Any] | None = None,
+        device: str | None = None,
+        wait: float | None = None,
+        idempotency_key: str | None = None,
+    ) -> dict[str, Any]:
         """Submit a hyperparameter search; returns the search job. Its trials run as train jobs on every train
         worker; `result(job_id)` gives the trial table and the version registered from the best trial.
 
@@ -181,28 +228,59 @@ class Client:
             c.search("iris", ds, "species", algorithms={"logistic_regression": {"C": [0.1, 1]},
                      "random_forest": {"n_estimators": [50, 200]}}, split={"cv": 5})
         """
-        body = {"model": model, "dataset": dataset, "target": target, "algorithm": algorithm, "search": search,
-                "algorithms": algorithms, "params": params, "metric": metric, "direction": direction,
-                "rank_by": rank_by, "task": task, "features": features, "preprocessing": preprocessing,
-                "split": split, "device": device}
+        body = {
+            "model": model,
+            "dataset": dataset,
+            "target": target,
+            "algorithm": algorithm,
+            "search": search,
+            "algorithms": algorithms,
+            "params": params,
+            "metric": metric,
+            "direction": direction,
+            "rank_by": rank_by,
+            "task": task,
+            "features": features,
+            "preprocessing": preprocessing,
+            "split": split,
+            "device": device,
+        }
         return self._create_job("/v1/jobs/search", body, wait, idempotency_key)
 
-    def predict(self, model: str, inputs: list[Any], version: str | int | None = None,
-                postprocess: dict[str, Any] | None = None, wait: float | None = None,
-                idempotency_key: str | None = None) -> dict[str, Any]:
+    def predict(
+        self,
+        model: str,
+        inputs: list[Any],
+        version: str | int | None = None,
+        postprocess: dict[str, Any] | None = None,
+        wait: float | None = None,
+        idempotency_key: str | None = None,
+    ) -> dict[str, Any]:
         """Submit a prediction job on raw rows; returns the job (its `result` is set once it succeeded)."""
         body = {"version": version, "inputs": inputs, "postprocess": postprocess}
         return self._create_job(f"/v1/models/{model}/predict", body, wait, idempotency_key)
 
-    def batch_predict(self, model: str, dataset: str, version: str | int | None = None,
-                      postprocess: dict[str, Any] | None = None, columns: list[str] | None = None,
-                      format: str | None = None, wait: float | None = None,
-                      idempotency_key: str | None = None) -> dict[str, Any]:
+    def batch_predict(
+        self,
+        model: str,
+        dataset: str,
+        version: str | int | None = None,
+        postprocess: dict[str, Any] | None = None,
+        columns: list[str] | None = None,
+        format: str | None = None,
+        wait: float | None = None,
+        idempotency_key: str | None = None,
+    ) -> dict[str, Any]:
         """Score a whole uploaded dataset on the batch workers; returns the job. Once it succeeded, fetch the
         file with `download_output(job_id, path)`. `columns` are copied into the output first (e.g. an id);
         `format` is "csv" (default) or "parquet"."""
-        body = {"version": version, "dataset": dataset, "postprocess": postprocess, "columns": columns,
-                "format": format}
+        body = {
+            "version": version,
+            "dataset": dataset,
+            "postprocess": postprocess,
+            "columns": columns,
+            "format": format,
+        }
         return self._create_job(f"/v1/models/{model}/batch-predict", body, wait, idempotency_key)
 
     def download_output(self, job_id: str, path: str | Path) -> Path:
@@ -222,38 +300,61 @@ class Client:
                         size += len(block)
                 expected = response.headers.get("Content-Length")
                 if expected is not None and int(expected) != size:
-                    raise Unreachable(None, {"title": f"the download of job {job_id}'s output broke off",
-                                             "detail": f"got {size} of {expected} bytes; download it again"})
+                    raise Unreachable(
+                        None,
+                        {
+                            "title": f"the download of job {job_id}'s output broke off",
+                            "detail": f"got {size} of {expected} bytes; download it again",
+                        },
+                    )
         except httpx.TransportError as exc:
             tmp.unlink(missing_ok=True)
-            raise Unreachable(None, {"title": f"cannot reach mlqueue at {self.url}",
-                                     "detail": f"cannot reach mlqueue at {self.url}: {exc}"}) from None
+            raise Unreachable(
+                None,
+                {
+                    "title": f"cannot reach mlqueue at {self.url}",
+                    "detail": f"cannot reach mlqueue at {self.url}: {exc}",
+                },
+            ) from None
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
         tmp.replace(path)
         return path
 
-    def optimize(self, model: str, version: int, method: str, params: dict[str, Any] | None = None,
-                 wait: float | None = None, idempotency_key: str | None = None) -> dict[str, Any]:
+    def optimize(
+        self,
+        model: str,
+        version: int,
+        method: str,
+        params: dict[str, Any] | None = None,
+        wait: float | None = None,
+        idempotency_key: str | None = None,
+    ) -> dict[str, Any]:
         """Submit an optimize job (quantize_dynamic, prune, distill, export) of one version; returns the job.
         Its result, once it succeeded, has the new `version` and the `comparison` with its parent."""
         body = {**(params or {}), "method": method}
-        return self._create_job(f"/v1/models/{model}/versions/{int(version)}/optimize", body, wait,
-                                idempotency_key)
+        return self._create_job(f"/v1/models/{model}/versions/{int(version)}/optimize", body, wait, idempotency_key)
 
     def _create_job(self, path: str, body: dict[str, Any], wait: float | None, key: str | None) -> dict[str, Any]:
         body = {k: v for k, v in body.items() if v is not None}
         # A key of our own makes a retried POST return the same job instead of queueing a second one.
         headers = {"Idempotency-Key": key or uuid.uuid4().hex}
-        return self._object("POST", path, json=body, headers=headers, params=self._wait_param(wait),
-                            retry=True, wait=wait)
+        return self._object(
+            "POST", path, json=body, headers=headers, params=self._wait_param(wait), retry=True, wait=wait
+        )
 
     def get_job(self, job_id: str, wait: float | None = None) -> dict[str, Any]:
         return self._object("GET", f"/v1/jobs/{job_id}", params=self._wait_param(wait), wait=wait)
 
-    def list_jobs(self, status: str | None = None, type: str | None = None, model: str | None = None,
-                  limit: int | None = None, page_size: int = 50) -> Iterator[dict[str, Any]]:
+    def list_jobs(
+        self,
+        status: str | None = None,
+        type: str | None = None,
+        model: str | None = None,
+        limit: int | None = None,
+        page_size: int = 50,
+    ) -> Iterator[dict[str, Any]]:
         """Iterate over the tenant's jobs, newest first, page by page (at most `limit` of them)."""
         params = {"status": status, "type": type, "model": model, "limit": page_size}
         return self._pages("/v1/jobs", params, limit)
@@ -262,8 +363,14 @@ class Client:
         """Ask a job to stop; returns the job. A job already final raises Conflict."""
         return self._object("POST", f"/v1/jobs/{job_id}/cancel", retry=True)
 
-    def wait(self, job_id: str, timeout: float | None = None, poll: float = 1.0, step: float = MAX_WAIT_S,
-             on_progress: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    def wait(
+        self,
+        job_id: str,
+        timeout: float | None = None,
+        poll: float = 1.0,
+        step: float = MAX_WAIT_S,
+        on_progress: Callable[[dict[str, Any]], None] | None = None,
+    ) -> dict[str, Any]:
         """Block until the job is final and return it, whatever its status; WaitTimeout after `timeout` s.
 
         Each request asks the server to hold it for up to `step` seconds (?wait=, at most 30), so a finished job
@@ -322,8 +429,9 @@ class Client:
                 headers["Last-Event-ID"] = last_event_id
             try:
                 # No read timeout: the server sends a comment every 15 s, and a dead connection is a read error.
-                with self._http.stream("GET", path, headers=headers,
-                                       timeout=httpx.Timeout(self.timeout, read=60.0)) as response:
+                with self._http.stream(
+                    "GET", path, headers=headers, timeout=httpx.Timeout(self.timeout, read=60.0)
+                ) as response:
                     if response.status_code >= 400:
                         response.read()
                         raise error_for(response.status_code, _problem(response))
@@ -336,12 +444,18 @@ class Client:
             except httpx.TransportError as exc:
                 failures += 1
                 if failures > reconnects:
-                    raise Unreachable(None, {"title": f"cannot reach mlqueue at {self.url}",
-                                             "detail": f"the event stream of {path} broke: {exc}"}) from None
+                    raise Unreachable(
+                        None,
+                        {
+                            "title": f"cannot reach mlqueue at {self.url}",
+                            "detail": f"the event stream of {path} broke: {exc}",
+                        },
+                    ) from None
                 time.sleep(min(0.5 * 2**failures, 5.0))
 
-    def follow(self, job_id: str, on_progress: Callable[[dict[str, Any]], None] | None = None,
-               timeout: float | None = None) -> dict[str, Any]:
+    def follow(
+        self, job_id: str, on_progress: Callable[[dict[str, Any]], None] | None = None, timeout: float | None = None
+    ) -> dict[str, Any]:
         """Like `wait()`, but fed by the job's event stream (every epoch arrives as it happens); falls back to
         waiting by polling when the server has no stream for this client (too many streams open, an old server)."""
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -379,8 +493,9 @@ class Client:
         return self._object("GET", f"/v1/models/{name}/versions/{version}")
 
     def set_alias(self, name: str, alias: str, version: int) -> dict[str, Any] | None:
-        body: dict[str, Any] | None = self._json("PUT", f"/v1/models/{name}/aliases/{alias}",
-                                                 json={"version": int(version)})
+        body: dict[str, Any] | None = self._json(
+            "PUT", f"/v1/models/{name}/aliases/{alias}", json={"version": int(version)}
+        )
         return body
 
     def delete_alias(self, name: str, alias: str) -> None:

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-ROWS = (("artifact_bytes", None, "artifact bytes"),
-        ("latency_ms", "1", "latency 1 row (ms)"), ("latency_ms", "64", "latency 64 rows (ms)"),
-        ("model_latency_ms", "1", "model 1 row (ms)"), ("model_latency_ms", "64", "model 64 rows (ms)"))
+ROWS = (
+    ("artifact_bytes", None, "artifact bytes"),
+    ("latency_ms", "1", "latency 1 row (ms)"),
+    ("latency_ms", "64", "latency 64 rows (ms)"),
+    ("model_latency_ms", "1", "model 1 row (ms)"),
+    ("model_latency_ms", "64", "model 64 rows (ms)"),
+)
 METRICS = ("accuracy", "f1", "roc_auc", "precision", "recall", "rmse", "mae", "r2")
 
 

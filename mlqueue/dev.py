@@ -81,8 +81,20 @@ def gunicorn_config_path() -> str:
 
 def gunicorn_argv(host: str, port: int, workers: int, worker_class: str = "gevent") -> list[str]:
     """The API under gunicorn with api/gunicorn_conf.py: gevent workers, so a waiting request costs a greenlet."""
-    return [sys.executable, "-m", "gunicorn", "-c", gunicorn_config_path(), "-w", str(workers),
-            "-k", worker_class, "-b", f"{host}:{port}", "api.wsgi:app"]
+    return [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "-c",
+        gunicorn_config_path(),
+        "-w",
+        str(workers),
+        "-k",
+        worker_class,
+        "-b",
+        f"{host}:{port}",
+        "api.wsgi:app",
+    ]
 
 
 def redis_answers(url: str) -> bool:
@@ -111,12 +123,17 @@ def start_redis() -> tuple[subprocess.Popen[bytes], str]:
     """A throwaway redis-server on a free port (nothing saved to disk); returns it and its URL."""
     exe = shutil.which("redis-server")
     if exe is None:
-        raise DevError("no Redis answers and redis-server is not installed. Install it (Debian/Ubuntu: "
-                       "`sudo apt-get install redis-server`, macOS: `brew install redis`), or run one with "
-                       "`docker run -d -p 6379:6379 redis:7`, or point MLQ_REDIS_URL at a Redis you have")
+        raise DevError(
+            "no Redis answers and redis-server is not installed. Install it (Debian/Ubuntu: "
+            "`sudo apt-get install redis-server`, macOS: `brew install redis`), or run one with "
+            "`docker run -d -p 6379:6379 redis:7`, or point MLQ_REDIS_URL at a Redis you have"
+        )
     port = free_port()
-    proc = subprocess.Popen([exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                             "--loglevel", "warning"], stdout=sys.stderr, process_group=0)
+    proc = subprocess.Popen(
+        [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--loglevel", "warning"],
+        stdout=sys.stderr,
+        process_group=0,
+    )
     url = f"redis://127.0.0.1:{port}/0"
     deadline = time.monotonic() + 10
     while not redis_answers(url):
@@ -222,23 +239,31 @@ def run_dev(host: str = "127.0.0.1", port: int = 8000, env: Mapping[str, str] | 
         home.mkdir(parents=True, exist_ok=True)
         env.update(MLQ_REDIS_URL=redis_url, MLQ_HOME=str(home), PYTHONUNBUFFERED="1")
         mlq = [sys.executable, "-m", "mlqueue.cli"]
-        for name, argv in (("api", gunicorn_argv(host, port, 1)),
-                           ("train worker", [*mlq, "worker", "--queues", "train"]),
-                           ("inference worker", [*mlq, "worker", "--queues", "inference"]),
-                           ("batch worker", [*mlq, "worker", "--queues", "batch"])):
+        for name, argv in (
+            ("api", gunicorn_argv(host, port, 1)),
+            ("train worker", [*mlq, "worker", "--queues", "train"]),
+            ("inference worker", [*mlq, "worker", "--queues", "inference"]),
+            ("batch worker", [*mlq, "worker", "--queues", "batch"]),
+        ):
             # Children log to our stderr; our stdout carries only the lines below.
             proc = subprocess.Popen(argv, env=env, stdout=sys.stderr, process_group=0)
             children.append(Child(name, proc))
         url = f"http://{host}:{port}"
-        print(f"mlqueue dev\n  dashboard {url}/ui/\n  api       {url}\n  redis     {redis_url} {redis_note}\n"
-              f"  home      {home}\n"
-              f"try: curl -s {url}/readyz\n{activate_hint(env)}     MLQ_URL={url} mlq datasets upload data.csv\n"
-              "stop with Ctrl-C", flush=True)
+        print(
+            f"mlqueue dev\n  dashboard {url}/ui/\n  api       {url}\n  redis     {redis_url} {redis_note}\n"
+            f"  home      {home}\n"
+            f"try: curl -s {url}/readyz\n{activate_hint(env)}     MLQ_URL={url} mlq datasets upload data.csv\n"
+            "stop with Ctrl-C",
+            flush=True,
+        )
         if wait_ready(url, children, stopping):
             print(f"ready: {url}/readyz answers 200", flush=True)
         elif not stopping.is_set():
-            print(f"mlq dev: {url}/readyz is still not 200 after {READY_TIMEOUT_S:g} s; still waiting for the "
-                  "workers (see their logs above)", file=sys.stderr)
+            print(
+                f"mlq dev: {url}/readyz is still not 200 after {READY_TIMEOUT_S:g} s; still waiting for the "
+                "workers (see their logs above)",
+                file=sys.stderr,
+            )
         while not stopping.is_set():
             check_children(children)
             stopping.wait(0.5)

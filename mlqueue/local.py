@@ -21,16 +21,36 @@ def registry(home: Path, secret_key: str | None) -> ModelRegistry:
     return ModelRegistry(home.absolute() / "models", secret_key=secret_key or None)
 
 
-def train(home: Path, secret_key: str | None, data: Path, model_name: str, device: str,
-          on_progress: Callable[..., None], options: dict[str, Any]) -> dict[str, Any]:
+def train(
+    home: Path,
+    secret_key: str | None,
+    data: Path,
+    model_name: str,
+    device: str,
+    on_progress: Callable[..., None],
+    options: dict[str, Any],
+) -> dict[str, Any]:
     """Train and register a version; returns {"model", "version", "metrics", "epochs_run", "duration_s"}."""
-    result = train_model(data_path=data, model_name=model_name, registry=registry(home, secret_key), tenant=TENANT,
-                         device=device, on_progress=on_progress, **options)
+    result = train_model(
+        data_path=data,
+        model_name=model_name,
+        registry=registry(home, secret_key),
+        tenant=TENANT,
+        device=device,
+        on_progress=on_progress,
+        **options,
+    )
     return {k: result[k] for k in ("model", "version", "metrics", "epochs_run", "duration_s")}
 
 
-def predict(home: Path, secret_key: str | None, model: str, version: str | None, rows: list[Any],
-            postprocess: dict[str, Any] | None) -> dict[str, Any]:
+def predict(
+    home: Path,
+    secret_key: str | None,
+    model: str,
+    version: str | None,
+    rows: list[Any],
+    postprocess: dict[str, Any] | None,
+) -> dict[str, Any]:
     """Predict with a registered version (None: production alias, else latest); returns the result object."""
     predictor = Predictor.load(registry(home, secret_key), TENANT, model, version)
     return {"model": model, "version": predictor.version, "predictions": predictor.predict(rows, postprocess)}

@@ -83,7 +83,7 @@ class JobProgress:
         if self.live:
             width = shutil.get_terminal_size().columns - 1  # the last column would wrap on some terminals
             if len(text) > width:
-                text = text[:max(width - 1, 0)] + "…"
+                text = text[: max(width - 1, 0)] + "…"
             # Pad with spaces so a shorter line fully covers the previous one.
             self.stream.write("\r" + text.ljust(self._width))
             self._width = len(text)

@@ -31,19 +31,28 @@ def trials_table(job: dict[str, Any]) -> Table:
     if progress.get("message"):
         title += f" · {progress['message']}"
     table = Table(title=title, title_justify="left", expand=False)
-    for name, justify in (("#", "right"), ("algorithm", "left"), ("params", "left"), ("status", "left"),
-                          (f"{rank_by} {metric}".strip(), "right"), ("seconds", "right")):
+    for name, justify in (
+        ("#", "right"),
+        ("algorithm", "left"),
+        ("params", "left"),
+        ("status", "left"),
+        (f"{rank_by} {metric}".strip(), "right"),
+        ("seconds", "right"),
+    ):
         table.add_column(name, justify=justify)  # type: ignore[arg-type]
     best = result.get("best", {}) or progress.get("best") or {}
     for row in trials:
         status = row.get("status") or "queued"
         score = row.get("score")
         marker = " *" if best and row.get("trial") == best.get("trial") and score is not None else ""
-        table.add_row(str(row.get("trial")), str(row.get("algorithm")),
-                      json.dumps(row.get("params") or {}, separators=(",", ":")),
-                      f"[{STATUS_STYLE.get(status, '')}]{status}[/]",
-                      "" if score is None else f"{score:.4f}{marker}",
-                      "" if row.get("duration_s") is None else f"{row['duration_s']:.1f}")
+        table.add_row(
+            str(row.get("trial")),
+            str(row.get("algorithm")),
+            json.dumps(row.get("params") or {}, separators=(",", ":")),
+            f"[{STATUS_STYLE.get(status, '')}]{status}[/]",
+            "" if score is None else f"{score:.4f}{marker}",
+            "" if row.get("duration_s") is None else f"{row['duration_s']:.1f}",
+        )
     return table
 
 
@@ -66,8 +75,11 @@ def follow_search(client: Client, job: dict[str, Any], as_json: bool) -> None:
         Console(width=160).print(trials_table(job))
     result = job.get("result") or {}
     if job["status"] == "succeeded":
-        click.echo(f"registered {result.get('model')} version {result.get('version')} "
-                   f"(trial {(result.get('best') or {}).get('trial')})", err=True)
+        click.echo(
+            f"registered {result.get('model')} version {result.get('version')} "
+            f"(trial {(result.get('best') or {}).get('trial')})",
+            err=True,
+        )
         return
     error = job.get("error") or {}
     click.echo(f"error: search {job['id']} {job['status']}: {error.get('message', '')}", err=True)

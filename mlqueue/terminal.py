@@ -67,9 +67,11 @@ def local_module() -> Any:
     except ModuleNotFoundError as exc:
         if (exc.name or "").split(".")[0] not in WORKER_EXTRA:
             raise
-        raise UsageProblem(f"--local trains and predicts in this process and needs the training libraries "
-                           f"({exc.name} is not installed): pip install 'mlqueue[worker]', or drop --local to use "
-                           "the service") from None
+        raise UsageProblem(
+            f"--local trains and predicts in this process and needs the training libraries "
+            f"({exc.name} is not installed): pip install 'mlqueue[worker]', or drop --local to use "
+            "the service"
+        ) from None
     return local
 
 
@@ -116,7 +118,7 @@ def read_rows(path: str) -> list[Any]:
     if isinstance(data, dict):
         data = data.get("inputs")
     if not isinstance(data, list):
-        raise UsageProblem(f"--input {path} must hold a JSON list of rows (or {{\"inputs\": [...]}})")
+        raise UsageProblem(f'--input {path} must hold a JSON list of rows (or {{"inputs": [...]}})')
     return data
 
 
@@ -124,14 +126,20 @@ def http_options(f: Callable[..., Any]) -> Callable[..., Any]:
     """--url, --token and --json, on every command that talks to the service."""
     f = click.option("--json", "as_json", is_flag=True, help="Print exactly one JSON document (for scripts).")(f)
     f = click.option("--token", envvar="MLQ_TOKEN", default=None, help="Bearer token [env MLQ_TOKEN].")(f)
-    return click.option("--url", envvar="MLQ_URL", default=DEFAULT_URL, show_default=True,
-                        help="The mlqueue API [env MLQ_URL].")(f)
+    return click.option(
+        "--url", envvar="MLQ_URL", default=DEFAULT_URL, show_default=True, help="The mlqueue API [env MLQ_URL]."
+    )(f)
 
 
 def home_option(f: Callable[..., Any]) -> Callable[..., Any]:
-    return click.option("--home", envvar="MLQ_HOME", default=".mlqueue", show_default=True,
-                        type=click.Path(file_okay=False, path_type=Path),
-                        help="Artifact store for --local [env MLQ_HOME].")(f)
+    return click.option(
+        "--home",
+        envvar="MLQ_HOME",
+        default=".mlqueue",
+        show_default=True,
+        type=click.Path(file_okay=False, path_type=Path),
+        help="Artifact store for --local [env MLQ_HOME].",
+    )(f)
 
 
 def finish(client: Client, job: dict[str, Any], as_json: bool, show: str = "result") -> None:

@@ -62,11 +62,14 @@ class ArtifactStore(Protocol):
     def put_bytes(self, key: str, data: bytes) -> None: ...
     def get_file(self, key: str, dest: Path) -> None:
         """Write the object to `dest` (replaced whole); ArtifactMissing if there is none."""
+
     def get_bytes(self, key: str) -> bytes: ...
     def open(self, key: str) -> IO[bytes]:
         """A readable stream of the object, for serving it without a local copy."""
+
     def keys(self, prefix: str) -> list[str]:
         """Every key under `prefix` (a folder: '' or ending in '/'), sorted."""
+
     def delete(self, keys: list[str]) -> None: ...
 
 
@@ -151,11 +154,17 @@ class S3Store:
                 # Checksums only where the API requires them: we check every file's sha256 ourselves, and botocore's
                 # response-checksum wrapper hides an S3-compatible server's 5xx behind an AttributeError instead of
                 # retrying it (boto/boto3#4754, seen here with rclone under four concurrent writers).
-                config = Config(retries={"max_attempts": 5, "mode": "standard"}, connect_timeout=5, read_timeout=60,
-                                s3={"addressing_style": "path"}, response_checksum_validation="when_required",
-                                request_checksum_calculation="when_required")
-                self._client = boto3.session.Session().client("s3", endpoint_url=self.endpoint_url,
-                                                              region_name=region, config=config)
+                config = Config(
+                    retries={"max_attempts": 5, "mode": "standard"},
+                    connect_timeout=5,
+                    read_timeout=60,
+                    s3={"addressing_style": "path"},
+                    response_checksum_validation="when_required",
+                    request_checksum_calculation="when_required",
+                )
+                self._client = boto3.session.Session().client(
+                    "s3", endpoint_url=self.endpoint_url, region_name=region, config=config
+                )
                 self._pid = os.getpid()
             return self._client
 
@@ -179,8 +188,9 @@ class S3Store:
     def put_file(self, key: str, path: Path) -> None:
         with Path(path).open("rb") as fh:
             # upload_fileobj switches to a multipart upload for large files; the object appears whole either way.
-            self._call("write", key, lambda **kw: self.client.upload_fileobj(fh, kw["Bucket"], kw["Key"]),
-                        Key=self._key(key))
+            self._call(
+                "write", key, lambda **kw: self.client.upload_fileobj(fh, kw["Bucket"], kw["Key"]), Key=self._key(key)
+            )
 
     def put_bytes(self, key: str, data: bytes) -> None:
         self._call("write", key, self.client.put_object, Key=self._key(key), Body=data)
@@ -208,7 +218,7 @@ class S3Store:
         full = self.prefix + prefix
         keys: list[str] = []
         for page in self._pages(full):
-            keys.extend(item["Key"][len(self.prefix):] for item in page.get("Contents", []))
+            keys.extend(item["Key"][len(self.prefix) :] for item in page.get("Contents", []))
         return sorted(keys)
 
     def _pages(self, full_prefix: str) -> Iterator[dict[str, Any]]:
@@ -223,10 +233,11 @@ class S3Store:
 
     def delete(self, keys: list[str]) -> None:
         for start in range(0, len(keys), 1000):  # DeleteObjects takes at most 1000 keys
-            batch = [{"Key": self._key(k)} for k in keys[start:start + 1000]]
+            batch = [{"Key": self._key(k)} for k in keys[start : start + 1000]]
             if batch:
-                self._call("delete", batch[0]["Key"], self.client.delete_objects,
-                           Delete={"Objects": batch, "Quiet": True})
+                self._call(
+                    "delete", batch[0]["Key"], self.client.delete_objects, Delete={"Objects": batch, "Quiet": True}
+                )
 
 
 def _copy_to(source: IO[bytes], dest: Path) -> None:
@@ -267,5 +278,8 @@ def open_store(url: str, endpoint_url: str = "") -> ArtifactStore | None:
     kind, where, prefix = parse_store_url(url)
     if kind == "file":
         return LocalStore(where)
-    return S3Store(where, prefix, endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3")
-                   or os.environ.get("AWS_ENDPOINT_URL") or None)
+    return S3Store(
+        where,
+        prefix,
+        endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None,
+    )

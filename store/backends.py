@@ -35,8 +35,9 @@ def model_registry(settings: Settings, redis_client: Callable[[], redis.Redis]) 
         return ModelRegistry(settings.models_dir, secret_key=settings.secret_key or None)
     from store.remote_registry import StoreRegistry
 
-    return StoreRegistry(settings.models_dir, store, redis_client, artifact_cache(settings),
-                         secret_key=settings.secret_key or None)
+    return StoreRegistry(
+        settings.models_dir, store, redis_client, artifact_cache(settings), secret_key=settings.secret_key or None
+    )
 
 
 def dataset_store(settings: Settings) -> DatasetStore:

@@ -43,13 +43,17 @@ def make_celery(settings: Settings) -> Celery:
         # Each queue gets its own direct exchange and routing key. A bare Queue(name) inherits the default
         # exchange *and* routing key, so Redis' binding table would list both queues under key "train":
         # Celery publishes straight to the named queue, but anything routing by exchange would hit both.
-        task_queues=tuple(Queue(q, Exchange(q, type="direct"), routing_key=q)
-                          for q in (TRAIN_QUEUE, INFERENCE_QUEUE, BATCH_QUEUE)),
+        task_queues=tuple(
+            Queue(q, Exchange(q, type="direct"), routing_key=q) for q in (TRAIN_QUEUE, INFERENCE_QUEUE, BATCH_QUEUE)
+        ),
         task_default_queue=TRAIN_QUEUE,
         task_default_exchange=TRAIN_QUEUE,
         task_default_routing_key=TRAIN_QUEUE,
-        task_routes={TRAIN_TASK: {"queue": TRAIN_QUEUE}, BATCH_PREDICT_TASK: {"queue": BATCH_QUEUE},
-                     OPTIMIZE_TASK: {"queue": TRAIN_QUEUE}},
+        task_routes={
+            TRAIN_TASK: {"queue": TRAIN_QUEUE},
+            BATCH_PREDICT_TASK: {"queue": BATCH_QUEUE},
+            OPTIMIZE_TASK: {"queue": TRAIN_QUEUE},
+        },
         # At-least-once: a job is acked when it ends, and a worker holds one job per process, so a second
         # training never waits behind the first on a busy worker. Inference workers raise the prefetch on
         # their command line.

@@ -49,9 +49,11 @@ class JobType(StrEnum):
 
 
 # The jobs that hold an attempt lease (store/leases.py), and the task and queue a requeued one is sent to.
-LEASED_TASKS = {JobType.TRAIN.value: (TRAIN_TASK, TRAIN_QUEUE),
-                JobType.BATCH_PREDICT.value: (BATCH_PREDICT_TASK, BATCH_QUEUE),
-                JobType.OPTIMIZE.value: (OPTIMIZE_TASK, TRAIN_QUEUE)}
+LEASED_TASKS = {
+    JobType.TRAIN.value: (TRAIN_TASK, TRAIN_QUEUE),
+    JobType.BATCH_PREDICT.value: (BATCH_PREDICT_TASK, BATCH_QUEUE),
+    JobType.OPTIMIZE.value: (OPTIMIZE_TASK, TRAIN_QUEUE),
+}
 
 
 @dataclass(frozen=True)
@@ -154,10 +156,22 @@ class SearchRequest:
 
     def trial_request(self, index: int) -> TrainRequest:
         trial = self.trials[index]
-        return TrainRequest(job_id=trial["id"], tenant=self.tenant, model=self.model, dataset_id=self.dataset_id,
-                            target=self.target, algorithm=trial["algorithm"], task=self.task,
-                            features=self.features, params=trial["params"], preprocessing=self.preprocessing,
-                            split=self.split, device=self.device, parent=self.job_id, trial=index)
+        return TrainRequest(
+            job_id=trial["id"],
+            tenant=self.tenant,
+            model=self.model,
+            dataset_id=self.dataset_id,
+            target=self.target,
+            algorithm=trial["algorithm"],
+            task=self.task,
+            features=self.features,
+            params=trial["params"],
+            preprocessing=self.preprocessing,
+            split=self.split,
+            device=self.device,
+            parent=self.job_id,
+            trial=index,
+        )
 
 
 @dataclass(frozen=True)

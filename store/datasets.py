@@ -25,8 +25,29 @@ from training.registry import NAME_RE
 
 CHUNK = 1 << 16
 # What pandas.read_csv reads as missing by default, so the counts here match what training will see.
-NA_VALUES = frozenset({"", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN",
-                       "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null"})
+NA_VALUES = frozenset(
+    {
+        "",
+        "#N/A",
+        "#N/A N/A",
+        "#NA",
+        "-1.#IND",
+        "-1.#QNAN",
+        "-NaN",
+        "-nan",
+        "1.#IND",
+        "1.#QNAN",
+        "<NA>",
+        "N/A",
+        "NA",
+        "NULL",
+        "NaN",
+        "None",
+        "n/a",
+        "nan",
+        "null",
+    }
+)
 # Distinct values per column are counted up to this many: enough to tell a constant column (a target with one
 # class) from a varied one at train submit, without holding a column's values in memory.
 DISTINCT_CAP = 20
@@ -57,8 +78,9 @@ def _now() -> str:
     return now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z"
 
 
-def describe_csv(path: Path, max_rows: int | None = None,
-                 max_columns: int | None = None) -> tuple[int, list[dict[str, Any]]]:
+def describe_csv(
+    path: Path, max_rows: int | None = None, max_columns: int | None = None
+) -> tuple[int, list[dict[str, Any]]]:
     """(data rows, [{"name", "dtype": "number"|"string", "missing", "distinct"}]) of a CSV; DataError naming
     the line. `distinct` counts the different non-missing values as written, up to DISTINCT_CAP.
 
@@ -71,14 +93,17 @@ def describe_csv(path: Path, max_rows: int | None = None,
             try:
                 header = next(reader)
             except StopIteration:
-                raise DataError("the file is empty; upload a CSV with a header row and at least one data row",
-                                errors=[{"loc": ["file"], "msg": "empty file"}]) from None
+                raise DataError(
+                    "the file is empty; upload a CSV with a header row and at least one data row",
+                    errors=[{"loc": ["file"], "msg": "empty file"}],
+                ) from None
             names = [h.strip() for h in header]
             if max_columns is not None and len(names) > max_columns:
                 raise TooManyColumns(
                     f"the CSV has {len(names)} columns, more than the limit of {max_columns} (MLQ_MAX_COLUMNS); "
                     "drop columns or raise the limit",
-                    errors=[{"loc": ["file", "line", 1], "msg": f"at most {max_columns} columns"}])
+                    errors=[{"loc": ["file", "line", 1], "msg": f"at most {max_columns} columns"}],
+                )
             _check_header(names)
             missing = [0] * len(names)
             numeric = [True] * len(names)
@@ -91,13 +116,15 @@ def describe_csv(path: Path, max_rows: int | None = None,
                     raise DataError(
                         f"line {reader.line_num} has {len(record)} fields, expected {len(names)} like the header; "
                         "check for unquoted commas or a truncated row",
-                        errors=[{"loc": ["file", "line", reader.line_num], "msg": "wrong number of fields"}])
+                        errors=[{"loc": ["file", "line", reader.line_num], "msg": "wrong number of fields"}],
+                    )
                 rows += 1
                 if max_rows is not None and rows > max_rows:
                     raise TooManyRows(
                         f"the CSV has more than {max_rows} data rows, the limit (MLQ_MAX_ROWS); upload fewer rows "
                         "or raise the limit",
-                        errors=[{"loc": ["file", "line", reader.line_num], "msg": f"at most {max_rows} rows"}])
+                        errors=[{"loc": ["file", "line", reader.line_num], "msg": f"at most {max_rows} rows"}],
+                    )
                 for i, value in enumerate(record):
                     if value in NA_VALUES:
                         missing[i] += 1
@@ -107,15 +134,26 @@ def describe_csv(path: Path, max_rows: int | None = None,
                     if numeric[i] and not NUMBER_RE.fullmatch(value):
                         numeric[i] = False
     except csv.Error as exc:
-        raise DataError(f"the CSV cannot be parsed at line {reader.line_num}: {exc}",
-                        errors=[{"loc": ["file", "line", reader.line_num], "msg": str(exc)}]) from None
+        raise DataError(
+            f"the CSV cannot be parsed at line {reader.line_num}: {exc}",
+            errors=[{"loc": ["file", "line", reader.line_num], "msg": str(exc)}],
+        ) from None
     except UnicodeDecodeError as exc:
-        raise DataError(f"the file is not UTF-8 text (invalid byte at offset {exc.start}); save it as UTF-8 CSV",
-                        errors=[{"loc": ["file"], "msg": "not UTF-8"}]) from None
+        raise DataError(
+            f"the file is not UTF-8 text (invalid byte at offset {exc.start}); save it as UTF-8 CSV",
+            errors=[{"loc": ["file"], "msg": "not UTF-8"}],
+        ) from None
     if rows == 0:
         raise DataError("the CSV has a header but no data rows", errors=[{"loc": ["file"], "msg": "no rows"}])
-    columns = [{"name": n, "dtype": "number" if numeric[i] and missing[i] < rows else "string",
-                "missing": missing[i], "distinct": len(seen[i])} for i, n in enumerate(names)]
+    columns = [
+        {
+            "name": n,
+            "dtype": "number" if numeric[i] and missing[i] < rows else "string",
+            "missing": missing[i],
+            "distinct": len(seen[i]),
+        }
+        for i, n in enumerate(names)
+    ]
     return rows, columns
 
 
@@ -123,11 +161,15 @@ def _check_header(names: list[str]) -> None:
     seen: set[str] = set()
     for i, name in enumerate(names):
         if not name:
-            raise DataError(f"column {i + 1} of the header has no name; every column needs a name",
-                            errors=[{"loc": ["file", "line", 1], "msg": f"column {i + 1} has no name"}])
+            raise DataError(
+                f"column {i + 1} of the header has no name; every column needs a name",
+                errors=[{"loc": ["file", "line", 1], "msg": f"column {i + 1} has no name"}],
+            )
         if name in seen:
-            raise DataError(f"the header names column {name!r} twice; column names must be unique",
-                            errors=[{"loc": ["file", "line", 1], "msg": f"duplicate column {name!r}"}])
+            raise DataError(
+                f"the header names column {name!r} twice; column names must be unique",
+                errors=[{"loc": ["file", "line", 1], "msg": f"duplicate column {name!r}"}],
+            )
         seen.add(name)
 
 
@@ -144,16 +186,27 @@ class DatasetStore:
 
     def _dir(self, tenant: str, dataset_id: str) -> Path:
         if not is_dataset_id(dataset_id):
-            raise ResourceNotFound(f"no dataset {dataset_id!r}: dataset ids look like ds_01hx…",
-                           errors=[{"loc": ["dataset"], "msg": "not found"}])
+            raise ResourceNotFound(
+                f"no dataset {dataset_id!r}: dataset ids look like ds_01hx…",
+                errors=[{"loc": ["dataset"], "msg": "not found"}],
+            )
         path = self._tenant_dir(tenant) / dataset_id
         if not (path / "meta.json").is_file():
-            raise ResourceNotFound(f"no dataset {dataset_id!r}; list yours with GET /v1/datasets",
-                           errors=[{"loc": ["dataset"], "msg": "not found"}])
+            raise ResourceNotFound(
+                f"no dataset {dataset_id!r}; list yours with GET /v1/datasets",
+                errors=[{"loc": ["dataset"], "msg": "not found"}],
+            )
         return path
 
-    def save(self, tenant: str, stream: IO[bytes], name: str | None, max_bytes: int, max_rows: int | None = None,
-             max_columns: int | None = None) -> dict[str, Any]:
+    def save(
+        self,
+        tenant: str,
+        stream: IO[bytes],
+        name: str | None,
+        max_bytes: int,
+        max_rows: int | None = None,
+        max_columns: int | None = None,
+    ) -> dict[str, Any]:
         """Stream `stream` to disk (at most `max_bytes`, else DatasetTooLarge), describe it, and publish it."""
         tenant_dir = self._tenant_dir(tenant)
         tenant_dir.mkdir(parents=True, exist_ok=True)
@@ -164,21 +217,31 @@ class DatasetStore:
             with (tmp / "data.csv").open("wb") as fh:
                 while chunk := stream.read(CHUNK):
                     if b"\x00" in chunk:  # the csv module would read it as data; no text CSV holds one
-                        raise DataError(f"the file holds a NUL byte (near byte {size + chunk.index(0)}); it is "
-                                        "not a text CSV", errors=[{"loc": ["file"], "msg": "NUL byte"}])
+                        raise DataError(
+                            f"the file holds a NUL byte (near byte {size + chunk.index(0)}); it is not a text CSV",
+                            errors=[{"loc": ["file"], "msg": "NUL byte"}],
+                        )
                     size += len(chunk)
                     if size > max_bytes:
                         raise DatasetTooLarge(
                             f"the upload is larger than the limit of {max_bytes} bytes (MLQ_MAX_UPLOAD_MB); "
-                            "upload a smaller file or raise the limit")
+                            "upload a smaller file or raise the limit"
+                        )
                     digest.update(chunk)
                     fh.write(chunk)
                 fh.flush()
                 os.fsync(fh.fileno())
             rows, columns = describe_csv(tmp / "data.csv", max_rows, max_columns)
             dataset_id = new_id("ds")
-            meta = {"id": dataset_id, "name": name or dataset_id, "rows": rows, "columns": columns,
-                    "sha256": digest.hexdigest(), "size_bytes": size, "created_at": _now()}
+            meta = {
+                "id": dataset_id,
+                "name": name or dataset_id,
+                "rows": rows,
+                "columns": columns,
+                "sha256": digest.hexdigest(),
+                "size_bytes": size,
+                "created_at": _now(),
+            }
             (tmp / "meta.json").write_text(json.dumps(meta))
             os.rename(tmp, tenant_dir / dataset_id)
             return meta

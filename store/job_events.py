@@ -56,9 +56,15 @@ class JobEvent:
     def from_entry(cls, entry_id: Any, fields: dict[Any, Any]) -> JobEvent:
         text = {_text(k): _text(v) for k, v in fields.items()}
         progress = text.get("progress") or ""
-        return cls(id=_text(entry_id), event=text.get("event", ""), status=text.get("status", ""),
-                   progress=json.loads(progress) if progress else None, job=text.get("job", ""),
-                   type=text.get("type", ""), model=text.get("model") or "")
+        return cls(
+            id=_text(entry_id),
+            event=text.get("event", ""),
+            status=text.get("status", ""),
+            progress=json.loads(progress) if progress else None,
+            job=text.get("job", ""),
+            type=text.get("type", ""),
+            model=text.get("model") or "",
+        )
 
 
 def _text(value: Any) -> str:

@@ -84,20 +84,48 @@ class JobStore:
         return keys.job_channel(job_id)
 
     def _keys(self, job_id: str) -> list[str]:
-        return [self.key(job_id), RUNNING_SET, METRICS_JOBS, METRICS_DURATION, keys.job_cancel(job_id),
-                self.channel(job_id)]
+        return [
+            self.key(job_id),
+            RUNNING_SET,
+            METRICS_JOBS,
+            METRICS_DURATION,
+            keys.job_cancel(job_id),
+            self.channel(job_id),
+        ]
 
-    def new_record(self, tenant: str, type: str, model: str | None, request: dict[str, Any],
-                   job_id: str | None = None) -> dict[str, str | int]:
+    def new_record(
+        self, tenant: str, type: str, model: str | None, request: dict[str, Any], job_id: str | None = None
+    ) -> dict[str, str | int]:
         """The hash of a new queued job, as create() writes it."""
         created_at, created_ms = now_rfc3339()
-        return {"id": job_id or new_id("job"), "tenant": tenant, "type": type, "status": JobStatus.QUEUED.value,
-                "model": model or "", "created_at": created_at, "created_ms": created_ms, "started_at": "",
-                "started_ms": "", "finished_at": "", "attempts": 0, "worker": "", "progress": "", "result": "",
-                "error": "", "request": json.dumps(request)}
+        return {
+            "id": job_id or new_id("job"),
+            "tenant": tenant,
+            "type": type,
+            "status": JobStatus.QUEUED.value,
+            "model": model or "",
+            "created_at": created_at,
+            "created_ms": created_ms,
+            "started_at": "",
+            "started_ms": "",
+            "finished_at": "",
+            "attempts": 0,
+            "worker": "",
+            "progress": "",
+            "result": "",
+            "error": "",
+            "request": json.dumps(request),
+        }
 
-    def create(self, tenant: str, type: str, model: str | None, request: dict[str, Any],
-               job_id: str | None = None, pipe: Pipeline | None = None) -> JobRecord:
+    def create(
+        self,
+        tenant: str,
+        type: str,
+        model: str | None,
+        request: dict[str, Any],
+        job_id: str | None = None,
+        pipe: Pipeline | None = None,
+    ) -> JobRecord:
         """Write a queued job record. With `pipe`, the writes are only queued on it (the caller executes them,
         e.g. in the same MULTI as the message that enqueues the job: one round trip)."""
         record = self.new_record(tenant, type, model, request, job_id)
@@ -107,26 +135,52 @@ class JobStore:
         target.zadd(keys.tenant_jobs(tenant), {job_id: record["created_ms"]})
         target.hincrby(METRICS_JOBS, f"{type}:queued", 1)
         if type != "predict":  # the first event of the job's and the tenant's logs (the Lua `emit` writes the rest)
-            target.xadd(job_log(job_id), {"event": "queued", "status": "queued", "progress": ""},
-                        maxlen=JOB_LOG_MAXLEN, approximate=True)
-            target.xadd(tenant_log(tenant), {"job": job_id, "event": "queued", "type": type, "model": model or "",
-                                             "status": "queued", "progress": ""},
-                        maxlen=TENANT_LOG_MAXLEN, approximate=True)
+            target.xadd(
+                job_log(job_id),
+                {"event": "queued", "status": "queued", "progress": ""},
+                maxlen=JOB_LOG_MAXLEN,
+                approximate=True,
+            )
+            target.xadd(
+                tenant_log(tenant),
+                {
+                    "job": job_id,
+                    "event": "queued",
+                    "type": type,
+                    "model": model or "",
+                    "status": "queued",
+                    "progress": "",
+                },
+                maxlen=TENANT_LOG_MAXLEN,
+                approximate=True,
+            )
             target.publish(tenant_channel(tenant), job_id)
         if pipe is None:
             with target:
                 target.execute()
         return self._decode({k: str(v) for k, v in record.items()})
 
-    def create_and_enqueue_in(self, pipe: Pipeline, record: dict[str, str | int], stream: str,
-                              entry: dict[str, bytes]) -> JobRecord:
+    def create_and_enqueue_in(
+        self, pipe: Pipeline, record: dict[str, str | int], stream: str, entry: dict[str, bytes]
+    ) -> JobRecord:
         """Queue on `pipe` ONE script that writes a new predict job's record (from new_record) and appends its
         request to the inference stream: atomic like create() + XADD in a MULTI, at a fraction of the cost, and
         a non-transactional pipeline may then carry the BLPOP that waits for the answer (api/predict.py)."""
         fields: list[Any] = [x for item in record.items() for x in item]
-        (field, body), = entry.items()
-        pipe.eval(job_scripts.CREATE_PREDICT, 4, self.key(str(record["id"])), keys.tenant_jobs(str(record["tenant"])),
-                  METRICS_JOBS, stream, record["id"], record["created_ms"], field, body, *fields)
+        ((field, body),) = entry.items()
+        pipe.eval(
+            job_scripts.CREATE_PREDICT,
+            4,
+            self.key(str(record["id"])),
+            keys.tenant_jobs(str(record["tenant"])),
+            METRICS_JOBS,
+            stream,
+            record["id"],
+            record["created_ms"],
+            field,
+            body,
+            *fields,
+        )
         return self._decode({k: str(v) for k, v in record.items()})
 
     def _decode(self, raw: dict[Any, Any]) -> JobRecord:
@@ -149,8 +203,12 @@ class JobStore:
             return None
         raw = self.redis.hgetall(self.key(job_id))
         job = self._decode(raw) if raw else None
-        if job is not None and job["status"] == "running" and job["type"] == "train" and not self.heartbeat_alive(
-                job_id):
+        if (
+            job is not None
+            and job["status"] == "running"
+            and job["type"] == "train"
+            and not self.heartbeat_alive(job_id)
+        ):
             job = self._awaiting_recovery(job)
         return job
 
@@ -173,8 +231,15 @@ class JobStore:
         job = self.get(job_id)
         return job if job is not None and job["tenant"] == tenant else None
 
-    def list(self, tenant: str, status: str | None = None, type: str | None = None, model: str | None = None,
-             limit: int = 50, cursor: str | None = None) -> tuple[builtins.list[JobRecord], str | None]:
+    def list(
+        self,
+        tenant: str,
+        status: str | None = None,
+        type: str | None = None,
+        model: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> tuple[builtins.list[JobRecord], str | None]:
         """Newest first; a page of at most `limit` jobs and the cursor of the next page (None on the last)."""
         index = keys.tenant_jobs(tenant)
         top: int | str = "+inf"
@@ -187,10 +252,14 @@ class JobStore:
         offset, batch = 0, max(limit + 1, 100)
         while len(found) <= limit:
             entries: list[tuple[Any, float]] = self.redis.zrevrangebyscore(  # type: ignore[assignment]
-                index, top, "-inf", start=offset, num=batch, withscores=True)
+                index, top, "-inf", start=offset, num=batch, withscores=True
+            )
             offset += len(entries)
-            ids = [_text(member) for member, score in entries
-                   if after is None or int(score) < after[0] or _text(member) < after[1]]
+            ids = [
+                _text(member)
+                for member, score in entries
+                if after is None or int(score) < after[0] or _text(member) < after[1]
+            ]
             with self.redis.pipeline(transaction=False) as pipe:
                 for job_id in ids:
                     pipe.hgetall(self.key(job_id))
@@ -200,8 +269,11 @@ class JobStore:
                     expired.append(job_id)
                     continue
                 job = self._decode(raw)
-                if (status and job["status"] != status) or (type and job["type"] != type) or \
-                        (model and job["model"] != model):
+                if (
+                    (status and job["status"] != status)
+                    or (type and job["type"] != type)
+                    or (model and job["model"] != model)
+                ):
                     continue
                 found.append(job)
                 if len(found) > limit:
@@ -219,8 +291,9 @@ class JobStore:
         """Move a job to running (attempts += 1). False when it is final, unknown, or its cancel was requested."""
         now, now_ms = now_rfc3339()
         error = Cancelled("the job was cancelled before it started").to_json()
-        reply = self._mark_running(keys=self._keys(job_id),
-                                   args=[job_id, worker, now, now_ms, self.ttl_s, error, *DURATION_BUCKETS])
+        reply = self._mark_running(
+            keys=self._keys(job_id), args=[job_id, worker, now, now_ms, self.ttl_s, error, *DURATION_BUCKETS]
+        )
         return self.started(reply)
 
     @staticmethod
@@ -231,31 +304,41 @@ class JobStore:
     def set_progress(self, job_id: str, progress: dict[str, Any]) -> None:
         self._progress(keys=[self.key(job_id), self.channel(job_id)], args=[json.dumps(progress)])
 
-    def finish(self, job_id: str, status: str, result: Mapping[str, Any] | None = None,
-               error: dict[str, Any] | None = None) -> bool:
+    def finish(
+        self, job_id: str, status: str, result: Mapping[str, Any] | None = None, error: dict[str, Any] | None = None
+    ) -> bool:
         """Record the final status; True only for the first caller (a second finish changes nothing)."""
         status = JobStatus(status).value
         if status not in FINAL:
             raise ValueError(f"finish() takes a final status ({', '.join(FINAL)}), not {status!r}")
         now, now_ms = now_rfc3339()
         args: list[str | int | float] = [
-            job_id, status, now, now_ms, self.ttl_s, json.dumps(result) if result is not None else "",
-            json.dumps(error) if error is not None else "", *DURATION_BUCKETS]
+            job_id,
+            status,
+            now,
+            now_ms,
+            self.ttl_s,
+            json.dumps(result) if result is not None else "",
+            json.dumps(error) if error is not None else "",
+            *DURATION_BUCKETS,
+        ]
         return outcome(self._finish(keys=self._keys(job_id), args=args), FinishOutcome)[0] is FinishOutcome.DONE
 
     def request_cancel(self, job_id: str) -> JobRecord:
         """Flag the job for cancellation; a queued job ends `cancelled` at once. JobConflict if already final."""
         now, now_ms = now_rfc3339()
         error = Cancelled("the job was cancelled before it started").to_json()
-        result, _ = outcome(self._cancel(keys=self._keys(job_id),
-                                         args=[job_id, now, now_ms, self.ttl_s, error, *DURATION_BUCKETS]),
-                            CancelOutcome)
+        result, _ = outcome(
+            self._cancel(keys=self._keys(job_id), args=[job_id, now, now_ms, self.ttl_s, error, *DURATION_BUCKETS]),
+            CancelOutcome,
+        )
         job = self.get(job_id)
         if result is CancelOutcome.GONE or job is None:
             raise KeyError(job_id)
         if result is CancelOutcome.ALREADY_FINAL:
-            raise JobConflict(f"job {job_id} already ended with status {job['status']}; only a queued or running "
-                              "job can be cancelled")
+            raise JobConflict(
+                f"job {job_id} already ended with status {job['status']}; only a queued or running job can be cancelled"
+            )
         return job
 
     def cancel_requested(self, job_id: str) -> bool:
@@ -332,11 +415,18 @@ class JobStore:
         """Queue `mark_running` on a pipeline of run_pipeline(); `started(reply)` says whether to run the job."""
         now, now_ms = now_rfc3339()
         error = Cancelled("the job was cancelled before it started").to_json()
-        self._mark_running.queue(pipe, keys=self._keys(job_id), args=[job_id, worker, now, now_ms, self.ttl_s, error,
-                                                                       *DURATION_BUCKETS])
+        self._mark_running.queue(
+            pipe, keys=self._keys(job_id), args=[job_id, worker, now, now_ms, self.ttl_s, error, *DURATION_BUCKETS]
+        )
 
-    def finish_and_reply_in(self, pipe: Pipeline, job_id: str, status: str, result: bytes | str | None = None,
-                            error: dict[str, Any] | None = None) -> None:
+    def finish_and_reply_in(
+        self,
+        pipe: Pipeline,
+        job_id: str,
+        status: str,
+        result: bytes | str | None = None,
+        error: dict[str, Any] | None = None,
+    ) -> None:
         """Queue on a pipeline of run_pipeline(): finish the job (only the first final status wins, as in
         finish()) and push the record, as it then is, to the job's reply list. `result` is already JSON (encoded
         once, by the worker). Its reply parses as a FinishOutcome."""
@@ -345,8 +435,15 @@ class JobStore:
             raise ValueError(f"finish_and_reply_in() takes a final status, not {status!r}")
         now, now_ms = now_rfc3339()
         args: list[str | int | float | bytes] = [
-            job_id, status, now, now_ms, self.ttl_s, result if result is not None else "",
-            json.dumps(error) if error is not None else "", *DURATION_BUCKETS]
+            job_id,
+            status,
+            now,
+            now_ms,
+            self.ttl_s,
+            result if result is not None else "",
+            json.dumps(error) if error is not None else "",
+            *DURATION_BUCKETS,
+        ]
         self._finish_reply.queue(pipe, keys=[*self._keys(job_id), self.reply_key(job_id)], args=args)
 
     def decode_reply(self, raw: str | bytes) -> JobRecord:
@@ -373,8 +470,17 @@ class JobStore:
     def public(job: JobRecord) -> PublicJob:
         """The contract's job object: no tenant, worker or request internals."""
         base = f"/v1/jobs/{job['id']}"
-        return {"id": job["id"], "type": job["type"], "status": job["status"], "model": job["model"],
-                "created_at": job["created_at"], "started_at": job["started_at"], "finished_at": job["finished_at"],
-                "attempts": job["attempts"], "progress": job["progress"], "result": job["result"],
-                "error": job["error"],
-                "links": {"self": base, "events": f"{base}/events", "cancel": f"{base}/cancel"}}
+        return {
+            "id": job["id"],
+            "type": job["type"],
+            "status": job["status"],
+            "model": job["model"],
+            "created_at": job["created_at"],
+            "started_at": job["started_at"],
+            "finished_at": job["finished_at"],
+            "attempts": job["attempts"],
+            "progress": job["progress"],
+            "result": job["result"],
+            "error": job["error"],
+            "links": {"self": base, "events": f"{base}/events", "cancel": f"{base}/cancel"},
+        }

@@ -31,8 +31,11 @@ class Channel(kombu_redis.Channel):
         try:
             return bool(super()._brpop_read(**options))  # type: ignore[no-untyped-call]  # kombu's, unannotated
         except MALFORMED as exc:
-            log.error("dropped a malformed message from the broker (not a kombu envelope; nothing ran): %r",
-                      exc, exc_info=log.isEnabledFor(logging.DEBUG))
+            log.error(
+                "dropped a malformed message from the broker (not a kombu envelope; nothing ran): %r",
+                exc,
+                exc_info=log.isEnabledFor(logging.DEBUG),
+            )
             return True  # an item was consumed; the event loop goes on reading
 
 

@@ -69,8 +69,10 @@ def drain_key(hostname: str) -> str:
 
 
 def poison_message(max_attempts: int) -> str:
-    return (f"the job was started {max_attempts} times and its worker died (or was lost) each time "
-            f"(MLQ_MAX_ATTEMPTS={max_attempts}); it may need more memory, smaller parameters or a smaller dataset")
+    return (
+        f"the job was started {max_attempts} times and its worker died (or was lost) each time "
+        f"(MLQ_MAX_ATTEMPTS={max_attempts}); it may need more memory, smaller parameters or a smaller dataset"
+    )
 
 
 class Leases:
@@ -102,46 +104,88 @@ class Leases:
     def begin(self, job_id: str, worker: str) -> tuple[int | None, BeginOutcome]:
         """Start an attempt: (its token, STARTED), or (None, why not: FINAL, CANCELLED, RUNNING_ELSEWHERE, ...)."""
         now, now_ms = now_rfc3339()
-        reply = self._begin(keys=self._keys(job_id), args=[
-            job_id, worker, now, now_ms, self.jobs.ttl_s,
-            Cancelled("the job was cancelled before it started").to_json(), self._ttl_ms, self.max_attempts,
-            WorkerLost(poison_message(self.max_attempts)).to_json(), *DURATION_BUCKETS])
+        reply = self._begin(
+            keys=self._keys(job_id),
+            args=[
+                job_id,
+                worker,
+                now,
+                now_ms,
+                self.jobs.ttl_s,
+                Cancelled("the job was cancelled before it started").to_json(),
+                self._ttl_ms,
+                self.max_attempts,
+                WorkerLost(poison_message(self.max_attempts)).to_json(),
+                *DURATION_BUCKETS,
+            ],
+        )
         result, data = outcome(reply, BeginOutcome)
         return (int(data[0]) if result is BeginOutcome.STARTED else None), result
 
     def heartbeat(self, job_id: str, token: int, worker: str) -> bool:
         """Refresh the lease; False once this attempt no longer holds the job."""
-        reply = self._heartbeat(keys=[self.jobs.key(job_id), heartbeat_key(job_id)],
-                                args=[token, f"{worker}:{token}", self._ttl_ms])
+        reply = self._heartbeat(
+            keys=[self.jobs.key(job_id), heartbeat_key(job_id)], args=[token, f"{worker}:{token}", self._ttl_ms]
+        )
         return outcome(reply, HeartbeatOutcome)[0] is HeartbeatOutcome.REFRESHED
 
-    def finish(self, job_id: str, token: int, status: str, result: Mapping[str, Any] | None = None,
-               error: dict[str, Any] | None = None) -> FinishOutcome:
+    def finish(
+        self,
+        job_id: str,
+        token: int,
+        status: str,
+        result: Mapping[str, Any] | None = None,
+        error: dict[str, Any] | None = None,
+    ) -> FinishOutcome:
         """Record the final status if this attempt still holds the job (DONE); else ALREADY_FINAL, FENCED, GONE."""
         now, now_ms = now_rfc3339()
-        reply = self._finish(keys=self._keys(job_id), args=[
-            job_id, status, now, now_ms, self.jobs.ttl_s, json.dumps(result) if result is not None else "",
-            json.dumps(error) if error is not None else "", token, *DURATION_BUCKETS])
+        reply = self._finish(
+            keys=self._keys(job_id),
+            args=[
+                job_id,
+                status,
+                now,
+                now_ms,
+                self.jobs.ttl_s,
+                json.dumps(result) if result is not None else "",
+                json.dumps(error) if error is not None else "",
+                token,
+                *DURATION_BUCKETS,
+            ],
+        )
         return outcome(reply, FinishOutcome)[0]
 
     def preempt(self, job_id: str, token: int) -> PreemptOutcome:
         """Put the job back on the queue from its running attempt (a drain): REQUEUED (send it again),
         CANCELLED (its cancel was requested: it ended), FENCED (the attempt no longer holds it)."""
         now, now_ms = now_rfc3339()
-        reply = self._preempt(keys=self._keys(job_id), args=[job_id, token, now, now_ms, self.jobs.ttl_s,
-                                                             *DURATION_BUCKETS])
+        reply = self._preempt(
+            keys=self._keys(job_id), args=[job_id, token, now, now_ms, self.jobs.ttl_s, *DURATION_BUCKETS]
+        )
         return outcome(reply, PreemptOutcome)[0]
 
     def sweep_one(self, job_id: str) -> SweepOutcome:
         """Decide about one running job whose heartbeat may have expired; REQUEUED means: send it again."""
         now, now_ms = now_rfc3339()
         limit_ms = int(self.time_limit_s * 1000)
-        reply = self._sweep(keys=self._keys(job_id), args=[
-            job_id, now, now_ms, self.jobs.ttl_s,
-            Cancelled("the job was cancelled; its worker was lost before it could stop").to_json(),
-            self.max_attempts, WorkerLost(poison_message(self.max_attempts)).to_json(), limit_ms,
-            TimeLimit(f"the job ran past its time limit (MLQ_JOB_TIME_LIMIT_S={self.time_limit_s:g}) "
-                      "and its worker was stopped").to_json(), *DURATION_BUCKETS])
+        reply = self._sweep(
+            keys=self._keys(job_id),
+            args=[
+                job_id,
+                now,
+                now_ms,
+                self.jobs.ttl_s,
+                Cancelled("the job was cancelled; its worker was lost before it could stop").to_json(),
+                self.max_attempts,
+                WorkerLost(poison_message(self.max_attempts)).to_json(),
+                limit_ms,
+                TimeLimit(
+                    f"the job ran past its time limit (MLQ_JOB_TIME_LIMIT_S={self.time_limit_s:g}) "
+                    "and its worker was stopped"
+                ).to_json(),
+                *DURATION_BUCKETS,
+            ],
+        )
         return outcome(reply, SweepOutcome)[0]
 
     def unrequeue(self, job_id: str, attempts: int) -> bool:
@@ -150,8 +194,10 @@ class Leases:
 
     def claim_registration(self, job_id: str, token: int, takeover_from: str = "") -> tuple[ClaimOutcome, str]:
         """(CLAIMED, ""), (FENCED, ""), (CANCELLED, ""), or (HELD, the attempt that holds the claim)."""
-        reply = self._claim(keys=[self.jobs.key(job_id), claim_key(job_id), keys.job_cancel(job_id)],
-                            args=[token, self.jobs.ttl_s, takeover_from])
+        reply = self._claim(
+            keys=[self.jobs.key(job_id), claim_key(job_id), keys.job_cancel(job_id)],
+            args=[token, self.jobs.ttl_s, takeover_from],
+        )
         result, data = outcome(reply, ClaimOutcome)
         holder = data[0] if data else ""
         return result, holder.decode() if isinstance(holder, bytes) else str(holder)
@@ -190,8 +236,13 @@ def request_drain(redis_url: str, hostname: str, grace_s: float) -> None:
 class Sweeper:
     """Every `interval_s`, put running trainings whose heartbeat expired back on the queue (or end them)."""
 
-    def __init__(self, leases: Leases, send: Callable[[dict[str, Any]], None], interval_s: float,
-                 on_ended: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self,
+        leases: Leases,
+        send: Callable[[dict[str, Any]], None],
+        interval_s: float,
+        on_ended: Callable[[str], None] | None = None,
+    ) -> None:
         self.leases = leases
         self.send = send
         self.on_ended = on_ended  # told the id of every job a sweep ended (a search's trial ends its search)
@@ -249,6 +300,9 @@ class Sweeper:
                 log.exception("job %s: could not re-send it; a later sweep retries", job_id)
                 self.leases.unrequeue(job_id, int(job["attempts"]))
                 raise
-            log.warning("job %s: its worker was lost during attempt %d; requeued (it resumes from its checkpoint)",
-                        job_id, job["attempts"])
+            log.warning(
+                "job %s: its worker was lost during attempt %d; requeued (it resumes from its checkpoint)",
+                job_id,
+                job["attempts"],
+            )
         return acted

@@ -36,16 +36,23 @@ class WorkerLiveness:
         # Several prefork children share one Celery hostname; the pid keeps their keys apart.
         return keys.worker(hostname, os.getpid() if pid is None else pid)
 
-    def beat(self, hostname: str, queues: list[str], ttl_s: float, device: str = "cpu",
-             models: list[str] | None = None) -> None:
+    def beat(
+        self, hostname: str, queues: list[str], ttl_s: float, device: str = "cpu", models: list[str] | None = None
+    ) -> None:
         """Announce (or refresh) this process as alive and consuming `queues` for `ttl_s` seconds.
 
         `models` lists what the process holds in memory ("tenant/name:version"), for operators and tests.
         """
         key = self.key(hostname)
         ready_at = self._ready_at.setdefault(key, time.time())
-        record = {"hostname": hostname, "queues": sorted(queues), "pid": os.getpid(), "device": device,
-                  "ready_at": ready_at, "models": models or []}
+        record = {
+            "hostname": hostname,
+            "queues": sorted(queues),
+            "pid": os.getpid(),
+            "device": device,
+            "ready_at": ready_at,
+            "models": models or [],
+        }
         self.redis.set(key, json.dumps(record), px=max(1, int(ttl_s * 1000)))
 
     def forget(self, hostname: str) -> None:
@@ -80,8 +87,15 @@ class WorkerLiveness:
 class Heartbeat:
     """A daemon thread that refreshes one process's liveness key every `interval_s` (TTL: 3 intervals)."""
 
-    def __init__(self, liveness: WorkerLiveness, hostname: str, queues: list[str], interval_s: float,
-                 device: str = "cpu", models: Callable[[], list[str]] | None = None) -> None:
+    def __init__(
+        self,
+        liveness: WorkerLiveness,
+        hostname: str,
+        queues: list[str],
+        interval_s: float,
+        device: str = "cpu",
+        models: Callable[[], list[str]] | None = None,
+    ) -> None:
         self.liveness = liveness
         self.models = models or list
         self.hostname = hostname
@@ -96,8 +110,7 @@ class Heartbeat:
         try:
             self._beat()
         except redis.RedisError as exc:
-            log.warning("could not announce %s yet (%s); retrying every %.1f s", self.hostname, exc,
-                        self.interval_s)
+            log.warning("could not announce %s yet (%s); retrying every %.1f s", self.hostname, exc, self.interval_s)
         self._thread.start()
         return self
 

@@ -37,8 +37,9 @@ def filename(model: str, version: int, job_id: str, fmt: str) -> str:
 class OutputStore:
     """The output files of batch predictions under `root` (MLQ_HOME/outputs), one folder per job."""
 
-    def __init__(self, root: Path | str, store: ArtifactStore | None = None,
-                 cache: ArtifactCache | None = None) -> None:
+    def __init__(
+        self, root: Path | str, store: ArtifactStore | None = None, cache: ArtifactCache | None = None
+    ) -> None:
         self.root = Path(root)
         self.store = store
         self.cache = cache

@@ -35,12 +35,21 @@ class StoreDatasets(DatasetStore):
     def _key(self, tenant: str, dataset_id: str) -> str:
         self._tenant_dir(tenant)  # ResourceNotFound for a tenant name that is not one
         if not is_dataset_id(dataset_id):
-            raise ResourceNotFound(f"no dataset {dataset_id!r}: dataset ids look like ds_01hx…",
-                           errors=[{"loc": ["dataset"], "msg": "not found"}])
+            raise ResourceNotFound(
+                f"no dataset {dataset_id!r}: dataset ids look like ds_01hx…",
+                errors=[{"loc": ["dataset"], "msg": "not found"}],
+            )
         return f"datasets/{tenant}/{dataset_id}"
 
-    def save(self, tenant: str, stream: IO[bytes], name: str | None, max_bytes: int, max_rows: int | None = None,
-             max_columns: int | None = None) -> dict[str, Any]:
+    def save(
+        self,
+        tenant: str,
+        stream: IO[bytes],
+        name: str | None,
+        max_bytes: int,
+        max_rows: int | None = None,
+        max_columns: int | None = None,
+    ) -> dict[str, Any]:
         meta = super().save(tenant, stream, name, max_bytes, max_rows, max_columns)
         local = self._tenant_dir(tenant) / meta["id"]
         key = self._key(tenant, meta["id"])
@@ -55,8 +64,10 @@ class StoreDatasets(DatasetStore):
         try:
             return dict(json.loads(self.store.get_bytes(self._key(tenant, dataset_id) + "/meta.json")))
         except ArtifactMissing:
-            raise ResourceNotFound(f"no dataset {dataset_id!r}; list yours with GET /v1/datasets",
-                           errors=[{"loc": ["dataset"], "msg": "not found"}]) from None
+            raise ResourceNotFound(
+                f"no dataset {dataset_id!r}; list yours with GET /v1/datasets",
+                errors=[{"loc": ["dataset"], "msg": "not found"}],
+            ) from None
 
     def path(self, tenant: str, dataset_id: str) -> Path:
         """A local copy of the dataset's CSV: from this host's cache, else downloaded and checked first."""
@@ -70,8 +81,10 @@ class StoreDatasets(DatasetStore):
                 while chunk := fh.read(_CHUNK):
                     digest.update(chunk)
             if digest.hexdigest() != meta["sha256"]:
-                raise ArtifactTampered(f"dataset {dataset_id}: the downloaded data.csv does not match the sha256 "
-                                       "recorded at upload; it was modified in the store")
+                raise ArtifactTampered(
+                    f"dataset {dataset_id}: the downloaded data.csv does not match the sha256 "
+                    "recorded at upload; it was modified in the store"
+                )
 
         return self.cache.entry(str(meta["sha256"]), fill) / "data.csv"
 

@@ -73,8 +73,14 @@ class RegistryBusy(MLQError):
 class StoreRegistry(ModelRegistry):
     """ModelRegistry whose versions live in `store`; `root` is this process's local working folder (staging)."""
 
-    def __init__(self, root: Path | str, store: ArtifactStore, redis_client: Callable[[], redis.Redis],
-                 cache: ArtifactCache, secret_key: str | bytes | None = None) -> None:
+    def __init__(
+        self,
+        root: Path | str,
+        store: ArtifactStore,
+        redis_client: Callable[[], redis.Redis],
+        cache: ArtifactCache,
+        secret_key: str | bytes | None = None,
+    ) -> None:
         super().__init__(root, secret_key=secret_key)
         self.store = store
         self.cache = cache
@@ -161,9 +167,10 @@ class StoreRegistry(ModelRegistry):
             parts = key.split("/")[2:]
             if len(parts) == 3 and parts[2] == MANIFEST and NAME_RE.fullmatch(parts[0]) and parts[1].isdigit():
                 versions.setdefault(parts[0], []).append(int(parts[1]))
-        return [{"name": name, "latest_version": max(found),
-                 "aliases": self._read_aliases(self._model_dir(tenant, name))}
-                for name, found in sorted(versions.items())]
+        return [
+            {"name": name, "latest_version": max(found), "aliases": self._read_aliases(self._model_dir(tenant, name))}
+            for name, found in sorted(versions.items())
+        ]
 
     # -- changes ------------------------------------------------------------------------------------------------
     def register(self, tenant: str, name: str, staging_dir: Path, given: Mapping[str, Any]) -> ModelManifest:
@@ -185,8 +192,11 @@ class StoreRegistry(ModelRegistry):
                 raise MLQError(f"cannot register {src}: stage only regular files, none named {MANIFEST}")
             files[rel] = {"sha256": sha256_file(src), "size_bytes": src.stat().st_size}
         manifest["files"] = files
-        manifest["artifact"] = {"format": ARTIFACT_FORMAT, "size_bytes": sum(f["size_bytes"] for f in files.values()),
-                                "sha256": _artifact_digest(files)}
+        manifest["artifact"] = {
+            "format": ARTIFACT_FORMAT,
+            "size_bytes": sum(f["size_bytes"] for f in files.values()),
+            "sha256": _artifact_digest(files),
+        }
         manifest.pop("hmac", None)
         version = int(self._redis().eval(_ALLOCATE, 1, self._redis_key(model_dir), self._floor(model_key)))
         uploaded: list[str] = []
@@ -200,8 +210,9 @@ class StoreRegistry(ModelRegistry):
             if self._secret:
                 manifest["hmac"] = self._sign(manifest)
             # Last: from this write on, the version is listed, and all its files are already there.
-            self.store.put_bytes(f"{model_key}/{version}/{MANIFEST}",
-                                 json.dumps(manifest, indent=2, sort_keys=True).encode())
+            self.store.put_bytes(
+                f"{model_key}/{version}/{MANIFEST}", json.dumps(manifest, indent=2, sort_keys=True).encode()
+            )
         except BaseException:
             with suppress(Exception):  # the first error is the one to report; orphans are never listed anyway
                 self.store.delete(uploaded)
@@ -227,8 +238,10 @@ class StoreRegistry(ModelRegistry):
             number = int(self._version_dir(tenant, name, version).name)
             users = sorted(a for a, v in self._read_aliases(model_dir).items() if v == number)
             if users:
-                raise VersionInUse(f"version {number} of model {name!r} is used by alias(es) {', '.join(users)}; "
-                                   "move or delete those aliases first")
+                raise VersionInUse(
+                    f"version {number} of model {name!r} is used by alias(es) {', '.join(users)}; "
+                    "move or delete those aliases first"
+                )
             prefix = f"{self._model_key(model_dir)}/{number}/"
             # The manifest first: the version is gone for readers before its files are.
             self.store.delete([prefix + MANIFEST])

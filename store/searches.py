@@ -42,8 +42,16 @@ log = logging.getLogger(__name__)
 FINAL = {s.value for s in FINAL_STATUSES}
 MAXIMIZE = "maximize"
 DEFAULT_METRIC = {"classification": "f1", "regression": "rmse"}
-DIRECTIONS = {"f1": MAXIMIZE, "accuracy": MAXIMIZE, "precision": MAXIMIZE, "recall": MAXIMIZE,
-              "roc_auc": MAXIMIZE, "r2": MAXIMIZE, "rmse": "minimize", "mae": "minimize"}
+DIRECTIONS = {
+    "f1": MAXIMIZE,
+    "accuracy": MAXIMIZE,
+    "precision": MAXIMIZE,
+    "recall": MAXIMIZE,
+    "roc_auc": MAXIMIZE,
+    "r2": MAXIMIZE,
+    "rmse": "minimize",
+    "mae": "minimize",
+}
 SAVED_MANIFEST = "manifest.json"  # training/pipeline.py's SAVED_MANIFEST (that module needs torch)
 
 
@@ -54,8 +62,9 @@ def concluding_key(search_id: str) -> str:
 class Searches:
     """Start, follow, conclude and cancel the searches of one Redis and one artifact store."""
 
-    def __init__(self, jobs: JobStore, registry: ModelRegistry, searches_dir: Path,
-                 store: ArtifactStore | None = None) -> None:
+    def __init__(
+        self, jobs: JobStore, registry: ModelRegistry, searches_dir: Path, store: ArtifactStore | None = None
+    ) -> None:
         self.jobs = jobs
         self.registry = registry
         self.searches_dir = Path(searches_dir)
@@ -138,11 +147,21 @@ class Searches:
         message = f"{done}/{len(table)} trials done"
         if best is not None:
             message += f"; best {rank_by} {metric} {best['score']:.4g} (trial {best['trial']})"
-        self.jobs.set_progress(search_id, {
-            "fraction": round(done / len(table), 4) if table else 1.0, "message": message,
-            "trials_done": done, "trials_total": len(table), "trials_running": running,
-            "metric": metric, "direction": direction, "rank_by": rank_by,
-            "best": _brief(best), "trials": [_brief(row) for row in table]})
+        self.jobs.set_progress(
+            search_id,
+            {
+                "fraction": round(done / len(table), 4) if table else 1.0,
+                "message": message,
+                "trials_done": done,
+                "trials_total": len(table),
+                "trials_running": running,
+                "metric": metric,
+                "direction": direction,
+                "rank_by": rank_by,
+                "best": _brief(best),
+                "trials": [_brief(row) for row in table],
+            },
+        )
         if done == len(table):
             self.conclude(search, request, table, hostname)
 
@@ -154,14 +173,26 @@ class Searches:
             raws = pipe.execute()
         rows = []
         for index, (trial, raw) in enumerate(zip(request.trials, raws, strict=True)):
-            job: Mapping[str, Any] = (self.jobs._decode(raw) if raw
-                                   else {"status": "queued", "result": None, "error": None})
+            job: Mapping[str, Any] = (
+                self.jobs._decode(raw) if raw else {"status": "queued", "result": None, "error": None}
+            )
             result = job.get("result") or {}
-            rows.append({"trial": index, "id": trial["id"], "algorithm": trial["algorithm"],
-                         "params": trial["params"], "status": job["status"], "score": None,
-                         "metrics": _scalars(result.get("metrics")), "cv": result.get("cv"),
-                         "task": result.get("task"), "duration_s": result.get("duration_s"),
-                         "epochs_run": result.get("epochs_run"), "error": job.get("error")})
+            rows.append(
+                {
+                    "trial": index,
+                    "id": trial["id"],
+                    "algorithm": trial["algorithm"],
+                    "params": trial["params"],
+                    "status": job["status"],
+                    "score": None,
+                    "metrics": _scalars(result.get("metrics")),
+                    "cv": result.get("cv"),
+                    "task": result.get("task"),
+                    "duration_s": result.get("duration_s"),
+                    "epochs_run": result.get("epochs_run"),
+                    "error": job.get("error"),
+                }
+            )
         metric, direction, rank_by = ranking(request, rows)
         for row in rows:
             row["score"] = score(row, metric, rank_by)
@@ -170,8 +201,9 @@ class Searches:
         rows.sort(key=lambda r: (r["score"] is None, sign * (r["score"] or 0.0), r["trial"]))
         return rows
 
-    def conclude(self, search: JobRecord, request: SearchRequest, table: list[dict[str, Any]],
-                 hostname: str = "") -> None:
+    def conclude(
+        self, search: JobRecord, request: SearchRequest, table: list[dict[str, Any]], hostname: str = ""
+    ) -> None:
         """Register the best trial's model, or end the search cancelled or failed. Only one caller gets to."""
         search_id = search["id"]
         if not self.jobs.redis.set(concluding_key(search_id), hostname or "1", nx=True, ex=self.jobs.ttl_s):
@@ -181,37 +213,74 @@ class Searches:
         self._cleanup(search)
         self.jobs.finish(search_id, status, result=result, error=error)
 
-    def _outcome(self, search: JobRecord, request: SearchRequest,
-                 table: list[dict[str, Any]]) -> tuple[str, dict[str, Any], dict[str, Any] | None]:
+    def _outcome(
+        self, search: JobRecord, request: SearchRequest, table: list[dict[str, Any]]
+    ) -> tuple[str, dict[str, Any], dict[str, Any] | None]:
         """(status, result, error) of a search whose trials all ended; registers the best trial's model."""
         search_id = search["id"]
         metric, direction, rank_by = ranking(request, table)
-        summary: dict[str, Any] = {"model": request.model, "version": None, "metric": metric,
-                                   "direction": direction, "rank_by": rank_by, "trials": table}
+        summary: dict[str, Any] = {
+            "model": request.model,
+            "version": None,
+            "metric": metric,
+            "direction": direction,
+            "rank_by": rank_by,
+            "trials": table,
+        }
         if self.jobs.cancel_requested(search_id):
-            return "cancelled", summary, Cancelled("the search was cancelled; its trials stopped and no version was "
-                                                   "registered").to_dict()
+            return (
+                "cancelled",
+                summary,
+                Cancelled("the search was cancelled; its trials stopped and no version was registered").to_dict(),
+            )
         best = table[0] if table and table[0]["score"] is not None else None
         if best is None:
             errors = [row["error"] for row in table if row.get("error")]
             first = f"; the first error: {errors[0].get('message')}" if errors else ""
-            return "failed", summary, NoTrialSucceeded(
-                f"none of the {len(table)} trials produced {rank_by} {metric}{first}").to_dict()
+            return (
+                "failed",
+                summary,
+                NoTrialSucceeded(f"none of the {len(table)} trials produced {rank_by} {metric}{first}").to_dict(),
+            )
         try:
             directory = self.fetch_trial(search["tenant"], search_id, best["id"])
             manifest = json.loads((directory / SAVED_MANIFEST).read_text())
             manifest["job_id"] = search_id
-            manifest["search"] = {"id": search_id, "metric": metric, "direction": direction, "rank_by": rank_by,
-                                  "best_trial": best["trial"], "best_trial_job_id": best["id"], "trials": table}
+            manifest["search"] = {
+                "id": search_id,
+                "metric": metric,
+                "direction": direction,
+                "rank_by": rank_by,
+                "best_trial": best["trial"],
+                "best_trial_job_id": best["id"],
+                "trials": table,
+            }
             registered = self.registry.register(search["tenant"], request.model, directory / "artifact", manifest)
         except Exception as exc:
             log.exception("search %s could not register its best trial", search_id)
-            return "failed", summary, SearchFailed(
-                f"the search could not register its best trial: {type(exc).__name__}: {exc}").to_dict()
-        summary.update(version=registered["version"], best=_brief(best), metrics=best["metrics"], cv=best.get("cv"),
-                       params=best["params"], algorithm=best["algorithm"])
-        log.info("search %s: trial %d is best (%s %s = %s); registered %s version %s", search_id, best["trial"],
-                 rank_by, metric, best["score"], request.model, registered["version"])
+            return (
+                "failed",
+                summary,
+                SearchFailed(f"the search could not register its best trial: {type(exc).__name__}: {exc}").to_dict(),
+            )
+        summary.update(
+            version=registered["version"],
+            best=_brief(best),
+            metrics=best["metrics"],
+            cv=best.get("cv"),
+            params=best["params"],
+            algorithm=best["algorithm"],
+        )
+        log.info(
+            "search %s: trial %d is best (%s %s = %s); registered %s version %s",
+            search_id,
+            best["trial"],
+            rank_by,
+            metric,
+            best["score"],
+            request.model,
+            registered["version"],
+        )
         return "succeeded", summary, None
 
     def _cleanup(self, search: JobRecord) -> None:
@@ -270,6 +339,3 @@ def _brief(row: dict[str, Any] | None) -> dict[str, Any] | None:
     if row is None:
         return None
     return {k: row.get(k) for k in ("trial", "id", "algorithm", "params", "status", "score", "duration_s")}
-
-
-

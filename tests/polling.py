@@ -12,8 +12,9 @@ from typing import TypeVar
 T = TypeVar("T")
 
 
-def wait_until(predicate: Callable[[], T], timeout_s: float = 60.0, what: str = "condition",
-               interval_s: float = 0.05) -> T:
+def wait_until(
+    predicate: Callable[[], T], timeout_s: float = 60.0, what: str = "condition", interval_s: float = 0.05
+) -> T:
     """Poll `predicate` until it returns something truthy, and return that; AssertionError past the deadline."""
     deadline = time.monotonic() + timeout_s
     while True:

@@ -39,8 +39,21 @@ class PrivateRedis:
     def argv(self) -> list[str]:
         binary = shutil.which("redis-server")
         assert binary is not None
-        argv = [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.directory),
-                "--save", "", "--logfile", str(self.log_path), "--maxmemory-policy", "noeviction"]
+        argv = [
+            binary,
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(self.directory),
+            "--save",
+            "",
+            "--logfile",
+            str(self.log_path),
+            "--maxmemory-policy",
+            "noeviction",
+        ]
         if self.appendonly:
             argv += ["--appendonly", "yes", "--appendfsync", "always"]
         else:

@@ -49,20 +49,37 @@ class RcloneS3:
     @property
     def env(self) -> dict[str, str]:
         """What a process needs to reach this server: the endpoint and credentials (boto3's default chain)."""
-        return {"MLQ_S3_ENDPOINT_URL": self.endpoint, "AWS_ACCESS_KEY_ID": ACCESS_KEY,
-                "AWS_SECRET_ACCESS_KEY": self.secret, "AWS_REGION": "us-east-1"}
+        return {
+            "MLQ_S3_ENDPOINT_URL": self.endpoint,
+            "AWS_ACCESS_KEY_ID": ACCESS_KEY,
+            "AWS_SECRET_ACCESS_KEY": self.secret,
+            "AWS_REGION": "us-east-1",
+        }
 
     def client(self) -> Any:
         import boto3
         from botocore.config import Config
 
         return boto3.session.Session().client(
-            "s3", endpoint_url=self.endpoint, region_name="us-east-1", aws_access_key_id=ACCESS_KEY,
-            aws_secret_access_key=self.secret, config=Config(s3={"addressing_style": "path"}))
+            "s3",
+            endpoint_url=self.endpoint,
+            region_name="us-east-1",
+            aws_access_key_id=ACCESS_KEY,
+            aws_secret_access_key=self.secret,
+            config=Config(s3={"addressing_style": "path"}),
+        )
 
     def start(self) -> None:
-        argv = [rclone_binary(), "serve", "s3", "--addr", f"127.0.0.1:{self.port}",
-                "--auth-key", f"{ACCESS_KEY},{self.secret}", str(self.directory)]
+        argv = [
+            rclone_binary(),
+            "serve",
+            "s3",
+            "--addr",
+            f"127.0.0.1:{self.port}",
+            "--auth-key",
+            f"{ACCESS_KEY},{self.secret}",
+            str(self.directory),
+        ]
         with self.log_path.open("wb") as log:
             self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + START_TIMEOUT_S

@@ -39,21 +39,43 @@ ARCHITECTURE_FILE = "architecture.json"
 # Every type a model.skops written by SklearnModel.save may contain, and nothing else. skops itself trusts any
 # scikit-learn estimator; we are stricter, so a file holding e.g. a FunctionTransformer(os.system) is refused.
 TRUSTED_TYPES: list[str] = [
-    "builtins.dict", "builtins.list", "builtins.tuple", "builtins.str", "builtins.int", "builtins.float",
-    "builtins.bool", "builtins.NoneType",
-    "numpy.ndarray", "numpy.dtype", "numpy.float32", "numpy.float64", "numpy.int32", "numpy.int64",
-    "numpy.bool_", "numpy.random.mtrand.RandomState",
-    "sklearn.linear_model._logistic.LogisticRegression", "sklearn.linear_model._base.LinearRegression",
+    "builtins.dict",
+    "builtins.list",
+    "builtins.tuple",
+    "builtins.str",
+    "builtins.int",
+    "builtins.float",
+    "builtins.bool",
+    "builtins.NoneType",
+    "numpy.ndarray",
+    "numpy.dtype",
+    "numpy.float32",
+    "numpy.float64",
+    "numpy.int32",
+    "numpy.int64",
+    "numpy.bool_",
+    "numpy.random.mtrand.RandomState",
+    "sklearn.linear_model._logistic.LogisticRegression",
+    "sklearn.linear_model._base.LinearRegression",
     "sklearn.linear_model._ridge.Ridge",
-    "sklearn.ensemble._forest.RandomForestClassifier", "sklearn.ensemble._forest.RandomForestRegressor",
-    "sklearn.ensemble._gb.GradientBoostingClassifier", "sklearn.ensemble._gb.GradientBoostingRegressor",
-    "sklearn.tree._classes.DecisionTreeClassifier", "sklearn.tree._classes.DecisionTreeRegressor",
+    "sklearn.ensemble._forest.RandomForestClassifier",
+    "sklearn.ensemble._forest.RandomForestRegressor",
+    "sklearn.ensemble._gb.GradientBoostingClassifier",
+    "sklearn.ensemble._gb.GradientBoostingRegressor",
+    "sklearn.tree._classes.DecisionTreeClassifier",
+    "sklearn.tree._classes.DecisionTreeRegressor",
     "sklearn.tree._tree.Tree",
-    "sklearn.dummy.DummyClassifier", "sklearn.dummy.DummyRegressor",
-    "sklearn._loss.loss.HalfBinomialLoss", "sklearn._loss.loss.HalfMultinomialLoss",
-    "sklearn._loss.loss.HalfSquaredError", "sklearn._loss._loss.CyHalfBinomialLoss",
-    "sklearn._loss._loss.CyHalfMultinomialLoss", "sklearn._loss._loss.CyHalfSquaredError",
-    "sklearn._loss.link.IdentityLink", "sklearn._loss.link.LogitLink", "sklearn._loss.link.MultinomialLogit",
+    "sklearn.dummy.DummyClassifier",
+    "sklearn.dummy.DummyRegressor",
+    "sklearn._loss.loss.HalfBinomialLoss",
+    "sklearn._loss.loss.HalfMultinomialLoss",
+    "sklearn._loss.loss.HalfSquaredError",
+    "sklearn._loss._loss.CyHalfBinomialLoss",
+    "sklearn._loss._loss.CyHalfMultinomialLoss",
+    "sklearn._loss._loss.CyHalfSquaredError",
+    "sklearn._loss.link.IdentityLink",
+    "sklearn._loss.link.LogitLink",
+    "sklearn._loss.link.MultinomialLogit",
     "sklearn._loss.link.Interval",
 ]
 _ARCHITECTURE_KEYS = ("input_dim", "hidden_layers", "output_dim", "task", "target_mean", "target_std")
@@ -74,8 +96,14 @@ class Model(Protocol):
 
     kind: str  # "sklearn" | "torch": which loader reads its files back
 
-    def fit(self, X_train: np.ndarray, y_train: np.ndarray, X_val: np.ndarray | None, y_val: np.ndarray | None,
-            hooks: FitHooks) -> int: ...
+    def fit(
+        self,
+        X_train: np.ndarray,
+        y_train: np.ndarray,
+        X_val: np.ndarray | None,
+        y_val: np.ndarray | None,
+        hooks: FitHooks,
+    ) -> int: ...
     def predict(self, X: np.ndarray) -> np.ndarray: ...
     def predict_proba(self, X: np.ndarray) -> np.ndarray | None: ...
     def save(self, directory: Path) -> None: ...
@@ -93,8 +121,14 @@ class SklearnModel:
         # For estimators without a class_weight argument: "balanced" given to fit() as per-row sample weights.
         self.balanced_weights = balanced_weights
 
-    def fit(self, X_train: np.ndarray, y_train: np.ndarray, X_val: np.ndarray | None, y_val: np.ndarray | None,
-            hooks: FitHooks) -> int:
+    def fit(
+        self,
+        X_train: np.ndarray,
+        y_train: np.ndarray,
+        X_val: np.ndarray | None,
+        y_val: np.ndarray | None,
+        hooks: FitHooks,
+    ) -> int:
         # A scikit-learn fit cannot be interrupted, so the cancel check happens once, before it starts.
         if hooks.should_stop is not None and hooks.should_stop():
             raise Cancelled("training cancelled before the fit started")
@@ -129,8 +163,11 @@ class SklearnModel:
         return normalized
 
     def save(self, directory: Path) -> None:
-        safe_skops.dump({"estimator": self.estimator, "task": self.task, "n_classes": self.n_classes},
-                        directory / SKOPS_FILE, TRUSTED_TYPES)
+        safe_skops.dump(
+            {"estimator": self.estimator, "task": self.task, "n_classes": self.n_classes},
+            directory / SKOPS_FILE,
+            TRUSTED_TYPES,
+        )
 
     @classmethod
     def load(cls, directory: Path) -> SklearnModel:
@@ -147,9 +184,12 @@ class TorchMLPModel:
         self.task = task
         self.params = params
         self.architecture: dict[str, Any] = {
-            "input_dim": n_features, "hidden_layers": list(params["hidden_layers"]),
-            "output_dim": n_classes if task == CLASSIFICATION else 1, "task": task,
-            "target_mean": None, "target_std": None,
+            "input_dim": n_features,
+            "hidden_layers": list(params["hidden_layers"]),
+            "output_dim": n_classes if task == CLASSIFICATION else 1,
+            "task": task,
+            "target_mean": None,
+            "target_std": None,
         }
         self.net: MLP | None = None
         self.initial_state: dict[str, torch.Tensor] | None = None  # set by training/warm_start.py
@@ -159,8 +199,14 @@ class TorchMLPModel:
         a = self.architecture
         return MLP(a["input_dim"], a["hidden_layers"], a["output_dim"])
 
-    def fit(self, X_train: np.ndarray, y_train: np.ndarray, X_val: np.ndarray | None, y_val: np.ndarray | None,
-            hooks: FitHooks) -> int:
+    def fit(
+        self,
+        X_train: np.ndarray,
+        y_train: np.ndarray,
+        X_val: np.ndarray | None,
+        y_val: np.ndarray | None,
+        hooks: FitHooks,
+    ) -> int:
         p = self.params
         if self.task == REGRESSION and self.initial_state is not None:
             # Warm start: the weights predict in the base version's target units; keep its mean and std.
@@ -185,10 +231,23 @@ class TorchMLPModel:
             # sklearn's "balanced": n / (K * count); a class absent from the train split gets weight 0, not inf.
             class_weight = [len(y_train) / (len(counts) * c) if c else 0.0 for c in counts.tolist()]
         self.train_summary = train_loop(
-            self.net, X_train, y_train, X_val, y_val, task=self.task, epochs=p["epochs"],
-            batch_size=p["batch_size"], lr=p["lr"], optimizer=p["optimizer"], weight_decay=p["weight_decay"],
-            early_stopping_patience=p["early_stopping_patience"], seed=p["seed"], device=hooks.device,
-            checkpoint_dir=hooks.checkpoint_dir, on_progress=hooks.on_progress, should_stop=hooks.should_stop,
+            self.net,
+            X_train,
+            y_train,
+            X_val,
+            y_val,
+            task=self.task,
+            epochs=p["epochs"],
+            batch_size=p["batch_size"],
+            lr=p["lr"],
+            optimizer=p["optimizer"],
+            weight_decay=p["weight_decay"],
+            early_stopping_patience=p["early_stopping_patience"],
+            seed=p["seed"],
+            device=hooks.device,
+            checkpoint_dir=hooks.checkpoint_dir,
+            on_progress=hooks.on_progress,
+            should_stop=hooks.should_stop,
             class_weight=class_weight,
         )
         return int(self.train_summary["epochs_run"])
@@ -220,8 +279,9 @@ class TorchMLPModel:
         if self.net is None:
             raise MLQError("the MLP has not been fitted yet; nothing to save")
         directory.mkdir(parents=True, exist_ok=True)
-        save_file({k: v.detach().cpu().contiguous() for k, v in self.net.state_dict().items()},
-                  str(directory / WEIGHTS_FILE))
+        save_file(
+            {k: v.detach().cpu().contiguous() for k, v in self.net.state_dict().items()}, str(directory / WEIGHTS_FILE)
+        )
         (directory / ARCHITECTURE_FILE).write_text(json.dumps(self.architecture, indent=2))
 
     @classmethod
@@ -243,28 +303,42 @@ class TorchMLPModel:
 
 
 def _logistic_regression(task: str, params: dict[str, Any], n_features: int, n_classes: int) -> Model:
-    est = LogisticRegression(C=params["C"], max_iter=params["max_iter"], class_weight=params["class_weight"],
-                             random_state=0)
+    est = LogisticRegression(
+        C=params["C"], max_iter=params["max_iter"], class_weight=params["class_weight"], random_state=0
+    )
     return SklearnModel(est, task, n_classes)
 
 
 def _random_forest(task: str, params: dict[str, Any], n_features: int, n_classes: int) -> Model:
     if task == CLASSIFICATION:
         est: BaseEstimator = RandomForestClassifier(
-            n_estimators=params["n_estimators"], max_depth=params["max_depth"],
-            min_samples_leaf=params["min_samples_leaf"], random_state=params["seed"], n_jobs=1,
-            class_weight=params.get("class_weight"))
+            n_estimators=params["n_estimators"],
+            max_depth=params["max_depth"],
+            min_samples_leaf=params["min_samples_leaf"],
+            random_state=params["seed"],
+            n_jobs=1,
+            class_weight=params.get("class_weight"),
+        )
     else:
-        est = RandomForestRegressor(n_estimators=params["n_estimators"], max_depth=params["max_depth"],
-                                    min_samples_leaf=params["min_samples_leaf"], random_state=params["seed"],
-                                    n_jobs=1)
+        est = RandomForestRegressor(
+            n_estimators=params["n_estimators"],
+            max_depth=params["max_depth"],
+            min_samples_leaf=params["min_samples_leaf"],
+            random_state=params["seed"],
+            n_jobs=1,
+        )
     return SklearnModel(est, task, n_classes)
 
 
 def _gradient_boosting(task: str, params: dict[str, Any], n_features: int, n_classes: int) -> Model:
     cls = GradientBoostingClassifier if task == CLASSIFICATION else GradientBoostingRegressor
-    est = cls(n_estimators=params["n_estimators"], learning_rate=params["learning_rate"],
-              max_depth=params["max_depth"], subsample=params["subsample"], random_state=params["seed"])
+    est = cls(
+        n_estimators=params["n_estimators"],
+        learning_rate=params["learning_rate"],
+        max_depth=params["max_depth"],
+        subsample=params["subsample"],
+        random_state=params["seed"],
+    )
     balanced = task == CLASSIFICATION and params.get("class_weight") == "balanced"
     return SklearnModel(est, task, n_classes, balanced_weights=balanced)
 
@@ -291,8 +365,9 @@ class Algorithm:
 
 
 ALGORITHMS: dict[str, Algorithm] = {
-    "logistic_regression": Algorithm("logistic_regression", ALGORITHM_TASKS["logistic_regression"],
-                                     _logistic_regression),
+    "logistic_regression": Algorithm(
+        "logistic_regression", ALGORITHM_TASKS["logistic_regression"], _logistic_regression
+    ),
     "random_forest": Algorithm("random_forest", ALGORITHM_TASKS["random_forest"], _random_forest),
     "gradient_boosting": Algorithm("gradient_boosting", ALGORITHM_TASKS["gradient_boosting"], _gradient_boosting),
     "linear_regression": Algorithm("linear_regression", ALGORITHM_TASKS["linear_regression"], _linear_regression),
@@ -311,8 +386,10 @@ def check_servable(kind: str) -> None:
     """Refuse a download-only export before any of its files is opened."""
     if kind in ("onnx", "torchscript"):
         # An export is a file to download; a TorchScript file can run code, so no worker ever opens one.
-        raise MLQError(f"this version is a {kind} export for download (GET .../artifact), not a model the "
-                       "workers serve; predict with the version it was exported from")
+        raise MLQError(
+            f"this version is a {kind} export for download (GET .../artifact), not a model the "
+            "workers serve; predict with the version it was exported from"
+        )
 
 
 def load_model(directory: Path, kind: str, device: str = "cpu") -> Model:

@@ -85,20 +85,44 @@ def _latencies(sides: list[Side], X_test: pd.DataFrame, x_test: np.ndarray, repe
     return out
 
 
-def compare(parent: Side, child: Side, task: str, X_test: pd.DataFrame, x_test: np.ndarray, y_test: np.ndarray,
-            n_classes: int, repeats: int = REPEATS) -> dict[str, Any]:
+def compare(
+    parent: Side,
+    child: Side,
+    task: str,
+    X_test: pd.DataFrame,
+    x_test: np.ndarray,
+    y_test: np.ndarray,
+    n_classes: int,
+    repeats: int = REPEATS,
+) -> dict[str, Any]:
     """{"parent": ..., "child": ..., "ratios": ..., "metric_deltas": ...}, both sides measured the same way."""
     sides = []
     for side, timing in zip((parent, child), _latencies([parent, child], X_test, x_test, repeats), strict=True):
-        sides.append({"version": side.version, "artifact_bytes": side.artifact_bytes, **timing,
-                      "metrics": _metrics(task, y_test, side.predict(X_test), n_classes)})
+        sides.append(
+            {
+                "version": side.version,
+                "artifact_bytes": side.artifact_bytes,
+                **timing,
+                "metrics": _metrics(task, y_test, side.predict(X_test), n_classes),
+            }
+        )
     p, c = sides
     ratios: dict[str, Any] = {"size": round(p["artifact_bytes"] / max(c["artifact_bytes"], 1), 3)}
     for key in ("latency_ms", "model_latency_ms"):
         for n in p[key]:
             if p[key][n] and c[key][n]:
                 ratios[f"speedup_{key.removesuffix('_ms')}_{n}"] = round(p[key][n] / c[key][n], 3)
-    deltas = {k: round(c["metrics"][k] - v, 4) for k, v in p["metrics"].items()
-              if isinstance(v, int | float) and isinstance(c["metrics"].get(k), int | float)}
-    return {"parent": p, "child": c, "ratios": ratios, "metric_deltas": deltas, "test_rows": len(y_test),
-            "repeats": repeats, "threads": 1}
+    deltas = {
+        k: round(c["metrics"][k] - v, 4)
+        for k, v in p["metrics"].items()
+        if isinstance(v, int | float) and isinstance(c["metrics"].get(k), int | float)
+    }
+    return {
+        "parent": p,
+        "child": c,
+        "ratios": ratios,
+        "metric_deltas": deltas,
+        "test_rows": len(y_test),
+        "repeats": repeats,
+        "threads": 1,
+    }

@@ -74,8 +74,9 @@ class CategoryPart:
 class CompiledPreprocessor:
     """The ColumnTransformer's fitted values applied with numpy; `transform(rows)` → float32 (n, width)."""
 
-    def __init__(self, features: list[str], feature_dtypes: dict[str, str],
-                 parts: list[NumberPart | CategoryPart]) -> None:
+    def __init__(
+        self, features: list[str], feature_dtypes: dict[str, str], parts: list[NumberPart | CategoryPart]
+    ) -> None:
         self.features = features
         self.feature_dtypes = feature_dtypes
         self.parts = parts
@@ -162,7 +163,7 @@ class CompiledPreprocessor:
             values = values - part.mean
         if part.scale is not None:
             values = values / part.scale
-        out[:, offset:offset + part.width] = values
+        out[:, offset : offset + part.width] = values
 
     @staticmethod
     def _put_categories(out: np.ndarray, offset: int, part: CategoryPart, texts: list[str | None]) -> None:
@@ -194,8 +195,11 @@ def _parts(pre: Any, features: list[str], feature_dtypes: dict[str, str]) -> lis
     for name, transformer, columns in pre.transformers_:
         if isinstance(transformer, str) and transformer == "drop":
             continue
-        if not isinstance(transformer, Pipeline) or isinstance(columns, slice) or not all(
-                isinstance(c, str) and c in position for c in columns):
+        if (
+            not isinstance(transformer, Pipeline)
+            or isinstance(columns, slice)
+            or not all(isinstance(c, str) and c in position for c in columns)
+        ):
             raise NotCompilable(f"part {name!r} is not a pipeline over named feature columns")
         if not len(columns):
             continue
@@ -246,8 +250,11 @@ def _category_parts(name: str, pipeline: Pipeline, columns: list[int]) -> list[C
         raise NotCompilable(f"part {name!r}: expected an imputer then a OneHotEncoder")
     imputer = _imputer(name, steps[0], ("most_frequent", "constant"))
     encoder = steps[1]
-    if (encoder.handle_unknown != "ignore" or encoder.drop_idx_ is not None
-            or getattr(encoder, "_infrequent_enabled", False)):
+    if (
+        encoder.handle_unknown != "ignore"
+        or encoder.drop_idx_ is not None
+        or getattr(encoder, "_infrequent_enabled", False)
+    ):
         raise NotCompilable(f"part {name!r}: the OneHotEncoder drops, groups or refuses categories")
     fills = list(imputer.statistics_)
     if len(fills) != len(columns) or len(encoder.categories_) != len(columns):
@@ -273,8 +280,9 @@ def _check_probe(compiled: CompiledPreprocessor, pre: Any) -> None:
         else:
             probe[1][part.column] = next(iter(part.index), None)
             probe[2][part.column] = UNKNOWN_PROBE
-    expected = np.asarray(pre.transform(frame_from_rows(probe, compiled.features, compiled.feature_dtypes)),
-                          dtype=np.float32)
+    expected = np.asarray(
+        pre.transform(frame_from_rows(probe, compiled.features, compiled.feature_dtypes)), dtype=np.float32
+    )
     got = compiled.transform(probe)
     if expected.shape != got.shape or not np.allclose(got, expected, rtol=PROBE_RTOL, atol=1e-7):
         raise NotCompilable("it gives other outputs than the ColumnTransformer on the probe rows")

@@ -29,8 +29,10 @@ def check_folds(value: Any) -> int | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or not 2 <= value <= MAX_FOLDS:
-        raise InvalidParams(f"split.cv must be an integer from 2 to {MAX_FOLDS} (the number of folds), got {value!r}",
-                            errors=[{"loc": ["split", "cv"], "msg": f"must be an integer from 2 to {MAX_FOLDS}"}])
+        raise InvalidParams(
+            f"split.cv must be an integer from 2 to {MAX_FOLDS} (the number of folds), got {value!r}",
+            errors=[{"loc": ["split", "cv"], "msg": f"must be an integer from 2 to {MAX_FOLDS}"}],
+        )
     return value
 
 
@@ -39,9 +41,11 @@ def fold_indices(y: np.ndarray, task: str, folds: int, seed: int) -> list[tuple[
     if task == CLASSIFICATION:
         smallest = int(np.bincount(np.asarray(y, dtype=np.int64)).min(initial=len(y)))
         if smallest < folds:
-            raise DataError(f"split.cv={folds} needs at least {folds} training rows of every class, but one class "
-                            f"has {smallest}; use fewer folds or more rows",
-                            errors=[{"loc": ["split", "cv"], "msg": f"a class has only {smallest} training rows"}])
+            raise DataError(
+                f"split.cv={folds} needs at least {folds} training rows of every class, but one class "
+                f"has {smallest}; use fewer folds or more rows",
+                errors=[{"loc": ["split", "cv"], "msg": f"a class has only {smallest} training rows"}],
+            )
         splitter: Any = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
     else:
         splitter = KFold(n_splits=folds, shuffle=True, random_state=seed)
@@ -52,10 +56,21 @@ def _scalars(metrics: dict[str, Any]) -> dict[str, float | None]:
     return {k: v for k, v in metrics.items() if v is None or isinstance(v, int | float)}
 
 
-def cross_validate(X: pd.DataFrame, y: np.ndarray, *, task: str, n_classes: int, algorithm: str,
-                   params: dict[str, Any], preprocessor: Any, folds: int, seed: int, device: str = "cpu",
-                   should_stop: Callable[[], bool] | None = None,
-                   on_fold: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+def cross_validate(
+    X: pd.DataFrame,
+    y: np.ndarray,
+    *,
+    task: str,
+    n_classes: int,
+    algorithm: str,
+    params: dict[str, Any],
+    preprocessor: Any,
+    folds: int,
+    seed: int,
+    device: str = "cpu",
+    should_stop: Callable[[], bool] | None = None,
+    on_fold: Callable[[int, int], None] | None = None,
+) -> dict[str, Any]:
     """{"folds", "mean": {metric: …}, "std": {metric: …}, "per_fold": [{metric: …}]} over k fresh fits.
 
     `params` must be validated; `preprocessor` is an unfitted-or-fitted template (it is cloned per fold).
@@ -71,8 +86,7 @@ def cross_validate(X: pd.DataFrame, y: np.ndarray, *, task: str, n_classes: int,
         empty = np.empty((0, x_train.shape[1]), dtype=np.float32)
         model.fit(x_train, y[train], empty, y[train][:0], FitHooks(should_stop=should_stop, device=device))
         if task == CLASSIFICATION:
-            metrics = classification_metrics(y[held_out], model.predict(x_held), model.predict_proba(x_held),
-                                             n_classes)
+            metrics = classification_metrics(y[held_out], model.predict(x_held), model.predict_proba(x_held), n_classes)
         else:
             metrics = regression_metrics(y[held_out], model.predict(x_held))
         per_fold.append(_scalars(metrics))

@@ -41,9 +41,22 @@ TRUSTED_TYPES = [
     "sklearn.preprocessing._data.StandardScaler",
     "sklearn.preprocessing._encoders.OneHotEncoder",
     "sklearn.preprocessing._function_transformer.FunctionTransformer",
-    "builtins.dict", "builtins.list", "builtins.tuple", "builtins.str", "builtins.int", "builtins.float",
-    "builtins.bool", "builtins.NoneType", "builtins.slice", "builtins.object",
-    "numpy.ndarray", "numpy.dtype", "numpy.float32", "numpy.float64", "numpy.int64", "numpy.bool_",
+    "builtins.dict",
+    "builtins.list",
+    "builtins.tuple",
+    "builtins.str",
+    "builtins.int",
+    "builtins.float",
+    "builtins.bool",
+    "builtins.NoneType",
+    "builtins.slice",
+    "builtins.object",
+    "numpy.ndarray",
+    "numpy.dtype",
+    "numpy.float32",
+    "numpy.float64",
+    "numpy.int64",
+    "numpy.bool_",
 ]
 
 
@@ -146,8 +159,10 @@ def load_csv(path: Path | str) -> pd.DataFrame:
     except pd.errors.ParserError as exc:
         line = re.search(r"line (\d+)", str(exc))
         where = f" at line {line.group(1)}" if line else ""
-        raise DataError(f"the CSV cannot be parsed{where}: {str(exc).strip()}; every row needs as many "
-                        "fields as the header (quote fields that contain commas)") from exc
+        raise DataError(
+            f"the CSV cannot be parsed{where}: {str(exc).strip()}; every row needs as many "
+            "fields as the header (quote fields that contain commas)"
+        ) from exc
     except UnicodeDecodeError as exc:
         raise DataError(f"the CSV is not valid UTF-8 text (byte {exc.start}); save it as UTF-8") from exc
     if len(df) == 0:
@@ -224,8 +239,10 @@ def _build_preprocessor(numbers: list[str], categories: list[str], scale: bool) 
 def _encode_target(y: pd.Series, task: str) -> tuple[np.ndarray, list[Any] | None]:
     if task == REGRESSION:
         if pd.api.types.is_bool_dtype(y) or not pd.api.types.is_numeric_dtype(y):
-            raise DataError(f"regression needs a numeric target, but {y.name!r} holds {y.iloc[0]!r}; "
-                            "use task 'classification' or pick a numeric target")
+            raise DataError(
+                f"regression needs a numeric target, but {y.name!r} holds {y.iloc[0]!r}; "
+                "use task 'classification' or pick a numeric target"
+            )
         return y.to_numpy(dtype=np.float64), None
     if not (pd.api.types.is_numeric_dtype(y) or pd.api.types.is_bool_dtype(y)):
         y = as_categories(y).rename(y.name)  # mixed text labels sort only as text
@@ -242,36 +259,49 @@ def _split(n: int, codes: np.ndarray | None, classes: list[Any] | None, split: S
     if stratify is not None and classes is not None:
         counts = np.bincount(stratify, minlength=len(classes))
         if counts.min() < 2:
-            raise DataError(f"class {classes[int(counts.argmin())]!r} has only {counts.min()} row; a stratified "
-                            "split needs at least 2 rows per class (better 5+): add rows, drop that class, "
-                            "or set split.stratify to false")
+            raise DataError(
+                f"class {classes[int(counts.argmin())]!r} has only {counts.min()} row; a stratified "
+                "split needs at least 2 rows per class (better 5+): add rows, drop that class, "
+                "or set split.stratify to false"
+            )
     try:
         rest, test = train_test_split(index, test_size=split.test, random_state=split.seed, stratify=stratify)
         share = split.validation / (1 - split.test)
-        train, val = train_test_split(rest, test_size=share, random_state=split.seed,
-                                      stratify=None if stratify is None else stratify[rest])
+        train, val = train_test_split(
+            rest, test_size=share, random_state=split.seed, stratify=None if stratify is None else stratify[rest]
+        )
     except ValueError as exc:
-        raise DataError(f"cannot split {n} rows into train/validation/test ({exc}); add rows, change the "
-                        "split fractions, or set split.stratify to false") from exc
+        raise DataError(
+            f"cannot split {n} rows into train/validation/test ({exc}); add rows, change the "
+            "split fractions, or set split.stratify to false"
+        ) from exc
     return train, val, test
 
 
 def prepare(
-    df: pd.DataFrame, target: str, features: list[str] | None = None, task: str | None = None,
-    preprocessing: Preprocessing = Preprocessing(), split: Split = Split(),  # noqa: B008 - frozen, safe to share
+    df: pd.DataFrame,
+    target: str,
+    features: list[str] | None = None,
+    task: str | None = None,
+    preprocessing: Preprocessing = Preprocessing(),
+    split: Split = Split(),  # noqa: B008 - frozen, safe to share
 ) -> PreparedData:
     """Clean, split and fit the preprocessor on the train split. See PreparedData for what comes back."""
     available = ", ".join(map(str, df.columns))
     if target not in df.columns:
-        raise ColumnNotFound(f"target column {target!r} is not in the data; available columns: {available}",
-                             errors=[{"loc": ["target"], "msg": f"no column {target!r}"}])
+        raise ColumnNotFound(
+            f"target column {target!r} is not in the data; available columns: {available}",
+            errors=[{"loc": ["target"], "msg": f"no column {target!r}"}],
+        )
     if task is not None and task not in (CLASSIFICATION, REGRESSION):
         raise DataError(f"task must be 'classification' or 'regression', got {task!r}")
     features = [c for c in df.columns if c != target] if features is None else list(features)
     for name in features:
         if name not in df.columns:
-            raise ColumnNotFound(f"feature column {name!r} is not in the data; available columns: {available}",
-                                 errors=[{"loc": ["features"], "msg": f"no column {name!r}"}])
+            raise ColumnNotFound(
+                f"feature column {name!r} is not in the data; available columns: {available}",
+                errors=[{"loc": ["features"], "msg": f"no column {name!r}"}],
+            )
     if not features or target in features or len(set(features)) != len(features):
         raise DataError("features must be a non-empty list of distinct columns that excludes the target")
     sha = df.attrs.get("sha256") or hashlib.sha256(df.to_csv(index=False).encode()).hexdigest()
@@ -287,9 +317,11 @@ def prepare(
     if preprocessing.deduplicate:
         data = data.drop_duplicates().reset_index(drop=True)
     if len(data) < MIN_ROWS:
-        raise DataError(f"only {len(data)} usable rows (after dropping rows without a target"
-                        f"{', with gaps' if preprocessing.missing == 'drop' else ''}"
-                        f"{', duplicated' if preprocessing.deduplicate else ''}); need at least {MIN_ROWS}")
+        raise DataError(
+            f"only {len(data)} usable rows (after dropping rows without a target"
+            f"{', with gaps' if preprocessing.missing == 'drop' else ''}"
+            f"{', duplicated' if preprocessing.deduplicate else ''}); need at least {MIN_ROWS}"
+        )
 
     # Gaps in the target make pandas widen ints to float and bools to object; undo that once they are dropped.
     y = data[target]
@@ -302,11 +334,14 @@ def prepare(
     y_all, classes = _encode_target(y, task)
 
     feature_dtypes = {
-        n: "number" if pd.api.types.is_numeric_dtype(data[n]) and not pd.api.types.is_bool_dtype(data[n])
-        else "category" for n in features
+        n: "number"
+        if pd.api.types.is_numeric_dtype(data[n]) and not pd.api.types.is_bool_dtype(data[n])
+        else "category"
+        for n in features
     }
-    X = pd.DataFrame({n: data[n].astype(np.float64) if feature_dtypes[n] == "number" else as_categories(data[n])
-                      for n in features})
+    X = pd.DataFrame(
+        {n: data[n].astype(np.float64) if feature_dtypes[n] == "number" else as_categories(data[n]) for n in features}
+    )
     train, val, test = _split(len(X), y_all if classes else None, classes, split)
     X_train, X_val, X_test = (X.iloc[i].reset_index(drop=True) for i in (train, val, test))
     numbers = [n for n in features if feature_dtypes[n] == "number"]
@@ -314,10 +349,21 @@ def prepare(
     preprocessor = _build_preprocessor(numbers, categories, preprocessing.scale)
     preprocessor.fit(X_train)
     return PreparedData(
-        task=task, task_inferred=task_inferred, target=target, features=features, feature_dtypes=feature_dtypes,
-        classes=classes, X_train=X_train, X_val=X_val, X_test=X_test,
-        y_train=y_all[train], y_val=y_all[val], y_test=y_all[test],
-        preprocessor=preprocessor, dataset_sha256=sha, rows_used=len(X),
+        task=task,
+        task_inferred=task_inferred,
+        target=target,
+        features=features,
+        feature_dtypes=feature_dtypes,
+        classes=classes,
+        X_train=X_train,
+        X_val=X_val,
+        X_test=X_test,
+        y_train=y_all[train],
+        y_val=y_all[val],
+        y_test=y_all[test],
+        preprocessor=preprocessor,
+        dataset_sha256=sha,
+        rows_used=len(X),
     )
 
 

@@ -32,10 +32,22 @@ def soften(proba: np.ndarray, temperature: float) -> np.ndarray:
     return normalized
 
 
-def distill(teacher_proba: np.ndarray, X_train: np.ndarray, y_train: np.ndarray, *, hidden_layers: list[int],
-            epochs: int, temperature: float, alpha: float, lr: float, batch_size: int, seed: int,
-            device: str = "auto", on_progress: Callable[..., None] | None = None,
-            should_stop: Callable[[], bool] | None = None) -> TorchMLPModel:
+def distill(
+    teacher_proba: np.ndarray,
+    X_train: np.ndarray,
+    y_train: np.ndarray,
+    *,
+    hidden_layers: list[int],
+    epochs: int,
+    temperature: float,
+    alpha: float,
+    lr: float,
+    batch_size: int,
+    seed: int,
+    device: str = "auto",
+    on_progress: Callable[..., None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> TorchMLPModel:
     """A fitted student: loss = T² · CE(student/T, soft teacher) + alpha · CE(student, true label)."""
     n_classes = teacher_proba.shape[1]
     student = TorchMLPModel(CLASSIFICATION, {"hidden_layers": hidden_layers}, X_train.shape[1], n_classes)
@@ -57,7 +69,7 @@ def distill(teacher_proba: np.ndarray, X_train: np.ndarray, y_train: np.ndarray,
             # Checked every batch, as in train_loop: a cancel lands within one batch.
             if should_stop is not None and should_stop():
                 raise Cancelled(f"distillation cancelled during epoch {epoch} of {epochs}; nothing registered")
-            idx = perm[start:start + batch_size]
+            idx = perm[start : start + batch_size]
             logits = net(X[idx])
             # The T² factor keeps the soft term's gradients the size of the hard term's whatever T is.
             loss = F.cross_entropy(logits / temperature, soft[idx]) * temperature**2

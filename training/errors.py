@@ -21,8 +21,9 @@ class MLQError(Exception):
     code = "error"
     status = 422
 
-    def __init__(self, message: str, *, errors: list[dict[str, Any]] | None = None,
-                 headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, message: str, *, errors: list[dict[str, Any]] | None = None, headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(message)
         self.message = message
         # Field-level details in the contract's shape: [{"loc": ["params", "epochs"], "msg": "must be >= 1"}].

@@ -103,10 +103,16 @@ def _onnx_model(model: Any, n_features: int, task: str) -> Any:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             # The TorchScript-based exporter: an MLP needs nothing newer, and it takes 0.2 s where dynamo takes 4 s.
-            torch.onnx.export(serving_module(model), (torch.zeros(1, n_features),), buf,  # type: ignore[arg-type]
-                              dynamo=False,
-                              input_names=["features"], output_names=[out_name], opset_version=OPSET,
-                              dynamic_axes={"features": {0: "n"}, out_name: {0: "n"}})
+            torch.onnx.export(
+                serving_module(model),
+                (torch.zeros(1, n_features),),
+                buf,  # type: ignore[arg-type]
+                dynamo=False,
+                input_names=["features"],
+                output_names=[out_name],
+                opset_version=OPSET,
+                dynamic_axes={"features": {0: "n"}, out_name: {0: "n"}},
+            )
         return onnx.load_from_string(buf.getvalue())
     if isinstance(model, SklearnModel):
         from skl2onnx import convert_sklearn
@@ -114,12 +120,18 @@ def _onnx_model(model: Any, n_features: int, task: str) -> Any:
 
         est = model.estimator
         if task == CLASSIFICATION and len(getattr(est, "classes_", [])) != model.n_classes:
-            raise ExportUnsupported("the classifier saw fewer classes in training than the manifest lists; its "
-                                    "ONNX probabilities would not line up with `classes`")
+            raise ExportUnsupported(
+                "the classifier saw fewer classes in training than the manifest lists; its "
+                "ONNX probabilities would not line up with `classes`"
+            )
         options = {id(est): {"zipmap": False}} if task == CLASSIFICATION else None
         try:
-            onx = convert_sklearn(est, initial_types=[("features", FloatTensorType([None, n_features]))],
-                                  options=options, target_opset={"": OPSET, "ai.onnx.ml": ML_OPSET})
+            onx = convert_sklearn(
+                est,
+                initial_types=[("features", FloatTensorType([None, n_features]))],
+                options=options,
+                target_opset={"": OPSET, "ai.onnx.ml": ML_OPSET},
+            )
         except Exception as exc:  # skl2onnx raises bare RuntimeError/NotImplementedError for what it lacks
             raise ExportUnsupported(f"skl2onnx cannot convert {type(est).__name__}: {exc}") from exc
         wanted = "probabilities" if task == CLASSIFICATION else "variable"
@@ -157,13 +169,22 @@ def _onnx_preprocessor(preprocessor: Any, feature_dtypes: dict[str, str], featur
         for _, step in transformer.steps:
             if getattr(step, "strategy", None) == "most_frequent":
                 step.missing_values = ""  # ONNX strings have no NaN: a missing category is fed as ""
-    types = [(f, FloatTensorType([None, 1]) if feature_dtypes[f] == "number" else StringTensorType([None, 1]))
-             for f in features]
+    types = [
+        (f, FloatTensorType([None, 1]) if feature_dtypes[f] == "number" else StringTensorType([None, 1]))
+        for f in features
+    ]
     return convert_sklearn(pre, initial_types=types, target_opset={"": OPSET, "ai.onnx.ml": ML_OPSET})
 
 
-def export_onnx(preprocessor: Any, model: Any, features: list[str], feature_dtypes: dict[str, str], task: str,
-                n_features: int, path: Path) -> dict[str, Any]:
+def export_onnx(
+    preprocessor: Any,
+    model: Any,
+    features: list[str],
+    feature_dtypes: dict[str, str],
+    task: str,
+    n_features: int,
+    path: Path,
+) -> dict[str, Any]:
     """Write the ONNX file; return what the manifest says about it (inputs, outputs, opset)."""
     import onnx
     from onnx import compose
@@ -183,9 +204,16 @@ def export_onnx(preprocessor: Any, model: Any, features: list[str], feature_dtyp
         inputs, note = "raw", None
     onnx.checker.check_model(graph)
     path.write_bytes(graph.SerializeToString())
-    return {"format": "onnx", "file": path.name, "media_type": "application/onnx", "opset": OPSET,
-            "inputs": inputs, "input_names": [i.name for i in graph.graph.input], "output": out_name,
-            **({"note": note} if note else {})}
+    return {
+        "format": "onnx",
+        "file": path.name,
+        "media_type": "application/onnx",
+        "opset": OPSET,
+        "inputs": inputs,
+        "input_names": [i.name for i in graph.graph.input],
+        "output": out_name,
+        **({"note": note} if note else {}),
+    }
 
 
 def _align(a: Any, b: Any) -> None:
@@ -226,7 +254,12 @@ def export_torchscript(model: TorchMLPModel, path: Path) -> tuple[dict[str, Any]
         buf = io.BytesIO()
         torch.jit.save(traced, buf)
     path.write_bytes(buf.getvalue())
-    info = {"format": "torchscript", "file": path.name, "media_type": "application/octet-stream",
-            "inputs": "preprocessed", "output": "probabilities" if model.task == CLASSIFICATION else "value",
-            "note": "TorchScript runs code when loaded: load it only where you trust it; mlqueue never does"}
+    info = {
+        "format": "torchscript",
+        "file": path.name,
+        "media_type": "application/octet-stream",
+        "inputs": "preprocessed",
+        "output": "probabilities" if model.task == CLASSIFICATION else "value",
+        "note": "TorchScript runs code when loaded: load it only where you trust it; mlqueue never does",
+    }
     return info, traced

@@ -44,8 +44,7 @@ def column_groups(preprocessor: Any, features: list[str]) -> dict[str, list[int]
                 continue
             part = preprocessor.output_indices_[name]
             last = pipe.steps[-1][1] if hasattr(pipe, "steps") else pipe
-            encoder = next((step for _, step in getattr(pipe, "steps", [])[::-1] if hasattr(step, "categories_")),
-                           last)
+            encoder = next((step for _, step in getattr(pipe, "steps", [])[::-1] if hasattr(step, "categories_")), last)
             widths = [len(c) for c in encoder.categories_] if hasattr(encoder, "categories_") else [1] * len(columns)
             if len(widths) != len(columns) or sum(widths) != part.stop - part.start:
                 return None  # an encoder that drops or merges categories: no simple mapping
@@ -58,8 +57,17 @@ def column_groups(preprocessor: Any, features: list[str]) -> dict[str, list[int]
     return groups if all(groups.values()) else None
 
 
-def permutation_importance(model: Any, preprocessor: Any, X: pd.DataFrame, y: np.ndarray, task: str, *,
-                           repeats: int = DEFAULT_REPEATS, seed: int = 0, top: int = TOP_FEATURES) -> dict[str, Any]:
+def permutation_importance(
+    model: Any,
+    preprocessor: Any,
+    X: pd.DataFrame,
+    y: np.ndarray,
+    task: str,
+    *,
+    repeats: int = DEFAULT_REPEATS,
+    seed: int = 0,
+    top: int = TOP_FEATURES,
+) -> dict[str, Any]:
     """{"method", "metric", "repeats", "baseline", "features": [{"name", "importance", "std"}]}, best first.
 
     The preprocessing works row by row once fitted, so shuffling a raw column equals shuffling the transformed
@@ -79,8 +87,12 @@ def permutation_importance(model: Any, preprocessor: Any, X: pd.DataFrame, y: np
     repeats = int(min(repeats, per_feature // max(n, 1)))
     if repeats < 1:  # not even one pass over every row: fewer rows, one repeat
         if per_feature < MIN_ROWS:
-            return {"method": "permutation", "split": "test", "skipped": f"too costly for this model: under "
-                    f"{MIN_ROWS} rows per feature fit in {BUDGET_S:.0f} s", "features": []}
+            return {
+                "method": "permutation",
+                "split": "test",
+                "skipped": f"too costly for this model: under {MIN_ROWS} rows per feature fit in {BUDGET_S:.0f} s",
+                "features": [],
+            }
         keep = np.sort(rng.choice(n, int(per_feature), replace=False))
         X, y, X_t = X.iloc[keep], np.asarray(y)[keep], X_t[keep]
         n, repeats = len(X), 1
@@ -91,7 +103,7 @@ def permutation_importance(model: Any, preprocessor: Any, X: pd.DataFrame, y: np
         if groups is not None:
             stacked = np.tile(X_t, (repeats, 1))
             for r in range(repeats):
-                block = stacked[r * n:(r + 1) * n]
+                block = stacked[r * n : (r + 1) * n]
                 block[:, groups[str(name)]] = X_t[rng.permutation(n)][:, groups[str(name)]]
         else:
             copies = []
@@ -101,9 +113,17 @@ def permutation_importance(model: Any, preprocessor: Any, X: pd.DataFrame, y: np
                 copies.append(shuffled)
             stacked = np.asarray(preprocessor.transform(pd.concat(copies, ignore_index=True)), dtype=np.float32)
         predicted = model.predict(stacked)
-        drops = [baseline - _score(task, y, predicted[r * n:(r + 1) * n]) for r in range(repeats)]
-        found.append({"name": str(name), "importance": round(float(np.mean(drops)), 6),
-                      "std": round(float(np.std(drops)), 6)})
+        drops = [baseline - _score(task, y, predicted[r * n : (r + 1) * n]) for r in range(repeats)]
+        found.append(
+            {"name": str(name), "importance": round(float(np.mean(drops)), 6), "std": round(float(np.std(drops)), 6)}
+        )
     found.sort(key=lambda f: -float(f["importance"]))
-    return {"method": "permutation", "split": "test", "metric": "accuracy" if task == CLASSIFICATION else "r2",
-            "repeats": repeats, "rows": n, "baseline": round(baseline, 6), "features": found[:top]}
+    return {
+        "method": "permutation",
+        "split": "test",
+        "metric": "accuracy" if task == CLASSIFICATION else "r2",
+        "repeats": repeats,
+        "rows": n,
+        "baseline": round(baseline, 6),
+        "features": found[:top],
+    }

@@ -42,9 +42,7 @@ def _roc_auc(y_true: np.ndarray, proba: np.ndarray | None, n_classes: int) -> fl
         return None
 
 
-def classification_metrics(
-    y_true: Any, y_pred: Any, proba: np.ndarray | None, n_classes: int
-) -> dict[str, Any]:
+def classification_metrics(y_true: Any, y_pred: Any, proba: np.ndarray | None, n_classes: int) -> dict[str, Any]:
     """accuracy, macro precision/recall/f1, one-vs-rest ROC AUC (or None) and the confusion matrix.
 
     y_true and y_pred are class codes 0..n_classes-1; proba is (n, n_classes) or None. The confusion matrix is
@@ -53,9 +51,7 @@ def classification_metrics(
     y_true = np.asarray(y_true, dtype=np.int64)
     y_pred = np.asarray(y_pred, dtype=np.int64)
     _check_lengths(y_true, y_pred)
-    precision, recall, f1, _ = skm.precision_recall_fscore_support(
-        y_true, y_pred, average="macro", zero_division=0
-    )
+    precision, recall, f1, _ = skm.precision_recall_fscore_support(y_true, y_pred, average="macro", zero_division=0)
     matrix = skm.confusion_matrix(y_true, y_pred, labels=list(range(n_classes)))
     return {
         "accuracy": _number(skm.accuracy_score(y_true, y_pred)),

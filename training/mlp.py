@@ -120,11 +120,20 @@ def train_loop(
     elif optimizer == "sgd":
         opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=weight_decay)
     else:
-        raise InvalidParams(f"unknown optimizer {optimizer!r}; use 'adam' or 'sgd'",
-                            errors=[{"loc": ["params", "optimizer"], "msg": "must be 'adam' or 'sgd'"}])
+        raise InvalidParams(
+            f"unknown optimizer {optimizer!r}; use 'adam' or 'sgd'",
+            errors=[{"loc": ["params", "optimizer"], "msg": "must be 'adam' or 'sgd'"}],
+        )
     # What a checkpoint must agree with to be resumed: the same run, not just the same architecture.
-    config = {"seed": seed, "batch_size": batch_size, "lr": lr, "optimizer": optimizer,
-              "weight_decay": weight_decay, "early_stopping_patience": early_stopping_patience, "n_train": n}
+    config = {
+        "seed": seed,
+        "batch_size": batch_size,
+        "lr": lr,
+        "optimizer": optimizer,
+        "weight_decay": weight_decay,
+        "early_stopping_patience": early_stopping_patience,
+        "n_train": n,
+    }
     if class_weight is not None:  # only when set, so checkpoints of unweighted runs still resume
         config["class_weight"] = [float(w) for w in class_weight]
 
@@ -141,8 +150,10 @@ def train_loop(
         # weights_only=True: the file is data (tensors, numbers, strings), never code.
         ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
         if ckpt.get("config") != config:
-            raise InvalidParams(f"checkpoint {ckpt_path} was written by a run with other settings "
-                                f"({ckpt.get('config')}); delete it to start over")
+            raise InvalidParams(
+                f"checkpoint {ckpt_path} was written by a run with other settings "
+                f"({ckpt.get('config')}); delete it to start over"
+            )
         model.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])  # moves the moment estimates onto the parameters' device
         torch.set_rng_state(ckpt["torch_rng"])
@@ -160,9 +171,11 @@ def train_loop(
         for start in range(0, n, batch_size):
             # Checked before every step so a cancel lands within one batch; nothing of this epoch is saved.
             if should_stop is not None and should_stop():
-                raise Cancelled(f"training cancelled during epoch {epoch} of {epochs}; "
-                                f"{'the checkpoint holds epoch ' + str(epoch - 1) if ckpt_path else 'no checkpoint'}")
-            idx = perm[start:start + batch_size]
+                raise Cancelled(
+                    f"training cancelled during epoch {epoch} of {epochs}; "
+                    f"{'the checkpoint holds epoch ' + str(epoch - 1) if ckpt_path else 'no checkpoint'}"
+                )
+            idx = perm[start : start + batch_size]
             loss = loss_fn(outputs_for(model, X_tr[idx], task), y_tr[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -170,8 +183,10 @@ def train_loop(
             total += loss.detach() * idx.numel()
         train_loss = total.item() / n
         if not math.isfinite(train_loss):
-            raise InvalidParams(f"training diverged in epoch {epoch} (train loss is {train_loss}); "
-                                f"lower lr (now {lr}) or scale the features")
+            raise InvalidParams(
+                f"training diverged in epoch {epoch} (train loss is {train_loss}); "
+                f"lower lr (now {lr}) or scale the features"
+            )
         val_loss = evaluate_loss(model, X_va, y_va, loss_fn, task) if has_val else None
         watched = val_loss if val_loss is not None else train_loss
         if watched < best_loss:
@@ -183,23 +198,43 @@ def train_loop(
         last_epoch = epoch
 
         if ckpt_path is not None:
-            _save_checkpoint(ckpt_path, {
-                "config": config, "epoch": epoch, "model": model.state_dict(), "optimizer": opt.state_dict(),
-                "torch_rng": torch.get_rng_state(), "shuffle_rng": shuffle_rng.get_state(),
-                "best_loss": best_loss, "best_epoch": best_epoch, "best_state": best_state,
-                "bad_epochs": bad_epochs, "stopped_early": stopped_early,
-            })
+            _save_checkpoint(
+                ckpt_path,
+                {
+                    "config": config,
+                    "epoch": epoch,
+                    "model": model.state_dict(),
+                    "optimizer": opt.state_dict(),
+                    "torch_rng": torch.get_rng_state(),
+                    "shuffle_rng": shuffle_rng.get_state(),
+                    "best_loss": best_loss,
+                    "best_epoch": best_epoch,
+                    "best_state": best_state,
+                    "bad_epochs": bad_epochs,
+                    "stopped_early": stopped_early,
+                },
+            )
         if on_progress is not None:
-            on_progress(epoch=epoch, epochs=epochs, loss=train_loss, val_loss=val_loss,
-                        best_val_loss=best_loss, lr=opt.param_groups[0]["lr"])
+            on_progress(
+                epoch=epoch,
+                epochs=epochs,
+                loss=train_loss,
+                val_loss=val_loss,
+                best_val_loss=best_loss,
+                lr=opt.param_groups[0]["lr"],
+            )
         if stopped_early:
             break
 
     # The best epoch's weights are the model we keep when early stopping is on (whether or not it fired).
     if early_stopping_patience > 0 and best_state is not None:
         model.load_state_dict(best_state)
-    return {"epochs_run": last_epoch, "best_epoch": best_epoch,
-            "best_val_loss": best_loss if math.isfinite(best_loss) else None, "stopped_early": stopped_early}
+    return {
+        "epochs_run": last_epoch,
+        "best_epoch": best_epoch,
+        "best_val_loss": best_loss if math.isfinite(best_loss) else None,
+        "stopped_early": stopped_early,
+    }
 
 
 @torch.inference_mode()
@@ -208,7 +243,7 @@ def evaluate_loss(model: nn.Module, X: torch.Tensor, y: torch.Tensor, loss_fn: n
     model.eval()
     total = torch.zeros((), device=X.device)
     for start in range(0, X.shape[0], _EVAL_CHUNK):
-        xb, yb = X[start:start + _EVAL_CHUNK], y[start:start + _EVAL_CHUNK]
+        xb, yb = X[start : start + _EVAL_CHUNK], y[start : start + _EVAL_CHUNK]
         total += loss_fn(outputs_for(model, xb, task), yb) * xb.shape[0]
     return total.item() / X.shape[0]
 

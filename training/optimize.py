@@ -32,8 +32,21 @@ from training.predictor import Predictor
 from training.registry import ModelRegistry
 
 # Manifest keys that describe the version itself, never copied from the parent to the child.
-_OWN_KEYS = ("version", "created_at", "files", "artifact", "hmac", "metrics", "job_id", "epochs_run",
-             "library_versions", "parent", "optimization", "comparison", "export")
+_OWN_KEYS = (
+    "version",
+    "created_at",
+    "files",
+    "artifact",
+    "hmac",
+    "metrics",
+    "job_id",
+    "epochs_run",
+    "library_versions",
+    "parent",
+    "optimization",
+    "comparison",
+    "export",
+)
 
 
 def parent_data(manifest: ModelManifest, data_path: Path) -> PreparedData:
@@ -41,11 +54,19 @@ def parent_data(manifest: ModelManifest, data_path: Path) -> PreparedData:
     df = load_csv(data_path)
     expected = (manifest.get("dataset") or {}).get("sha256")
     if expected and df.attrs["sha256"] != expected:
-        raise DataError(f"the dataset of version {manifest.get('version')} changed since it was trained "
-                        f"(sha256 {df.attrs['sha256'][:12]}… ≠ {expected[:12]}…); the parent's test split cannot "
-                        "be rebuilt, so the comparison would not be honest")
-    return prepare(df, manifest["target"], [f["name"] for f in manifest["features"]], manifest["task"],
-                   Preprocessing(**manifest.get("preprocessing", {})), Split(**manifest.get("split", {})))
+        raise DataError(
+            f"the dataset of version {manifest.get('version')} changed since it was trained "
+            f"(sha256 {df.attrs['sha256'][:12]}… ≠ {expected[:12]}…); the parent's test split cannot "
+            "be rebuilt, so the comparison would not be honest"
+        )
+    return prepare(
+        df,
+        manifest["target"],
+        [f["name"] for f in manifest["features"]],
+        manifest["task"],
+        Preprocessing(**manifest.get("preprocessing", {})),
+        Split(**manifest.get("split", {})),
+    )
 
 
 def _scores(model: Any, task: str, x: np.ndarray) -> np.ndarray:
@@ -58,8 +79,7 @@ def _model_side(version: int | None, size: int, preprocessor: Any, model: Any, t
     def transform(frame: pd.DataFrame) -> np.ndarray:
         return np.asarray(preprocessor.transform(frame), dtype=np.float32)
 
-    return Side(version, size, lambda frame: _scores(model, task, transform(frame)),
-                lambda x: _scores(model, task, x))
+    return Side(version, size, lambda frame: _scores(model, task, transform(frame)), lambda x: _scores(model, task, x))
 
 
 def _size(directory: Path) -> int:
@@ -91,8 +111,9 @@ def optimize_version(
     report(fraction=0.02, message=f"rebuilding the splits of version {version}")
     data = parent_data(manifest, data_path)
     pre, task = parent.preprocessor, parent.task
-    x_train, x_val, x_test = (np.asarray(pre.transform(f), dtype=np.float32)
-                              for f in (data.X_train, data.X_val, data.X_test))
+    x_train, x_val, x_test = (
+        np.asarray(pre.transform(f), dtype=np.float32) for f in (data.X_train, data.X_val, data.X_test)
+    )
     n_classes = len(parent.classes or [])
     parent_side = _model_side(version, int(manifest["artifact"]["size_bytes"]), pre, parent.model, task)
 
@@ -108,10 +129,10 @@ def optimize_version(
             child_manifest.update(model_kind=clean["format"], export=details)
             child_manifest.pop("preprocessor_file", None)
         else:
-            shutil.copyfile(parent_dir / manifest.get("preprocessor_file", PREPROCESSOR_FILE),
-                            staging / PREPROCESSOR_FILE)
-            child, details = _optimise(method, clean, parent, data, x_train, x_val, device, on_progress,
-                                       should_stop)
+            shutil.copyfile(
+                parent_dir / manifest.get("preprocessor_file", PREPROCESSOR_FILE), staging / PREPROCESSOR_FILE
+            )
+            child, details = _optimise(method, clean, parent, data, x_train, x_val, device, on_progress, should_stop)
             child.save(staging)
             child_manifest.update(model_kind=child.kind, preprocessor_file=PREPROCESSOR_FILE)
             if method == "distill":
@@ -123,22 +144,43 @@ def optimize_version(
         report(fraction=0.9, message="measuring parent and child (size, latency, test metrics)")
         comparison = compare(parent_side, child_side, task, data.X_test, x_test, data.y_test, n_classes, repeats)
         child_manifest.update(
-            parent=version, optimization={"method": method, "params": clean, **details}, comparison=comparison,
-            metrics=comparison["child"]["metrics"], job_id=job_id, library_versions=library_versions())
+            parent=version,
+            optimization={"method": method, "params": clean, **details},
+            comparison=comparison,
+            metrics=comparison["child"]["metrics"],
+            job_id=job_id,
+            library_versions=library_versions(),
+        )
         if claim_registration is not None and not claim_registration():
             raise RegistrationDeclined(f"job {job_id}: another attempt owns the registration; nothing registered")
         registered = registry.register(tenant, name, staging, child_manifest)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     comparison["child"]["version"] = registered["version"]
-    return {"model": name, "version": registered["version"], "parent": version, "method": method,
-            "params": clean, "optimization": registered["optimization"], "metrics": registered["metrics"],
-            "comparison": comparison, "duration_s": round(time.monotonic() - started, 3)}
+    return {
+        "model": name,
+        "version": registered["version"],
+        "parent": version,
+        "method": method,
+        "params": clean,
+        "optimization": registered["optimization"],
+        "metrics": registered["metrics"],
+        "comparison": comparison,
+        "duration_s": round(time.monotonic() - started, 3),
+    }
 
 
-def _optimise(method: str, p: dict[str, Any], parent: Predictor, data: PreparedData, x_train: np.ndarray,
-              x_val: np.ndarray, device: str, on_progress: Callable[..., None] | None,
-              should_stop: Callable[[], bool] | None) -> tuple[Any, dict[str, Any]]:
+def _optimise(
+    method: str,
+    p: dict[str, Any],
+    parent: Predictor,
+    data: PreparedData,
+    x_train: np.ndarray,
+    x_val: np.ndarray,
+    device: str,
+    on_progress: Callable[..., None] | None,
+    should_stop: Callable[[], bool] | None,
+) -> tuple[Any, dict[str, Any]]:
     """The servable child model of quantize_dynamic, prune or distill, and what the method reports."""
     if method == "quantize_dynamic":
         from training.quantized import QuantizedMLPModel
@@ -151,21 +193,50 @@ def _optimise(method: str, p: dict[str, Any], parent: Predictor, data: PreparedD
 
         assert isinstance(parent.model, TorchMLPModel)
         pruned = copy.deepcopy(parent.model)  # the parent stays as it is: it is measured beside the child
-        report = prune_mlp(pruned, amount=p["amount"], structured=p["structured"],
-                           finetune_epochs=p["finetune_epochs"], lr=p["lr"], batch_size=p["batch_size"],
-                           seed=p["seed"], X_train=x_train, y_train=data.y_train, X_val=x_val, y_val=data.y_val,
-                           device=device, on_progress=on_progress, should_stop=should_stop)
+        report = prune_mlp(
+            pruned,
+            amount=p["amount"],
+            structured=p["structured"],
+            finetune_epochs=p["finetune_epochs"],
+            lr=p["lr"],
+            batch_size=p["batch_size"],
+            seed=p["seed"],
+            X_train=x_train,
+            y_train=data.y_train,
+            X_val=x_val,
+            y_val=data.y_val,
+            device=device,
+            on_progress=on_progress,
+            should_stop=should_stop,
+        )
         return pruned, {**report, "storage": "dense (see training/prune.py)"}
     if method == "distill":
         from training.distill import distill, teacher_summary
 
         teacher = parent.model.predict_proba(x_train)
         assert teacher is not None
-        student = distill(teacher, x_train, data.y_train, hidden_layers=p["hidden_layers"], epochs=p["epochs"],
-                          temperature=p["temperature"], alpha=p["alpha"], lr=p["lr"], batch_size=p["batch_size"],
-                          seed=p["seed"], device=device, on_progress=on_progress, should_stop=should_stop)
-        return student, {"teacher": {"version": parent.version, "algorithm": parent.manifest.get("algorithm"),
-                                     **teacher_summary(teacher)}}
+        student = distill(
+            teacher,
+            x_train,
+            data.y_train,
+            hidden_layers=p["hidden_layers"],
+            epochs=p["epochs"],
+            temperature=p["temperature"],
+            alpha=p["alpha"],
+            lr=p["lr"],
+            batch_size=p["batch_size"],
+            seed=p["seed"],
+            device=device,
+            on_progress=on_progress,
+            should_stop=should_stop,
+        )
+        return student, {
+            "teacher": {
+                "version": parent.version,
+                "algorithm": parent.manifest.get("algorithm"),
+                **teacher_summary(teacher),
+            }
+        }
     raise ValueError(f"unknown method {method!r}")
 
 
@@ -196,12 +267,15 @@ def _export(fmt: str, parent: Predictor, n_features: int, staging: Path) -> tupl
         return out if task == CLASSIFICATION else out.reshape(-1)
 
     if info["inputs"] == "raw":
+
         def predict(frame: pd.DataFrame) -> np.ndarray:
             return run_onnx(onnx_feeds(frame, parent.features, parent.feature_dtypes))
 
         return Side(None, 0, predict, None), info
-    return (Side(None, 0, lambda frame: run_onnx({"features": transform(frame)}),
-                 lambda x: run_onnx({"features": x})), info)
+    return (
+        Side(None, 0, lambda frame: run_onnx({"features": transform(frame)}), lambda x: run_onnx({"features": x})),
+        info,
+    )
 
 
 def _torch_runner(module: Any, task: str) -> Callable[[np.ndarray], np.ndarray]:

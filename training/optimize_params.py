@@ -77,16 +77,23 @@ def validate_optimize(method: Any, params: dict[str, Any] | None, manifest: Mapp
     what = f"{manifest.get('algorithm', 'model')} ({manifest.get('model_kind')}, {manifest.get('task')})"
     methods = applicable(manifest)
     if method not in METHODS:
-        raise InvalidParams(f"unknown optimisation method {method!r}; methods: {', '.join(METHODS)}",
-                            errors=[{"loc": ["method"], "msg": f"must be one of {', '.join(METHODS)}"}])
+        raise InvalidParams(
+            f"unknown optimisation method {method!r}; methods: {', '.join(METHODS)}",
+            errors=[{"loc": ["method"], "msg": f"must be one of {', '.join(METHODS)}"}],
+        )
     if method not in methods:
-        raise InvalidParams(f"method {method!r} does not apply to version {manifest.get('version')}, a {what}; "
-                            f"methods that apply: {_describe(methods)}",
-                            errors=[{"loc": ["method"], "msg": f"applies to this version: {_describe(methods)}"}])
+        raise InvalidParams(
+            f"method {method!r} does not apply to version {manifest.get('version')}, a {what}; "
+            f"methods that apply: {_describe(methods)}",
+            errors=[{"loc": ["method"], "msg": f"applies to this version: {_describe(methods)}"}],
+        )
     schema = METHOD_SCHEMAS[method]
     params = dict(params or {})
-    errors = [{"loc": [key], "msg": f"unknown parameter for {method}; allowed: {', '.join(schema) or 'none'}"}
-              for key in params if key not in schema]
+    errors = [
+        {"loc": [key], "msg": f"unknown parameter for {method}; allowed: {', '.join(schema) or 'none'}"}
+        for key in params
+        if key not in schema
+    ]
     for key, spec in schema.items():
         if key in params:
             problem = _check_value(key, spec, params[key])
@@ -95,11 +102,16 @@ def validate_optimize(method: Any, params: dict[str, Any] | None, manifest: Mapp
     if method == "export" and not errors:
         fmt = params.get("format", "onnx")
         if fmt not in methods["export"]:
-            errors.append({"loc": ["format"], "msg": f"format {fmt!r} does not apply to a {what}; "
-                                                     f"formats: {', '.join(methods['export'])}"})
+            errors.append(
+                {
+                    "loc": ["format"],
+                    "msg": f"format {fmt!r} does not apply to a {what}; formats: {', '.join(methods['export'])}",
+                }
+            )
     if errors:
-        raise InvalidParams(f"invalid {method} parameters: " + "; ".join(f"{e['loc'][-1]}: {e['msg']}"
-                                                                         for e in errors), errors=errors)
+        raise InvalidParams(
+            f"invalid {method} parameters: " + "; ".join(f"{e['loc'][-1]}: {e['msg']}" for e in errors), errors=errors
+        )
     out = {k: (list(s.default) if isinstance(s.default, list) else s.default) for k, s in schema.items()}
     out.update(params)
     return out

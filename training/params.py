@@ -178,9 +178,13 @@ def validate_params(algorithm: str, params: dict[str, Any] | None, task: str | N
     if errors:
         # Each error names its key, unless its message starts with it ("epochs must be ..."): a substring test
         # left out "epoch" because "epochs" was in the list of allowed names.
-        raise InvalidParams("invalid params: " + "; ".join(
-            e["msg"] if e["msg"].startswith(f"{e['loc'][-1]} ") else f"{e['loc'][-1]}: {e['msg']}" for e in errors),
-            errors=errors)
+        raise InvalidParams(
+            "invalid params: "
+            + "; ".join(
+                e["msg"] if e["msg"].startswith(f"{e['loc'][-1]} ") else f"{e['loc'][-1]}: {e['msg']}" for e in errors
+            ),
+            errors=errors,
+        )
     # Copy list defaults so a caller mutating its params never changes the schema.
     out = {key: (list(s.default) if isinstance(s.default, list) else s.default) for key, s in schema.items()}
     out.update(params)

@@ -38,8 +38,13 @@ def library_versions() -> dict[str, str]:
     import sklearn
     import torch
 
-    return {"python": platform.python_version(), "numpy": numpy.__version__, "pandas": pandas.__version__,
-            "scikit-learn": sklearn.__version__, "torch": torch.__version__}
+    return {
+        "python": platform.python_version(),
+        "numpy": numpy.__version__,
+        "pandas": pandas.__version__,
+        "scikit-learn": sklearn.__version__,
+        "torch": torch.__version__,
+    }
 
 
 def train_model(
@@ -87,8 +92,13 @@ def train_model(
     clean_params = validate_params(algorithm, params, data.task)
     base = WarmStart(registry, tenant, warm_start) if warm_start is not None else None
     if base is not None:
-        base.check_compatible(algorithm=algorithm, task=data.task, features=data.features, classes=data.classes,
-                              hidden_layers=clean_params.get("hidden_layers") or [])
+        base.check_compatible(
+            algorithm=algorithm,
+            task=data.task,
+            features=data.features,
+            classes=data.classes,
+            hidden_layers=clean_params.get("hidden_layers") or [],
+        )
         data.preprocessor = base.preprocessor  # the base's input space, or its weights mean nothing
 
     x_train = data.preprocessor.transform(data.X_train)
@@ -105,8 +115,17 @@ def train_model(
         metrics = classification_metrics(data.y_test, model.predict(x_test), model.predict_proba(x_test), n_classes)
     else:
         metrics = regression_metrics(data.y_test, model.predict(x_test))
-    report = further_report(model, data, algorithm=algorithm, params=clean_params, seed=split_cfg.seed,
-                            cv_folds=cv_folds, device=device, should_stop=should_stop, on_progress=on_progress)
+    report = further_report(
+        model,
+        data,
+        algorithm=algorithm,
+        params=clean_params,
+        seed=split_cfg.seed,
+        cv_folds=cv_folds,
+        device=device,
+        should_stop=should_stop,
+        on_progress=on_progress,
+    )
     if "per_class" in report:
         metrics["per_class"] = report.pop("per_class")
 
@@ -125,8 +144,12 @@ def train_model(
         "classes": data.classes,
         "model_kind": model.kind,
         "preprocessor_file": PREPROCESSOR_FILE,
-        "dataset": {"id": dataset_id, "sha256": data.dataset_sha256, "rows_used": data.rows_used,
-                    "rows": {"train": len(data.X_train), "validation": len(data.X_val), "test": len(data.X_test)}},
+        "dataset": {
+            "id": dataset_id,
+            "sha256": data.dataset_sha256,
+            "rows_used": data.rows_used,
+            "rows": {"train": len(data.X_train), "validation": len(data.X_val), "test": len(data.X_test)},
+        },
         "job_id": job_id,
         "library_versions": library_versions(),
         **report,
@@ -171,10 +194,15 @@ def _save_trial(save_to: Path, data: Any, model: Any, manifest: dict[str, Any], 
     model.save(artifact)
     (save_to / SAVED_MANIFEST).write_text(json.dumps(manifest, indent=1))
     result: TrainResult = {
-        "model": manifest["name"], "version": None, "metrics": manifest["metrics"],
-        "epochs_run": manifest["epochs_run"], "duration_s": round(time.monotonic() - started, 3),
-        "task": data.task, "task_inferred": data.task_inferred, "warnings": manifest["warnings"]}
+        "model": manifest["name"],
+        "version": None,
+        "metrics": manifest["metrics"],
+        "epochs_run": manifest["epochs_run"],
+        "duration_s": round(time.monotonic() - started, 3),
+        "task": data.task,
+        "task_inferred": data.task_inferred,
+        "warnings": manifest["warnings"],
+    }
     if "cv" in manifest:
         result["cv"] = manifest["cv"]
     return result
-

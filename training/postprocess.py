@@ -25,8 +25,10 @@ def check_postprocess(postprocess: dict[str, Any] | None, task: str, n_classes: 
     if postprocess is None:
         postprocess = {}
     if not isinstance(postprocess, dict):
-        raise InvalidParams(f"postprocess must be an object, got {type(postprocess).__name__}",
-                            errors=[{"loc": ["postprocess"], "msg": "must be an object"}])
+        raise InvalidParams(
+            f"postprocess must be an object, got {type(postprocess).__name__}",
+            errors=[{"loc": ["postprocess"], "msg": "must be an object"}],
+        )
     unknown = sorted(k for k in postprocess if k not in POSTPROCESS_KEYS)
     if unknown:
         raise _bad(unknown[0], f"is not a known option; valid options: {', '.join(POSTPROCESS_KEYS)}")
@@ -36,8 +38,12 @@ def check_postprocess(postprocess: dict[str, Any] | None, task: str, n_classes: 
         for key in ("output", "top_k", "threshold"):
             if key in postprocess:
                 raise _bad(key, "applies to classification models only; this model does regression")
-    out = {"output": postprocess.get("output", "both"), "top_k": postprocess.get("top_k"),
-           "threshold": postprocess.get("threshold"), "sort": postprocess.get("sort", "none")}
+    out = {
+        "output": postprocess.get("output", "both"),
+        "top_k": postprocess.get("top_k"),
+        "threshold": postprocess.get("threshold"),
+        "sort": postprocess.get("sort", "none"),
+    }
     if out["output"] not in OUTPUTS:
         raise _bad("output", f"must be one of {', '.join(OUTPUTS)}, got {out['output']!r}")
     if out["sort"] not in SORTS:

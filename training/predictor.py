@@ -43,8 +43,9 @@ def _key(label: Any) -> str:
 class Predictor:
     """One model version, loaded and verified, ready to predict batches of raw rows."""
 
-    def __init__(self, *, tenant: str, name: str, version: int, manifest: ModelManifest, preprocessor: Any,
-                 model: Model) -> None:
+    def __init__(
+        self, *, tenant: str, name: str, version: int, manifest: ModelManifest, preprocessor: Any, model: Model
+    ) -> None:
         self.tenant = tenant
         self.name = name
         self.version = version
@@ -59,27 +60,31 @@ class Predictor:
         self.compiled = compile_preprocessor(preprocessor, self.features, self.feature_dtypes)
 
     @classmethod
-    def load(cls, registry: ModelRegistry, tenant: str, name: str, ref: str | int | None = None,
-             device: str = "cpu") -> Predictor:
+    def load(
+        cls, registry: ModelRegistry, tenant: str, name: str, ref: str | int | None = None, device: str = "cpu"
+    ) -> Predictor:
         """Resolve `ref` (version, alias, or None for production/latest), verify the files, then load them."""
         version = registry.resolve(tenant, name, ref)
         directory = registry.verified_dir(tenant, name, version)
         manifest = registry.manifest(tenant, name, version)
         missing = [k for k in ("task", "features", "model_kind") if k not in manifest]
         if missing:
-            raise MLQError(f"model {name!r} version {version} has no {', '.join(missing)} in its manifest; "
-                           "it was not registered by the training pipeline and cannot serve predictions")
+            raise MLQError(
+                f"model {name!r} version {version} has no {', '.join(missing)} in its manifest; "
+                "it was not registered by the training pipeline and cannot serve predictions"
+            )
         check_servable(manifest["model_kind"])
         if manifest["task"] == CLASSIFICATION and not manifest.get("classes"):
             raise MLQError(f"model {name!r} version {version} is a classifier without classes in its manifest")
         pre_file = manifest.get("preprocessor_file", "preprocessor.skops")
         if pre_file not in manifest.get("files", {}):  # only a file whose checksum was just verified is read
-            raise MLQError(f"model {name!r} version {version}: preprocessor file {pre_file!r} is not in the "
-                           "artifact; re-train the model")
+            raise MLQError(
+                f"model {name!r} version {version}: preprocessor file {pre_file!r} is not in the "
+                "artifact; re-train the model"
+            )
         preprocessor = load_preprocessor(Path(directory) / pre_file)
         model = load_model(Path(directory), manifest["model_kind"], device)
-        return cls(tenant=tenant, name=name, version=version, manifest=manifest, preprocessor=preprocessor,
-                   model=model)
+        return cls(tenant=tenant, name=name, version=version, manifest=manifest, preprocessor=preprocessor, model=model)
 
     def predict(self, rows: list[Any], postprocess: dict[str, Any] | None = None) -> list[dict[str, Any]]:
         """Predictions for `rows` (dicts keyed by feature, or lists in feature order), post-processed."""

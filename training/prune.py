@@ -31,14 +31,31 @@ def sparsity(net: nn.Module) -> dict[str, Any]:
     layers = [float((m.weight == 0).sum()) / m.weight.numel() for m in _linears(net)]
     zeros = sum(int((m.weight == 0).sum()) for m in _linears(net))
     total = sum(m.weight.numel() for m in _linears(net))
-    return {"sparsity": round(zeros / total, 4), "zero_weights": zeros, "weights": total,
-            "layers": [round(s, 4) for s in layers]}
+    return {
+        "sparsity": round(zeros / total, 4),
+        "zero_weights": zeros,
+        "weights": total,
+        "layers": [round(s, 4) for s in layers],
+    }
 
 
-def prune_mlp(model: TorchMLPModel, *, amount: float, structured: bool, finetune_epochs: int, lr: float,
-              batch_size: int, seed: int, X_train: np.ndarray, y_train: np.ndarray, X_val: np.ndarray,
-              y_val: np.ndarray, device: str = "auto", on_progress: Callable[..., None] | None = None,
-              should_stop: Callable[[], bool] | None = None) -> dict[str, Any]:
+def prune_mlp(
+    model: TorchMLPModel,
+    *,
+    amount: float,
+    structured: bool,
+    finetune_epochs: int,
+    lr: float,
+    batch_size: int,
+    seed: int,
+    X_train: np.ndarray,
+    y_train: np.ndarray,
+    X_val: np.ndarray,
+    y_val: np.ndarray,
+    device: str = "auto",
+    on_progress: Callable[..., None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> dict[str, Any]:
     """Prune `model.net` in place; return its sparsity (and the fine-tuning summary)."""
     assert model.net is not None
     linears = _linears(model.net)
@@ -57,9 +74,21 @@ def prune_mlp(model: TorchMLPModel, *, amount: float, structured: bool, finetune
             y_val = (np.asarray(y_val, dtype=np.float64) - a["target_mean"]) / a["target_std"]
         # The pruning masks stay on as forward pre-hooks while fine-tuning: the optimizer moves the surviving
         # weights only, and a pruned weight's gradient is multiplied by its zero mask.
-        summary = train_loop(model.net, X_train, y_train, X_val, y_val, task=model.task, epochs=finetune_epochs,
-                             batch_size=batch_size, lr=lr, seed=seed, device=device, on_progress=on_progress,
-                             should_stop=should_stop)
+        summary = train_loop(
+            model.net,
+            X_train,
+            y_train,
+            X_val,
+            y_val,
+            task=model.task,
+            epochs=finetune_epochs,
+            batch_size=batch_size,
+            lr=lr,
+            seed=seed,
+            device=device,
+            on_progress=on_progress,
+            should_stop=should_stop,
+        )
     for layer in linears:
         if prune.is_pruned(layer):  # structured pruning leaves the output layer as it is
             prune.remove(layer, "weight")  # bake the mask in: plain weights with zeros, a plain state dict

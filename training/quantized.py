@@ -35,8 +35,9 @@ def _quantize(net: nn.Module, per_channel: bool) -> nn.Module:
     qconfig = per_channel_dynamic_qconfig if per_channel else default_dynamic_qconfig
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        quantized: nn.Module = quantize_dynamic(copy.deepcopy(net).cpu().eval(), {nn.Linear: qconfig},
-                                                dtype=torch.qint8)
+        quantized: nn.Module = quantize_dynamic(
+            copy.deepcopy(net).cpu().eval(), {nn.Linear: qconfig}, dtype=torch.qint8
+        )
         return quantized
 
 
@@ -55,10 +56,16 @@ class QuantizedMLPModel(TorchMLPModel):
     def from_float(cls, model: TorchMLPModel, per_channel: bool = True) -> QuantizedMLPModel:
         if model.net is None:
             raise MLQError("the MLP has not been fitted or loaded yet; nothing to quantize")
-        out = cls(model.task, {"hidden_layers": model.architecture["hidden_layers"]},
-                  model.architecture["input_dim"], model.architecture["output_dim"])
-        out.architecture = {**model.architecture,
-                            "quantization": {"dtype": "qint8", "per_channel": per_channel, "method": "dynamic"}}
+        out = cls(
+            model.task,
+            {"hidden_layers": model.architecture["hidden_layers"]},
+            model.architecture["input_dim"],
+            model.architecture["output_dim"],
+        )
+        out.architecture = {
+            **model.architecture,
+            "quantization": {"dtype": "qint8", "per_channel": per_channel, "method": "dynamic"},
+        }
         out.net = _quantize(model.net, per_channel)  # type: ignore[assignment]
         return out
 
@@ -122,8 +129,9 @@ def _weight(tensors: dict[str, torch.Tensor], name: str, per_channel: bool, laye
     shape = (layer.out_features, layer.in_features)
     rows = shape[0] if per_channel else 1
     if ints.dtype != torch.int8 or tuple(ints.shape) != shape or scales.shape != (rows,) or zeros.shape != (rows,):
-        raise ValueError(f"layer {name}: int8 weight {tuple(ints.shape)} / scales {tuple(scales.shape)} do not "
-                         f"fit a {shape} layer")
+        raise ValueError(
+            f"layer {name}: int8 weight {tuple(ints.shape)} / scales {tuple(scales.shape)} do not fit a {shape} layer"
+        )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if per_channel:

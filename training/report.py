@@ -19,9 +19,18 @@ from training.importance import permutation_importance
 from training.params import CLASSIFICATION
 
 
-def further_report(model: Any, data: PreparedData, *, algorithm: str, params: dict[str, Any], seed: int,
-                   cv_folds: int | None, device: str, should_stop: Callable[[], bool] | None = None,
-                   on_progress: Callable[..., None] | None = None) -> dict[str, Any]:
+def further_report(
+    model: Any,
+    data: PreparedData,
+    *,
+    algorithm: str,
+    params: dict[str, Any],
+    seed: int,
+    cv_folds: int | None,
+    device: str,
+    should_stop: Callable[[], bool] | None = None,
+    on_progress: Callable[..., None] | None = None,
+) -> dict[str, Any]:
     """{"per_class"?, "warnings", "feature_importance", "cv"?}: every key is JSON, ready for the manifest."""
     x_test = np.asarray(data.preprocessor.transform(data.X_test), dtype=np.float32)
     out: dict[str, Any] = {"warnings": []}
@@ -29,8 +38,9 @@ def further_report(model: Any, data: PreparedData, *, algorithm: str, params: di
         out["per_class"] = per_class_metrics(data.y_test, model.predict(x_test), data.classes)
         y_all = np.concatenate([data.y_train, data.y_val, data.y_test])
         out["warnings"] = rare_class_warnings(y_all, data.classes)
-    out["feature_importance"] = permutation_importance(model, data.preprocessor, data.X_test, data.y_test,
-                                                       data.task, seed=seed)
+    out["feature_importance"] = permutation_importance(
+        model, data.preprocessor, data.X_test, data.y_test, data.task, seed=seed
+    )
     if cv_folds:
         # Cross-validated on every non-test row: the test split stays unseen, as for the main fit.
         X = pd.concat([data.X_train, data.X_val], ignore_index=True)
@@ -40,7 +50,18 @@ def further_report(model: Any, data: PreparedData, *, algorithm: str, params: di
             if on_progress is not None:
                 on_progress(fraction=None, message=f"cross-validation: fold {i}/{k} done")
 
-        out["cv"] = cross_validate(X, y, task=data.task, n_classes=len(data.classes or []), algorithm=algorithm,
-                                   params=params, preprocessor=data.preprocessor, folds=cv_folds, seed=seed,
-                                   device=device, should_stop=should_stop, on_fold=on_fold)
+        out["cv"] = cross_validate(
+            X,
+            y,
+            task=data.task,
+            n_classes=len(data.classes or []),
+            algorithm=algorithm,
+            params=params,
+            preprocessor=data.preprocessor,
+            folds=cv_folds,
+            seed=seed,
+            device=device,
+            should_stop=should_stop,
+            on_fold=on_fold,
+        )
     return out

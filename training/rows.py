@@ -61,17 +61,23 @@ def frame_from_rows(rows: list[Any], features: list[str], feature_dtypes: dict[s
         if isinstance(row, dict):
             missing = next((f for f in features if f not in row), None)
             if missing is not None:
-                raise InvalidInput(f"row {i} has no value for feature {missing!r}; each row needs: "
-                                   f"{', '.join(features)}", row=i, column=missing)
+                raise InvalidInput(
+                    f"row {i} has no value for feature {missing!r}; each row needs: {', '.join(features)}",
+                    row=i,
+                    column=missing,
+                )
             matrix.append([row[f] for f in features])
         elif isinstance(row, list | tuple):
             if len(row) != n:
-                raise InvalidInput(f"row {i} has {len(row)} values; expected {n}, in this order: "
-                                   f"{', '.join(features)}", row=i)
+                raise InvalidInput(
+                    f"row {i} has {len(row)} values; expected {n}, in this order: {', '.join(features)}", row=i
+                )
             matrix.append(row)
         else:
-            raise InvalidInput(f"row {i} is a {type(row).__name__}; expected an object keyed by feature name "
-                               f"or a list of {n} values", row=i)
+            raise InvalidInput(
+                f"row {i} is a {type(row).__name__}; expected an object keyed by feature name or a list of {n} values",
+                row=i,
+            )
     columns: dict[str, Any] = {}
     for j, name in enumerate(features):
         values = [r[j] for r in matrix]
@@ -80,7 +86,11 @@ def frame_from_rows(rows: list[Any], features: list[str], feature_dtypes: dict[s
         else:
             for i, v in enumerate(values):
                 if v is not None and not isinstance(v, str | int | float | bool | np.generic):
-                    raise InvalidInput(f"row {i}, feature {name!r}: expected a single value (text or number), "
-                                       f"got a {type(v).__name__}", row=i, column=name)
+                    raise InvalidInput(
+                        f"row {i}, feature {name!r}: expected a single value (text or number), "
+                        f"got a {type(v).__name__}",
+                        row=i,
+                        column=name,
+                    )
             columns[name] = as_categories(values)
     return pd.DataFrame(columns, columns=features)

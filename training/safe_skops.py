@@ -58,8 +58,10 @@ def load(path: Path, trusted: Collection[str]) -> Any:
         raise ArtifactTampered(f"{path.name} is missing; the model version is incomplete")
     extra = sorted(types_in(path) - set(trusted))
     if extra:
-        raise ArtifactTampered(f"{path.name} contains types mlqueue never writes and will not load: "
-                               f"{', '.join(extra)}; retrain the model with mlqueue")
+        raise ArtifactTampered(
+            f"{path.name} contains types mlqueue never writes and will not load: "
+            f"{', '.join(extra)}; retrain the model with mlqueue"
+        )
     try:
         return sio.load(path, trusted=list(trusted))
     except UntrustedTypesFoundException as exc:

@@ -20,8 +20,13 @@ STRATEGIES = ("grid", "random")
 DISTRIBUTIONS = ("uniform", "log_uniform", "int", "choice")
 DEFAULT_RANDOM_TRIALS = 10
 # Which way each metric is better; the first of each task is the default a search optimises.
-CLASSIFICATION_METRICS = {"f1": "maximize", "accuracy": "maximize", "precision": "maximize",
-                          "recall": "maximize", "roc_auc": "maximize"}
+CLASSIFICATION_METRICS = {
+    "f1": "maximize",
+    "accuracy": "maximize",
+    "precision": "maximize",
+    "recall": "maximize",
+    "roc_auc": "maximize",
+}
 REGRESSION_METRICS = {"rmse": "minimize", "mae": "minimize", "r2": "maximize"}
 METRIC_DIRECTIONS = {**CLASSIFICATION_METRICS, **REGRESSION_METRICS}
 DEFAULT_METRIC = {CLASSIFICATION: "f1", REGRESSION: "rmse"}
@@ -72,8 +77,9 @@ def split_search(search: dict[str, Any] | None) -> tuple[str, dict[str, Any], in
     return strategy, space, trials, seed
 
 
-def _check_grid(algorithm: str, fixed: dict[str, Any], space: dict[str, Any], task: str | None,
-                where: list[Any]) -> None:
+def _check_grid(
+    algorithm: str, fixed: dict[str, Any], space: dict[str, Any], task: str | None, where: list[Any]
+) -> None:
     for name, values in space.items():
         if not isinstance(values, list) or not values:
             raise _bad([*where, name], "a grid lists the values to try: a non-empty array")
@@ -90,8 +96,9 @@ def _validate_one(algorithm: str, params: dict[str, Any], task: str | None, loc:
         raise InvalidParams(f"{'.'.join(map(str, loc))}: {exc.message}", errors=errors) from None
 
 
-def _check_distribution(algorithm: str, fixed: dict[str, Any], name: str, dist: Any, task: str | None,
-                        where: list[Any]) -> None:
+def _check_distribution(
+    algorithm: str, fixed: dict[str, Any], name: str, dist: Any, task: str | None, where: list[Any]
+) -> None:
     loc = [*where, name]
     if isinstance(dist, list):  # a bare list is a choice
         dist = {"choice": dist}
@@ -101,8 +108,11 @@ def _check_distribution(algorithm: str, fixed: dict[str, Any], name: str, dist: 
     if kind == "choice":
         _check_grid(algorithm, fixed, {name: args}, task, where)
         return
-    numbers = isinstance(args, list) and len(args) == 2 and all(
-        isinstance(a, int | float) and not isinstance(a, bool) and math.isfinite(a) for a in args)
+    numbers = (
+        isinstance(args, list)
+        and len(args) == 2
+        and all(isinstance(a, int | float) and not isinstance(a, bool) and math.isfinite(a) for a in args)
+    )
     if not numbers or args[0] > args[1]:
         raise _bad([*loc, kind], "must be [low, high] with low <= high")
     if kind == "int" and not all(isinstance(a, int) for a in args):
@@ -130,9 +140,15 @@ def grid_size(space: dict[str, Any]) -> int:
     return math.prod(len(v) if isinstance(v, list) else 1 for v in space.values())
 
 
-def plan_trials(*, algorithm: str | None, params: dict[str, Any] | None, search: dict[str, Any] | None,
-                algorithms: dict[str, Any] | None = None, task: str | None = None,
-                max_trials: int = 100) -> list[dict[str, Any]]:
+def plan_trials(
+    *,
+    algorithm: str | None,
+    params: dict[str, Any] | None,
+    search: dict[str, Any] | None,
+    algorithms: dict[str, Any] | None = None,
+    task: str | None = None,
+    max_trials: int = 100,
+) -> list[dict[str, Any]]:
     """Every trial of a search as {"algorithm", "params"} (params validated, defaults not filled in).
 
     `search` is a grid {param: [values]} or {"strategy": "grid" | "random", "space", "trials", "seed"} for
@@ -147,7 +163,8 @@ def plan_trials(*, algorithm: str | None, params: dict[str, Any] | None, search:
         if not isinstance(algorithms, dict):
             raise _bad(["algorithms"], "must be an object of algorithm: space")
         plans: list[tuple[str, dict[str, Any], Any, list[Any]]] = [
-            (name, {}, sub or {}, ["algorithms", name]) for name, sub in algorithms.items()]
+            (name, {}, sub or {}, ["algorithms", name]) for name, sub in algorithms.items()
+        ]
     else:
         if algorithm is None:
             raise _bad(["algorithm"], "give an algorithm (or several in algorithms)")
@@ -165,9 +182,11 @@ def plan_trials(*, algorithm: str | None, params: dict[str, Any] | None, search:
             raise _bad([*where, unknown[0]], f"unknown parameter for {name}; allowed: {', '.join(PARAM_SCHEMAS[name])}")
     total = sum(grid_size(sub) for _, _, sub, _ in plans) if strategy == "grid" else trials * len(plans)
     if total > max_trials:
-        raise InvalidParams(f"the search has {total} trials, more than the limit of {max_trials} "
-                            "(MLQ_MAX_SEARCH_TRIALS); narrow the space or lower trials",
-                            errors=[{"loc": ["search"], "msg": f"{total} trials > {max_trials}"}])
+        raise InvalidParams(
+            f"the search has {total} trials, more than the limit of {max_trials} "
+            "(MLQ_MAX_SEARCH_TRIALS); narrow the space or lower trials",
+            errors=[{"loc": ["search"], "msg": f"{total} trials > {max_trials}"}],
+        )
     out: list[dict[str, Any]] = []
     rng = random.Random(seed)
     for name, fixed, sub, where in plans:

@@ -43,8 +43,10 @@ class WarmStart:
         self.name, self.version = name, version
         self.manifest = registry.manifest(tenant, name, version)
         if self.manifest.get("algorithm") != "mlp":
-            raise _refuse(f"model {name!r} version {version} is a {self.manifest.get('algorithm')}, not an mlp; "
-                          "only mlp versions can be fine-tuned")
+            raise _refuse(
+                f"model {name!r} version {version} is a {self.manifest.get('algorithm')}, not an mlp; "
+                "only mlp versions can be fine-tuned"
+            )
         directory = Path(registry.verified_dir(tenant, name, version))
         self.preprocessor = load_preprocessor(directory / self.manifest.get("preprocessor_file", "preprocessor.skops"))
         self.state: dict[str, torch.Tensor] = load_file(str(directory / WEIGHTS_FILE))
@@ -53,14 +55,16 @@ class WarmStart:
     def apply(self, model: Any) -> None:
         """Give an unfitted TorchMLPModel the base weights (and, for regression, the base's target scaling)."""
         model.initial_state = self.state
-        model.architecture.update(target_mean=self.architecture.get("target_mean"),
-                                  target_std=self.architecture.get("target_std"))
+        model.architecture.update(
+            target_mean=self.architecture.get("target_mean"), target_std=self.architecture.get("target_std")
+        )
 
     def describe(self) -> dict[str, Any]:
         return {"model": self.name, "version": self.version, "job_id": self.manifest.get("job_id")}
 
-    def check_compatible(self, *, algorithm: str, task: str, features: list[str], classes: list[Any] | None,
-                         hidden_layers: list[int]) -> None:
+    def check_compatible(
+        self, *, algorithm: str, task: str, features: list[str], classes: list[Any] | None, hidden_layers: list[int]
+    ) -> None:
         """Refuse a training that cannot continue from these weights, saying what differs."""
         base = f"model {self.name!r} version {self.version}"
         if algorithm != "mlp":
@@ -71,9 +75,9 @@ class WarmStart:
         if features != base_features:
             raise _refuse(f"the features must be those of {base}, in its order: {base_features}; got {features}")
         if classes != self.manifest.get("classes"):
-            raise _refuse(f"the target's classes must be those of {base}: {self.manifest.get('classes')}; "
-                          f"this data has {classes}")
+            raise _refuse(
+                f"the target's classes must be those of {base}: {self.manifest.get('classes')}; this data has {classes}"
+            )
         base_layers = (self.manifest.get("params") or {}).get("hidden_layers")
         if list(hidden_layers) != list(base_layers or []):
-            raise _refuse(f"params.hidden_layers must be those of {base}: {base_layers}; got {hidden_layers}",
-                          "params")
+            raise _refuse(f"params.hidden_layers must be those of {base}: {base_layers}; got {hidden_layers}", "params")

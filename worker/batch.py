@@ -64,24 +64,39 @@ class BatchRun:
     def fingerprint(self, dataset: dict[str, Any]) -> dict[str, Any]:
         """What a checkpoint must match to be resumed (anything else starts over)."""
         r = self.request
-        return {"dataset_sha256": dataset.get("sha256"), "model": r.model, "version": r.version,
-                "columns": r.columns, "format": r.format, "postprocess": r.postprocess}
+        return {
+            "dataset_sha256": dataset.get("sha256"),
+            "model": r.model,
+            "version": r.version,
+            "columns": r.columns,
+            "format": r.format,
+            "postprocess": r.postprocess,
+        }
 
     def load_state(self, fingerprint: dict[str, Any]) -> dict[str, Any]:
-        fresh = {"fingerprint": fingerprint, "parts": 0, "offset": 0, "rows_done": 0, "rows_failed": 0,
-                 "first_error": None}
+        fresh = {
+            "fingerprint": fingerprint,
+            "parts": 0,
+            "offset": 0,
+            "rows_done": 0,
+            "rows_failed": 0,
+            "first_error": None,
+        }
         try:
             state = json.loads((self.work / CHECKPOINT).read_text())
         except (OSError, ValueError):
             state = None
-        usable = (isinstance(state, dict) and state.get("fingerprint") == fingerprint
-                  and isinstance(state.get("parts"), int) and set(fresh) <= set(state))
+        usable = (
+            isinstance(state, dict)
+            and state.get("fingerprint") == fingerprint
+            and isinstance(state.get("parts"), int)
+            and set(fresh) <= set(state)
+        )
         if not usable or not all(self.part(i).is_file() for i in range(state["parts"])):
             shutil.rmtree(self.work, ignore_errors=True)
             self.work.mkdir(parents=True, exist_ok=True)
             return fresh
-        log.info("job %s: resuming after %d rows (%d parts)", self.request.job_id, state["rows_done"],
-                 state["parts"])
+        log.info("job %s: resuming after %d rows (%d parts)", self.request.job_id, state["rows_done"], state["parts"])
         return dict(state)
 
     def part(self, index: int) -> Path:
@@ -93,11 +108,18 @@ class BatchRun:
         elapsed = time.monotonic() - started
         rate = rows_now / elapsed if rows_now and elapsed > 0 else None
         eta = round((total - done) / rate, 1) if rate else None
-        message = f"{done}/{total} rows" + (f", {rate:.0f} rows/s" if rate else "") + \
-            (f", {failed} failed" if failed else "")
-        progress = {"fraction": round(done / total, 4) if total else None, "rows_done": done, "rows_total": total,
-                    "rows_failed": failed, "rows_per_s": round(rate, 1) if rate else None, "eta_s": eta,
-                    "message": message}
+        message = (
+            f"{done}/{total} rows" + (f", {rate:.0f} rows/s" if rate else "") + (f", {failed} failed" if failed else "")
+        )
+        progress = {
+            "fraction": round(done / total, 4) if total else None,
+            "rows_done": done,
+            "rows_total": total,
+            "rows_failed": failed,
+            "rows_per_s": round(rate, 1) if rate else None,
+            "eta_s": eta,
+            "message": message,
+        }
         try:
             self.runtime.jobs.set_progress(self.request.job_id, progress)
         except Exception as exc:  # noqa: BLE001 - progress is best effort; the checkpoint is what counts
@@ -107,16 +129,19 @@ class BatchRun:
         r, runtime = self.request, self.runtime
         started = time.monotonic()
         predictor = runtime.cache.get(r.tenant, r.model, r.version)
-        options = check_postprocess(r.postprocess or None, predictor.task,
-                                    len(predictor.classes) if predictor.classes else 0)
+        options = check_postprocess(
+            r.postprocess or None, predictor.task, len(predictor.classes) if predictor.classes else 0
+        )
         columns = OutputColumns(r.columns, predictor.task, predictor.classes, options["output"])
         dataset = runtime.datasets.get(r.tenant, r.dataset_id)
         path = runtime.datasets.path(r.tenant, r.dataset_id)
         positions = {name: i for i, name in enumerate(read_header(path))}
         missing = [c for c in [*predictor.features, *r.columns] if c not in positions]
         if missing:
-            raise ColumnNotFound(f"dataset {r.dataset_id} has no column {', '.join(map(repr, missing))}"
-                           f"; model {r.model} v{r.version} needs {', '.join(predictor.features)}")
+            raise ColumnNotFound(
+                f"dataset {r.dataset_id} has no column {', '.join(map(repr, missing))}"
+                f"; model {r.model} v{r.version} needs {', '.join(predictor.features)}"
+            )
         total = int(dataset["rows"])
         state = self.load_state(self.fingerprint(dataset))
         rows_now = 0
@@ -129,8 +154,12 @@ class BatchRun:
             failed = [i for i, e in enumerate(result.errors) if e]
             if failed and state["first_error"] is None:
                 state["first_error"] = {"row": chunk.first + failed[0], "error": result.errors[failed[0]]}
-            state.update(parts=state["parts"] + 1, offset=chunk.end, rows_done=state["rows_done"] + result.n,
-                         rows_failed=state["rows_failed"] + len(failed))
+            state.update(
+                parts=state["parts"] + 1,
+                offset=chunk.end,
+                rows_done=state["rows_done"] + result.n,
+                rows_failed=state["rows_failed"] + len(failed),
+            )
             _write_json(self.work / CHECKPOINT, state)
             rows_now += result.n
             self.report(state, total, rows_now, started)
@@ -142,9 +171,10 @@ class BatchRun:
         r = self.request
         done, failed, first = state["rows_done"], state["rows_failed"], state["first_error"]
         if done and failed == done:
-            raise AllRowsFailed(f"none of the {done} rows could be scored; the first, row "
-                           f"{first['row']}: {first['error']}", errors=[{"loc": ["rows", first["row"]],
-                                                                          "msg": first["error"]}])
+            raise AllRowsFailed(
+                f"none of the {done} rows could be scored; the first, row {first['row']}: {first['error']}",
+                errors=[{"loc": ["rows", first["row"]], "msg": first["error"]}],
+            )
         name = filename(r.model, r.version, r.job_id, r.format)
         outputs = output_store(self.runtime.settings)
         folder = outputs.folder(r.job_id)
@@ -152,12 +182,25 @@ class BatchRun:
         size, sha256 = assemble([self.part(i) for i in range(state["parts"])], columns, r.format, folder / name)
         outputs.publish(r.job_id, name)  # to the artifact store, if any: the API may be on another host
         duration = time.monotonic() - started
-        return {"model": r.model, "version": r.version, "dataset": r.dataset_id, "rows": done,
-                "rows_scored": done - failed, "rows_failed": failed, "first_error": first,
-                "output": {"url": f"/v1/jobs/{r.job_id}/output", "filename": name, "format": r.format,
-                           "media_type": MEDIA_TYPES[r.format], "size_bytes": size, "sha256": sha256,
-                           "columns": columns.names},
-                "duration_s": round(duration, 3)}
+        return {
+            "model": r.model,
+            "version": r.version,
+            "dataset": r.dataset_id,
+            "rows": done,
+            "rows_scored": done - failed,
+            "rows_failed": failed,
+            "first_error": first,
+            "output": {
+                "url": f"/v1/jobs/{r.job_id}/output",
+                "filename": name,
+                "format": r.format,
+                "media_type": MEDIA_TYPES[r.format],
+                "size_bytes": size,
+                "sha256": sha256,
+                "columns": columns.names,
+            },
+            "duration_s": round(duration, 3),
+        }
 
 
 def run_batch(runtime: Runtime, payload: dict[str, Any], hostname: str) -> None:
@@ -178,8 +221,9 @@ def run_batch(runtime: Runtime, payload: dict[str, Any], hostname: str) -> None:
     error: dict[str, Any] | None = None
     try:
         # Parts and checkpoint.json go to the artifact store too (if any): the next attempt may be elsewhere.
-        sync = CheckpointSync(runtime.store, job_id, runtime.settings.checkpoints_dir / job_id,
-                              runtime.settings.heartbeat_s)
+        sync = CheckpointSync(
+            runtime.store, job_id, runtime.settings.checkpoints_dir / job_id, runtime.settings.heartbeat_s
+        )
         with heartbeat, sync:
             result = BatchRun(runtime, request, check).run()
         status = "succeeded"
@@ -208,9 +252,13 @@ def preempt(runtime: Runtime, request: BatchPredictRequest, token: int) -> None:
     try:
         outcome = retry_redis(lambda: runtime.leases.preempt(job_id, token), f"job {job_id}: requeue", 10.0)
         if outcome is PreemptOutcome.REQUEUED:
-            retry_redis(lambda: runtime.app.send_task(  # type: ignore[union-attr]
-                BATCH_PREDICT_TASK, args=[request.encode()], task_id=job_id, queue=BATCH_QUEUE),
-                f"job {job_id}: re-send", 10.0)
+            retry_redis(
+                lambda: runtime.app.send_task(  # type: ignore[union-attr]
+                    BATCH_PREDICT_TASK, args=[request.encode()], task_id=job_id, queue=BATCH_QUEUE
+                ),
+                f"job {job_id}: re-send",
+                10.0,
+            )
             log.warning("job %s: worker shutting down; requeued after attempt %d (checkpoint kept)", job_id, token)
     except Exception:
         # Not requeued by us: the lease expires and a sweeper requeues the job.

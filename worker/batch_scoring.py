@@ -43,8 +43,9 @@ def _number_column(cells: list[str | None], name: str, errors: dict[int, str]) -
     return list(column.tolist())
 
 
-def feature_rows(records: list[list[str]], positions: dict[str, int], predictor: Predictor,
-                 errors: dict[int, str]) -> list[list[Any]]:
+def feature_rows(
+    records: list[list[str]], positions: dict[str, int], predictor: Predictor, errors: dict[int, str]
+) -> list[list[Any]]:
     """The chunk's rows in the model's feature order, typed as an online request would carry them."""
     columns: list[list[Any]] = []
     width = max(positions.values()) + 1
@@ -61,8 +62,9 @@ def feature_rows(records: list[list[str]], positions: dict[str, int], predictor:
     return [list(row) for row in zip(*columns, strict=True)]
 
 
-def _score(predictor: Predictor, rows: list[list[Any]], index: list[int],
-           errors: dict[int, str]) -> list[tuple[list[int], np.ndarray]]:
+def _score(
+    predictor: Predictor, rows: list[list[Any]], index: list[int], errors: dict[int, str]
+) -> list[tuple[list[int], np.ndarray]]:
     """(row indexes, their scores) pieces; rows the Predictor refuses even alone go to `errors`."""
     try:
         return [(index, predictor.scores(rows))]
@@ -72,17 +74,18 @@ def _score(predictor: Predictor, rows: list[list[Any]], index: list[int],
             errors[index[0]] = _ROW_PREFIX.sub("", message) or type(exc).__name__
             return []
         mid = len(rows) // 2
-        return (_score(predictor, rows[:mid], index[:mid], errors)
-                + _score(predictor, rows[mid:], index[mid:], errors))
+        return _score(predictor, rows[:mid], index[:mid], errors) + _score(predictor, rows[mid:], index[mid:], errors)
 
 
-def score_chunk(predictor: Predictor, records: list[list[str]], positions: dict[str, int],
-                columns: OutputColumns) -> ChunkResult:
+def score_chunk(
+    predictor: Predictor, records: list[list[str]], positions: dict[str, int], columns: OutputColumns
+) -> ChunkResult:
     """The output columns of one chunk: passthrough cells, predictions, and an error for each unscorable row."""
     errors: dict[int, str] = {}
     rows = feature_rows(records, positions, predictor, errors)
-    passthrough = [[r[positions[name]] if positions[name] < len(r) else "" for r in records]
-                   for name in columns.passthrough]
+    passthrough = [
+        [r[positions[name]] if positions[name] < len(r) else "" for r in records] for name in columns.passthrough
+    ]
     result = ChunkResult(columns, passthrough, len(records))
     good = [i for i in range(len(records)) if i not in errors]
     for index, scores in _score(predictor, [rows[i] for i in good], good, errors) if good else []:

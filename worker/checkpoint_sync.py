@@ -25,9 +25,6 @@ from training.registry import sha256_file
 log = logging.getLogger(__name__)
 
 
-
-
-
 def remove_checkpoint(store: ArtifactStore | None, job_id: str) -> None:
     """Forget the job's checkpoint in the store (the job ended; no attempt will resume it). Best effort: it runs
     just before a job's final status is recorded, which a store outage must not stop; a leftover costs only
@@ -60,8 +57,9 @@ class CheckpointSync:
             self._thread.start()
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         if self._thread is not None:
             self._stop.set()
             self._thread.join()
@@ -103,8 +101,14 @@ class CheckpointSync:
         assert self.store is not None
         if not self.folder.is_dir():
             return
-        names = sorted((p.name for p in self.folder.iterdir() if p.is_file() and not p.name.startswith(".")
-                        and not p.name.endswith(".tmp")), key=lambda n: (not n.endswith(".json"), n))
+        names = sorted(
+            (
+                p.name
+                for p in self.folder.iterdir()
+                if p.is_file() and not p.name.startswith(".") and not p.name.endswith(".tmp")
+            ),
+            key=lambda n: (not n.endswith(".json"), n),
+        )
         snapshot: dict[str, str] = {}
         for name in names:
             path = self.folder / name

@@ -64,9 +64,19 @@ class Item:
 class InferenceConsumer:
     """Reads the request stream in batches and answers them; `start()` runs it on a thread."""
 
-    def __init__(self, client: redis.Redis, jobs: JobStore, cache: ModelCache, name: str, *, max_size: int,
-                 max_delay_ms: float, max_attempts: int, error_for: ErrorFor,
-                 claim_idle_s: float = CLAIM_IDLE_S) -> None:
+    def __init__(
+        self,
+        client: redis.Redis,
+        jobs: JobStore,
+        cache: ModelCache,
+        name: str,
+        *,
+        max_size: int,
+        max_delay_ms: float,
+        max_attempts: int,
+        error_for: ErrorFor,
+        claim_idle_s: float = CLAIM_IDLE_S,
+    ) -> None:
         self.redis = client
         self.jobs = jobs
         self.cache = cache
@@ -142,8 +152,9 @@ class InferenceConsumer:
         return self.redis.execute_command(*command, **{NEVER_DECODE: []})
 
     def _xread(self, count: int, block_ms: int) -> list[Item]:
-        reply = self._raw("XREADGROUP", "GROUP", GROUP, self.name, "COUNT", count, "BLOCK", block_ms,
-                          "STREAMS", STREAM, ">")
+        reply = self._raw(
+            "XREADGROUP", "GROUP", GROUP, self.name, "COUNT", count, "BLOCK", block_ms, "STREAMS", STREAM, ">"
+        )
         return [self.decode(entry_id, fields) for _, entries in reply or [] for entry_id, fields in entries]
 
     def read(self) -> list[Item]:
@@ -168,8 +179,9 @@ class InferenceConsumer:
         entry_id = entry_id.decode() if isinstance(entry_id, bytes) else entry_id  # stream ids are ASCII
         try:
             fields = fields or {}
-            request = PredictRequest.decode(decode_request(fields[FIELD.encode()] if FIELD.encode() in fields
-                                                           else fields[FIELD]))
+            request = PredictRequest.decode(
+                decode_request(fields[FIELD.encode()] if FIELD.encode() in fields else fields[FIELD])
+            )
         except (KeyError, TypeError, ValueError) as exc:
             # Not a request this code wrote: acknowledge it, there is no job to answer.
             log.error("inference: dropping undecodable stream entry %s: %s", entry_id, exc)
@@ -202,6 +214,7 @@ class InferenceConsumer:
         """Answer one batch: mark running, predict per model version, finish + reply + ack in one pipeline."""
         live = [it for it in items if it.run and it.job_id]
         if live:
+
             def start(pipe: Pipeline) -> None:
                 for it in live:
                     self.jobs.mark_running_in(pipe, it.job_id, self.name)  # type: ignore[arg-type]
@@ -249,7 +262,7 @@ class InferenceConsumer:
         start = 0
         for it, options in ready:
             n = len(it.request.inputs)  # type: ignore[union-attr]
-            it.result = self._result(predictor, predictor.postprocess(scores[start:start + n], options))
+            it.result = self._result(predictor, predictor.postprocess(scores[start : start + n], options))
             start += n
 
     def _predict_one(self, predictor: Predictor, it: Item, options: dict[str, Any], counts: dict[str, int]) -> None:
@@ -267,8 +280,10 @@ class InferenceConsumer:
     @staticmethod
     def _result(predictor: Predictor, predictions: list[dict[str, Any]]) -> bytes:
         # Encoded once, here; the record stores these bytes as they are.
-        return orjson.dumps({"model": predictor.name, "version": predictor.version, "predictions": predictions},
-                            option=orjson.OPT_SERIALIZE_NUMPY)
+        return orjson.dumps(
+            {"model": predictor.name, "version": predictor.version, "predictions": predictions},
+            option=orjson.OPT_SERIALIZE_NUMPY,
+        )
 
     def answer(self, items: list[Item], counts: dict[str, int]) -> None:
         """ONE round trip: finish each job and wake its submitter, ack + delete the entries, count the batch.
@@ -312,13 +327,23 @@ def attach(app: Celery, runtime: Runtime, settings: Settings) -> None:
         if INFERENCE_QUEUE not in app.amqp.queues.consume_from:
             return
         consumer = InferenceConsumer(
-            runtime.redis, runtime.jobs, runtime.cache, f"{sender}:{os.getpid()}",
-            max_size=settings.batch_max_size, max_delay_ms=settings.batch_max_delay_ms,
-            max_attempts=settings.max_attempts, error_for=runtime.error_for,
-            claim_idle_s=settings.inference_claim_idle_s)
+            runtime.redis,
+            runtime.jobs,
+            runtime.cache,
+            f"{sender}:{os.getpid()}",
+            max_size=settings.batch_max_size,
+            max_delay_ms=settings.batch_max_delay_ms,
+            max_attempts=settings.max_attempts,
+            error_for=runtime.error_for,
+            claim_idle_s=settings.inference_claim_idle_s,
+        )
         running.append(consumer.start())
-        log.info("inference consumer %s started (batches of up to %d rows, %.1f ms)", consumer.name,
-                 settings.batch_max_size, settings.batch_max_delay_ms)
+        log.info(
+            "inference consumer %s started (batches of up to %d rows, %.1f ms)",
+            consumer.name,
+            settings.batch_max_size,
+            settings.batch_max_delay_ms,
+        )
 
     def on_shutdown(**_: Any) -> None:
         while running:

@@ -23,6 +23,7 @@ from training.errors import MLQError
 
 log = logging.getLogger(__name__)
 
+
 class LauncherError(MLQError, ValueError):
     """Raised when the devices, queues or concurrency asked for cannot be started; says what is possible."""
 
@@ -68,12 +69,30 @@ def visible_gpus(env: Mapping[str, str] | None = None) -> list[str]:
 def _celery_argv(hostname: str, queues: list[str], concurrency: int, loglevel: str) -> list[str]:
     # One job reserved per process: a second training never waits behind the first on a busy worker.
     # (Predictions do not travel as Celery tasks: the inference stream consumer batches them.)
-    return [sys.executable, "-m", "celery", "-A", "worker.app", "worker",
-            "-Q", ",".join(queues), "-n", hostname, "-P", "prefork", "-c", str(concurrency),
-            "--prefetch-multiplier", "1", "--loglevel", loglevel,
-            # Gossip and mingle sync revokes and events between nodes; mlqueue cancels through the job
-            # record instead, and mingle alone adds seconds to every start.
-            "--without-gossip", "--without-mingle"]
+    return [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "worker.app",
+        "worker",
+        "-Q",
+        ",".join(queues),
+        "-n",
+        hostname,
+        "-P",
+        "prefork",
+        "-c",
+        str(concurrency),
+        "--prefetch-multiplier",
+        "1",
+        "--loglevel",
+        loglevel,
+        # Gossip and mingle sync revokes and events between nodes; mlqueue cancels through the job
+        # record instead, and mingle alone adds seconds to every start.
+        "--without-gossip",
+        "--without-mingle",
+    ]
 
 
 def _parse_devices(devices: str, gpus: list[str]) -> list[str]:
@@ -92,26 +111,32 @@ def _parse_devices(devices: str, gpus: list[str]) -> list[str]:
     if not wanted:
         raise LauncherError("devices is empty; use auto, cpu, cpu:N or GPU ids like 0,1")
     if len(set(wanted)) != len(wanted):
-        raise LauncherError(f"devices {devices!r} names a GPU twice; start one worker per GPU and raise "
-                            "--concurrency for more processes on one GPU")
+        raise LauncherError(
+            f"devices {devices!r} names a GPU twice; start one worker per GPU and raise "
+            "--concurrency for more processes on one GPU"
+        )
     missing = [gpu for gpu in wanted if gpu not in gpus]
     if missing:
         seen = ", ".join(gpus) if gpus else "none (no nvidia-smi, or CUDA_VISIBLE_DEVICES hides them)"
-        raise LauncherError(f"GPU {', '.join(missing)} is not visible on this machine; visible GPUs: {seen}. "
-                            "Use devices=auto, cpu, or ids from `nvidia-smi -L`")
+        raise LauncherError(
+            f"GPU {', '.join(missing)} is not visible on this machine; visible GPUs: {seen}. "
+            "Use devices=auto, cpu, or ids from `nvidia-smi -L`"
+        )
     return wanted
 
 
-def plan(devices: str, queues: list[str], concurrency: int, gpu_count: int | None = None,
-         loglevel: str = "info") -> list[WorkerPlan]:
+def plan(
+    devices: str, queues: list[str], concurrency: int, gpu_count: int | None = None, loglevel: str = "info"
+) -> list[WorkerPlan]:
     """The worker processes to start: one per device, CPU ones with CUDA hidden.
 
     `gpu_count` overrides the GPU discovery (GPUs 0..gpu_count-1), for tests and for callers that know.
     """
     unknown = [q for q in queues if q not in WORKER_QUEUES]
     if not queues or unknown:
-        raise LauncherError(f"unknown queue(s) {', '.join(unknown) or '(none given)'}; "
-                            f"queues are {', '.join(WORKER_QUEUES)}")
+        raise LauncherError(
+            f"unknown queue(s) {', '.join(unknown) or '(none given)'}; queues are {', '.join(WORKER_QUEUES)}"
+        )
     if concurrency < 1:
         raise LauncherError(f"concurrency must be >= 1 processes per device, got {concurrency}")
     gpus = visible_gpus() if gpu_count is None else [str(i) for i in range(gpu_count)]
@@ -139,8 +164,13 @@ def _exit_code(code: int) -> int:
     return 128 - code if code < 0 else code  # killed by signal N → 128 + N, like a shell
 
 
-def run(queues: list[str], devices: str = "auto", concurrency: int = 1, loglevel: str = "info",
-        env: Mapping[str, str] | None = None) -> int:
+def run(
+    queues: list[str],
+    devices: str = "auto",
+    concurrency: int = 1,
+    loglevel: str = "info",
+    env: Mapping[str, str] | None = None,
+) -> int:
     """Start the planned workers, forward SIGINT/SIGTERM to them, and return when all have exited.
 
     If one worker dies on its own, the others are stopped too, so a supervisor (docker, systemd) restarts the

@@ -29,8 +29,9 @@ def _load(registry: ModelRegistry, tenant: str, name: str, version: int, device:
 class ModelCache:
     """Loaded predictors of one worker process. Thread-safe; a load holds the lock (loads are rare)."""
 
-    def __init__(self, registry: ModelRegistry, device: str = "auto", max_models: int = 32,
-                 loader: Loader = _load) -> None:
+    def __init__(
+        self, registry: ModelRegistry, device: str = "auto", max_models: int = 32, loader: Loader = _load
+    ) -> None:
         self.registry = registry
         # "auto": the GPU the launcher pinned for this process, else the CPU.
         self.device = device

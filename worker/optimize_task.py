@@ -31,9 +31,11 @@ def _data_path(runtime: Runtime, request: OptimizeRequest) -> Any:
     manifest = runtime.registry.manifest(request.tenant, request.model, request.version)
     dataset_id = (manifest.get("dataset") or {}).get("id")
     if not dataset_id:
-        raise ResourceNotFound(f"version {request.version} of {request.model!r} was trained from a local file, not an "
-                       "uploaded dataset; its test split cannot be rebuilt here. Upload the CSV and retrain, or "
-                       "optimise it with the library (training.optimize.optimize_version)")
+        raise ResourceNotFound(
+            f"version {request.version} of {request.model!r} was trained from a local file, not an "
+            "uploaded dataset; its test split cannot be rebuilt here. Upload the CSV and retrain, or "
+            "optimise it with the library (training.optimize.optimize_version)"
+        )
     return runtime.datasets.path(request.tenant, dataset_id)
 
 
@@ -52,10 +54,19 @@ def run_optimize(runtime: Runtime, payload: dict[str, Any], hostname: str) -> No
     try:
         with heartbeat:
             result = optimize_version(
-                registry=runtime.registry, tenant=request.tenant, name=request.model, version=request.version,
-                method=request.method, params=request.params, data_path=_data_path(runtime, request),
-                device=request.device, job_id=job_id, on_progress=progress_reporter(runtime.jobs, job_id),
-                should_stop=check, claim_registration=claim)
+                registry=runtime.registry,
+                tenant=request.tenant,
+                name=request.model,
+                version=request.version,
+                method=request.method,
+                params=request.params,
+                data_path=_data_path(runtime, request),
+                device=request.device,
+                job_id=job_id,
+                on_progress=progress_reporter(runtime.jobs, job_id),
+                should_stop=check,
+                claim_registration=claim,
+            )
     except Cancelled:
         if check.reason == "drain":
             _requeue(runtime, request, token)

@@ -45,6 +45,13 @@ class Runtime(Protocol):
     def error_for(self, job_id: str, exc: BaseException) -> dict[str, Any]:
         """The job error object for an exception a job ended with."""
 
-    def conclude(self, job_id: str, token: int, hostname: str, status: str, result: Mapping[str, Any] | None,
-                 error: dict[str, Any] | None) -> None:
+    def conclude(
+        self,
+        job_id: str,
+        token: int,
+        hostname: str,
+        status: str,
+        result: Mapping[str, Any] | None,
+        error: dict[str, Any] | None,
+    ) -> None:
         """Write an attempt's final status, fenced by its token."""

@@ -93,9 +93,12 @@ class WorkerRuntime:
     @property
     def leases(self) -> Leases:
         if self._leases is None:
-            self._leases = Leases(self.jobs, stale_s=self.settings.stale_job_s,
-                                  max_attempts=self.settings.max_attempts,
-                                  time_limit_s=self.settings.job_time_limit_s)
+            self._leases = Leases(
+                self.jobs,
+                stale_s=self.settings.stale_job_s,
+                max_attempts=self.settings.max_attempts,
+                time_limit_s=self.settings.job_time_limit_s,
+            )
         return self._leases
 
     @property
@@ -109,8 +112,11 @@ class WorkerRuntime:
         if request.parent is None:
             return
         try:
-            retry_redis(lambda: self.searches.trial_changed(request.parent or "", hostname),
-                        f"search {request.parent}: trial {request.job_id} changed", 30.0)
+            retry_redis(
+                lambda: self.searches.trial_changed(request.parent or "", hostname),
+                f"search {request.parent}: trial {request.job_id} changed",
+                30.0,
+            )
         except redis.RedisError:
             log.exception("search %s: progress not updated after trial %s", request.parent, request.job_id)
 
@@ -132,16 +138,27 @@ class WorkerRuntime:
         torch.set_num_threads(self.settings.torch_threads)
         started = time.monotonic()
         loaded = self.cache.preload(self.settings.preload)
-        log.info("%s (pid %d) ready on %s: preloaded %s in %.1f s", hostname, os.getpid(), ",".join(queues),
-                 loaded or "no models", time.monotonic() - started)
+        log.info(
+            "%s (pid %d) ready on %s: preloaded %s in %.1f s",
+            hostname,
+            os.getpid(),
+            ",".join(queues),
+            loaded or "no models",
+            time.monotonic() - started,
+        )
         # Only now is the process counted as a worker: its models are in memory.
-        self._heartbeat = Heartbeat(WorkerLiveness(self.redis), hostname, queues, self.settings.heartbeat_s,
-                                    _device_label(), models=self.cache.describe)
+        self._heartbeat = Heartbeat(
+            WorkerLiveness(self.redis),
+            hostname,
+            queues,
+            self.settings.heartbeat_s,
+            _device_label(),
+            models=self.cache.describe,
+        )
         self._heartbeat.start()
         if TRAIN_QUEUE in queues or BATCH_QUEUE in queues:
             # Every train and batch process sweeps: whichever is alive puts a dead worker's job back within seconds.
-            self._sweeper = Sweeper(self.leases, self.resend, self.settings.stale_job_s / 2,
-                                    on_ended=self._swept)
+            self._sweeper = Sweeper(self.leases, self.resend, self.settings.stale_job_s / 2, on_ended=self._swept)
             self._sweeper.start()
 
     def _swept(self, job_id: str) -> None:
@@ -163,8 +180,10 @@ class WorkerRuntime:
         if isinstance(exc, MLQError):
             return exc.to_dict()
         if isinstance(exc, SoftTimeLimitExceeded):
-            return TimeLimit(f"the job ran past its time limit (MLQ_JOB_TIME_LIMIT_S={self.settings.job_time_limit_s}) "
-                             "and was stopped").to_dict()
+            return TimeLimit(
+                f"the job ran past its time limit (MLQ_JOB_TIME_LIMIT_S={self.settings.job_time_limit_s}) "
+                "and was stopped"
+            ).to_dict()
         log.exception("job %s failed with an unexpected error", job_id, exc_info=exc)
         return InternalError(f"the worker failed unexpectedly: {type(exc).__name__}: {exc}").to_dict()
 
@@ -186,7 +205,7 @@ class WorkerRuntime:
         check = CancelCheck(self.jobs, job_id, hostname=hostname, lost=heartbeat.lost)
         claim = RegistrationClaim(self, request, token)
         # A search's trial saves its model for the search to compare, and registers nothing itself.
-        save_to = (self.searches.trial_dir(request.tenant, request.parent, job_id) if request.parent else None)
+        save_to = self.searches.trial_dir(request.tenant, request.parent, job_id) if request.parent else None
         result: TrainResult | RecoveredResult | None = None
         error: dict[str, Any] | None = None
         # With an artifact store the checkpoint is copied there as it changes, and restored from there first:
@@ -196,13 +215,25 @@ class WorkerRuntime:
             with heartbeat, sync:
                 result = train_model(
                     data_path=self.datasets.path(request.tenant, request.dataset_id),
-                    target=request.target, algorithm=request.algorithm, model_name=request.model,
-                    registry=self.registry, tenant=request.tenant, task=request.task, features=request.features,
-                    params=request.params, preprocessing=request.preprocessing, split=request.split,
-                    device=request.device, checkpoint_dir=checkpoint_dir,
-                    on_progress=progress_reporter(self.jobs, job_id), should_stop=check,
-                    dataset_id=request.dataset_id, job_id=job_id, claim_registration=claim,
-                    warm_start=request.warm_start, save_to=save_to,
+                    target=request.target,
+                    algorithm=request.algorithm,
+                    model_name=request.model,
+                    registry=self.registry,
+                    tenant=request.tenant,
+                    task=request.task,
+                    features=request.features,
+                    params=request.params,
+                    preprocessing=request.preprocessing,
+                    split=request.split,
+                    device=request.device,
+                    checkpoint_dir=checkpoint_dir,
+                    on_progress=progress_reporter(self.jobs, job_id),
+                    should_stop=check,
+                    dataset_id=request.dataset_id,
+                    job_id=job_id,
+                    claim_registration=claim,
+                    warm_start=request.warm_start,
+                    save_to=save_to,
                 )
         except Cancelled:
             if check.reason == "drain":
@@ -236,8 +267,15 @@ class WorkerRuntime:
         self.conclude(job_id, token, hostname, status, result, error)
         self.trial_changed(request, hostname)
 
-    def conclude(self, job_id: str, token: int, hostname: str, status: str, result: Mapping[str, Any] | None,
-                 error: dict[str, Any] | None) -> None:
+    def conclude(
+        self,
+        job_id: str,
+        token: int,
+        hostname: str,
+        status: str,
+        result: Mapping[str, Any] | None,
+        error: dict[str, Any] | None,
+    ) -> None:
         """Write the attempt's final status, fenced: only if this attempt still holds the job."""
         checkpoint_dir = self.settings.checkpoints_dir / job_id
         try:
@@ -247,16 +285,19 @@ class WorkerRuntime:
             if retry_redis(lambda: self.leases.heartbeat(job_id, token, hostname), f"job {job_id}: lease check"):
                 shutil.rmtree(checkpoint_dir, ignore_errors=True)
                 remove_checkpoint(self.store, job_id)
-            outcome = retry_redis(lambda: self.leases.finish(job_id, token, status, result=result, error=error),
-                                  f"job {job_id}: recording {status}")
+            outcome = retry_redis(
+                lambda: self.leases.finish(job_id, token, status, result=result, error=error),
+                f"job {job_id}: recording {status}",
+            )
         except redis.RedisError:
             # Redis stayed away: the lease expires and a sweeper requeues the job; the registration claim makes
             # the next attempt finish with the version registered here instead of training a second one.
             log.exception("job %s: could not record %s; a later attempt will", job_id, status)
             return
         if outcome is FinishOutcome.FENCED:
-            log.warning("job %s: attempt %d ended %s but a newer attempt owns the job; not recorded",
-                        job_id, token, status)
+            log.warning(
+                "job %s: attempt %d ended %s but a newer attempt owns the job; not recorded", job_id, token, status
+            )
         else:  # the job's real outcome, in place of Celery's "succeeded" (see register_tasks)
             log.info("job %s ended %s%s", job_id, status, f" ({error['type']}: {error['message']})" if error else "")
 
@@ -267,8 +308,7 @@ class WorkerRuntime:
             outcome = retry_redis(lambda: self.leases.preempt(job_id, token), f"job {job_id}: requeue", 10.0)
             if outcome is PreemptOutcome.REQUEUED:
                 retry_redis(lambda: self.send_train(request.encode()), f"job {job_id}: re-send", 10.0)
-                log.warning("job %s: worker shutting down; requeued after attempt %d (checkpoint kept)",
-                            job_id, token)
+                log.warning("job %s: worker shutting down; requeued after attempt %d (checkpoint kept)", job_id, token)
         except Exception:
             # Not requeued by us: the lease expires and a sweeper on another worker requeues the job.
             log.exception("job %s: could not requeue it on shutdown; a sweeper will", job_id)

@@ -62,8 +62,14 @@ class CancelCheck:
     is gone: another attempt owns the job now).
     """
 
-    def __init__(self, jobs: JobStore, job_id: str, interval_s: float = CANCEL_CHECK_INTERVAL_S,
-                 hostname: str = "", lost: threading.Event | None = None) -> None:
+    def __init__(
+        self,
+        jobs: JobStore,
+        job_id: str,
+        interval_s: float = CANCEL_CHECK_INTERVAL_S,
+        hostname: str = "",
+        lost: threading.Event | None = None,
+    ) -> None:
         self.jobs = jobs
         self.job_id = job_id
         self.interval_s = interval_s
@@ -98,14 +104,25 @@ class CancelCheck:
 def progress_reporter(jobs: JobStore, job_id: str) -> Callable[..., None]:
     """`on_progress` for the training loop: writes the contract's progress object to the job record."""
 
-    def on_progress(epoch: int | None = None, epochs: int | None = None, loss: float | None = None,
-                    val_loss: float | None = None, **extra: Any) -> None:
+    def on_progress(
+        epoch: int | None = None,
+        epochs: int | None = None,
+        loss: float | None = None,
+        val_loss: float | None = None,
+        **extra: Any,
+    ) -> None:
         fraction = extra.get("fraction")
         if fraction is None and epoch and epochs:
             fraction = epoch / epochs
         message = extra.get("message") or (f"epoch {epoch}/{epochs}" if epoch and epochs else None)
-        progress = {"fraction": None if fraction is None else round(float(fraction), 4), "epoch": epoch,
-                    "epochs": epochs, "loss": loss, "val_loss": val_loss, "message": message}
+        progress = {
+            "fraction": None if fraction is None else round(float(fraction), 4),
+            "epoch": epoch,
+            "epochs": epochs,
+            "loss": loss,
+            "val_loss": val_loss,
+            "message": message,
+        }
         try:
             jobs.set_progress(job_id, progress)
         except redis.RedisError as exc:
@@ -159,9 +176,16 @@ def registered_by(registry: ModelRegistry, tenant: str, model: str, job_id: str)
         return None
     for manifest in reversed(versions):
         if manifest.get("job_id") == job_id:
-            return {"model": model, "version": manifest["version"], "metrics": manifest.get("metrics"),
-                    "epochs_run": manifest.get("epochs_run"), "duration_s": None, "task": manifest.get("task"),
-                    "task_inferred": manifest.get("task_inferred"), "recovered": True}
+            return {
+                "model": model,
+                "version": manifest["version"],
+                "metrics": manifest.get("metrics"),
+                "epochs_run": manifest.get("epochs_run"),
+                "duration_s": None,
+                "task": manifest.get("task"),
+                "task_inferred": manifest.get("task_inferred"),
+                "recovered": True,
+            }
     return None
 
 
@@ -185,10 +209,15 @@ class RegistrationClaim:
         if code is ClaimOutcome.HELD:
             self.existing = registered_by(self.runtime.registry, self.request.tenant, self.request.model, job_id)
             if self.existing is not None:
-                log.warning("job %s: attempt %s already registered version %s; not registering another",
-                            job_id, holder, self.existing["version"])
+                log.warning(
+                    "job %s: attempt %s already registered version %s; not registering another",
+                    job_id,
+                    holder,
+                    self.existing["version"],
+                )
                 return False
-            code, holder = retry_redis(lambda: leases.claim_registration(job_id, self.token, takeover_from=holder),
-                                       f"job {job_id}: claim")
+            code, holder = retry_redis(
+                lambda: leases.claim_registration(job_id, self.token, takeover_from=holder), f"job {job_id}: claim"
+            )
         self.outcome = code
         return code is ClaimOutcome.CLAIMED

@@ -43,8 +43,11 @@ class BareModel:
         weights = load_file(str(directory / "model.safetensors"))
         self.net.load_state_dict({key.removeprefix("layers."): value for key, value in weights.items()})
         self.net.eval()
-        scaler = load_preprocessor(directory / manifest["preprocessor_file"]) \
-            .named_transformers_["number"].named_steps.get("scale")
+        scaler = (
+            load_preprocessor(directory / manifest["preprocessor_file"])
+            .named_transformers_["number"]
+            .named_steps.get("scale")
+        )
         n_features = arch["input_dim"]  # a version trained with preprocessing.scale=false: identity
         self.mean = torch.tensor(scaler.mean_ if scaler else [0.0] * n_features, dtype=torch.float32)
         self.scale = torch.tensor(scaler.scale_ if scaler else [1.0] * n_features, dtype=torch.float32)
@@ -57,8 +60,10 @@ class BareModel:
         with torch.inference_mode():
             proba = torch.softmax(self.net((x - self.mean) / self.scale), dim=1)
         labels = proba.argmax(dim=1).tolist()
-        return [{"row": i, "label": self.classes[label], "proba": p}
-                for i, (label, p) in enumerate(zip(labels, proba.tolist(), strict=True))]
+        return [
+            {"row": i, "label": self.classes[label], "proba": p}
+            for i, (label, p) in enumerate(zip(labels, proba.tolist(), strict=True))
+        ]
 
 
 class PredictorModel:

@@ -27,5 +27,9 @@ def healthz() -> Any:
 def predict_view(name: str) -> Any:
     body = request.get_json()
     model = MODELS[name]
-    return jsonify({"status": "succeeded", "result": {"model": name, "version": model.version,
-                                                      "predictions": model.predict(body["inputs"])}})
+    return jsonify(
+        {
+            "status": "succeeded",
+            "result": {"model": name, "version": model.version, "predictions": model.predict(body["inputs"])},
+        }
+    )

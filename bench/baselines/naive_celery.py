@@ -20,8 +20,13 @@ from flask import Flask, jsonify, request
 
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/9")
 celery_app = Celery("naive", broker=REDIS_URL, backend=REDIS_URL)
-celery_app.conf.update(task_serializer="json", result_serializer="json", accept_content=["json"],
-                       task_default_queue="naive", worker_hijack_root_logger=False)
+celery_app.conf.update(
+    task_serializer="json",
+    result_serializer="json",
+    accept_content=["json"],
+    task_default_queue="naive",
+    worker_hijack_root_logger=False,
+)
 MODELS: dict[str, Any] = {}
 
 

@@ -33,8 +33,9 @@ def make_settings(home: Path, redis_url: str, **overrides: Any) -> Settings:
     return Settings(**values)
 
 
-def upload(client: FlaskClient, text: str = IRIS_CSV, headers: dict[str, str] | None = None,
-           name: str | None = None) -> dict[str, Any]:
+def upload(
+    client: FlaskClient, text: str = IRIS_CSV, headers: dict[str, str] | None = None, name: str | None = None
+) -> dict[str, Any]:
     url = "/v1/datasets" + (f"?name={name}" if name else "")
     response = client.post(url, data=text.encode(), content_type="text/csv", headers=headers or {})
     assert response.status_code == 201, response.get_json()
@@ -43,21 +44,29 @@ def upload(client: FlaskClient, text: str = IRIS_CSV, headers: dict[str, str] | 
 
 
 def train_body(dataset_id: str, **overrides: Any) -> dict[str, Any]:
-    body: dict[str, Any] = {"model": "iris", "dataset": dataset_id, "target": "species",
-                            "algorithm": "logistic_regression"}
+    body: dict[str, Any] = {
+        "model": "iris",
+        "dataset": dataset_id,
+        "target": "species",
+        "algorithm": "logistic_regression",
+    }
     body.update(overrides)
     return body
 
 
-def register_model(settings: Settings, tenant: str = "default", name: str = "iris",
-                   manifest: dict[str, Any] | None = None) -> ModelManifest:
+def register_model(
+    settings: Settings, tenant: str = "default", name: str = "iris", manifest: dict[str, Any] | None = None
+) -> ModelManifest:
     """A version registered directly with the registry: files of any bytes are enough for the API's routes."""
     staging = settings.home / f"staging-{name}"
     staging.mkdir(parents=True, exist_ok=True)
     (staging / "model.bin").write_bytes(b"not a real model")
-    base = {"algorithm": "logistic_regression", "task": "classification",
-            "features": [{"name": "sepal_length", "dtype": "number"}, {"name": "island", "dtype": "category"}],
-            "classes": ["a", "b"]}
+    base = {
+        "algorithm": "logistic_regression",
+        "task": "classification",
+        "features": [{"name": "sepal_length", "dtype": "number"}, {"name": "island", "dtype": "category"}],
+        "classes": ["a", "b"],
+    }
     return ModelRegistry(settings.models_dir).register(tenant, name, staging, manifest or base)
 
 

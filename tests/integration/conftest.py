@@ -54,14 +54,19 @@ def start_worker(mlq_settings: Settings, tmp_path_factory: pytest.TempPathFactor
         name = f"{'-'.join(queues)}-{uuid.uuid4().hex[:8]}"
         argv = list(worker_plan.argv)
         argv[argv.index("-n") + 1] = f"{name}@%h"
-        env = {**os.environ, **worker_plan.env, "MLQ_REDIS_URL": mlq_settings.redis_url,
-               "MLQ_HOME": str(mlq_settings.home), "MLQ_HEARTBEAT_S": str(mlq_settings.heartbeat_s),
-               "MLQ_SHUTDOWN_GRACE_S": str(mlq_settings.shutdown_grace_s),
-               "MLQ_PRELOAD": preload, "MLQ_TORCH_THREADS": "1"}
+        env = {
+            **os.environ,
+            **worker_plan.env,
+            "MLQ_REDIS_URL": mlq_settings.redis_url,
+            "MLQ_HOME": str(mlq_settings.home),
+            "MLQ_HEARTBEAT_S": str(mlq_settings.heartbeat_s),
+            "MLQ_SHUTDOWN_GRACE_S": str(mlq_settings.shutdown_grace_s),
+            "MLQ_PRELOAD": preload,
+            "MLQ_TORCH_THREADS": "1",
+        }
         log_path = logs / f"{name}.log"
         with log_path.open("wb") as log:
-            proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                    process_group=0)
+            proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, process_group=0)
         worker = WorkerProcess(proc, name, log_path)
         started.append(worker)
         if wait:

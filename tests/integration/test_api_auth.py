@@ -11,8 +11,12 @@ pytest_plugins = ["api_fixtures"]  # the shared fixtures: settings, client, auth
 
 
 def test_a_missing_or_wrong_token_is_a_401_problem_with_www_authenticate(auth_client: FlaskClient) -> None:
-    for headers in ({}, {"Authorization": "Bearer nope"}, {"Authorization": "Basic dG9rLWFsaWNl"},
-                    {"Authorization": "Bearer"}):
+    for headers in (
+        {},
+        {"Authorization": "Bearer nope"},
+        {"Authorization": "Basic dG9rLWFsaWNl"},
+        {"Authorization": "Bearer"},
+    ):
         response = auth_client.get("/v1/jobs", headers=headers)
         assert response.status_code == 401, headers
         assert response.headers["WWW-Authenticate"].startswith("Bearer")
@@ -33,8 +37,9 @@ def test_service_routes_need_no_token(auth_client: FlaskClient) -> None:
     assert auth_client.get("/readyz").status_code in (200, 503)
 
 
-def test_each_tenant_sees_only_its_own_datasets_jobs_and_models(auth_client: FlaskClient,
-                                                               auth_settings: Settings) -> None:
+def test_each_tenant_sees_only_its_own_datasets_jobs_and_models(
+    auth_client: FlaskClient, auth_settings: Settings
+) -> None:
     dataset = upload(auth_client, headers=ALICE)
     job = auth_client.post("/v1/jobs/train", json=train_body(dataset["id"]), headers=ALICE).get_json()
     register_model(auth_settings, tenant="alice")

@@ -13,9 +13,12 @@ from store.settings import Settings
 
 pytest_plugins = ["api_fixtures"]  # the shared fixtures: settings, client, auth_settings, auth_client
 
-IRIS_MODEL = {"algorithm": "logistic_regression", "task": "classification",
-              "features": [{"name": "sepal_length", "dtype": "number"}, {"name": "petal_width", "dtype": "number"}],
-              "classes": ["setosa", "versicolor", "virginica"]}
+IRIS_MODEL = {
+    "algorithm": "logistic_regression",
+    "task": "classification",
+    "features": [{"name": "sepal_length", "dtype": "number"}, {"name": "petal_width", "dtype": "number"}],
+    "classes": ["setosa", "versicolor", "virginica"],
+}
 
 
 def setup(client: FlaskClient, settings: Settings, manifest: dict[str, Any] | None = None) -> str:
@@ -24,18 +27,25 @@ def setup(client: FlaskClient, settings: Settings, manifest: dict[str, Any] | No
 
 
 def test_a_batch_prediction_is_queued_on_the_batch_queue_with_its_version_resolved(
-        client: FlaskClient, settings: Settings, redis_url: str) -> None:
+    client: FlaskClient, settings: Settings, redis_url: str
+) -> None:
     dataset = setup(client, settings)
-    response = client.post("/v1/models/iris/batch-predict", json={
-        "dataset": dataset, "columns": ["species"], "format": "parquet", "postprocess": {"output": "proba"}})
+    response = client.post(
+        "/v1/models/iris/batch-predict",
+        json={"dataset": dataset, "columns": ["species"], "format": "parquet", "postprocess": {"output": "proba"}},
+    )
     assert response.status_code == 202, response.get_json()
     job = response.get_json()
     assert (job["type"], job["status"], job["model"]) == ("batch_predict", "queued", "iris")
     (message,) = queued_messages(redis_url, BATCH_QUEUE)
     assert message["headers"]["task"] == BATCH_PREDICT_TASK
     args = message["decoded"][0][0]
-    assert (args["version"], args["dataset_id"], args["columns"], args["format"]) == (1, dataset, ["species"],
-                                                                                       "parquet")
+    assert (args["version"], args["dataset_id"], args["columns"], args["format"]) == (
+        1,
+        dataset,
+        ["species"],
+        "parquet",
+    )
     assert args["postprocess"] == {"output": "proba"}
     output = client.get(f"/v1/jobs/{job['id']}/output")
     assert output.status_code == 409 and "has not started" in output.get_json()["detail"]
@@ -44,8 +54,9 @@ def test_a_batch_prediction_is_queued_on_the_batch_queue_with_its_version_resolv
     assert "ended cancelled" in client.get(f"/v1/jobs/{job['id']}/output").get_json()["detail"]
 
 
-def test_what_cannot_run_is_refused_before_it_is_queued(client: FlaskClient, settings: Settings,
-                                                         redis_url: str) -> None:
+def test_what_cannot_run_is_refused_before_it_is_queued(
+    client: FlaskClient, settings: Settings, redis_url: str
+) -> None:
     dataset = setup(client, settings)
 
     def post(body: dict[str, Any], model: str = "iris") -> Any:
@@ -73,8 +84,10 @@ def test_what_cannot_run_is_refused_before_it_is_queued(client: FlaskClient, set
 
 def test_the_output_of_an_unknown_job_or_a_training_is_not_found(client: FlaskClient, settings: Settings) -> None:
     dataset = upload(client)["id"]
-    train = client.post("/v1/jobs/train", json={"model": "iris", "dataset": dataset, "target": "species",
-                                                "algorithm": "logistic_regression"}).get_json()
+    train = client.post(
+        "/v1/jobs/train",
+        json={"model": "iris", "dataset": dataset, "target": "species", "algorithm": "logistic_regression"},
+    ).get_json()
     answer = client.get(f"/v1/jobs/{train['id']}/output")
     assert answer.status_code == 404 and "only batch-predict jobs" in answer.get_json()["detail"]
     assert client.get("/v1/jobs/job_00000000000000000000000000/output").status_code == 404

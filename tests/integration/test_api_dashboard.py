@@ -52,14 +52,17 @@ def test_algorithms_lists_every_algorithm_with_its_tasks_and_parameter_schema(cl
     assert "/v1/algorithms" in client.get("/openapi.json").get_json()["paths"]
 
 
-def test_a_cross_site_browser_request_cannot_cancel_a_job_or_move_an_alias(client: FlaskClient,
-                                                                            settings: Settings) -> None:
+def test_a_cross_site_browser_request_cannot_cancel_a_job_or_move_an_alias(
+    client: FlaskClient, settings: Settings
+) -> None:
     dataset = upload(client)["id"]
     job = client.post("/v1/jobs/train", json=train_body(dataset)).get_json()
     register_model(settings)
-    for method, path, body in (("POST", f"/v1/jobs/{job['id']}/cancel", None),
-                               ("PUT", "/v1/models/iris/aliases/production", {"version": 1}),
-                               ("DELETE", "/v1/models/iris/versions/1", None)):
+    for method, path, body in (
+        ("POST", f"/v1/jobs/{job['id']}/cancel", None),
+        ("PUT", "/v1/models/iris/aliases/production", {"version": 1}),
+        ("DELETE", "/v1/models/iris/versions/1", None),
+    ):
         # A form post from another site: no preflight, text/plain or form content type, the browser's headers.
         response = client.open(path, method=method, data="version=1", content_type="text/plain", headers=CROSS_SITE)
         assert response.status_code == 403, (path, response.get_json())

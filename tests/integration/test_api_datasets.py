@@ -28,8 +28,9 @@ def test_a_raw_csv_upload_answers_201_with_rows_columns_dtypes_missing_and_sha25
 
 
 def test_a_multipart_upload_takes_the_file_field_and_its_file_name(client: FlaskClient) -> None:
-    response = client.post("/v1/datasets", data={"file": (io.BytesIO(IRIS_CSV.encode()), "iris.csv")},
-                           content_type="multipart/form-data")
+    response = client.post(
+        "/v1/datasets", data={"file": (io.BytesIO(IRIS_CSV.encode()), "iris.csv")}, content_type="multipart/form-data"
+    )
     assert response.status_code == 201
     assert response.get_json()["name"] == "iris.csv"
     assert response.get_json()["rows"] == 12
@@ -50,18 +51,27 @@ def test_an_upload_over_the_limit_is_a_413_problem(client: FlaskClient) -> None:
 
 
 def test_a_chunked_upload_over_the_limit_without_content_length_is_a_413_not_a_truncated_dataset(
-        client: FlaskClient) -> None:
+    client: FlaskClient,
+) -> None:
     big = ("a,b\n" + "1,2\n" * 300_000).encode()
     # What gunicorn hands over for Transfer-Encoding: chunked: no Content-Length, the server ends the stream.
-    response = client.post("/v1/datasets", input_stream=io.BytesIO(big), content_type="text/csv",
-                           environ_overrides={"wsgi.input_terminated": True})
+    response = client.post(
+        "/v1/datasets",
+        input_stream=io.BytesIO(big),
+        content_type="text/csv",
+        environ_overrides={"wsgi.input_terminated": True},
+    )
     assert response.status_code == 413
     assert client.get("/v1/datasets").get_json()["items"] == []
 
 
 def test_a_small_chunked_upload_is_stored_whole(client: FlaskClient) -> None:
-    response = client.post("/v1/datasets", input_stream=io.BytesIO(IRIS_CSV.encode()), content_type="text/csv",
-                           environ_overrides={"wsgi.input_terminated": True})
+    response = client.post(
+        "/v1/datasets",
+        input_stream=io.BytesIO(IRIS_CSV.encode()),
+        content_type="text/csv",
+        environ_overrides={"wsgi.input_terminated": True},
+    )
     assert response.status_code == 201
     assert response.get_json()["rows"] == 12
 
@@ -79,8 +89,9 @@ def test_a_row_with_too_many_fields_is_a_422_naming_the_line(client: FlaskClient
 
 
 def test_an_empty_file_and_a_header_without_rows_are_refused(client: FlaskClient) -> None:
-    empty = client.post("/v1/datasets", data={"file": (io.BytesIO(b""), "empty.csv")},
-                        content_type="multipart/form-data")
+    empty = client.post(
+        "/v1/datasets", data={"file": (io.BytesIO(b""), "empty.csv")}, content_type="multipart/form-data"
+    )
     assert empty.status_code == 422
     assert "empty" in empty.get_json()["detail"]
     response = client.post("/v1/datasets", data=b"a,b\n", content_type="text/csv")

@@ -7,8 +7,19 @@ import subprocess
 import sys
 from pathlib import Path
 
-FORBIDDEN = ["numpy", "pandas", "sklearn", "torch", "worker.tasks", "training.data", "training.algorithms",
-             "training.predictor", "training.pipeline", "training.mlp", "training.metrics"]
+FORBIDDEN = [
+    "numpy",
+    "pandas",
+    "sklearn",
+    "torch",
+    "worker.tasks",
+    "training.data",
+    "training.algorithms",
+    "training.predictor",
+    "training.pipeline",
+    "training.mlp",
+    "training.metrics",
+]
 
 SCRIPT = """
 import json, sys
@@ -22,8 +33,9 @@ print(json.dumps(sorted(sys.modules)))
 
 def test_creating_the_app_imports_no_torch_sklearn_pandas_numpy_or_task_modules(tmp_path: Path) -> None:
     root = Path(__file__).resolve().parents[2]
-    out = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path)], cwd=root, capture_output=True, text=True,
-                         check=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-c", SCRIPT, str(tmp_path)], cwd=root, capture_output=True, text=True, check=True, timeout=120
+    )
     loaded = set(json.loads(out.stdout.strip().splitlines()[-1]))
     assert "api" in loaded and "flask_openapi3" in loaded
     assert not [m for m in FORBIDDEN if m in loaded]
@@ -32,7 +44,12 @@ def test_creating_the_app_imports_no_torch_sklearn_pandas_numpy_or_task_modules(
     assert "store.jobs" in loaded
     # The stdlib-only modules of training/ (postprocess: the API checks predict options at submit; manifest: the
     # typed shape of a version's manifest).
-    assert {m for m in loaded if m.startswith("training.")} <= {"training.errors", "training.params",
-                                                               "training.optimize_params", "training.postprocess",
-                                                               "training.registry", "training.manifest",
-                                                               "training.search_space"}
+    assert {m for m in loaded if m.startswith("training.")} <= {
+        "training.errors",
+        "training.params",
+        "training.optimize_params",
+        "training.postprocess",
+        "training.registry",
+        "training.manifest",
+        "training.search_space",
+    }

@@ -58,8 +58,9 @@ def test_an_unknown_job_is_a_404_problem(client: FlaskClient) -> None:
     assert client.post("/v1/jobs/job_00000000000000000000000000/cancel").status_code == 404
 
 
-def test_cancelling_a_queued_job_ends_it_at_once_and_a_second_cancel_is_a_409(client: FlaskClient,
-                                                                              redis_url: str) -> None:
+def test_cancelling_a_queued_job_ends_it_at_once_and_a_second_cancel_is_a_409(
+    client: FlaskClient, redis_url: str
+) -> None:
     dataset = upload(client)
     job = _submit(client, dataset["id"])
     response = client.post(f"/v1/jobs/{job['id']}/cancel")

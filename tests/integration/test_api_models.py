@@ -30,8 +30,9 @@ def test_models_are_listed_and_read_with_their_versions(client: FlaskClient, set
     assert client.get("/v1/models/Bad..Name").status_code == 404
 
 
-def test_aliases_point_at_versions_and_an_aliased_version_cannot_be_deleted(client: FlaskClient,
-                                                                            settings: Settings) -> None:
+def test_aliases_point_at_versions_and_an_aliased_version_cannot_be_deleted(
+    client: FlaskClient, settings: Settings
+) -> None:
     register_model(settings)
     register_model(settings)
     response = client.put("/v1/models/iris/aliases/production", json={"version": 1})
@@ -59,12 +60,14 @@ def test_the_artifact_downloads_as_a_gzip_tarball_of_the_version(client: FlaskCl
     assert {"model.bin", "manifest.json"} <= names
 
 
-def test_a_prediction_is_queued_on_the_inference_stream_with_the_resolved_version(client: FlaskClient,
-                                                                                 settings: Settings,
-                                                                                 redis_url: str) -> None:
+def test_a_prediction_is_queued_on_the_inference_stream_with_the_resolved_version(
+    client: FlaskClient, settings: Settings, redis_url: str
+) -> None:
     register_model(settings)
-    body = {"inputs": [{"sepal_length": 5.1, "island": "Torgersen"}, [4.9, None]],
-            "postprocess": {"output": "both", "top_k": 1}}
+    body = {
+        "inputs": [{"sepal_length": 5.1, "island": "Torgersen"}, [4.9, None]],
+        "postprocess": {"output": "both", "top_k": 1},
+    }
     response = client.post("/v1/models/iris/predict", json=body)
     assert response.status_code == 202
     job = response.get_json()
@@ -77,12 +80,15 @@ def test_a_prediction_is_queued_on_the_inference_stream_with_the_resolved_versio
 
 
 def test_bad_rows_are_a_422_naming_the_row_and_column_and_never_reach_the_queue(
-        client: FlaskClient, settings: Settings, redis_url: str) -> None:
+    client: FlaskClient, settings: Settings, redis_url: str
+) -> None:
     register_model(settings)
     cases = [
         ([{"island": "Dream"}], ["inputs", 0, "sepal_length"]),
-        ([{"sepal_length": 1.0, "island": "a"}, {"sepal_length": "tall", "island": "b"}],
-         ["inputs", 1, "sepal_length"]),
+        (
+            [{"sepal_length": 1.0, "island": "a"}, {"sepal_length": "tall", "island": "b"}],
+            ["inputs", 1, "sepal_length"],
+        ),
         ([[1.0, "a", "extra"]], ["inputs", 0]),
         ([{"sepal_length": 1.0, "island": {"nested": 1}}], ["inputs", 0, "island"]),
     ]
@@ -109,10 +115,14 @@ def test_prediction_limits_and_references_are_checked(client: FlaskClient, setti
 
 
 def test_post_processing_the_model_cannot_do_is_a_422_at_submit_and_never_reaches_the_queue(
-        client: FlaskClient, settings: Settings, redis_url: str) -> None:
+    client: FlaskClient, settings: Settings, redis_url: str
+) -> None:
     register_model(settings)  # two classes
-    register_model(settings, name="price", manifest={
-        "algorithm": "ridge", "task": "regression", "features": [{"name": "size", "dtype": "number"}]})
+    register_model(
+        settings,
+        name="price",
+        manifest={"algorithm": "ridge", "task": "regression", "features": [{"name": "size", "dtype": "number"}]},
+    )
     row = {"sepal_length": 1.0, "island": "a"}
     too_many = client.post("/v1/models/iris/predict", json={"inputs": [row], "postprocess": {"top_k": 3}})
     assert too_many.status_code == 422, too_many.get_json()
@@ -127,8 +137,9 @@ def test_post_processing_the_model_cannot_do_is_a_422_at_submit_and_never_reache
     assert fine.status_code == 202
 
 
-def test_the_artifact_of_a_tampered_version_is_a_409_problem_that_says_what_to_do(client: FlaskClient,
-                                                                                  settings: Settings) -> None:
+def test_the_artifact_of_a_tampered_version_is_a_409_problem_that_says_what_to_do(
+    client: FlaskClient, settings: Settings
+) -> None:
     register_model(settings)
     (settings.models_dir / "default" / "iris" / "1" / "model.bin").write_bytes(b"swapped after registration")
     response = client.get("/v1/models/iris/versions/1/artifact")

@@ -13,13 +13,25 @@ from store.jobs import JobStore
 from store.liveness import WorkerLiveness
 
 CONTRACT_ROUTES = {
-    ("get", "/healthz"), ("get", "/readyz"), ("get", "/metrics"), ("get", "/openapi.json"),
-    ("post", "/v1/datasets"), ("get", "/v1/datasets"), ("get", "/v1/datasets/{dataset_id}"),
-    ("delete", "/v1/datasets/{dataset_id}"), ("post", "/v1/jobs/train"), ("get", "/v1/jobs"),
-    ("get", "/v1/jobs/{job_id}"), ("post", "/v1/jobs/{job_id}/cancel"), ("get", "/v1/models"),
-    ("get", "/v1/models/{name}"), ("get", "/v1/models/{name}/versions/{version}"),
-    ("delete", "/v1/models/{name}/versions/{version}"), ("get", "/v1/models/{name}/versions/{version}/artifact"),
-    ("put", "/v1/models/{name}/aliases/{alias}"), ("delete", "/v1/models/{name}/aliases/{alias}"),
+    ("get", "/healthz"),
+    ("get", "/readyz"),
+    ("get", "/metrics"),
+    ("get", "/openapi.json"),
+    ("post", "/v1/datasets"),
+    ("get", "/v1/datasets"),
+    ("get", "/v1/datasets/{dataset_id}"),
+    ("delete", "/v1/datasets/{dataset_id}"),
+    ("post", "/v1/jobs/train"),
+    ("get", "/v1/jobs"),
+    ("get", "/v1/jobs/{job_id}"),
+    ("post", "/v1/jobs/{job_id}/cancel"),
+    ("get", "/v1/models"),
+    ("get", "/v1/models/{name}"),
+    ("get", "/v1/models/{name}/versions/{version}"),
+    ("delete", "/v1/models/{name}/versions/{version}"),
+    ("get", "/v1/models/{name}/versions/{version}/artifact"),
+    ("put", "/v1/models/{name}/aliases/{alias}"),
+    ("delete", "/v1/models/{name}/aliases/{alias}"),
     ("post", "/v1/models/{name}/predict"),
 }
 
@@ -30,12 +42,13 @@ def test_healthz_is_ok(client: FlaskClient) -> None:
     assert client.get("/healthz").get_json() == {"status": "ok"}
 
 
-def test_readyz_is_503_without_workers_and_200_once_both_queues_have_one(client: FlaskClient,
-                                                                        redis_url: str) -> None:
+def test_readyz_is_503_without_workers_and_200_once_both_queues_have_one(client: FlaskClient, redis_url: str) -> None:
     response = client.get("/readyz")
     assert response.status_code == 503
-    assert response.get_json() == {"redis": "ok", "queues": {"train": {"workers": 0, "depth": 0},
-                                                             "inference": {"workers": 0, "depth": 0}}}
+    assert response.get_json() == {
+        "redis": "ok",
+        "queues": {"train": {"workers": 0, "depth": 0}, "inference": {"workers": 0, "depth": 0}},
+    }
     liveness = WorkerLiveness(redis.Redis.from_url(redis_url))
     liveness.beat("train-worker", ["train"], ttl_s=30)
     assert client.get("/readyz").status_code == 503  # inference still has nobody

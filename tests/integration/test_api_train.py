@@ -16,8 +16,7 @@ from training.params import ALGORITHM_NAMES
 pytest_plugins = ["api_fixtures"]  # the shared fixtures: settings, client, auth_settings, auth_client
 
 
-def test_a_valid_request_is_a_202_job_with_its_message_on_the_train_queue(client: FlaskClient,
-                                                                         redis_url: str) -> None:
+def test_a_valid_request_is_a_202_job_with_its_message_on_the_train_queue(client: FlaskClient, redis_url: str) -> None:
     dataset = upload(client)
     response = client.post("/v1/jobs/train", json=train_body(dataset["id"], params={"C": 0.5}))
     assert response.status_code == 202
@@ -26,8 +25,11 @@ def test_a_valid_request_is_a_202_job_with_its_message_on_the_train_queue(client
     assert int(response.headers["Retry-After"]) >= 1
     assert job["status"] == "queued" and job["type"] == "train" and job["model"] == "iris"
     assert job["attempts"] == 0 and job["started_at"] is None and job["result"] is None
-    assert job["links"] == {"self": f"/v1/jobs/{job['id']}", "events": f"/v1/jobs/{job['id']}/events",
-                            "cancel": f"/v1/jobs/{job['id']}/cancel"}
+    assert job["links"] == {
+        "self": f"/v1/jobs/{job['id']}",
+        "events": f"/v1/jobs/{job['id']}/events",
+        "cancel": f"/v1/jobs/{job['id']}/cancel",
+    }
     [message] = queued_messages(redis_url, "train")
     assert message["content-type"] == "application/json"
     assert message["headers"]["task"] == TRAIN_TASK and message["headers"]["id"] == job["id"]
@@ -60,8 +62,9 @@ def test_bad_params_are_a_422_with_one_error_per_parameter(client: FlaskClient, 
 
 def test_a_missing_target_or_feature_column_is_named_with_the_available_ones(client: FlaskClient) -> None:
     dataset = upload(client)
-    response = client.post("/v1/jobs/train", json=train_body(dataset["id"], target="colour",
-                                                             features=["sepal_length", "beak"]))
+    response = client.post(
+        "/v1/jobs/train", json=train_body(dataset["id"], target="colour", features=["sepal_length", "beak"])
+    )
     assert response.status_code == 422
     problem = response.get_json()
     assert "'colour'" in problem["detail"] and "'beak'" in problem["detail"] and "petal_width" in problem["detail"]
@@ -76,20 +79,23 @@ def test_a_regression_only_algorithm_on_a_text_target_is_refused_before_queueing
 
 
 def test_dataset_problems_the_upload_found_are_a_422_at_submit_and_never_reach_the_queue(
-        client: FlaskClient, redis_url: str) -> None:
+    client: FlaskClient, redis_url: str
+) -> None:
     # The uploads themselves succeed: a dataset may serve other targets, or batch predictions.
     few = upload(client, "a,b,y\n" + "".join(f"{i},{i % 3},{'x' if i % 2 else 'z'}\n" for i in range(6)))
     one_class = upload(client, "a,b,y\n" + "".join(f"{i},{i % 3},same\n" for i in range(12)))
-    empty = upload(client, "a,gap,y,price\n" + "".join(f"{i},,{'x' if i % 2 else 'z'},{i * 1.5}\n"
-                                                       for i in range(12)))
+    empty = upload(client, "a,gap,y,price\n" + "".join(f"{i},,{'x' if i % 2 else 'z'},{i * 1.5}\n" for i in range(12)))
     cases = [
         (train_body(few["id"], target="y"), [["dataset"]], "only 6 of its 6 rows"),
         (train_body(one_class["id"], target="y"), [["target"]], "only one class"),
         (train_body(empty["id"], target="y"), [["features"]], "'gap' has no values"),
         (train_body(empty["id"], target="y", features=["a", "gap"]), [["features", 1]], "'gap' has no values"),
         (train_body(empty["id"], target="gap", features=["a"]), [["target"]], "'gap' has no values"),
-        (train_body(empty["id"], target="y", features=["a"], task="regression", algorithm="random_forest"),
-         [["task"]], "regression needs a numeric target"),
+        (
+            train_body(empty["id"], target="y", features=["a"], task="regression", algorithm="random_forest"),
+            [["task"]],
+            "regression needs a numeric target",
+        ),
     ]
     for body, locs, words in cases:
         response = client.post("/v1/jobs/train", json=body)
@@ -99,8 +105,9 @@ def test_dataset_problems_the_upload_found_are_a_422_at_submit_and_never_reach_t
         assert problem["code"] == "invalid_data"
     assert queued_messages(redis_url, TRAIN_QUEUE) == []
     # The same datasets with a target and features they can serve are queued.
-    fine = client.post("/v1/jobs/train", json=train_body(empty["id"], target="price", features=["a", "y"],
-                                                         algorithm="ridge"))
+    fine = client.post(
+        "/v1/jobs/train", json=train_body(empty["id"], target="price", features=["a", "y"], algorithm="ridge")
+    )
     assert fine.status_code == 202, fine.get_json()
     other_target = client.post("/v1/jobs/train", json=train_body(one_class["id"], target="b", features=["a"]))
     assert other_target.status_code == 202, other_target.get_json()
@@ -136,8 +143,7 @@ def test_the_same_idempotency_key_and_body_give_the_same_job(client: FlaskClient
     headers = {"Idempotency-Key": "abc-123"}
     first = client.post("/v1/jobs/train", json=train_body(dataset["id"]), headers=headers)
     # Same JSON, other key order: still the same request.
-    again = client.post("/v1/jobs/train", json=dict(reversed(list(train_body(dataset["id"]).items()))),
-                        headers=headers)
+    again = client.post("/v1/jobs/train", json=dict(reversed(list(train_body(dataset["id"]).items()))), headers=headers)
     assert first.status_code == again.status_code == 202
     assert first.get_json()["id"] == again.get_json()["id"]
     assert len(queued_messages(redis_url, "train")) == 1
@@ -173,6 +179,7 @@ def _finish_soon(redis_url: str, job_id: str) -> threading.Thread:
         time.sleep(0.3)  # the scenario: the job ends while the request is already waiting on it
         store.mark_running(job_id, "test-worker")
         store.finish(job_id, "succeeded", result={"model": "iris", "version": 1})
+
     thread = threading.Thread(target=run)
     return thread
 
@@ -190,8 +197,7 @@ def test_wait_answers_200_with_the_finished_job_when_it_ends_in_time(client: Fla
     assert response.get_json()["attempts"] == 1
 
 
-def test_prefer_wait_on_submit_answers_200_and_says_preference_applied(client: FlaskClient,
-                                                                       redis_url: str) -> None:
+def test_prefer_wait_on_submit_answers_200_and_says_preference_applied(client: FlaskClient, redis_url: str) -> None:
     dataset = upload(client)
     store = JobStore(redis.Redis.from_url(redis_url))
     r = redis.Redis.from_url(redis_url)

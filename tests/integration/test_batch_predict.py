@@ -60,8 +60,14 @@ def data(mlq_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> di
     tmp = tmp_path_factory.mktemp("batch-data")
     registry = ModelRegistry(mlq_settings.models_dir, secret_key=mlq_settings.secret_key)
     synthetic(3000, seed=1).to_csv(tmp / "train.csv", index=False)
-    train_model(data_path=tmp / "train.csv", target="label", algorithm="logistic_regression", model_name=MODEL,
-                registry=registry, features=FEATURES)
+    train_model(
+        data_path=tmp / "train.csv",
+        target="label",
+        algorithm="logistic_regression",
+        model_name=MODEL,
+        registry=registry,
+        features=FEATURES,
+    )
     big = synthetic(BIG_ROWS, seed=2).drop(columns="label")
     big.to_csv(tmp / "big.csv", index=False)
     return {"tmp": tmp, "registry": registry, "big": tmp / "big.csv", "big_frame": big}
@@ -140,10 +146,11 @@ print(hwm() - before)
 
 
 def test_a_200000_row_dataset_is_scored_in_order_in_bounded_memory_and_downloads_as_csv(
-        app: FlaskClient, store: JobStore, batch_worker: Any, big_dataset: str, data: dict[str, Any]) -> None:
+    app: FlaskClient, store: JobStore, batch_worker: Any, big_dataset: str, data: dict[str, Any]
+) -> None:
     # Warm up the worker on a file of a few chunks (imports, model load, one chunk's buffers), then measure what
     # scoring the big file adds to its peak: with bounded memory, about nothing, whatever the file's length.
-    head = b"".join(data["big"].open("rb").readlines()[:3 * int(CHUNK_ROWS) + 1])
+    head = b"".join(data["big"].open("rb").readlines()[: 3 * int(CHUNK_ROWS) + 1])
     small = upload(app, head, "small")
     assert finished(store, submit(app, small)["id"])["status"] == "succeeded"
     pid = int(batch_worker.first_record["pid"])
@@ -152,13 +159,18 @@ def test_a_200000_row_dataset_is_scored_in_order_in_bounded_memory_and_downloads
     job = finished(store, submit(app, big_dataset, columns=["id"])["id"])
     assert job["status"] == "succeeded", job
     grown = vm_hwm_kib(pid) - before
-    whole = int(subprocess.run([sys.executable, "-c", WHOLE_FILE, str(data["big"])], capture_output=True, text=True,
-                               check=True).stdout)
+    whole = int(
+        subprocess.run(
+            [sys.executable, "-c", WHOLE_FILE, str(data["big"])], capture_output=True, text=True, check=True
+        ).stdout
+    )
     size_kib = data["big"].stat().st_size // 1024
-    print(f"\nbatch worker peak memory (VmHWM {before} KiB after a 3-chunk warm-up) grew {grown} KiB scoring "
-          f"a {size_kib} KiB CSV ({BIG_ROWS} rows, chunks of "
-          f"{CHUNK_ROWS}) in {job['result']['duration_s']} s; pandas.read_csv of the whole file alone grows the "
-          f"peak by {whole} KiB")
+    print(
+        f"\nbatch worker peak memory (VmHWM {before} KiB after a 3-chunk warm-up) grew {grown} KiB scoring "
+        f"a {size_kib} KiB CSV ({BIG_ROWS} rows, chunks of "
+        f"{CHUNK_ROWS}) in {job['result']['duration_s']} s; pandas.read_csv of the whole file alone grows the "
+        f"peak by {whole} KiB"
+    )
     assert grown < whole / 2, (grown, whole)
 
     result = job["result"]
@@ -180,33 +192,40 @@ def test_a_200000_row_dataset_is_scored_in_order_in_bounded_memory_and_downloads
     for i, want in zip(sample, online, strict=True):
         got = rows[i + 1]
         assert got[1] == want["label"] and got[5] == ""
-        assert [float(v) for v in got[2:5]] == pytest.approx([want["proba"][c] for c in ("high", "low", "mid")],
-                                                             abs=1.1e-6)
+        assert [float(v) for v in got[2:5]] == pytest.approx(
+            [want["proba"][c] for c in ("high", "low", "mid")], abs=1.1e-6
+        )
 
 
-def test_unscorable_rows_get_an_error_and_formula_cells_are_escaped(app: FlaskClient, store: JobStore,
-                                                                   batch_worker: Any) -> None:
-    text = ("id,note,x0,x1,x2,x3,site\n"
-            "1,=HYPERLINK(\"http://evil\"),0.1,0.2,0.3,0.4,north\n"
-            "2,@SUM(A1),abc,0.2,0.3,0.4,south\n"
-            "3,-2+3,0.5,,0.1,-1.5,\n"
-            "4,plain,0.5,0.1,inf,0.2,east\n")
-    job = finished(store, submit(app, upload(app, text.encode(), "messy"), columns=["id", "note"],
-                                 postprocess={"output": "label"})["id"])
+def test_unscorable_rows_get_an_error_and_formula_cells_are_escaped(
+    app: FlaskClient, store: JobStore, batch_worker: Any
+) -> None:
+    text = (
+        "id,note,x0,x1,x2,x3,site\n"
+        '1,=HYPERLINK("http://evil"),0.1,0.2,0.3,0.4,north\n'
+        "2,@SUM(A1),abc,0.2,0.3,0.4,south\n"
+        "3,-2+3,0.5,,0.1,-1.5,\n"
+        "4,plain,0.5,0.1,inf,0.2,east\n"
+    )
+    job = finished(
+        store,
+        submit(app, upload(app, text.encode(), "messy"), columns=["id", "note"], postprocess={"output": "label"})["id"],
+    )
     assert job["status"] == "succeeded", job
     assert (job["result"]["rows"], job["result"]["rows_scored"], job["result"]["rows_failed"]) == (4, 2, 2)
     assert job["result"]["first_error"] == {"row": 1, "error": "feature 'x0': expected a number, got 'abc'"}
     body = app.get(f"/v1/jobs/{job['id']}/output").data.decode()
     rows = list(csv.reader(io.StringIO(body)))
     assert rows[0] == ["id", "note", "label", "error"]
-    assert [r[1] for r in rows[1:]] == ["'=HYPERLINK(\"http://evil\")", "'@SUM(A1)", "'-2+3", "plain"]
+    assert [r[1] for r in rows[1:]] == ['\'=HYPERLINK("http://evil")', "'@SUM(A1)", "'-2+3", "plain"]
     assert rows[1][2] in ("low", "mid", "high") and rows[3][2] in ("low", "mid", "high")  # gaps are imputed
     assert rows[2][2:] == ["", "feature 'x0': expected a number, got 'abc'"]
     assert rows[4][2:] == ["", "feature 'x2': expected a finite number, got 'inf'"]
 
 
-def test_a_job_whose_every_row_fails_ends_failed_without_output(app: FlaskClient, store: JobStore,
-                                                               batch_worker: Any) -> None:
+def test_a_job_whose_every_row_fails_ends_failed_without_output(
+    app: FlaskClient, store: JobStore, batch_worker: Any
+) -> None:
     text = "x0,x1,x2,x3,site\nn/a?,1,1,1,north\nzero,1,1,1,south\n"
     job = finished(store, submit(app, upload(app, text.encode(), "hopeless"))["id"])
     assert job["status"] == "failed" and error_of(job)["type"] == "all_rows_failed", job
@@ -216,7 +235,8 @@ def test_a_job_whose_every_row_fails_ends_failed_without_output(app: FlaskClient
 
 
 def test_cancel_mid_job_stops_after_the_current_chunk_and_keeps_no_output(
-        app: FlaskClient, store: JobStore, batch_worker: Any, big_dataset: str, mlq_settings: Settings) -> None:
+    app: FlaskClient, store: JobStore, batch_worker: Any, big_dataset: str, mlq_settings: Settings
+) -> None:
     job_id = submit(app, big_dataset)["id"]
     deadline = time.monotonic() + 120
     while rows_done(store.get(job_id)) < 5000:  # one chunk done
@@ -231,8 +251,9 @@ def test_cancel_mid_job_stops_after_the_current_chunk_and_keeps_no_output(
     assert not (mlq_settings.checkpoints_dir / job_id).exists()
 
 
-def test_another_tenant_gets_404_on_the_output(mlq_settings: Settings, store: JobStore, batch_worker: Any,
-                                               data: dict[str, Any]) -> None:
+def test_another_tenant_gets_404_on_the_output(
+    mlq_settings: Settings, store: JobStore, batch_worker: Any, data: dict[str, Any]
+) -> None:
     import dataclasses
 
     tokens = {"tok-alice": "alice", "tok-bob": "bob"}
@@ -240,13 +261,22 @@ def test_another_tenant_gets_404_on_the_output(mlq_settings: Settings, store: Jo
     alice, bob = {"Authorization": "Bearer tok-alice"}, {"Authorization": "Bearer tok-bob"}
     staging = data["tmp"] / "alice-train.csv"
     synthetic(500, seed=3).to_csv(staging, index=False)
-    train_model(data_path=staging, target="label", algorithm="logistic_regression", model_name=MODEL,
-                registry=data["registry"], tenant="alice", features=FEATURES)
-    response = client.post("/v1/datasets", data=synthetic(50, seed=4).to_csv(index=False).encode(),
-                           content_type="text/csv", headers=alice)
+    train_model(
+        data_path=staging,
+        target="label",
+        algorithm="logistic_regression",
+        model_name=MODEL,
+        registry=data["registry"],
+        tenant="alice",
+        features=FEATURES,
+    )
+    response = client.post(
+        "/v1/datasets", data=synthetic(50, seed=4).to_csv(index=False).encode(), content_type="text/csv", headers=alice
+    )
     dataset = response.get_json()["id"]
-    response = client.post(f"/v1/models/{MODEL}/batch-predict", json={"dataset": dataset, "format": "parquet"},
-                           headers=alice)
+    response = client.post(
+        f"/v1/models/{MODEL}/batch-predict", json={"dataset": dataset, "format": "parquet"}, headers=alice
+    )
     assert response.status_code == 202, response.get_json()
     job = finished(store, response.get_json()["id"])
     assert job["status"] == "succeeded", job
@@ -255,13 +285,14 @@ def test_another_tenant_gets_404_on_the_output(mlq_settings: Settings, store: Jo
     assert len(pd.read_parquet(io.BytesIO(mine.data))) == 50
     theirs = client.get(f"/v1/jobs/{job['id']}/output", headers=bob)
     assert theirs.status_code == 404 and theirs.content_type == "application/problem+json"
-    assert client.post(f"/v1/models/{MODEL}/batch-predict", json={"dataset": dataset},
-                       headers=bob).status_code == 404  # nor her dataset (bob has no such model either)
+    assert (
+        client.post(f"/v1/models/{MODEL}/batch-predict", json={"dataset": dataset}, headers=bob).status_code == 404
+    )  # nor her dataset (bob has no such model either)
 
 
 def test_online_predictions_keep_answering_while_a_large_batch_job_runs(
-        app: FlaskClient, store: JobStore, start_worker: Any, batch_worker: Any, big_dataset: str,
-        data: dict[str, Any]) -> None:
+    app: FlaskClient, store: JobStore, start_worker: Any, batch_worker: Any, big_dataset: str, data: dict[str, Any]
+) -> None:
     start_worker([INFERENCE_QUEUE])
     frame = data["big_frame"]
     rng = np.random.default_rng(5)
@@ -269,8 +300,9 @@ def test_online_predictions_keep_answering_while_a_large_batch_job_runs(
     def ask(i: int) -> tuple[float, dict[str, Any]]:
         row = frame.loc[i, FEATURES].tolist()
         started = time.perf_counter()
-        response = app.post(f"/v1/models/{MODEL}/predict", headers=WAIT,
-                            json={"inputs": [row], "postprocess": {"output": "both"}})
+        response = app.post(
+            f"/v1/models/{MODEL}/predict", headers=WAIT, json={"inputs": [row], "postprocess": {"output": "both"}}
+        )
         elapsed = time.perf_counter() - started
         job = response.get_json()
         assert response.status_code == 200 and job["status"] == "succeeded", job["error"]
@@ -293,9 +325,11 @@ def test_online_predictions_keep_answering_while_a_large_batch_job_runs(
     job = finished(store, job_id)
     assert job["status"] == "succeeded", job
     p99_idle, p99_busy = np.percentile(idle, 99), np.percentile(busy, 99)
-    print(f"\nonline predict p50/p99: idle {np.median(idle) * 1000:.1f}/{p99_idle * 1000:.1f} ms, while a "
-          f"{BIG_ROWS}-row batch job ran {np.median(busy) * 1000:.1f}/{p99_busy * 1000:.1f} ms "
-          f"({len(busy)} requests, p99 ratio {p99_busy / p99_idle:.2f})")
+    print(
+        f"\nonline predict p50/p99: idle {np.median(idle) * 1000:.1f}/{p99_idle * 1000:.1f} ms, while a "
+        f"{BIG_ROWS}-row batch job ran {np.median(busy) * 1000:.1f}/{p99_busy * 1000:.1f} ms "
+        f"({len(busy)} requests, p99 ratio {p99_busy / p99_idle:.2f})"
+    )
     assert len(busy) >= 20
     # The issue's target is a p99 within 2x of idle; on a shared 2-core machine the bound asserted is looser.
     assert p99_busy < max(4 * p99_idle, p99_idle + 0.25)
@@ -305,7 +339,8 @@ def test_online_predictions_keep_answering_while_a_large_batch_job_runs(
     for i, want in answers.items():
         assert output.at[i, "label"] == want["label"]
         assert [output.at[i, f"proba_{c}"] for c in ("high", "low", "mid")] == pytest.approx(
-            [want["proba"][c] for c in ("high", "low", "mid")], abs=1.1e-6)
+            [want["proba"][c] for c in ("high", "low", "mid")], abs=1.1e-6
+        )
 
 
 @pytest.fixture(scope="module")
@@ -323,16 +358,33 @@ def http_url(mlq_settings: Settings) -> Iterator[str]:
     thread.join(timeout=10)
 
 
-def test_mlq_batch_predict_uploads_runs_follows_and_downloads(http_url: str, batch_worker: Any,
-                                                              data: dict[str, Any]) -> None:
+def test_mlq_batch_predict_uploads_runs_follows_and_downloads(
+    http_url: str, batch_worker: Any, data: dict[str, Any]
+) -> None:
     source = data["tmp"] / "cli.csv"
     synthetic(3000, seed=6).drop(columns="label").to_csv(source, index=False)
     out = data["tmp"] / "cli-predictions.csv"
     env = {**os.environ, "MLQ_URL": http_url}
     env.pop("MLQ_TOKEN", None)
-    done = subprocess.run([str(Path(sys.executable).parent / "mlq"), "batch-predict", MODEL, "--data", str(source),
-                           "--out", str(out), "--columns", "id", "--output", "label"],
-                          capture_output=True, text=True, env=env, timeout=180)
+    done = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "mlq"),
+            "batch-predict",
+            MODEL,
+            "--data",
+            str(source),
+            "--out",
+            str(out),
+            "--columns",
+            "id",
+            "--output",
+            "label",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=180,
+    )
     assert done.returncode == 0, done.stderr
     assert "uploaded" in done.stderr and f"wrote {out}" in done.stderr
     rows = list(csv.reader(out.open()))
@@ -344,13 +396,15 @@ def json_result(stdout: str) -> dict[str, Any]:
     return dict(json.loads(stdout))
 
 
-def test_the_client_scores_a_dataset_and_downloads_parquet(http_url: str, batch_worker: Any,
-                                                           data: dict[str, Any]) -> None:
+def test_the_client_scores_a_dataset_and_downloads_parquet(
+    http_url: str, batch_worker: Any, data: dict[str, Any]
+) -> None:
     from mlqueue import Client, Conflict
 
     with Client(http_url) as client:
-        dataset = client.upload_dataset(synthetic(1000, seed=7).drop(columns="label").to_csv(index=False).encode(),
-                                        name="client")
+        dataset = client.upload_dataset(
+            synthetic(1000, seed=7).drop(columns="label").to_csv(index=False).encode(), name="client"
+        )
         job = client.batch_predict(MODEL, dataset["id"], columns=["id"], format="parquet")
         result = client.result(job["id"], timeout=120)
         hopeless = client.upload_dataset(b"x0,x1,x2,x3,site\nzero,1,1,1,north\n", name="hopeless-client")

@@ -53,16 +53,30 @@ def models(mlq_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> 
     bc_frame["diagnosis"] = np.where(bc.target == 0, "malignant", "benign")
     bc_path = _csv(bc_frame, tmp / "bc.csv")
     for seed in (0, 1):
-        train_model(data_path=bc_path, target="diagnosis", algorithm="mlp", model_name="bc-mlp", registry=registry,
-                    params={"epochs": 3, "hidden_layers": [16], "batch_size": 64, "seed": seed})
+        train_model(
+            data_path=bc_path,
+            target="diagnosis",
+            algorithm="mlp",
+            model_name="bc-mlp",
+            registry=registry,
+            params={"epochs": 3, "hidden_layers": [16], "batch_size": 64, "seed": seed},
+        )
     iris = load_iris(as_frame=True)
     iris_frame = iris.frame.drop(columns="target")
     iris_frame.columns = ["sl", "sw", "pl", "pw"]
     iris_frame["species"] = iris.target_names[iris.target]
-    train_model(data_path=_csv(iris_frame, tmp / "iris.csv"), target="species", algorithm="logistic_regression",
-                model_name="iris-lr", registry=registry)
-    return {"registry": registry, "bc_rows": bc_frame.drop(columns="diagnosis").to_dict("records"),
-            "iris_rows": iris_frame.drop(columns="species").to_dict("records")}
+    train_model(
+        data_path=_csv(iris_frame, tmp / "iris.csv"),
+        target="species",
+        algorithm="logistic_regression",
+        model_name="iris-lr",
+        registry=registry,
+    )
+    return {
+        "registry": registry,
+        "bc_rows": bc_frame.drop(columns="diagnosis").to_dict("records"),
+        "iris_rows": iris_frame.drop(columns="species").to_dict("records"),
+    }
 
 
 def start_batching_worker(start_worker: Any) -> Any:
@@ -127,13 +141,15 @@ def assert_same(got: list[dict[str, Any]], want: list[dict[str, Any]], tolerance
 
 
 def test_sixty_four_concurrent_requests_share_a_few_forward_passes_and_answer_like_one_by_one(
-        worker: Any, app_client: FlaskClient, store: JobStore, models: dict[str, Any]) -> None:
+    worker: Any, app_client: FlaskClient, store: JobStore, models: dict[str, Any]
+) -> None:
     rows = models["bc_rows"][:64]
     options = [{}, {"output": "label"}, {"output": "proba", "top_k": 1}, {"threshold": 0.9}, {"sort": "desc"}]
     before = stats(store.redis)
     bodies: list[tuple[str, dict[str, Any]]] = [
         ("bc-mlp", {"version": 1, "inputs": [row], "postprocess": options[i % len(options)]})
-        for i, row in enumerate(rows)]
+        for i, row in enumerate(rows)
+    ]
     answers = post_all(app_client, bodies)
     after = stats(store.redis)
     assert [a.status_code for a in answers] == [200] * 64, [a.get_json() for a in answers if a.status_code != 200]
@@ -152,11 +168,12 @@ def test_sixty_four_concurrent_requests_share_a_few_forward_passes_and_answer_li
 
 
 def test_a_burst_for_two_models_and_two_versions_is_answered_by_each_ones_own_model(
-        worker: Any, app_client: FlaskClient, models: dict[str, Any]) -> None:
+    worker: Any, app_client: FlaskClient, models: dict[str, Any]
+) -> None:
     bc, iris = models["bc_rows"], models["iris_rows"]
     bodies = []
     for i in range(12):
-        bodies.append(("bc-mlp", {"version": 1 + i % 2, "inputs": bc[i:i + 2]}))
+        bodies.append(("bc-mlp", {"version": 1 + i % 2, "inputs": bc[i : i + 2]}))
         bodies.append(("iris-lr", {"inputs": [iris[i * 10]], "postprocess": {"top_k": 2}}))
     answers = post_all(app_client, bodies)
     for (model, body), response in zip(bodies, answers, strict=True):
@@ -170,7 +187,8 @@ def test_a_burst_for_two_models_and_two_versions_is_answered_by_each_ones_own_mo
 
 
 def test_a_request_with_a_bad_row_fails_alone_and_the_rest_of_its_batch_succeeds(
-        worker: Any, app_client: FlaskClient, store: JobStore, models: dict[str, Any]) -> None:
+    worker: Any, app_client: FlaskClient, store: JobStore, models: dict[str, Any]
+) -> None:
     bad_row = dict(models["bc_rows"][0], f3=10**400)  # the API refuses it; a message put on the stream directly not
     refused = app_client.post("/v1/models/bc-mlp/predict", json={"inputs": [{"f0": 1.0}]}, headers=WAIT)
     assert refused.status_code == 422 and refused.get_json()["errors"][0]["loc"][:2] == ["inputs", 0]
@@ -197,7 +215,8 @@ def test_a_request_with_a_bad_row_fails_alone_and_the_rest_of_its_batch_succeeds
 
 
 def test_requests_a_dead_consumer_held_are_answered_or_failed_with_a_reason_never_left_hanging(
-        worker: Any, store: JobStore, models: dict[str, Any]) -> None:
+    worker: Any, store: JobStore, models: dict[str, Any]
+) -> None:
     client = store.redis
     requests = [PredictRequest(new_id("job"), TENANT, "bc-mlp", 1, [row]) for row in models["bc_rows"][:3]]
     with client.pipeline(transaction=True) as pipe:
@@ -218,7 +237,8 @@ def test_requests_a_dead_consumer_held_are_answered_or_failed_with_a_reason_neve
 
 
 def test_an_undecodable_stream_entry_is_dropped_and_the_requests_beside_it_are_served_after_one_death(
-        worker: Any, store: JobStore, models: dict[str, Any], mlq_settings: Settings) -> None:
+    worker: Any, store: JobStore, models: dict[str, Any], mlq_settings: Settings
+) -> None:
     client = store.redis
     requests = [PredictRequest(new_id("job"), TENANT, "bc-mlp", 1, [row]) for row in models["bc_rows"][:2]]
     # One MULTI on a raw client (the reply holds bytes that are not UTF-8), read by a consumer that then dies:
@@ -245,7 +265,8 @@ def test_an_undecodable_stream_entry_is_dropped_and_the_requests_beside_it_are_s
 
 
 def test_a_stopped_worker_answers_what_it_holds_and_leaves_nothing_pending(
-        worker: Any, start_worker: Any, app_client: FlaskClient, store: JobStore, models: dict[str, Any]) -> None:
+    worker: Any, start_worker: Any, app_client: FlaskClient, store: JobStore, models: dict[str, Any]
+) -> None:
     second = start_batching_worker(start_worker)
     assert WorkerLiveness(store.redis).counts()[INFERENCE_QUEUE] == 2
     ids = []

@@ -42,9 +42,14 @@ def start_mlq_api(env: dict[str, str], log_path: Path) -> tuple[subprocess.Popen
         port = free_port()
         url = f"http://127.0.0.1:{port}"
         with log_path.open("wb") as log:
-            api = subprocess.Popen([str(BIN / "mlq"), "api", "--port", str(port), "--workers", "1"], cwd=ROOT,
-                                   env={**env, "MLQ_URL": url}, stdout=log, stderr=subprocess.STDOUT,
-                                   process_group=0)
+            api = subprocess.Popen(
+                [str(BIN / "mlq"), "api", "--port", str(port), "--workers", "1"],
+                cwd=ROOT,
+                env={**env, "MLQ_URL": url},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                process_group=0,
+            )
 
         def healthy(api: subprocess.Popen[bytes] = api, url: str = url) -> bool:
             if api.poll() is not None:
@@ -84,10 +89,15 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 def test_mlq_dev_without_redis_or_redis_server_says_how_to_install_it(tmp_path: Path) -> None:
-    env = {**os.environ, "PATH": str(tmp_path), "MLQ_HOME": str(tmp_path / "home"),
-           "MLQ_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"}
-    result = subprocess.run([str(BIN / "mlq"), "dev", "--port", str(free_port())], capture_output=True, text=True,
-                            env=env, timeout=60)
+    env = {
+        **os.environ,
+        "PATH": str(tmp_path),
+        "MLQ_HOME": str(tmp_path / "home"),
+        "MLQ_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",
+    }
+    result = subprocess.run(
+        [str(BIN / "mlq"), "dev", "--port", str(free_port())], capture_output=True, text=True, env=env, timeout=60
+    )
     assert result.returncode == 1
     assert "redis-server is not installed" in result.stderr and "apt-get install redis-server" in result.stderr
     assert "Traceback" not in result.stderr
@@ -99,8 +109,15 @@ def test_mlq_dev_serves_until_sigterm_then_stops_every_child_and_exits_zero(tmp_
     client.flushdb()
     port = free_port()  # `mlq dev` takes no port 0 (it prints the URL before gunicorn binds)
     env = {**os.environ, "MLQ_REDIS_URL": REDIS_URL, "MLQ_HOME": str(tmp_path / "home"), "MLQ_TORCH_THREADS": "1"}
-    proc = subprocess.Popen([str(BIN / "mlq"), "dev", "--port", str(port)], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, process_group=0)
+    proc = subprocess.Popen(
+        [str(BIN / "mlq"), "dev", "--port", str(port)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        process_group=0,
+    )
     try:
         assert proc.stdout is not None
         lines = []
@@ -122,8 +139,12 @@ def test_mlq_dev_serves_until_sigterm_then_stops_every_child_and_exits_zero(tmp_
         assert len(children) >= 3  # gunicorn, two `mlq worker` launchers, their Celery workers
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 0
-        assert not [pid for pid in children if Path(f"/proc/{pid}").exists()
-                    and "zombie" not in Path(f"/proc/{pid}/status").read_text(errors="replace").lower()]
+        assert not [
+            pid
+            for pid in children
+            if Path(f"/proc/{pid}").exists()
+            and "zombie" not in Path(f"/proc/{pid}/status").read_text(errors="replace").lower()
+        ]
         with pytest.raises(httpx.ConnectError):
             httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2)
     finally:
@@ -139,12 +160,23 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]
     client = require_redis(REDIS_URL)
     client.flushdb()
     tmp = tmp_path_factory.mktemp("client-cli")
-    env = {**os.environ, "MLQ_REDIS_URL": REDIS_URL, "MLQ_HOME": str(tmp / "home"),
-           "MLQ_TORCH_THREADS": "1", "MLQ_HEARTBEAT_S": "0.5"}
+    env = {
+        **os.environ,
+        "MLQ_REDIS_URL": REDIS_URL,
+        "MLQ_HOME": str(tmp / "home"),
+        "MLQ_TORCH_THREADS": "1",
+        "MLQ_HEARTBEAT_S": "0.5",
+    }
     env.pop("MLQ_TOKEN", None)
     worker_log = (tmp / "worker.log").open("wb")
-    worker = subprocess.Popen([str(BIN / "mlq"), "worker", "--queues", "train,inference", "--devices", "cpu"],
-                              cwd=ROOT, env=env, stdout=worker_log, stderr=subprocess.STDOUT, process_group=0)
+    worker = subprocess.Popen(
+        [str(BIN / "mlq"), "worker", "--queues", "train,inference", "--devices", "cpu"],
+        cwd=ROOT,
+        env=env,
+        stdout=worker_log,
+        stderr=subprocess.STDOUT,
+        process_group=0,
+    )
     api: subprocess.Popen[bytes] | None = None
     try:
         api, url = start_mlq_api(env, tmp / "api.log")  # while the worker boots
@@ -175,8 +207,9 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]
 
 
 def mlq(service: dict[str, Any], *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(BIN / "mlq"), *args], capture_output=True, text=True, env=service["env"],
-                          timeout=timeout)
+    return subprocess.run(
+        [str(BIN / "mlq"), *args], capture_output=True, text=True, env=service["env"], timeout=timeout
+    )
 
 
 def test_the_client_uploads_trains_predicts_lists_and_points_an_alias(service: dict[str, Any]) -> None:
@@ -219,8 +252,20 @@ def test_the_client_raises_typed_errors_from_problem_details(service: dict[str, 
 
 
 def test_mlq_trains_over_http_and_watch_prints_progress_then_the_final_job(service: dict[str, Any]) -> None:
-    submitted = mlq(service, "train", "--data", str(service["data"]), "--target", "species", "--algorithm", "mlp",
-                    "--model", "petals", "--params", '{"epochs": 4, "hidden_layers": [8]}')
+    submitted = mlq(
+        service,
+        "train",
+        "--data",
+        str(service["data"]),
+        "--target",
+        "species",
+        "--algorithm",
+        "mlp",
+        "--model",
+        "petals",
+        "--params",
+        '{"epochs": 4, "hidden_layers": [8]}',
+    )
     assert submitted.returncode == 0, submitted.stderr
     job = json.loads(submitted.stdout)
     assert job["type"] == "train" and f"mlq watch {job['id']}" in submitted.stderr
@@ -241,8 +286,21 @@ def test_mlq_trains_over_http_and_watch_prints_progress_then_the_final_job(servi
 
 
 def test_mlq_predict_alias_models_and_errors_over_http(service: dict[str, Any]) -> None:
-    trained = mlq(service, "train", "--data", str(service["data"]), "--target", "species", "--algorithm",
-                  "random_forest", "--model", "irises", "--params", '{"n_estimators": 10}', "--wait")
+    trained = mlq(
+        service,
+        "train",
+        "--data",
+        str(service["data"]),
+        "--target",
+        "species",
+        "--algorithm",
+        "random_forest",
+        "--model",
+        "irises",
+        "--params",
+        '{"n_estimators": 10}',
+        "--wait",
+    )
     assert trained.returncode == 0, trained.stderr
     assert json.loads(trained.stdout)["version"] == 1
 
@@ -268,15 +326,26 @@ def test_mlq_predict_alias_models_and_errors_over_http(service: dict[str, Any]) 
 
 
 def test_mlq_train_reuses_an_identical_upload_and_prints_one_newline_terminated_json_document(
-        service: dict[str, Any]) -> None:
+    service: dict[str, Any],
+) -> None:
     def same_file() -> list[str]:
         listed = mlq(service, "datasets", "list", "--json")
         assert listed.returncode == 0, listed.stderr
         sha = hashlib.sha256(service["data"].read_bytes()).hexdigest()
         return [d["id"] for d in json.loads(listed.stdout) if d["sha256"] == sha]
 
-    args = ["train", "--data", str(service["data"]), "--target", "species", "--algorithm", "logistic_regression",
-            "--model", "reused", "--json"]
+    args = [
+        "train",
+        "--data",
+        str(service["data"]),
+        "--target",
+        "species",
+        "--algorithm",
+        "logistic_regression",
+        "--model",
+        "reused",
+        "--json",
+    ]
     first, second = mlq(service, *args), mlq(service, *args)
     for run in (first, second):
         assert run.returncode == 0, run.stderr
@@ -289,16 +358,35 @@ def test_mlq_train_reuses_an_identical_upload_and_prints_one_newline_terminated_
 
 
 def test_mlq_search_shows_its_trial_table_and_the_client_reads_the_best(service: dict[str, Any]) -> None:
-    shown = mlq(service, "search", "--data", str(service["data"]), "--target", "species", "--model", "iris-search",
-                "--algorithm", "logistic_regression", "--search", '{"C": [0.05, 1.0]}', "--wait")
+    shown = mlq(
+        service,
+        "search",
+        "--data",
+        str(service["data"]),
+        "--target",
+        "species",
+        "--model",
+        "iris-search",
+        "--algorithm",
+        "logistic_regression",
+        "--search",
+        '{"C": [0.05, 1.0]}',
+        "--wait",
+    )
     assert shown.returncode == 0, shown.stderr
     assert "algorithm" in shown.stdout and shown.stdout.count("logistic_regression") == 2, shown.stdout
     assert "registered iris-search version 1" in shown.stderr
     with Client(service["url"]) as client:
         dataset = client.upload_dataset(service["data"])
-        job = client.search("iris-search", dataset["id"], "species", "random_forest",
-                            {"strategy": "random", "trials": 2, "space": {"n_estimators": {"int": [5, 20]}}},
-                            metric="accuracy", split={"cv": 3})
+        job = client.search(
+            "iris-search",
+            dataset["id"],
+            "species",
+            "random_forest",
+            {"strategy": "random", "trials": 2, "space": {"n_estimators": {"int": [5, 20]}}},
+            metric="accuracy",
+            split={"cv": 3},
+        )
         result = client.result(job["id"], timeout=150)
         assert result["version"] == 2 and result["rank_by"] == "cv" and result["metric"] == "accuracy"
         assert [t["score"] for t in result["trials"]] == sorted((t["score"] for t in result["trials"]), reverse=True)

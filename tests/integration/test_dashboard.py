@@ -42,8 +42,10 @@ def _require_browser() -> None:
     if importlib.util.find_spec("playwright") is None:
         missing.append("the playwright package (pip install playwright)")
     if CHROMIUM is None or not Path(CHROMIUM).is_file():
-        missing.append(f"a chromium binary ({CHROMIUM or 'none on the PATH'}; apt-get install chromium, or set "
-                       "MLQ_CHROMIUM to one)")
+        missing.append(
+            f"a chromium binary ({CHROMIUM or 'none on the PATH'}; apt-get install chromium, or set "
+            "MLQ_CHROMIUM to one)"
+        )
     if missing:
         message = "browser tests need " + " and ".join(missing)
         if os.environ.get("CI") == "true":
@@ -84,8 +86,9 @@ def api(mlq_settings: Settings, worker: Any, tmp_path_factory: pytest.TempPathFa
 
 @pytest.fixture(scope="module")
 def auth_api(mlq_settings: Settings, worker: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with _api(mlq_settings, tmp_path_factory.mktemp("auth-api") / "gunicorn.log",
-              MLQ_AUTH_TOKENS=token_env(TOKENS)) as base:
+    with _api(
+        mlq_settings, tmp_path_factory.mktemp("auth-api") / "gunicorn.log", MLQ_AUTH_TOKENS=token_env(TOKENS)
+    ) as base:
         yield base
 
 
@@ -97,8 +100,14 @@ def page(browser: Any) -> Iterator[Any]:
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     # Unhandled promise rejections land on the console. "Failed to load resource" is the browser noting an HTTP
     # error status, which the pages expect and show (a 503 /readyz without an inference worker, a 422 form).
-    page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error"
-            and not msg.text.startswith("Failed to load resource") else None)
+    page.on(
+        "console",
+        lambda msg: (
+            errors.append(msg.text)
+            if msg.type == "error" and not msg.text.startswith("Failed to load resource")
+            else None
+        ),
+    )
     page.set_default_timeout(WAIT_MS)
     yield page
     context.close()
@@ -119,16 +128,22 @@ def screenshot(page: Any, name: str) -> None:
 
 
 def upload(api: str, csv: bytes, name: str, headers: dict[str, str] | None = None) -> str:
-    response = httpx.post(f"{api}/v1/datasets?name={name}", content=csv,
-                          headers={**(headers or {}), "Content-Type": "text/csv"})
+    response = httpx.post(
+        f"{api}/v1/datasets?name={name}", content=csv, headers={**(headers or {}), "Content-Type": "text/csv"}
+    )
     assert response.status_code == 201, response.text
     return str(response.json()["id"])
 
 
 def train_mlp(api: str, dataset: str, model: str, epochs: int) -> str:
     # Batches of 4 rows make each epoch long enough to watch: the worker publishes a point per epoch.
-    body = {"model": model, "dataset": dataset, "target": "diagnosis", "algorithm": "mlp",
-            "params": {"epochs": epochs, "batch_size": 4, "hidden_layers": [32], "early_stopping_patience": 0}}
+    body = {
+        "model": model,
+        "dataset": dataset,
+        "target": "diagnosis",
+        "algorithm": "mlp",
+        "params": {"epochs": epochs, "batch_size": 4, "hidden_layers": [32], "early_stopping_patience": 0},
+    }
     response = httpx.post(f"{api}/v1/jobs/train", json=body)
     assert response.status_code == 202, response.text
     return str(response.json()["id"])
@@ -155,8 +170,9 @@ def test_a_training_appears_in_the_table_and_its_loss_curve_grows_until_it_succe
     expect(page.locator(".page-head .status")).to_have_text("running")
     seen = loss_points(page)
     # New epochs arrive over the job's event stream and extend the drawn curve while the job still runs.
-    page.wait_for_function("n => Number(document.querySelector('#curves path[data-series=\"loss\"]')"
-                           "?.dataset.points) > n", arg=seen)
+    page.wait_for_function(
+        "n => Number(document.querySelector('#curves path[data-series=\"loss\"]')?.dataset.points) > n", arg=seen
+    )
     expect(page.locator('#curves path[data-series="val_loss"]')).to_be_attached()
     screenshot(page, "training.png")
     expect(page.locator(".page-head .status")).to_have_text("succeeded")
@@ -197,9 +213,13 @@ def test_a_running_job_is_cancelled_from_the_table(api: str, page: Any) -> None:
 
 def test_promoting_a_version_moves_the_alias(api: str, mlq_settings: Settings, page: Any) -> None:
     for accuracy in (0.91, 0.95):
-        manifest = {"algorithm": "random_forest", "task": "classification",
-                    "features": [{"name": "x", "dtype": "number"}], "classes": ["a", "b"],
-                    "metrics": {"accuracy": accuracy, "f1": accuracy - 0.01}}
+        manifest = {
+            "algorithm": "random_forest",
+            "task": "classification",
+            "features": [{"name": "x", "dtype": "number"}],
+            "classes": ["a", "b"],
+            "metrics": {"accuracy": accuracy, "f1": accuracy - 0.01},
+        }
         register_model(mlq_settings, name="flowers", manifest=manifest)
     page.goto(f"{api}/ui/#/models/flowers")
     v1, v2 = page.locator('tr[data-version="1"]'), page.locator('tr[data-version="2"]')
@@ -219,8 +239,9 @@ def test_promoting_a_version_moves_the_alias(api: str, mlq_settings: Settings, p
     assert aliases == {"production": 2}
 
 
-def test_a_csv_uploaded_with_the_file_input_or_dropped_is_listed_with_its_columns(api: str, page: Any,
-                                                                                   tmp_path: Path) -> None:
+def test_a_csv_uploaded_with_the_file_input_or_dropped_is_listed_with_its_columns(
+    api: str, page: Any, tmp_path: Path
+) -> None:
     csv = tmp_path / "iris-upload.csv"
     csv.write_text(IRIS_CSV)
     page.goto(f"{api}/ui/#/datasets")
@@ -232,9 +253,11 @@ def test_a_csv_uploaded_with_the_file_input_or_dropped_is_listed_with_its_column
     row.locator("button.link").click()
     expect(page.locator("#datasets-table tr.details").first).to_contain_text("sepal_width")
     # Drag and drop: a file dropped on the zone is uploaded the same way.
-    dropped = page.evaluate_handle("text => { const dt = new DataTransfer(); "
-                                   "dt.items.add(new File([text], 'dropped.csv', {type: 'text/csv'})); return dt; }",
-                                   IRIS_CSV)
+    dropped = page.evaluate_handle(
+        "text => { const dt = new DataTransfer(); "
+        "dt.items.add(new File([text], 'dropped.csv', {type: 'text/csv'})); return dt; }",
+        IRIS_CSV,
+    )
     page.locator("#dropzone").dispatch_event("drop", {"dataTransfer": dropped})
     expect(page.locator("#upload-status")).to_contain_text("Uploaded dropped.csv: 12 rows")
     expect(page.locator("#datasets-table tr", has_text="dropped.csv")).to_be_visible()
@@ -246,8 +269,7 @@ def test_a_csv_uploaded_with_the_file_input_or_dropped_is_listed_with_its_column
     expect(page.locator('[data-param="C"] .field-error')).to_contain_text("C must be")
 
 
-def test_with_tokens_a_wrong_token_is_refused_and_tenants_see_only_their_own_jobs(auth_api: str,
-                                                                                    browser: Any) -> None:
+def test_with_tokens_a_wrong_token_is_refused_and_tenants_see_only_their_own_jobs(auth_api: str, browser: Any) -> None:
     dataset = upload(auth_api, IRIS_CSV.encode(), "alice-iris", headers=ALICE)
     body = {"model": "alice-model", "dataset": dataset, "target": "species", "algorithm": "logistic_regression"}
     response = httpx.post(f"{auth_api}/v1/jobs/train", json=body, headers=ALICE)
@@ -283,12 +305,23 @@ def test_a_failed_job_shows_its_error_and_a_search_its_trials_and_metric_chart(a
     # Every other row lacks `b`: with missing "drop" only 7 rows are left, which the worker refuses.
     holes = "a,b,y\n" + "".join(f"{i},{'' if i % 2 else i},{'x' if i % 3 else 'z'}\n" for i in range(14))
     dataset = upload(api, holes.encode(), "holes")
-    body = {"model": "holes", "dataset": dataset, "target": "y", "algorithm": "random_forest",
-            "preprocessing": {"missing": "drop"}}
+    body = {
+        "model": "holes",
+        "dataset": dataset,
+        "target": "y",
+        "algorithm": "random_forest",
+        "preprocessing": {"missing": "drop"},
+    }
     failed = httpx.post(f"{api}/v1/jobs/train", json=body).json()["id"]
     iris = upload(api, iris_csv(), "iris-search")
-    search = {"model": "iris-search", "dataset": iris, "target": "species", "algorithm": "logistic_regression",
-              "search": {"C": [0.1, 10.0]}, "metric": "accuracy"}
+    search = {
+        "model": "iris-search",
+        "dataset": iris,
+        "target": "species",
+        "algorithm": "logistic_regression",
+        "search": {"C": [0.1, 10.0]},
+        "metric": "accuracy",
+    }
     response = httpx.post(f"{api}/v1/jobs/search", json=search)
     assert response.status_code == 202, response.text
 
@@ -307,10 +340,16 @@ def test_a_failed_job_shows_its_error_and_a_search_its_trials_and_metric_chart(a
 
 
 def test_a_batch_prediction_shows_its_rows_and_downloads_its_output_and_an_optimisation_compares(
-        api: str, page: Any) -> None:
+    api: str, page: Any
+) -> None:
     dataset = upload(api, iris_csv(), "iris-batch")
-    body = {"model": "iris-mlp", "dataset": dataset, "target": "species", "algorithm": "mlp",
-            "params": {"epochs": 5, "hidden_layers": [8]}}
+    body = {
+        "model": "iris-mlp",
+        "dataset": dataset,
+        "target": "species",
+        "algorithm": "mlp",
+        "params": {"epochs": 5, "hidden_layers": [8]},
+    }
     trained = httpx.post(f"{api}/v1/jobs/train?wait=30", json=body, timeout=40).json()
     assert trained["status"] == "succeeded", trained
     batch = httpx.post(f"{api}/v1/models/iris-mlp/batch-predict", json={"version": 1, "dataset": dataset}).json()

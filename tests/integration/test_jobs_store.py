@@ -18,6 +18,7 @@ from store.script_outcomes import CreateOutcome, FinishOutcome
 
 pytestmark = pytest.mark.integration  # a real Redis (the session's private redis-server)
 
+
 def present(job: JobRecord | None) -> JobRecord:
     assert job is not None
     return job
@@ -62,9 +63,10 @@ def test_only_the_first_final_status_wins(store: JobStore) -> None:
 def test_concurrent_finishes_have_exactly_one_winner(store: JobStore, redis_url: str) -> None:
     job = store.create("t1", "train", "iris", {})
     wins: list[bool] = []
-    threads = [threading.Thread(target=lambda s=s: wins.append(
-        JobStore(redis.Redis.from_url(redis_url)).finish(job["id"], s)))
-        for s in ["succeeded", "failed", "cancelled"] * 3]
+    threads = [
+        threading.Thread(target=lambda s=s: wins.append(JobStore(redis.Redis.from_url(redis_url)).finish(job["id"], s)))
+        for s in ["succeeded", "failed", "cancelled"] * 3
+    ]
     for t in threads:
         t.start()
     for t in threads:
@@ -105,8 +107,9 @@ def test_cancelling_a_running_job_raises_the_flag_and_a_restart_then_refuses(sto
     assert present(store.get(job["id"]))["status"] == "cancelled"
 
 
-def test_listing_pages_newest_first_with_filters_and_skips_expired_records(store: JobStore,
-                                                                          redis_client: redis.Redis) -> None:
+def test_listing_pages_newest_first_with_filters_and_skips_expired_records(
+    store: JobStore, redis_client: redis.Redis
+) -> None:
     ids = [store.create("t1", "train" if i % 2 else "predict", f"m{i % 3}", {})["id"] for i in range(7)]
     store.create("t2", "train", "other", {})
     seen, cursor = [], None
@@ -152,7 +155,8 @@ def test_get_for_hides_other_tenants_jobs(store: JobStore) -> None:
 
 
 def test_a_running_training_whose_worker_died_reads_as_waiting_for_recovery_and_says_whether_anyone_will(
-        store: JobStore) -> None:
+    store: JobStore,
+) -> None:
     from store.leases import Leases
     from store.liveness import WorkerLiveness
 
@@ -209,7 +213,8 @@ def test_an_answered_prediction_is_finished_and_its_record_pushed_to_the_submitt
 
 
 def test_an_answer_for_a_prediction_that_already_ended_changes_nothing_and_still_wakes_the_submitter(
-        store: JobStore) -> None:
+    store: JobStore,
+) -> None:
     job_id = new_prediction(store)
     assert store.request_cancel(job_id)["status"] == "cancelled"  # cancelled while it waited in the stream
     assert not start(store, job_id)

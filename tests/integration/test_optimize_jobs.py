@@ -55,12 +55,23 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]
     redis_client = require_redis(redis_url)
     redis_client.flushdb()
     tmp = tmp_path_factory.mktemp("optimize")
-    env = {**os.environ, "MLQ_REDIS_URL": redis_url, "MLQ_HOME": str(tmp / "home"),
-           "MLQ_TORCH_THREADS": "1", "MLQ_HEARTBEAT_S": "0.5"}
+    env = {
+        **os.environ,
+        "MLQ_REDIS_URL": redis_url,
+        "MLQ_HOME": str(tmp / "home"),
+        "MLQ_TORCH_THREADS": "1",
+        "MLQ_HEARTBEAT_S": "0.5",
+    }
     env.pop("MLQ_TOKEN", None)
     worker_log = (tmp / "worker.log").open("wb")
-    worker = subprocess.Popen([str(BIN / "mlq"), "worker", "--queues", "train,inference", "--devices", "cpu"],
-                              cwd=ROOT, env=env, stdout=worker_log, stderr=subprocess.STDOUT, process_group=0)
+    worker = subprocess.Popen(
+        [str(BIN / "mlq"), "worker", "--queues", "train,inference", "--devices", "cpu"],
+        cwd=ROOT,
+        env=env,
+        stdout=worker_log,
+        stderr=subprocess.STDOUT,
+        process_group=0,
+    )
     # The API as `mlq api` runs it, on a port gunicorn binds itself (port 0), started while the worker boots.
     try:
         with gunicorn(env, tmp / "api.log") as url:
@@ -91,14 +102,24 @@ def _trained(client: Client, env: dict[str, str], tmp: Path) -> Iterator[dict[st
     frame["label"] = np.where(y == 1, "pos", "neg")
     frame.to_csv(tmp / "wide.csv", index=False)
     dataset = client.upload_dataset(tmp / "wide.csv")["id"]
-    mlp = client.train("wide", dataset, target="label", algorithm="mlp",
-                       params={"hidden_layers": [512, 512], "epochs": 10, "lr": 0.003, "batch_size": 32})
-    forest = client.train("forest", dataset, target="label", algorithm="random_forest",
-                          params={"n_estimators": 60})
+    mlp = client.train(
+        "wide",
+        dataset,
+        target="label",
+        algorithm="mlp",
+        params={"hidden_layers": [512, 512], "epochs": 10, "lr": 0.003, "batch_size": 32},
+    )
+    forest = client.train("forest", dataset, target="label", algorithm="random_forest", params={"n_estimators": 60})
     for job in (mlp, forest):
         assert client.result(job["id"], timeout=JOB_TIMEOUT_S)["version"] == 1
-    yield {"client": client, "env": env, "home": tmp / "home", "rows": frame[FEATURES].to_dict("records"),
-           "worker_log": tmp / "worker.log", "versions": {}}
+    yield {
+        "client": client,
+        "env": env,
+        "home": tmp / "home",
+        "rows": frame[FEATURES].to_dict("records"),
+        "worker_log": tmp / "worker.log",
+        "versions": {},
+    }
     client.close()
 
 
@@ -113,15 +134,17 @@ def optimized(service: dict[str, Any], model: str, version: int, method: str, **
 
 
 def served_proba(service: dict[str, Any], model: str, version: int | str | None, rows: list[Any]) -> np.ndarray:
-    answer = service["client"].result(service["client"].predict(model, rows, version=version, wait=30)["id"],
-                                      timeout=60)
+    answer = service["client"].result(
+        service["client"].predict(model, rows, version=version, wait=30)["id"], timeout=60
+    )
     if version is not None and not isinstance(version, str):
         assert answer["version"] == version
     return np.array([[p["proba"][c] for c in ("neg", "pos")] for p in answer["predictions"]])
 
 
 def test_quantize_dynamic_is_2_5x_smaller_within_1_point_and_served_by_the_inference_worker(
-        service: dict[str, Any]) -> None:
+    service: dict[str, Any],
+) -> None:
     result = optimized(service, "wide", 1, "quantize_dynamic")
     comparison = result["comparison"]
     parent, child = comparison["parent"], comparison["child"]
@@ -130,10 +153,15 @@ def test_quantize_dynamic_is_2_5x_smaller_within_1_point_and_served_by_the_infer
     assert set(child["latency_ms"]) == {"1", "64"} and all(v > 0 for v in child["latency_ms"].values())
     manifest = service["client"].get_version("wide", result["version"])
     assert (manifest["parent"], manifest["model_kind"], manifest["optimization"]["method"]) == (
-        1, "torch_int8", "quantize_dynamic")
+        1,
+        "torch_int8",
+        "quantize_dynamic",
+    )
     rows = service["rows"][:16]
-    float_proba, int8_proba = served_proba(service, "wide", 1, rows), served_proba(service, "wide",
-                                                                                   result["version"], rows)
+    float_proba, int8_proba = (
+        served_proba(service, "wide", 1, rows),
+        served_proba(service, "wide", result["version"], rows),
+    )
     assert np.abs(float_proba - int8_proba).max() < 0.05  # the same model, in int8
 
 
@@ -170,7 +198,8 @@ def test_distilling_a_random_forest_into_a_16_unit_mlp_stays_within_3_points(ser
 
 @pytest.mark.parametrize(("source", "tolerance"), [("float", 1e-4), ("quantized", 1e-2)])
 def test_the_onnx_export_run_by_onnxruntime_outside_mlqueue_matches_the_service(
-        service: dict[str, Any], source: str, tolerance: float) -> None:
+    service: dict[str, Any], source: str, tolerance: float
+) -> None:
     parent = 1 if source == "float" else optimized(service, "wide", 1, "quantize_dynamic")["version"]
     result = optimized(service, "wide", parent, "export", format="onnx")
     onnx_bytes = service["client"].download_artifact("wide", result["version"])
@@ -228,9 +257,22 @@ def test_cancel_stops_a_distillation_mid_run_and_registers_nothing(service: dict
 
 
 def test_mlq_optimize_prints_the_comparison_table(service: dict[str, Any]) -> None:
-    out = subprocess.run([str(BIN / "mlq"), "optimize", "wide", "1", "--method", "prune", "--params",
-                          '{"amount": 0.25, "finetune_epochs": 0}'], capture_output=True, text=True,
-                         env=service["env"], timeout=JOB_TIMEOUT_S)
+    out = subprocess.run(
+        [
+            str(BIN / "mlq"),
+            "optimize",
+            "wide",
+            "1",
+            "--method",
+            "prune",
+            "--params",
+            '{"amount": 0.25, "finetune_epochs": 0}',
+        ],
+        capture_output=True,
+        text=True,
+        env=service["env"],
+        timeout=JOB_TIMEOUT_S,
+    )
     assert out.returncode == 0, out.stderr
     header, *rows = out.stdout.splitlines()
     assert "PARENT v1" in header and "CHILD v" in header
@@ -241,9 +283,24 @@ def test_mlq_optimize_prints_the_comparison_table(service: dict[str, Any]) -> No
 
 def test_mlq_optimize_download_saves_the_exported_onnx_file(service: dict[str, Any], tmp_path: Path) -> None:
     target = tmp_path / "wide.onnx"
-    out = subprocess.run([str(BIN / "mlq"), "optimize", "wide", "1", "--method", "export", "--format", "onnx",
-                          "--download", str(target)], capture_output=True, text=True, env=service["env"],
-                         timeout=JOB_TIMEOUT_S)
+    out = subprocess.run(
+        [
+            str(BIN / "mlq"),
+            "optimize",
+            "wide",
+            "1",
+            "--method",
+            "export",
+            "--format",
+            "onnx",
+            "--download",
+            str(target),
+        ],
+        capture_output=True,
+        text=True,
+        env=service["env"],
+        timeout=JOB_TIMEOUT_S,
+    )
     assert out.returncode == 0, out.stderr
     session = ort.InferenceSession(target.read_bytes())
     assert [i.name for i in session.get_inputs()] == FEATURES

@@ -78,14 +78,22 @@ def trials_or_none(harness: JobHarness, search_id: str) -> list[JobRecord | None
 def interval(job: JobRecord) -> tuple[datetime, datetime]:
     def parse(s: str | None) -> datetime:
         return datetime.fromisoformat(str(s).replace("Z", "+00:00"))
+
     return parse(job["started_at"]), parse(job["finished_at"])
 
 
 def test_a_2x2_grid_runs_trials_concurrently_on_two_workers_and_registers_the_best(
-        api: FlaskClient, harness: JobHarness, workers: list[Any], iris: str) -> None:
-    body = {"model": "iris-grid", "dataset": iris, "target": "species", "algorithm": "mlp",
-            "params": {"epochs": 30, "batch_size": 8, "early_stopping_patience": 0},
-            "search": {"lr": [0.05, 0.001], "hidden_layers": [[8], [16]]}, "metric": "f1"}
+    api: FlaskClient, harness: JobHarness, workers: list[Any], iris: str
+) -> None:
+    body = {
+        "model": "iris-grid",
+        "dataset": iris,
+        "target": "species",
+        "algorithm": "mlp",
+        "params": {"epochs": 30, "batch_size": 8, "early_stopping_patience": 0},
+        "search": {"lr": [0.05, 0.001], "hidden_layers": [[8], [16]]},
+        "metric": "f1",
+    }
     search = submit(api, body)
     assert search["type"] == "search"
     job = harness.wait(search["id"])
@@ -116,12 +124,16 @@ def test_a_2x2_grid_runs_trials_concurrently_on_two_workers_and_registers_the_be
     assert not (harness.settings.searches_dir / TENANT / search["id"]).exists()
 
 
-def test_a_random_search_is_reproducible_with_its_seed(api: FlaskClient, harness: JobHarness,
-                                                       workers: list[Any], iris: str) -> None:
-    body: dict[str, Any] = {"model": "iris-random", "dataset": iris, "target": "species",
-                            "algorithm": "logistic_regression",
-                            "search": {"strategy": "random", "trials": 3, "seed": 11,
-                                       "space": {"C": {"log_uniform": [0.01, 10]}}}}
+def test_a_random_search_is_reproducible_with_its_seed(
+    api: FlaskClient, harness: JobHarness, workers: list[Any], iris: str
+) -> None:
+    body: dict[str, Any] = {
+        "model": "iris-random",
+        "dataset": iris,
+        "target": "species",
+        "algorithm": "logistic_regression",
+        "search": {"strategy": "random", "trials": 3, "seed": 11, "space": {"C": {"log_uniform": [0.01, 10]}}},
+    }
     first, again = submit(api, body), submit(api, body)
     other = submit(api, {**body, "search": {**body["search"], "seed": 12}})
     params = {}
@@ -134,21 +146,33 @@ def test_a_random_search_is_reproducible_with_its_seed(api: FlaskClient, harness
 
 
 def test_a_bad_value_in_the_search_space_is_a_422_before_anything_is_queued(api: FlaskClient, iris: str) -> None:
-    body = {"model": "iris-bad", "dataset": iris, "target": "species", "algorithm": "mlp",
-            "search": {"lr": [0.01, 0.001, -0.5], "epochs": [2]}}
+    body = {
+        "model": "iris-bad",
+        "dataset": iris,
+        "target": "species",
+        "algorithm": "mlp",
+        "search": {"lr": [0.01, 0.001, -0.5], "epochs": [2]},
+    }
     problem = submit(api, body, status=422)
     assert problem["errors"][0]["loc"] == ["search", "lr", 2], problem
-    too_many = submit(api, {**body, "search": {"lr": [0.01 * i for i in range(1, 12)],
-                                               "epochs": list(range(1, 11))}}, status=422)
+    too_many = submit(
+        api, {**body, "search": {"lr": [0.01 * i for i in range(1, 12)], "epochs": list(range(1, 11))}}, status=422
+    )
     assert "MLQ_MAX_SEARCH_TRIALS" in too_many["detail"]
     assert api.get("/v1/jobs?model=iris-bad").get_json()["items"] == []
 
 
-def test_a_search_ranks_by_the_cv_mean_when_the_split_asks_for_folds(api: FlaskClient, harness: JobHarness,
-                                                                     workers: list[Any], cancer: str) -> None:
-    body = {"model": "cancer-cv", "dataset": cancer, "target": "diagnosis", "task": None,
-            "algorithms": {"logistic_regression": {"C": [0.1, 1.0]}, "random_forest": {"n_estimators": [10]}},
-            "split": {"cv": 3}}
+def test_a_search_ranks_by_the_cv_mean_when_the_split_asks_for_folds(
+    api: FlaskClient, harness: JobHarness, workers: list[Any], cancer: str
+) -> None:
+    body = {
+        "model": "cancer-cv",
+        "dataset": cancer,
+        "target": "diagnosis",
+        "task": None,
+        "algorithms": {"logistic_regression": {"C": [0.1, 1.0]}, "random_forest": {"n_estimators": [10]}},
+        "split": {"cv": 3},
+    }
     job = harness.wait(submit(api, body)["id"])
     assert job["status"] == "succeeded", dump(job)
     result = job["result"]
@@ -159,14 +183,17 @@ def test_a_search_ranks_by_the_cv_mean_when_the_split_asks_for_folds(api: FlaskC
     assert manifest["cv"]["folds"] == 3 and manifest["cv"]["mean"]["f1"] == result["trials"][0]["score"]
 
 
-
 def test_a_failed_trial_does_not_fail_the_search(api: FlaskClient, harness: JobHarness, workers: list[Any]) -> None:
     # A numeric label: the API cannot tell classification from regression, so it lets linear_regression through;
     # the worker infers classification from the data and that trial fails. The search registers the other one.
     coded = iris_csv().decode().replace(",setosa", ",0").replace(",versicolor", ",1").replace(",virginica", ",2")
     dataset = harness.save_dataset(coded.encode(), "iris-coded")
-    body = {"model": "iris-mixed", "dataset": dataset, "target": "species",
-            "algorithms": {"logistic_regression": {}, "linear_regression": {}}}
+    body = {
+        "model": "iris-mixed",
+        "dataset": dataset,
+        "target": "species",
+        "algorithms": {"logistic_regression": {}, "linear_regression": {}},
+    }
     job = harness.wait(submit(api, body)["id"])
     assert job["status"] == "succeeded", dump(job)
     trials = {t["algorithm"]: t for t in job["result"]["trials"]}
@@ -176,11 +203,17 @@ def test_a_failed_trial_does_not_fail_the_search(api: FlaskClient, harness: JobH
     assert job["result"]["trials"][0]["algorithm"] == "logistic_regression"
 
 
-def test_cancelling_a_search_leaves_no_trial_running_and_no_version(api: FlaskClient, harness: JobHarness,
-                                                                    workers: list[Any], cancer: str) -> None:
-    body = {"model": "cancer-cancelled", "dataset": cancer, "target": "diagnosis", "algorithm": "mlp",
-            "params": {"epochs": 1000, "batch_size": 4, "early_stopping_patience": 0},
-            "search": {"hidden_layers": [[16], [32], [64]]}}
+def test_cancelling_a_search_leaves_no_trial_running_and_no_version(
+    api: FlaskClient, harness: JobHarness, workers: list[Any], cancer: str
+) -> None:
+    body = {
+        "model": "cancer-cancelled",
+        "dataset": cancer,
+        "target": "diagnosis",
+        "algorithm": "mlp",
+        "params": {"epochs": 1000, "batch_size": 4, "early_stopping_patience": 0},
+        "search": {"hidden_layers": [[16], [32], [64]]},
+    }
     search = submit(api, body)
     deadline = time.monotonic() + SEARCH_TIMEOUT_S
     while not any(t is not None and t["status"] == "running" for t in trials_or_none(harness, search["id"])):
@@ -197,29 +230,48 @@ def test_cancelling_a_search_leaves_no_trial_running_and_no_version(api: FlaskCl
     assert api.post(f"/v1/jobs/{search['id']}/cancel").status_code == 409
 
 
-def test_warm_start_from_a_version_that_does_not_fit_is_a_clear_422(api: FlaskClient, harness: JobHarness,
-                                                                    iris: str, cancer: str) -> None:
+def test_warm_start_from_a_version_that_does_not_fit_is_a_clear_422(
+    api: FlaskClient, harness: JobHarness, iris: str, cancer: str
+) -> None:
     path = harness.datasets.path(TENANT, iris)
-    train_model(data_path=path, target="species", algorithm="mlp", model_name="iris-base",
-                registry=harness.registry, params={"epochs": 2, "hidden_layers": [8]})
-    train_model(data_path=path, target="species", algorithm="logistic_regression", model_name="iris-lr-base",
-                registry=harness.registry)
-    base = {"model": "iris-ft", "dataset": iris, "target": "species", "algorithm": "mlp",
-            "warm_start": {"model": "iris-base", "version": 1}}
+    train_model(
+        data_path=path,
+        target="species",
+        algorithm="mlp",
+        model_name="iris-base",
+        registry=harness.registry,
+        params={"epochs": 2, "hidden_layers": [8]},
+    )
+    train_model(
+        data_path=path,
+        target="species",
+        algorithm="logistic_regression",
+        model_name="iris-lr-base",
+        registry=harness.registry,
+    )
+    base = {
+        "model": "iris-ft",
+        "dataset": iris,
+        "target": "species",
+        "algorithm": "mlp",
+        "warm_start": {"model": "iris-base", "version": 1},
+    }
 
     def train(body: dict[str, Any]) -> Any:
         return api.post("/v1/jobs/train", json=body)
 
     cases: list[tuple[dict[str, Any], list[str]]]
-    cases = [({"features": ["petal_length"]}, ["features"]), ({"params": {"hidden_layers": [4]}},
-             ["params", "hidden_layers"]), ({"warm_start": {"model": "iris-base", "version": 7}},
-             ["warm_start", "version"]), ({"warm_start": {"model": "iris-lr-base"}}, ["warm_start"]),
-             ({"dataset": cancer, "target": "diagnosis"}, ["features"])]
+    cases = [
+        ({"features": ["petal_length"]}, ["features"]),
+        ({"params": {"hidden_layers": [4]}}, ["params", "hidden_layers"]),
+        ({"warm_start": {"model": "iris-base", "version": 7}}, ["warm_start", "version"]),
+        ({"warm_start": {"model": "iris-lr-base"}}, ["warm_start"]),
+        ({"dataset": cancer, "target": "diagnosis"}, ["features"]),
+    ]
     for change, loc in cases:
         response = train({**base, **change})
         assert response.status_code == 422, (change, response.get_json())
         assert response.get_json()["errors"][0]["loc"] == loc, response.get_json()
     queued = train({**base, "params": {"epochs": 1}})
     assert queued.status_code == 202, queued.get_json()
-    assert request_of(harness.jobs.get(queued.get_json()["id"]))["warm_start"] == {"model": "iris-base",
-                                                                                  "version": 1}
+    assert request_of(harness.jobs.get(queued.get_json()["id"]))["warm_start"] == {"model": "iris-base", "version": 1}

@@ -51,21 +51,38 @@ class Harness(JobHarness):
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings, JOB_TIMEOUT_S)
 
-    def train_job(self, model: str, dataset: str, target: str, algorithm: str, params: dict[str, Any] | None = None,
-                  send: bool = True) -> str:
+    def train_job(
+        self,
+        model: str,
+        dataset: str,
+        target: str,
+        algorithm: str,
+        params: dict[str, Any] | None = None,
+        send: bool = True,
+    ) -> str:
         job_id = new_id("job")
-        request = TrainRequest(job_id=job_id, tenant=TENANT, model=model, dataset_id=dataset, target=target,
-                               algorithm=algorithm, params=params or {}, device="cpu")
+        request = TrainRequest(
+            job_id=job_id,
+            tenant=TENANT,
+            model=model,
+            dataset_id=dataset,
+            target=target,
+            algorithm=algorithm,
+            params=params or {},
+            device="cpu",
+        )
         self.jobs.create(TENANT, JobType.TRAIN.value, model, request.encode(), job_id=job_id)
         if send:
             self.send(request.encode())
         return job_id
 
-    def predict_job(self, model: str, version: str | int | None, inputs: list[Any],
-                    postprocess: dict[str, Any] | None = None) -> str:
+    def predict_job(
+        self, model: str, version: str | int | None, inputs: list[Any], postprocess: dict[str, Any] | None = None
+    ) -> str:
         job_id = new_id("job")
-        request = PredictRequest(job_id=job_id, tenant=TENANT, model=model, version=version, inputs=inputs,
-                                 postprocess=postprocess or {})
+        request = PredictRequest(
+            job_id=job_id, tenant=TENANT, model=model, version=version, inputs=inputs, postprocess=postprocess or {}
+        )
         # As the API does: the record and the stream entry in one MULTI (no Celery task for predictions).
         with self.redis.pipeline(transaction=True) as pipe:
             self.jobs.create(TENANT, JobType.PREDICT.value, model, request.encode(), job_id=job_id, pipe=pipe)
@@ -97,14 +114,21 @@ def inference_worker(start_worker: StartWorker, harness: Harness, iris_dataset: 
     path = harness.datasets.path(TENANT, iris_dataset)
     for name, versions in (("iris-pre", 1), ("iris-alias", 2), ("iris-cached", 1), ("iris-rows", 1)):
         for _ in range(versions):
-            train_model(data_path=path, target="species", algorithm="logistic_regression", model_name=name,
-                        registry=harness.registry, dataset_id=iris_dataset)
+            train_model(
+                data_path=path,
+                target="species",
+                algorithm="logistic_regression",
+                model_name=name,
+                registry=harness.registry,
+                dataset_id=iris_dataset,
+            )
     harness.registry.set_alias(TENANT, "iris-pre", "production", 1)
     return start_worker([INFERENCE_QUEUE], preload="iris-pre:production")
 
 
 def test_a_train_job_succeeds_and_registers_version_1_with_its_metrics(
-        harness: Harness, train_worker: WorkerProcess, iris_dataset: str) -> None:
+    harness: Harness, train_worker: WorkerProcess, iris_dataset: str
+) -> None:
     job_id = harness.train_job("iris-lr", iris_dataset, "species", "logistic_regression")
     job = harness.wait(job_id)
     assert job["status"] == "succeeded", dump(job)
@@ -119,8 +143,7 @@ def test_a_train_job_succeeds_and_registers_version_1_with_its_metrics(
     assert not (harness.settings.checkpoints_dir / job_id).exists()
 
 
-def test_an_mlp_job_records_its_progress_up_to_its_last_epoch(
-        harness: Harness, train_worker: WorkerProcess) -> None:
+def test_an_mlp_job_records_its_progress_up_to_its_last_epoch(harness: Harness, train_worker: WorkerProcess) -> None:
     dataset = harness.save_dataset(breast_cancer_csv(), "breast-cancer")
     params = {"epochs": 4, "hidden_layers": [16], "batch_size": 32, "early_stopping_patience": 0}
     job = harness.wait(harness.train_job("bc-mlp", dataset, "diagnosis", "mlp", params))
@@ -133,7 +156,8 @@ def test_an_mlp_job_records_its_progress_up_to_its_last_epoch(
 
 
 def test_cancelling_a_running_training_stops_it_with_no_version_registered(
-        harness: Harness, train_worker: WorkerProcess) -> None:
+    harness: Harness, train_worker: WorkerProcess
+) -> None:
     dataset = harness.save_dataset(breast_cancer_csv(), "breast-cancer-long")
     # Enough epochs that the training is certainly still running when we cancel it.
     params = {"epochs": 1000, "hidden_layers": [32], "batch_size": 4, "early_stopping_patience": 0}
@@ -158,7 +182,8 @@ def test_cancelling_a_running_training_stops_it_with_no_version_registered(
 
 
 def test_a_job_cancelled_while_queued_never_starts(
-        harness: Harness, train_worker: WorkerProcess, iris_dataset: str) -> None:
+    harness: Harness, train_worker: WorkerProcess, iris_dataset: str
+) -> None:
     cancelled = harness.train_job("iris-never", iris_dataset, "species", "logistic_regression", send=False)
     assert harness.jobs.request_cancel(cancelled)["status"] == "cancelled"
     request = request_of(harness.jobs.get(cancelled))
@@ -174,7 +199,8 @@ def test_a_job_cancelled_while_queued_never_starts(
 
 
 def test_training_on_a_dataset_it_cannot_use_fails_with_a_readable_message(
-        harness: Harness, train_worker: WorkerProcess, iris_dataset: str) -> None:
+    harness: Harness, train_worker: WorkerProcess, iris_dataset: str
+) -> None:
     missing = harness.wait(harness.train_job("iris-bad", iris_dataset, "colour", "logistic_regression"))
     assert missing["status"] == "failed", dump(missing)
     assert error_of(missing)["type"] == "column_not_found"
@@ -191,7 +217,8 @@ def test_training_on_a_dataset_it_cannot_use_fails_with_a_readable_message(
 
 
 def test_the_worker_log_tells_each_job_s_real_outcome_never_succeeded_for_a_failed_or_cancelled_one(
-        harness: Harness, train_worker: WorkerProcess, iris_dataset: str) -> None:
+    harness: Harness, train_worker: WorkerProcess, iris_dataset: str
+) -> None:
     failed = harness.wait(harness.train_job("iris-log-failed", iris_dataset, "colour", "logistic_regression"))
     cancelled = harness.train_job("iris-log-cancelled", iris_dataset, "species", "logistic_regression", send=False)
     harness.jobs.request_cancel(cancelled)
@@ -213,15 +240,13 @@ def test_the_worker_log_tells_each_job_s_real_outcome_never_succeeded_for_a_fail
     assert any("ended succeeded" in x for x in about(ok["id"])), about(ok["id"])
 
 
-def test_the_preloaded_model_is_in_memory_before_the_worker_announces_itself(
-        inference_worker: WorkerProcess) -> None:
+def test_the_preloaded_model_is_in_memory_before_the_worker_announces_itself(inference_worker: WorkerProcess) -> None:
     assert inference_worker.first_record["models"] == ["default/iris-pre:1"]
     assert inference_worker.first_record["queues"] == [INFERENCE_QUEUE]
     assert inference_worker.first_record["device"] == "cpu"
 
 
-def test_a_predict_job_answers_with_labels_and_probabilities(
-        harness: Harness, inference_worker: WorkerProcess) -> None:
+def test_a_predict_job_answers_with_labels_and_probabilities(harness: Harness, inference_worker: WorkerProcess) -> None:
     job = harness.wait(harness.predict_job("iris-pre", None, IRIS_ROWS, {"output": "both"}))
     assert job["status"] == "succeeded", dump(job)
     result = job["result"]
@@ -247,7 +272,8 @@ def test_a_predict_job_is_answered_from_the_worker_cache(harness: Harness, infer
 
 
 def test_an_alias_moved_in_the_registry_is_served_without_a_restart(
-        harness: Harness, inference_worker: WorkerProcess) -> None:
+    harness: Harness, inference_worker: WorkerProcess
+) -> None:
     harness.registry.set_alias(TENANT, "iris-alias", "production", 1)
     before = harness.wait(harness.predict_job("iris-alias", "production", IRIS_ROWS))
     assert (before["status"], before["result"]["version"]) == ("succeeded", 1), dump(before)
@@ -261,7 +287,8 @@ def test_an_alias_moved_in_the_registry_is_served_without_a_restart(
 
 
 def test_predicting_with_an_unknown_model_fails_with_not_found(
-        harness: Harness, inference_worker: WorkerProcess) -> None:
+    harness: Harness, inference_worker: WorkerProcess
+) -> None:
     job = harness.wait(harness.predict_job("no-such-model", None, IRIS_ROWS))
     assert job["status"] == "failed", dump(job)
     assert error_of(job)["type"] == "not_found"
@@ -269,7 +296,8 @@ def test_predicting_with_an_unknown_model_fails_with_not_found(
 
 
 def test_a_predict_job_with_a_bad_row_fails_naming_the_row_and_the_column(
-        harness: Harness, inference_worker: WorkerProcess) -> None:
+    harness: Harness, inference_worker: WorkerProcess
+) -> None:
     rows = [IRIS_ROWS[0], {"sepal_length": 5.0, "sepal_width": 3.0, "petal_length": 1.0}]
     job = harness.wait(harness.predict_job("iris-rows", 1, rows))
     assert job["status"] == "failed", dump(job)
@@ -278,18 +306,25 @@ def test_a_predict_job_with_a_bad_row_fails_naming_the_row_and_the_column(
 
 
 def test_the_workers_report_which_queues_they_serve(
-        harness: Harness, train_worker: WorkerProcess, inference_worker: WorkerProcess) -> None:
+    harness: Harness, train_worker: WorkerProcess, inference_worker: WorkerProcess
+) -> None:
     counts = WorkerLiveness(harness.redis).counts()
     assert counts == {TRAIN_QUEUE: 1, INFERENCE_QUEUE: 1}
 
 
 def test_the_launcher_runs_a_worker_per_device_and_stops_it_on_sigterm(
-        harness: Harness, mlq_settings: Settings) -> None:
-    env = {**os.environ, "MLQ_REDIS_URL": mlq_settings.redis_url, "MLQ_HOME": str(mlq_settings.home),
-           "MLQ_HEARTBEAT_S": "0.5"}
+    harness: Harness, mlq_settings: Settings
+) -> None:
+    env = {
+        **os.environ,
+        "MLQ_REDIS_URL": mlq_settings.redis_url,
+        "MLQ_HOME": str(mlq_settings.home),
+        "MLQ_HEARTBEAT_S": "0.5",
+    }
     code = "import sys; from worker.launcher import run; sys.exit(run(['inference'], devices='cpu'))"
-    launcher = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT)
+    launcher = subprocess.Popen(
+        [sys.executable, "-c", code], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
     liveness = WorkerLiveness(harness.redis)
     try:
         deadline = time.monotonic() + JOB_TIMEOUT_S

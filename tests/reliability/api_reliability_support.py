@@ -13,8 +13,18 @@ sys.path.insert(0, str(ROOT / "tests" / "integration"))
 
 from api_support import ALICE, BOB, IRIS_CSV, TOKENS, make_settings, register_model, train_body, upload  # noqa: E402
 
-__all__ = ["ALICE", "BOB", "IRIS_CSV", "TOKENS", "make_settings", "register_model", "train_body", "upload",
-           "gunicorn", "token_env"]
+__all__ = [
+    "ALICE",
+    "BOB",
+    "IRIS_CSV",
+    "TOKENS",
+    "make_settings",
+    "register_model",
+    "train_body",
+    "upload",
+    "gunicorn",
+    "token_env",
+]
 
 
 def token_env(tokens: dict[str, str]) -> str:

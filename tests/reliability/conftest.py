@@ -28,8 +28,13 @@ def private_redis_aof(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Priv
 @pytest.fixture(scope="module")
 def chaos_settings(private_redis: PrivateRedis, tmp_path_factory: pytest.TempPathFactory) -> Settings:
     """Settings of this module's workers: the private Redis and a fresh MLQ_HOME."""
-    return Settings(redis_url=private_redis.url, home=tmp_path_factory.mktemp("mlq-home"), heartbeat_s=0.5,
-                    stale_job_s=2.0, shutdown_grace_s=2.0)
+    return Settings(
+        redis_url=private_redis.url,
+        home=tmp_path_factory.mktemp("mlq-home"),
+        heartbeat_s=0.5,
+        stale_job_s=2.0,
+        shutdown_grace_s=2.0,
+    )
 
 
 @pytest.fixture(scope="module")

@@ -50,11 +50,14 @@ def run_private_redis(tmp: Path, appendonly: bool) -> Iterator[PrivateRedis]:
         server.stop()
 
 
-
-
 # Worker settings for chaos tests: fast heartbeats, stale jobs found within ~2 s, short grace.
-FAST_ENV = {"MLQ_HEARTBEAT_S": "0.5", "MLQ_STALE_JOB_S": "2", "MLQ_SHUTDOWN_GRACE_S": "2", "MLQ_MAX_ATTEMPTS": "3",
-            "MLQ_TORCH_THREADS": "1"}
+FAST_ENV = {
+    "MLQ_HEARTBEAT_S": "0.5",
+    "MLQ_STALE_JOB_S": "2",
+    "MLQ_SHUTDOWN_GRACE_S": "2",
+    "MLQ_MAX_ATTEMPTS": "3",
+    "MLQ_TORCH_THREADS": "1",
+}
 
 
 class WorkerFleet:
@@ -72,12 +75,17 @@ class WorkerFleet:
         name = f"{'-'.join(queues)}-{uuid.uuid4().hex[:8]}"
         argv = list(worker_plan.argv)
         argv[argv.index("-n") + 1] = f"{name}@%h"
-        full_env = {**os.environ, **worker_plan.env, **FAST_ENV, "MLQ_REDIS_URL": self.settings.redis_url,
-                    "MLQ_HOME": str(self.settings.home), **(env or {})}
+        full_env = {
+            **os.environ,
+            **worker_plan.env,
+            **FAST_ENV,
+            "MLQ_REDIS_URL": self.settings.redis_url,
+            "MLQ_HOME": str(self.settings.home),
+            **(env or {}),
+        }
         log_path = self.logs / f"{name}.log"
         with log_path.open("wb") as log:
-            proc = subprocess.Popen(argv, cwd=ROOT, env=full_env, stdout=log, stderr=subprocess.STDOUT,
-                                    process_group=0)
+            proc = subprocess.Popen(argv, cwd=ROOT, env=full_env, stdout=log, stderr=subprocess.STDOUT, process_group=0)
         worker = WorkerProcess(proc, name, log_path)
         self.started.append(worker)
         if wait:
@@ -111,8 +119,6 @@ class WorkerFleet:
         self.client.close()
 
 
-
-
 JOB_TIMEOUT_S = 90.0
 
 
@@ -129,8 +135,9 @@ class ChaosHarness(JobHarness):
             self._datasets[kind] = self.save_dataset(csv, kind)
         return self._datasets[kind]
 
-    def train_job(self, model: str, params: dict[str, Any] | None = None, algorithm: str = "mlp",
-                  send: bool = True) -> str:
+    def train_job(
+        self, model: str, params: dict[str, Any] | None = None, algorithm: str = "mlp", send: bool = True
+    ) -> str:
         """A training job as the API records it (the request minus job_id and tenant), sent by name."""
         from store.contract import TrainRequest
         from store.ids import new_id
@@ -140,8 +147,16 @@ class ChaosHarness(JobHarness):
             dataset, target = self.dataset("breast_cancer"), "diagnosis"
         else:
             dataset, target = self.dataset("iris"), "species"
-        request = TrainRequest(job_id=job_id, tenant=TENANT, model=model, dataset_id=dataset, target=target,
-                               algorithm=algorithm, params=params or {}, device="cpu").encode()
+        request = TrainRequest(
+            job_id=job_id,
+            tenant=TENANT,
+            model=model,
+            dataset_id=dataset,
+            target=target,
+            algorithm=algorithm,
+            params=params or {},
+            device="cpu",
+        ).encode()
         record = {k: v for k, v in request.items() if k not in ("job_id", "tenant")}
         self.jobs.create(TENANT, "train", model, record, job_id=job_id)
         if send:
@@ -153,8 +168,9 @@ class ChaosHarness(JobHarness):
         assert job is not None
         return {**(job["request"] or {}), "job_id": job_id, "tenant": job["tenant"]}
 
-    def wait_for(self, job_id: str, predicate: Callable[[JobRecord], bool],
-                 timeout_s: float = JOB_TIMEOUT_S, what: str = "") -> JobRecord:
+    def wait_for(
+        self, job_id: str, predicate: Callable[[JobRecord], bool], timeout_s: float = JOB_TIMEOUT_S, what: str = ""
+    ) -> JobRecord:
         deadline = time.monotonic() + timeout_s
         while True:
             job = self.jobs.get(job_id)
@@ -179,8 +195,8 @@ def epoch_of(job: Mapping[str, Any]) -> int:
 def running_at_epoch(n: int, attempt: int | None = None) -> Callable[[JobRecord], bool]:
     def ok(job: JobRecord) -> bool:
         return job["status"] == "running" and epoch_of(job) >= n and (attempt is None or job["attempts"] == attempt)
-    return ok
 
+    return ok
 
 
 def wait_leases_expired(client: redis.Redis, *job_ids: str, timeout_s: float = 30.0) -> None:

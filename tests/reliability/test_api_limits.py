@@ -100,8 +100,9 @@ def test_a_refused_submission_leaves_its_idempotency_key_free(tmp_path: Path, re
     assert client.post("/v1/jobs/train", json=train_body(ds), headers=headers).status_code == 202
 
 
-def test_a_lost_job_record_never_blocks_a_tenant_for_good(tmp_path: Path, redis_url: str,
-                                                          redis_client: redis.Redis) -> None:
+def test_a_lost_job_record_never_blocks_a_tenant_for_good(
+    tmp_path: Path, redis_url: str, redis_client: redis.Redis
+) -> None:
     client = app_client(tmp_path, redis_url, max_active_jobs=1)
     ds = upload(client, headers=ALICE)["id"]
     job = client.post("/v1/jobs/train", json=train_body(ds), headers=ALICE).get_json()
@@ -132,8 +133,7 @@ def wait_for_fresh_window(margin_s: float = 3.0) -> None:
         time.sleep(left + 0.05)
 
 
-def test_submissions_past_the_per_minute_rate_limit_get_429_with_retry_after(tmp_path: Path,
-                                                                           redis_url: str) -> None:
+def test_submissions_past_the_per_minute_rate_limit_get_429_with_retry_after(tmp_path: Path, redis_url: str) -> None:
     client = app_client(tmp_path, redis_url, rate_limit_per_minute=3)
     ds = upload(client, headers=ALICE)["id"]
     bob_ds = upload(client, headers=BOB)["id"]

@@ -44,14 +44,20 @@ def timed(client: FlaskClient, method: str, path: str, body: dict[str, Any] | No
 
 
 def test_with_redis_down_every_route_that_needs_it_answers_503_fast_and_recovers_by_itself(
-        outage: dict[str, Any]) -> None:
+    outage: dict[str, Any],
+) -> None:
     client, server, ds = outage["client"], outage["redis"], outage["dataset"]
     job = client.post("/v1/jobs/train", json=train_body(ds)).get_json()
     for cycle in range(2):  # twice: the second outage must behave like the first (nothing stays broken)
         server.stop()
-        routes = [("POST", "/v1/jobs/train", train_body(ds)), ("POST", "/v1/models/iris/predict", PREDICT),
-                  ("GET", f"/v1/jobs/{job['id']}", None), ("GET", "/v1/jobs", None),
-                  ("POST", f"/v1/jobs/{job['id']}/cancel", None), ("GET", f"/v1/jobs/{job['id']}?wait=5", None)]
+        routes = [
+            ("POST", "/v1/jobs/train", train_body(ds)),
+            ("POST", "/v1/models/iris/predict", PREDICT),
+            ("GET", f"/v1/jobs/{job['id']}", None),
+            ("GET", "/v1/jobs", None),
+            ("POST", f"/v1/jobs/{job['id']}/cancel", None),
+            ("GET", f"/v1/jobs/{job['id']}?wait=5", None),
+        ]
         for method, path, body in routes:
             response, elapsed = timed(client, method, path, body)
             assert response.status_code == 503, (cycle, method, path, response.get_json())
@@ -80,15 +86,17 @@ def test_with_redis_down_every_route_that_needs_it_answers_503_fast_and_recovers
 
 
 def test_a_job_whose_message_cannot_be_published_is_marked_failed_and_frees_its_slot(
-        tmp_path: Path, redis_url: str, redis_client: redis.Redis) -> None:
+    tmp_path: Path, redis_url: str, redis_client: redis.Redis
+) -> None:
     settings = make_settings(tmp_path / "home", redis_url, max_active_jobs=1)
     app = create_app(settings)
     client = app.test_client()
     ds = upload(client)["id"]
     # The job store answers, the broker does not: the publish fails after the record was written.
     svc = app.extensions["mlq"]
-    app.extensions["mlq"] = dataclasses.replace(svc, celery=publisher(make_celery(Settings(
-        redis_url="redis://127.0.0.1:1/0"))))
+    app.extensions["mlq"] = dataclasses.replace(
+        svc, celery=publisher(make_celery(Settings(redis_url="redis://127.0.0.1:1/0")))
+    )
     response, elapsed = timed(client, "POST", "/v1/jobs/train", train_body(ds))
     assert response.status_code == 503 and response.headers["Retry-After"]
     assert elapsed < DEADLINE_S

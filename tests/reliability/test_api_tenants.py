@@ -43,8 +43,13 @@ def world(tmp_path: Path, redis_url: str) -> dict[str, Any]:
     queued = client.post("/v1/jobs/train", json=train_body(dataset["id"], model=MODEL), headers=ALICE).get_json()
     finished = client.post("/v1/jobs/train", json=train_body(dataset["id"], model=MODEL), headers=ALICE).get_json()
     assert client.post(f"/v1/jobs/{finished['id']}/cancel", headers=ALICE).status_code == 202
-    return {"settings": settings, "client": client, "dataset": dataset["id"], "queued": queued["id"],
-            "finished": finished["id"]}
+    return {
+        "settings": settings,
+        "client": client,
+        "dataset": dataset["id"],
+        "queued": queued["id"],
+        "finished": finished["id"],
+    }
 
 
 def resource_routes(w: dict[str, Any]) -> list[tuple[str, str, dict[str, Any] | None]]:
@@ -97,21 +102,28 @@ def test_lists_never_show_another_tenants_resources(world: dict[str, Any]) -> No
         assert len(client.get(path, headers=ALICE).get_json()["items"]) >= 1, path
 
 
-@pytest.mark.parametrize("headers", [
-    {},
-    {"Authorization": "Bearer"},
-    {"Authorization": "Basic dG9rLWFsaWNlOg=="},
-    {"Authorization": "tok-alice"},
-    {"Authorization": "Bearer tok-alicE"},
-    {"Authorization": "Bearer tok-alice-and-more"},
-    {"Authorization": "Bearer " + "x" * 8000},
-    {"Authorization": "Bearer tök-alice"},
-], ids=["none", "empty", "basic", "no-scheme", "wrong-case", "longer", "huge", "unicode"])
-def test_every_resource_route_answers_401_without_a_valid_token(world: dict[str, Any],
-                                                              headers: dict[str, str]) -> None:
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        {"Authorization": "Bearer"},
+        {"Authorization": "Basic dG9rLWFsaWNlOg=="},
+        {"Authorization": "tok-alice"},
+        {"Authorization": "Bearer tok-alicE"},
+        {"Authorization": "Bearer tok-alice-and-more"},
+        {"Authorization": "Bearer " + "x" * 8000},
+        {"Authorization": "Bearer tök-alice"},
+    ],
+    ids=["none", "empty", "basic", "no-scheme", "wrong-case", "longer", "huge", "unicode"],
+)
+def test_every_resource_route_answers_401_without_a_valid_token(world: dict[str, Any], headers: dict[str, str]) -> None:
     client = world["client"]
-    routes = resource_routes(world) + [("GET", "/v1/datasets", None), ("GET", "/v1/jobs", None),
-                                       ("GET", "/v1/models", None), ("POST", "/v1/datasets", None)]
+    routes = resource_routes(world) + [
+        ("GET", "/v1/datasets", None),
+        ("GET", "/v1/jobs", None),
+        ("GET", "/v1/models", None),
+        ("POST", "/v1/datasets", None),
+    ]
     for method, path, body in routes:
         response = call(client, method, path, body, headers)
         assert response.status_code == 401, (method, path, response.get_json())

@@ -16,10 +16,33 @@ from api import create_app
 
 # Each is tried as a path segment; the canary lies two and three levels above the places names are joined to.
 EVIL = [
-    "..", ".", "...", "../canary", "../../canary", "../../../canary", "..%2f..%2fcanary", "%2e%2e",
-    "%2e%2e%2f%2e%2e%2fcanary", "%252e%252e%252fcanary", "..%252f..%252fcanary", "..%5c..%5ccanary",
-    "..\\..\\canary", "%2fetc%2fpasswd", "%00", "iris%00", "iris%00.json", "\u2024\u2024", "\uff0e\uff0e",
-    "\u2024\u2024%2fcanary", "%c0%ae%c0%ae", "%e2%80%a4%e2%80%a4", "canary/", "iris/..", "a" * 300, " ..", ".. ",
+    "..",
+    ".",
+    "...",
+    "../canary",
+    "../../canary",
+    "../../../canary",
+    "..%2f..%2fcanary",
+    "%2e%2e",
+    "%2e%2e%2f%2e%2e%2fcanary",
+    "%252e%252e%252fcanary",
+    "..%252f..%252fcanary",
+    "..%5c..%5ccanary",
+    "..\\..\\canary",
+    "%2fetc%2fpasswd",
+    "%00",
+    "iris%00",
+    "iris%00.json",
+    "\u2024\u2024",
+    "\uff0e\uff0e",
+    "\u2024\u2024%2fcanary",
+    "%c0%ae%c0%ae",
+    "%e2%80%a4%e2%80%a4",
+    "canary/",
+    "iris/..",
+    "a" * 300,
+    " ..",
+    ".. ",
 ]
 
 
@@ -73,8 +96,7 @@ def attempts(segment: str, dataset: str) -> list[tuple[str, str, dict[str, Any] 
 
 
 @pytest.mark.parametrize("segment", EVIL)
-def test_a_traversal_attempt_is_refused_and_touches_nothing_outside_home(setup: dict[str, Any],
-                                                                        segment: str) -> None:
+def test_a_traversal_attempt_is_refused_and_touches_nothing_outside_home(setup: dict[str, Any], segment: str) -> None:
     client: FlaskClient = setup["client"]
     before = snapshot(setup["root"], setup["home"])
     for method, path, body in attempts(segment, setup["dataset"]):
@@ -95,8 +117,11 @@ def test_an_upload_name_with_a_path_is_only_a_label(setup: dict[str, Any]) -> No
     for name in ("../../canary", "/etc/passwd", "..\\..\\canary", "\u2024\u2024/canary"):
         meta = upload(client, name=name.replace("/", "%2F").replace("\\", "%5C"))
         assert meta["name"] == name
-    files = client.post("/v1/datasets", data={"file": (__import__("io").BytesIO(b"a,b\n1,2\n"), "../../canary")},
-                        content_type="multipart/form-data")
+    files = client.post(
+        "/v1/datasets",
+        data={"file": (__import__("io").BytesIO(b"a,b\n1,2\n"), "../../canary")},
+        content_type="multipart/form-data",
+    )
     assert files.status_code == 201 and files.get_json()["name"] == "../../canary"
     assert snapshot(setup["root"], setup["home"]) == before
     stored = [p.name for p in (setup["home"] / "datasets" / "default").iterdir()]

@@ -75,12 +75,13 @@ def test_columns_over_the_setting_are_a_413_naming_it(client: FlaskClient, home:
 
 def chunks(data: bytes, size: int = 64 * 1024) -> Iterator[bytes]:
     for i in range(0, len(data), size):
-        yield data[i:i + size]
+        yield data[i : i + size]
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
     import os
+
     tmp = tmp_path_factory.mktemp("uploads")
     url = os.environ.get("MLQ_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
     env = {"MLQ_REDIS_URL": url, "MLQ_HOME": str(tmp / "home"), "MLQ_MAX_UPLOAD_MB": "1"}
@@ -92,8 +93,9 @@ def test_a_chunked_raw_body_over_the_limit_is_refused_never_truncated(server: tu
     base, home = server
     before = leftovers(home)
     for size in (MB + 10, 2 * MB + 10, 4 * MB):  # just over; just over the hard cap (limit + 1 MiB); far over
-        response = httpx.post(base + "/v1/datasets", content=chunks(csv_of(size)),
-                              headers={"Content-Type": "text/csv"}, timeout=30)
+        response = httpx.post(
+            base + "/v1/datasets", content=chunks(csv_of(size)), headers={"Content-Type": "text/csv"}, timeout=30
+        )
         assert "chunked" in response.request.headers.get("Transfer-Encoding", "")
         assert response.status_code in (411, 413), (size, response.status_code, response.text[:300])
         assert response.headers["Content-Type"] == "application/problem+json"
@@ -103,8 +105,7 @@ def test_a_chunked_raw_body_over_the_limit_is_refused_never_truncated(server: tu
 def test_a_chunked_raw_body_under_the_limit_is_stored_whole(server: tuple[str, Path]) -> None:
     base, _ = server
     data = csv_of(MB - 1000)
-    response = httpx.post(base + "/v1/datasets", content=chunks(data), headers={"Content-Type": "text/csv"},
-                          timeout=30)
+    response = httpx.post(base + "/v1/datasets", content=chunks(data), headers={"Content-Type": "text/csv"}, timeout=30)
     assert response.status_code == 201, response.text[:300]
     assert response.json()["size_bytes"] == len(data)
     assert response.json()["rows"] == data.count(b"\n") - 1

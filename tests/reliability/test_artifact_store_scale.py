@@ -63,8 +63,13 @@ class Cluster:
 
 
 @pytest.fixture(scope="module")
-def cluster(chaos_settings: Settings, s3_server: RcloneS3, fleet: WorkerFleet,
-            tmp_path_factory: pytest.TempPathFactory, monkeypatch_module: pytest.MonkeyPatch) -> Cluster:
+def cluster(
+    chaos_settings: Settings,
+    s3_server: RcloneS3,
+    fleet: WorkerFleet,
+    tmp_path_factory: pytest.TempPathFactory,
+    monkeypatch_module: pytest.MonkeyPatch,
+) -> Cluster:
     for name, value in s3_server.env.items():  # for the test's own S3Store (boto3's default chain)
         monkeypatch_module.setenv(name, value)
     return Cluster(chaos_settings, s3_server, tmp_path_factory.mktemp("hosts"), fleet)
@@ -78,8 +83,10 @@ def monkeypatch_module() -> Iterator[pytest.MonkeyPatch]:
 
 @pytest.fixture(scope="module")
 def api(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
-    with gunicorn(cluster.home("api"), tmp_path_factory.mktemp("api") / "gunicorn.log") as base, \
-            httpx.Client(base_url=base, timeout=40) as client:
+    with (
+        gunicorn(cluster.home("api"), tmp_path_factory.mktemp("api") / "gunicorn.log") as base,
+        httpx.Client(base_url=base, timeout=40) as client,
+    ):
         yield client
 
 
@@ -90,9 +97,11 @@ def job(api: httpx.Client, job_id: str) -> JobRecord:
 
 
 def finished(api: httpx.Client, job_id: str, timeout_s: float = TIMEOUT_S) -> dict[str, Any]:
-    found = wait_until(f"job {job_id} to finish",
-                       lambda: (j := job(api, job_id))["status"] in ("succeeded", "failed", "cancelled") and j,
-                       timeout_s)
+    found = wait_until(
+        f"job {job_id} to finish",
+        lambda: (j := job(api, job_id))["status"] in ("succeeded", "failed", "cancelled") and j,
+        timeout_s,
+    )
     return dict(found)
 
 
@@ -103,13 +112,14 @@ def train(api: httpx.Client, dataset: str, model: str, algorithm: str, params: d
     return str(response.json()["id"])
 
 
-def test_no_shared_disk_upload_train_resume_promote_predict_batch_download(cluster: Cluster,
-                                                                           api: httpx.Client) -> None:
+def test_no_shared_disk_upload_train_resume_promote_predict_batch_download(cluster: Cluster, api: httpx.Client) -> None:
     upload = api.post("/v1/datasets?name=bc", content=breast_cancer_csv(), headers={"Content-Type": "text/csv"})
     assert upload.status_code == 201, upload.text
     dataset = upload.json()["id"]
-    assert cluster.store.keys(f"datasets/default/{dataset}/") == [f"datasets/default/{dataset}/data.csv",
-                                                                  f"datasets/default/{dataset}/meta.json"]
+    assert cluster.store.keys(f"datasets/default/{dataset}/") == [
+        f"datasets/default/{dataset}/data.csv",
+        f"datasets/default/{dataset}/meta.json",
+    ]
 
     # One train worker; SIGKILL it mid-run once its checkpoint is in the store.
     first = cluster.worker("train-a", [TRAIN_QUEUE])

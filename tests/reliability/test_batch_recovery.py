@@ -43,18 +43,30 @@ def dataset(harness: ChaosHarness) -> str:
     """A logistic regression `kill-lr` and a dataset of ROWS rows to score with it."""
     staging = harness.settings.home / "train-kill.csv"
     frame(400, 1).to_csv(staging, index=False)
-    train_model(data_path=staging, target="y", algorithm="logistic_regression", model_name="kill-lr",
-                registry=harness.registry, features=["a", "b", "c"])
+    train_model(
+        data_path=staging,
+        target="y",
+        algorithm="logistic_regression",
+        model_name="kill-lr",
+        registry=harness.registry,
+        features=["a", "b", "c"],
+    )
     return harness.save_dataset(frame(ROWS, 2).drop(columns="y").to_csv(index=False).encode(), "kill")
 
 
 def batch_job(harness: ChaosHarness, dataset: str) -> str:
     """A batch prediction recorded as the API records it and sent by name."""
     job_id = new_id("job")
-    request = BatchPredictRequest(job_id=job_id, tenant=TENANT, model="kill-lr", version=1, dataset_id=dataset,
-                                  columns=["id"]).encode()
-    harness.jobs.create(TENANT, "batch_predict", "kill-lr", {k: v for k, v in request.items()
-                                                            if k not in ("job_id", "tenant")}, job_id=job_id)
+    request = BatchPredictRequest(
+        job_id=job_id, tenant=TENANT, model="kill-lr", version=1, dataset_id=dataset, columns=["id"]
+    ).encode()
+    harness.jobs.create(
+        TENANT,
+        "batch_predict",
+        "kill-lr",
+        {k: v for k, v in request.items() if k not in ("job_id", "tenant")},
+        job_id=job_id,
+    )
     harness.celery.send_task(BATCH_PREDICT_TASK, args=[request], task_id=job_id, queue=BATCH_QUEUE)
     return job_id
 
@@ -68,7 +80,8 @@ def every_row_once(harness: ChaosHarness, job: JobRecord) -> None:
 
 
 def test_a_sigkilled_batch_worker_s_job_resumes_and_the_output_has_every_row_once(
-        harness: ChaosHarness, fleet: WorkerFleet, dataset: str) -> None:
+    harness: ChaosHarness, fleet: WorkerFleet, dataset: str
+) -> None:
     first = fleet.start([BATCH_QUEUE], env=SMALL_CHUNKS)
     job_id = batch_job(harness, dataset)
     harness.wait_for(job_id, lambda j: j["status"] == "running" and rows_done(j) >= 2000, what="a few chunks")
@@ -96,7 +109,8 @@ def test_a_sigkilled_batch_worker_s_job_resumes_and_the_output_has_every_row_onc
 
 
 def test_sigterm_requeues_a_running_batch_job_with_its_checkpoint_and_the_next_worker_finishes_it(
-        harness: ChaosHarness, fleet: WorkerFleet, dataset: str) -> None:
+    harness: ChaosHarness, fleet: WorkerFleet, dataset: str
+) -> None:
     worker = fleet.start([BATCH_QUEUE], env={**SMALL_CHUNKS, "MLQ_SHUTDOWN_GRACE_S": "0"})
     job_id = batch_job(harness, dataset)
     harness.wait_for(job_id, lambda j: j["status"] == "running" and rows_done(j) >= 1000, what="a few chunks")
@@ -110,8 +124,9 @@ def test_sigterm_requeues_a_running_batch_job_with_its_checkpoint_and_the_next_w
     stopped_at = rows_done(job)
 
     nxt = fleet.start([BATCH_QUEUE], env=SMALL_CHUNKS)
-    resumed = harness.wait_for(job_id, lambda j: j["attempts"] == 2 and j["status"] in ("running", "succeeded"),
-                               what="the second attempt")
+    resumed = harness.wait_for(
+        job_id, lambda j: j["attempts"] == 2 and j["status"] in ("running", "succeeded"), what="the second attempt"
+    )
     assert rows_done(resumed) >= stopped_at, dump(resumed)
     job = harness.wait(job_id)
     assert (job["status"], job["attempts"]) == ("succeeded", 2), dump(job) + nxt.log_tail()

@@ -17,8 +17,7 @@ pytestmark = pytest.mark.integration
 MLP = {"hidden_layers": [16], "batch_size": 4, "early_stopping_patience": 0}
 
 
-def test_a_job_cancelled_while_no_worker_is_online_never_starts(
-        harness: ChaosHarness, fleet: WorkerFleet) -> None:
+def test_a_job_cancelled_while_no_worker_is_online_never_starts(harness: ChaosHarness, fleet: WorkerFleet) -> None:
     assert not [w for w in fleet.started if w.proc.poll() is None]
     job_id = harness.train_job("bc-never", {**MLP, "epochs": 5})  # record + message, nobody consumes yet
     assert harness.jobs.request_cancel(job_id)["status"] == "cancelled"
@@ -33,7 +32,8 @@ def test_a_job_cancelled_while_no_worker_is_online_never_starts(
 
 
 def test_cancelling_a_running_training_stops_it_within_a_batch_with_no_version(
-        harness: ChaosHarness, fleet: WorkerFleet) -> None:
+    harness: ChaosHarness, fleet: WorkerFleet
+) -> None:
     job_id = harness.train_job("bc-cancel-running", {**MLP, "epochs": 500})
     harness.wait_for(job_id, running_at_epoch(2), what="the training running")
     asked = time.monotonic()
@@ -49,8 +49,7 @@ def test_cancelling_a_running_training_stops_it_within_a_batch_with_no_version(
     assert harness.jobs.get(job_id)["status"] == "cancelled"  # type: ignore[index]
 
 
-def test_cancelling_a_finished_job_is_a_conflict_and_changes_nothing(
-        harness: ChaosHarness, fleet: WorkerFleet) -> None:
+def test_cancelling_a_finished_job_is_a_conflict_and_changes_nothing(harness: ChaosHarness, fleet: WorkerFleet) -> None:
     job = harness.wait(harness.train_job("bc-done", {**MLP, "epochs": 2}))
     assert job["status"] == "succeeded", dump(job)
     with pytest.raises(JobConflict):
@@ -60,7 +59,8 @@ def test_cancelling_a_finished_job_is_a_conflict_and_changes_nothing(
 
 
 def test_a_cancel_racing_the_end_of_training_gives_exactly_one_final_state(
-        harness: ChaosHarness, fleet: WorkerFleet) -> None:
+    harness: ChaosHarness, fleet: WorkerFleet
+) -> None:
     outcomes = []
     for i, delay in enumerate((0.0, 0.15, 0.3, 0.45, 0.6, 0.9)):
         model = f"bc-race-{i}"

@@ -36,17 +36,28 @@ def small_csv() -> bytes:
 
 @pytest.mark.slow
 def test_a_thousand_concurrent_submissions_end_in_202_or_429_and_every_accepted_job_ends(
-        private_redis: Any, chaos_settings: Settings, fleet: Any, tmp_path: Path) -> None:
+    private_redis: Any, chaos_settings: Settings, fleet: Any, tmp_path: Path
+) -> None:
     worker = fleet.start(["train"], wait=False)  # it boots (imports torch) while gunicorn starts
-    env = {"MLQ_REDIS_URL": private_redis.url, "MLQ_HOME": str(chaos_settings.home),
-           "MLQ_MAX_ACTIVE_JOBS": str(MAX_ACTIVE)}
-    with gunicorn(env, tmp_path / "gunicorn.log") as base, \
-            httpx.Client(base_url=base, timeout=30, limits=httpx.Limits(max_connections=THREADS)) as http:
+    env = {
+        "MLQ_REDIS_URL": private_redis.url,
+        "MLQ_HOME": str(chaos_settings.home),
+        "MLQ_MAX_ACTIVE_JOBS": str(MAX_ACTIVE),
+    }
+    with (
+        gunicorn(env, tmp_path / "gunicorn.log") as base,
+        httpx.Client(base_url=base, timeout=30, limits=httpx.Limits(max_connections=THREADS)) as http,
+    ):
         fleet.wait_ready(worker)
         upload = http.post("/v1/datasets", content=small_csv(), headers={"Content-Type": "text/csv"})
         assert upload.status_code == 201, upload.text
-        body = {"model": "load", "dataset": upload.json()["id"], "target": "label",
-                "algorithm": "logistic_regression", "params": {"max_iter": 50}}
+        body = {
+            "model": "load",
+            "dataset": upload.json()["id"],
+            "target": "label",
+            "algorithm": "logistic_regression",
+            "params": {"max_iter": 50},
+        }
 
         def submit(_: int) -> tuple[int, str | None, str | None]:
             try:

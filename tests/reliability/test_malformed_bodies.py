@@ -19,6 +19,7 @@ DEEP = 100_000
 
 def train_json(ds: str, **fields: Any) -> str:
     import json
+
     body = {"model": "m", "dataset": ds, "target": "species", "algorithm": "logistic_regression", **fields}
     return json.dumps(body)
 
@@ -44,8 +45,10 @@ JSON_CORPUS: list[tuple[str, Any]] = [
     ("negative-seed", lambda ds: train_json(ds, split={"seed": -1}).encode()),
     ("deep-array", b"[" * DEEP + b"]" * DEEP),
     ("deep-object", b'{"a":' * DEEP + b"1" + b"}" * DEEP),
-    ("deep-below-recursion-limit", lambda ds: train_json(ds)[:-1].encode() + b', "params": {"C": ' + b"[" * 900
-     + b"]" * 900 + b"}}"),
+    (
+        "deep-below-recursion-limit",
+        lambda ds: train_json(ds)[:-1].encode() + b', "params": {"C": ' + b"[" * 900 + b"]" * 900 + b"}}",
+    ),
     ("deep-params", lambda ds: train_json(ds)[:-1].encode() + b', "params": ' + b"[" * DEEP + b"]" * DEEP + b"}"),
     ("nul-byte", b'{"model": "m\x00"}'),
     ("nul-escape-in-name", lambda ds: train_json(ds, model="m\u0000x").encode()),
@@ -125,8 +128,9 @@ def assert_problem(response: Any, what: str) -> None:
 
 
 @pytest.mark.parametrize(("name", "body"), JSON_CORPUS, ids=[c[0] for c in JSON_CORPUS])
-def test_a_malformed_training_body_is_a_4xx_problem(app_client: tuple[FlaskClient, str, Path],
-                                                    redis_client: redis.Redis, name: str, body: Any) -> None:
+def test_a_malformed_training_body_is_a_4xx_problem(
+    app_client: tuple[FlaskClient, str, Path], redis_client: redis.Redis, name: str, body: Any
+) -> None:
     client, ds, _ = app_client
     raw = body(ds) if callable(body) else body
     response = client.post("/v1/jobs/train", data=raw, content_type="application/json")
@@ -135,8 +139,9 @@ def test_a_malformed_training_body_is_a_4xx_problem(app_client: tuple[FlaskClien
 
 
 @pytest.mark.parametrize(("name", "body"), PREDICT_CORPUS, ids=[c[0] for c in PREDICT_CORPUS])
-def test_a_malformed_predict_body_is_a_4xx_problem(app_client: tuple[FlaskClient, str, Path], name: str,
-                                                   body: bytes) -> None:
+def test_a_malformed_predict_body_is_a_4xx_problem(
+    app_client: tuple[FlaskClient, str, Path], name: str, body: bytes
+) -> None:
     client, _, _ = app_client
     response = client.post("/v1/models/iris/predict", data=body, content_type="application/json")
     assert_problem(response, name)
@@ -149,20 +154,25 @@ def test_a_malformed_alias_body_is_a_4xx_problem(app_client: tuple[FlaskClient, 
 
 
 @pytest.mark.parametrize(("name", "body"), CSV_CORPUS, ids=[c[0] for c in CSV_CORPUS])
-def test_a_malformed_csv_is_a_4xx_problem_and_stores_nothing(app_client: tuple[FlaskClient, str, Path],
-                                                             name: str, body: bytes) -> None:
+def test_a_malformed_csv_is_a_4xx_problem_and_stores_nothing(
+    app_client: tuple[FlaskClient, str, Path], name: str, body: bytes
+) -> None:
     client, _, home = app_client
     before = sorted(p.name for p in (home / "datasets" / "default").iterdir())
-    for response in (client.post("/v1/datasets", data=body, content_type="text/csv"),
-                     client.post("/v1/datasets", data={"file": (__import__("io").BytesIO(body), "x.csv")},
-                                 content_type="multipart/form-data")):
+    for response in (
+        client.post("/v1/datasets", data=body, content_type="text/csv"),
+        client.post(
+            "/v1/datasets", data={"file": (__import__("io").BytesIO(body), "x.csv")}, content_type="multipart/form-data"
+        ),
+    ):
         assert_problem(response, name)
     assert sorted(p.name for p in (home / "datasets" / "default").iterdir()) == before
 
 
 @pytest.mark.parametrize(("name", "body", "rows"), CSV_ACCEPTED, ids=[c[0] for c in CSV_ACCEPTED])
-def test_an_odd_but_valid_csv_is_stored_verbatim(app_client: tuple[FlaskClient, str, Path], name: str,
-                                                 body: bytes, rows: int) -> None:
+def test_an_odd_but_valid_csv_is_stored_verbatim(
+    app_client: tuple[FlaskClient, str, Path], name: str, body: bytes, rows: int
+) -> None:
     client, _, home = app_client
     response = client.post("/v1/datasets", data=body, content_type="text/csv")
     assert response.status_code == 201, (name, response.get_json())
@@ -172,10 +182,12 @@ def test_an_odd_but_valid_csv_is_stored_verbatim(app_client: tuple[FlaskClient, 
     assert stored.read_bytes() == body  # stored as sent: formula cells are data, never rewritten
 
 
-@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", "application/xml",
-                                          "", "multipart/form-data"])
-def test_a_json_route_with_another_content_type_is_a_415(app_client: tuple[FlaskClient, str, Path],
-                                                         content_type: str) -> None:
+@pytest.mark.parametrize(
+    "content_type", ["text/plain", "application/x-www-form-urlencoded", "application/xml", "", "multipart/form-data"]
+)
+def test_a_json_route_with_another_content_type_is_a_415(
+    app_client: tuple[FlaskClient, str, Path], content_type: str
+) -> None:
     client, ds, _ = app_client
     response = client.post("/v1/jobs/train", data=train_json(ds), content_type=content_type)
     assert response.status_code == 415

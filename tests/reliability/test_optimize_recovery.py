@@ -31,7 +31,8 @@ def leases(private_redis: PrivateRedis) -> Iterator[Leases]:
 
 
 def test_the_sweeper_requeues_an_optimize_job_whose_worker_died_and_resends_it_by_its_own_task_name(
-        leases: Leases, private_redis: PrivateRedis, tmp_path: Path) -> None:
+    leases: Leases, private_redis: PrivateRedis, tmp_path: Path
+) -> None:
     job_id = str(leases.jobs.create("default", "optimize", "m", REQUEST)["id"])
     assert leases.begin(job_id, "w1")[0] == 1
     wait_leases_expired(leases.redis, job_id)  # w1 died: its lease ran out

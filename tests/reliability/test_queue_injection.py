@@ -35,31 +35,56 @@ class _Gadget:
 def envelope(body: bytes, content_type: str, task: str = TRAIN_TASK) -> str:
     """A kombu Redis-transport message for `task` on the train queue, as `send_task` would build it."""
     task_id = str(uuid.uuid4())
-    return json.dumps({
-        "body": base64.b64encode(body).decode(),
-        "content-encoding": "binary" if "python" in content_type else "utf-8",
-        "content-type": content_type,
-        "headers": {"lang": "py", "task": task, "id": task_id, "root_id": task_id, "parent_id": None,
-                    "argsrepr": "", "kwargsrepr": "", "origin": "attacker", "retries": 0, "eta": None,
-                    "expires": None, "group": None, "timelimit": [None, None], "shadow": None, "ignore_result": True},
-        "properties": {"correlation_id": task_id, "reply_to": "", "delivery_mode": 2,
-                       "delivery_info": {"exchange": "", "routing_key": TRAIN_QUEUE}, "priority": 0,
-                       "body_encoding": "base64", "delivery_tag": str(uuid.uuid4())},
-    })
+    return json.dumps(
+        {
+            "body": base64.b64encode(body).decode(),
+            "content-encoding": "binary" if "python" in content_type else "utf-8",
+            "content-type": content_type,
+            "headers": {
+                "lang": "py",
+                "task": task,
+                "id": task_id,
+                "root_id": task_id,
+                "parent_id": None,
+                "argsrepr": "",
+                "kwargsrepr": "",
+                "origin": "attacker",
+                "retries": 0,
+                "eta": None,
+                "expires": None,
+                "group": None,
+                "timelimit": [None, None],
+                "shadow": None,
+                "ignore_result": True,
+            },
+            "properties": {
+                "correlation_id": task_id,
+                "reply_to": "",
+                "delivery_mode": 2,
+                "delivery_info": {"exchange": "", "routing_key": TRAIN_QUEUE},
+                "priority": 0,
+                "body_encoding": "base64",
+                "delivery_tag": str(uuid.uuid4()),
+            },
+        }
+    )
 
 
 def test_pickle_and_yaml_messages_are_refused_unread_and_the_queue_keeps_draining(
-        harness: ChaosHarness, fleet: WorkerFleet, tmp_path: Path) -> None:
+    harness: ChaosHarness, fleet: WorkerFleet, tmp_path: Path
+) -> None:
     worker = fleet.start([TRAIN_QUEUE])
     pid = worker.first_record["pid"]
     pickle_canary, yaml_canary = tmp_path / "pickled", tmp_path / "yamled"
     pickled = pickle.dumps(((_Gadget(pickle_canary),), {}, {}), protocol=2)
     yamled = (f"- - !!python/object/apply:builtins.open ['{yaml_canary}', 'w']\n- {{}}\n- {{}}\n").encode()
-    for raw in (envelope(pickled, "application/x-python-serialize"),
-                envelope(yamled, "application/x-yaml"),
-                envelope(b"{not json", "application/json"),
-                envelope(b'[[{"job_id": 1}], {}, {}]', "application/json"),
-                envelope(b"[[], {}, {}]", "application/json", task="os.system")):
+    for raw in (
+        envelope(pickled, "application/x-python-serialize"),
+        envelope(yamled, "application/x-yaml"),
+        envelope(b"{not json", "application/json"),
+        envelope(b'[[{"job_id": 1}], {}, {}]', "application/json"),
+        envelope(b"[[], {}, {}]", "application/json", task="os.system"),
+    ):
         harness.redis.lpush(TRAIN_QUEUE, raw)
 
     good = harness.wait(harness.train_job("iris-after-poison", algorithm="logistic_regression"))
@@ -77,7 +102,8 @@ def test_pickle_and_yaml_messages_are_refused_unread_and_the_queue_keeps_drainin
 
 
 def test_a_message_that_is_not_a_kombu_envelope_is_dropped_and_the_worker_keeps_consuming(
-        harness: ChaosHarness, fleet: WorkerFleet) -> None:
+    harness: ChaosHarness, fleet: WorkerFleet
+) -> None:
     worker = fleet.start([TRAIN_QUEUE])
     pid = worker.first_record["pid"]
     # What `redis-cli LPUSH train "not json"` leaves, and envelopes of the wrong shape or encoding.

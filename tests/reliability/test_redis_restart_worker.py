@@ -22,12 +22,18 @@ MLP = {"hidden_layers": [16], "batch_size": 4, "early_stopping_patience": 0}
 
 @pytest.fixture(scope="module")
 def chaos_settings(private_redis_aof: PrivateRedis, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
-    yield Settings(redis_url=private_redis_aof.url, home=tmp_path_factory.mktemp("mlq-home"), heartbeat_s=0.5,
-                   stale_job_s=2.0, shutdown_grace_s=2.0)
+    yield Settings(
+        redis_url=private_redis_aof.url,
+        home=tmp_path_factory.mktemp("mlq-home"),
+        heartbeat_s=0.5,
+        stale_job_s=2.0,
+        shutdown_grace_s=2.0,
+    )
 
 
 def test_a_redis_restart_mid_training_heals_without_restarting_the_worker(
-        harness: ChaosHarness, fleet: WorkerFleet, private_redis_aof: PrivateRedis) -> None:
+    harness: ChaosHarness, fleet: WorkerFleet, private_redis_aof: PrivateRedis
+) -> None:
     worker = fleet.start([TRAIN_QUEUE])
     job_id = harness.train_job("bc-redis-restart", {**MLP, "epochs": 150})
     harness.wait_for(job_id, running_at_epoch(5), what="the training running")

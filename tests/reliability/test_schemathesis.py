@@ -25,16 +25,20 @@ from api import create_app
 
 TEST_REDIS_URL = os.environ.get("MLQ_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 HOME = Path(tempfile.mkdtemp(prefix="mlq-schemathesis-")) / "home"
-CONFIG = make_settings(HOME, TEST_REDIS_URL, auth_tokens=TOKENS, max_upload_mb=1, max_batch_rows=5,
-                       max_active_jobs=1000)
+CONFIG = make_settings(
+    HOME, TEST_REDIS_URL, auth_tokens=TOKENS, max_upload_mb=1, max_batch_rows=5, max_active_jobs=1000
+)
 APP = create_app(CONFIG)  # builds no connection: Redis is first used by a request
 SCHEMA = schemathesis.openapi.from_wsgi("/openapi.json", APP)
 # The tenant's event stream never ends by itself, so a generated request to it would hang: it is tested with a real
 # server and a client that hangs up (tests/reliability/test_serving.py). A job's stream ends (404 for the random
 # ids generated here), so it stays.
 STREAMS = {"GET /v1/events"}
-OPERATIONS = [op for op in (result.ok() for result in SCHEMA.get_all_operations())  # type: ignore[union-attr]
-              if op.label not in STREAMS]
+OPERATIONS = [
+    op
+    for op in (result.ok() for result in SCHEMA.get_all_operations())  # type: ignore[union-attr]
+    if op.label not in STREAMS
+]
 # What the OpenAPI document cannot say, so these checks are off where the API is right to differ:
 # /readyz answers a documented 503 while no worker runs; an upload's CSV and a training's column names are
 # checked against content the schema cannot describe (422 for a schema-valid but unparseable CSV); a list
@@ -94,8 +98,7 @@ def test_every_operation_answers_as_its_openapi_document_says(operation: Any, mo
         pytest.skip(f"no {mode.value} data for {operation.label}: {exc}")
 
     @given(case=strategy)
-    @settings(max_examples=20, derandomize=True, deadline=None, database=None,
-              suppress_health_check=list(HealthCheck))
+    @settings(max_examples=20, derandomize=True, deadline=None, database=None, suppress_health_check=list(HealthCheck))
     def run(case: Any) -> None:
         case.call_and_validate(excluded_checks=EXCLUDED.get(operation.label))
 

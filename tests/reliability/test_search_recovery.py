@@ -20,12 +20,22 @@ LONG = {"epochs": 60, "hidden_layers": [16], "batch_size": 4, "early_stopping_pa
 
 @pytest.mark.slow
 def test_a_trial_whose_worker_was_killed_resumes_and_the_search_registers_once(
-        harness: ChaosHarness, fleet: WorkerFleet) -> None:
+    harness: ChaosHarness, fleet: WorkerFleet
+) -> None:
     api = create_app(harness.settings).test_client()
     first = fleet.start([TRAIN_QUEUE])
-    response = api.post("/v1/jobs/search", json={
-        "model": "bc-search-killed", "dataset": harness.dataset("breast_cancer"), "target": "diagnosis",
-        "algorithm": "mlp", "params": LONG, "search": {"lr": [0.01, 0.001]}, "device": "cpu"})
+    response = api.post(
+        "/v1/jobs/search",
+        json={
+            "model": "bc-search-killed",
+            "dataset": harness.dataset("breast_cancer"),
+            "target": "diagnosis",
+            "algorithm": "mlp",
+            "params": LONG,
+            "search": {"lr": [0.01, 0.001]},
+            "device": "cpu",
+        },
+    )
     assert response.status_code == 202, response.get_json()
     search_id = response.get_json()["id"]
     trial_ids = [t["id"] for t in harness.jobs.get(search_id)["request"]["trials"]]  # type: ignore[index]

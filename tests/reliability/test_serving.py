@@ -36,12 +36,18 @@ WAITERS = 256
 
 
 @pytest.fixture(scope="module")
-def api(private_redis: Any, chaos_settings: Settings, fleet: Any,
-        tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def api(
+    private_redis: Any, chaos_settings: Settings, fleet: Any, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
     worker = fleet.start(["train"], wait=False)  # it boots (imports torch) while gunicorn starts
-    env = {"MLQ_REDIS_URL": private_redis.url, "MLQ_HOME": str(chaos_settings.home),
-           "MLQ_AUTH_TOKENS": token_env(TOKENS), "MLQ_MAX_WAITS_PER_TENANT": str(PER_TENANT_CAP),
-           "MLQ_MAX_JSON_MB": "2", "MLQ_MAX_ACTIVE_JOBS": "50"}
+    env = {
+        "MLQ_REDIS_URL": private_redis.url,
+        "MLQ_HOME": str(chaos_settings.home),
+        "MLQ_AUTH_TOKENS": token_env(TOKENS),
+        "MLQ_MAX_WAITS_PER_TENANT": str(PER_TENANT_CAP),
+        "MLQ_MAX_JSON_MB": "2",
+        "MLQ_MAX_ACTIVE_JOBS": "50",
+    }
     with gunicorn(env, tmp_path_factory.mktemp("api") / "gunicorn.log", workers=2) as base:
         fleet.wait_ready(worker)
         yield base
@@ -49,16 +55,21 @@ def api(private_redis: Any, chaos_settings: Settings, fleet: Any,
 
 @pytest.fixture(scope="module")
 def dataset(api: str) -> str:
-    response = httpx.post(api + "/v1/datasets", content=breast_cancer_csv(),
-                          headers={**ALICE, "Content-Type": "text/csv"})
+    response = httpx.post(
+        api + "/v1/datasets", content=breast_cancer_csv(), headers={**ALICE, "Content-Type": "text/csv"}
+    )
     assert response.status_code == 201, response.text
     return str(response.json()["id"])
 
 
 def train(api: str, dataset: str, epochs: int, model: str, batch_size: int = 16) -> dict[str, Any]:
-    body = {"model": model, "dataset": dataset, "target": "diagnosis", "algorithm": "mlp",
-            "params": {"epochs": epochs, "batch_size": batch_size, "hidden_layers": [16],
-                       "early_stopping_patience": 0}}
+    body = {
+        "model": model,
+        "dataset": dataset,
+        "target": "diagnosis",
+        "algorithm": "mlp",
+        "params": {"epochs": epochs, "batch_size": batch_size, "hidden_layers": [16], "early_stopping_patience": 0},
+    }
     response = httpx.post(api + "/v1/jobs/train", json=body, headers=ALICE)
     assert response.status_code == 202, response.text
     return dict(response.json())
@@ -121,8 +132,18 @@ class Flood:
 
     def __init__(self, api: str, job_id: str, n: int) -> None:
         self.answers: list[dict[str, Any]] = []
-        self.proc = subprocess.Popen([sys.executable, str(Path(__file__).with_name("wait_flood.py")), api, job_id,
-                                      str(n), ALICE["Authorization"].split()[1]], stdout=subprocess.PIPE, text=True)
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                str(Path(__file__).with_name("wait_flood.py")),
+                api,
+                job_id,
+                str(n),
+                ALICE["Authorization"].split()[1],
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
 
@@ -138,7 +159,8 @@ class Flood:
 
 
 def test_hundreds_of_waits_on_a_running_training_leave_the_api_responsive_and_all_end_with_the_job(
-        api: str, dataset: str) -> None:
+    api: str, dataset: str
+) -> None:
     running = train(api, dataset, epochs=1000, model="long")
     wait_until(lambda: job(api, running["id"])["status"] == "running", what="training running")
     with Prober(api) as prober:
@@ -185,7 +207,7 @@ def _slowloris(api: str, stop: threading.Event, sockets: int) -> None:
             conns.append((socket.create_connection((host, int(port)), timeout=5), 0))
         for i, (sock, sent) in enumerate(list(conns)):
             try:
-                sock.send(request[sent:sent + 1])
+                sock.send(request[sent : sent + 1])
                 conns[i] = (sock, sent + 1)
             except OSError:  # the server dropped it: open another
                 sock.close()
@@ -212,8 +234,10 @@ def test_a_client_that_disconnects_mid_wait_frees_its_slot(api: str, dataset: st
     queued = train(api, dataset, epochs=1000, model="leaver")
     host, port = api.removeprefix("http://").split(":")
     sock = socket.create_connection((host, int(port)))
-    sock.sendall(f"GET /v1/jobs/{queued['id']}?wait=30 HTTP/1.1\r\nHost: x\r\n"
-                 f"Authorization: {ALICE['Authorization']}\r\n\r\n".encode())
+    sock.sendall(
+        f"GET /v1/jobs/{queued['id']}?wait=30 HTTP/1.1\r\nHost: x\r\n"
+        f"Authorization: {ALICE['Authorization']}\r\n\r\n".encode()
+    )
     wait_until(lambda: gauge(api, "mlq_waits_in_progress") == 1, what="the wait held")
     sock.close()
     wait_until(lambda: gauge(api, "mlq_waits_in_progress") == 0, timeout_s=10, what="the slot freed")
@@ -238,7 +262,8 @@ def read_events(response: httpx.Response, limit_s: float = 120) -> Iterator[tupl
 
 
 def test_a_trainings_event_stream_shows_every_epoch_in_order_then_the_final_status_and_ends(
-        api: str, dataset: str) -> None:
+    api: str, dataset: str
+) -> None:
     bob_events: list[Any] = []
     stop = threading.Event()
 
@@ -259,13 +284,18 @@ def test_a_trainings_event_stream_shows_every_epoch_in_order_then_the_final_stat
         submitted = train(api, dataset, epochs=5, model="evented", batch_size=64)
         # Opened right after the submission, the job may have run an epoch or finished already: the snapshot
         # shows how far it is, the events carry on from there, the last one is the final status.
-        with httpx.stream("GET", f"{api}/v1/jobs/{submitted['id']}/events", headers=ALICE,
-                          timeout=httpx.Timeout(5, read=60)) as r:
+        with httpx.stream(
+            "GET", f"{api}/v1/jobs/{submitted['id']}/events", headers=ALICE, timeout=httpx.Timeout(5, read=60)
+        ) as r:
             assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
             live = list(read_events(r))
         # `last_event_id=0-0` replays the job's log from its very start: nothing depends on when we connected.
-        with httpx.stream("GET", f"{api}/v1/jobs/{submitted['id']}/events?last_event_id=0-0", headers=ALICE,
-                          timeout=httpx.Timeout(5, read=60)) as r:
+        with httpx.stream(
+            "GET",
+            f"{api}/v1/jobs/{submitted['id']}/events?last_event_id=0-0",
+            headers=ALICE,
+            timeout=httpx.Timeout(5, read=60),
+        ) as r:
             events = list(read_events(r))
         tenant_seen = []
         for item in read_events(alice_all):
@@ -285,19 +315,32 @@ def test_a_trainings_event_stream_shows_every_epoch_in_order_then_the_final_stat
     assert events[-1][2]["result"]["version"] >= 1  # the final event is the whole job
     ids = [event_id for event_id, _, _ in events]
     assert all(ids) and ids == sorted(ids, key=lambda i: tuple(map(int, str(i).split("-"))))
-    assert [d["progress"]["epoch"] for _, k, d in tenant_seen if k == "progress" and d["id"] == submitted["id"]] \
-        == [1, 2, 3, 4, 5]
+    assert [d["progress"]["epoch"] for _, k, d in tenant_seen if k == "progress" and d["id"] == submitted["id"]] == [
+        1,
+        2,
+        3,
+        4,
+        5,
+    ]
 
     # A client that dropped after the first progress event reconnects with Last-Event-ID: it gets the rest.
     first_progress = next(event_id for event_id, kind, _ in events if kind == "progress")
-    with httpx.stream("GET", f"{api}/v1/jobs/{submitted['id']}/events",
-                      headers={**ALICE, "Last-Event-ID": first_progress or ""}, timeout=30) as r:
+    with httpx.stream(
+        "GET",
+        f"{api}/v1/jobs/{submitted['id']}/events",
+        headers={**ALICE, "Last-Event-ID": first_progress or ""},
+        timeout=30,
+    ) as r:
         resumed = list(read_events(r))
     assert [d["progress"]["epoch"] for _, k, d in resumed if k == "progress"] == [2, 3, 4, 5]
     assert resumed[-1][2]["status"] == "succeeded"
     # After the end, a reconnect still gets the final status at once.
-    with httpx.stream("GET", f"{api}/v1/jobs/{submitted['id']}/events",
-                      headers={**ALICE, "Last-Event-ID": events[-1][0] or ""}, timeout=30) as r:
+    with httpx.stream(
+        "GET",
+        f"{api}/v1/jobs/{submitted['id']}/events",
+        headers={**ALICE, "Last-Event-ID": events[-1][0] or ""},
+        timeout=30,
+    ) as r:
         again = list(read_events(r))
     assert [d["status"] for _, _, d in again] == ["succeeded"]
     # Bob never sees it: not on his tenant stream, and not by id.
@@ -324,17 +367,25 @@ def test_an_oversized_json_body_is_refused_before_it_is_read(api: str) -> None:
     body = b'{"inputs": [' + b"[1.0, 2.0, 3.0, 4.0]," * 2_000_000 + b"[1.0]]}"  # 40 MB
     before = rss_kb(pids)
     for _ in range(3):
-        response = httpx.post(api + "/v1/models/any/predict", content=body,
-                              headers={**ALICE, "Content-Type": "application/json"}, timeout=60)
+        response = httpx.post(
+            api + "/v1/models/any/predict",
+            content=body,
+            headers={**ALICE, "Content-Type": "application/json"},
+            timeout=60,
+        )
         assert response.status_code == 413 and "MLQ_MAX_JSON_MB" in response.json()["detail"]
 
     def chunks() -> Iterator[bytes]:  # no Content-Length: cut off while it is read
         for start in range(0, len(body), 1 << 20):
-            yield body[start:start + (1 << 20)]
+            yield body[start : start + (1 << 20)]
 
     try:
-        chunked = httpx.post(api + "/v1/models/any/predict", content=chunks(),
-                             headers={**ALICE, "Content-Type": "application/json"}, timeout=60)
+        chunked = httpx.post(
+            api + "/v1/models/any/predict",
+            content=chunks(),
+            headers={**ALICE, "Content-Type": "application/json"},
+            timeout=60,
+        )
         assert chunked.status_code == 413
     except httpx.TransportError:
         pass  # the server may close the connection after its 413 while the client still sends
@@ -344,8 +395,11 @@ def test_an_oversized_json_body_is_refused_before_it_is_read(api: str) -> None:
 
 def test_numbers_that_overflow_to_infinity_are_refused_like_nan(api: str) -> None:
     for literal in (b"1e400", b"-1e999", b"NaN"):
-        response = httpx.post(api + "/v1/models/any/predict", content=b'{"inputs": [[' + literal + b"]]}",
-                              headers={**ALICE, "Content-Type": "application/json"})
+        response = httpx.post(
+            api + "/v1/models/any/predict",
+            content=b'{"inputs": [[' + literal + b"]]}",
+            headers={**ALICE, "Content-Type": "application/json"},
+        )
         assert response.status_code == 400 and response.json()["code"] == "malformed_json", response.text
 
 
@@ -355,8 +409,11 @@ def test_metrics_counters_never_go_backwards_across_gunicorn_processes(api: str)
         for _ in range(20):
             http.get("/healthz")
             text = http.get("/metrics").text
-            total = sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-                        if line.startswith("mlq_http_requests_total{") and 'route="/healthz"' in line)
+            total = sum(
+                float(line.rsplit(" ", 1)[1])
+                for line in text.splitlines()
+                if line.startswith("mlq_http_requests_total{") and 'route="/healthz"' in line
+            )
             seen.append(total)
     assert seen == sorted(seen) and seen[-1] >= 20
     assert "mlq_inference_batch_size_bucket" in text and "mlq_streams_in_progress" in text

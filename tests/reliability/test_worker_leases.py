@@ -108,7 +108,9 @@ def test_one_registration_per_job_and_none_after_a_cancel(leases: Leases) -> Non
     assert leases.claim_registration(job_id, first) == (ClaimOutcome.FENCED, "")  # type: ignore[arg-type]
     assert leases.claim_registration(job_id, second) == (ClaimOutcome.HELD, "1")  # type: ignore[arg-type]
     assert leases.claim_registration(job_id, second, takeover_from="1") == (  # type: ignore[arg-type]
-        ClaimOutcome.CLAIMED, "")
+        ClaimOutcome.CLAIMED,
+        "",
+    )
     assert leases.redis.get(claim_key(job_id)) == "2"
 
     other = new_job(leases)

@@ -13,13 +13,15 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 MLP = {"hidden_layers": [16], "batch_size": 4, "early_stopping_patience": 0, "epochs": 1000}
 
 
-def test_a_job_whose_worker_dies_every_time_fails_after_max_attempts(
-        harness: ChaosHarness, fleet: WorkerFleet) -> None:
+def test_a_job_whose_worker_dies_every_time_fails_after_max_attempts(harness: ChaosHarness, fleet: WorkerFleet) -> None:
     job_id = harness.train_job("bc-poison", MLP)
     for attempt in (1, 2, 3):  # MLQ_MAX_ATTEMPTS=3 in the chaos workers' environment
         worker = fleet.start([TRAIN_QUEUE])
-        harness.wait_for(job_id, lambda j, a=attempt: j["status"] == "running" and j["attempts"] == a,  # type: ignore[misc]
-                         what=f"attempt {attempt} running")
+        harness.wait_for(
+            job_id,
+            lambda j, a=attempt: j["status"] == "running" and j["attempts"] == a,  # type: ignore[misc]
+            what=f"attempt {attempt} running",
+        )
         fleet.kill(worker)  # e.g. the kernel's OOM killer, every time the job runs
     survivor = fleet.start([TRAIN_QUEUE])
     job = harness.wait(job_id, timeout_s=30)

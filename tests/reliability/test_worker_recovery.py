@@ -37,7 +37,8 @@ def queue_drained(harness: ChaosHarness, timeout_s: float = 30.0) -> None:
 
 @pytest.mark.slow
 def test_a_sigkilled_worker_s_training_resumes_from_its_checkpoint_on_another_worker(
-        harness: ChaosHarness, fleet: WorkerFleet) -> None:
+    harness: ChaosHarness, fleet: WorkerFleet
+) -> None:
     first = fleet.start([TRAIN_QUEUE])
     job_id = harness.train_job("bc-killed", LONG)
     job = harness.wait_for(job_id, running_at_epoch(8), what="epoch 8 on the first worker")
@@ -70,7 +71,8 @@ def test_a_sigkilled_worker_s_training_resumes_from_its_checkpoint_on_another_wo
 
 
 def test_a_duplicate_message_is_skipped_while_the_job_runs_and_after_it_ended(
-        harness: ChaosHarness, fleet: WorkerFleet) -> None:
+    harness: ChaosHarness, fleet: WorkerFleet
+) -> None:
     while len([w for w in fleet.started if w.proc.poll() is None]) < 2:
         fleet.start([TRAIN_QUEUE])
     job_id = harness.train_job("bc-duplicate", {**LONG, "epochs": 40})
@@ -88,7 +90,10 @@ def test_a_duplicate_message_is_skipped_while_the_job_runs_and_after_it_ended(
     time.sleep(1.0)
     again = harness.jobs.get(job_id)
     assert again is not None and (again["status"], again["attempts"], again["finished_at"]) == (
-        "succeeded", 1, job["finished_at"]), dump(again)
+        "succeeded",
+        1,
+        job["finished_at"],
+    ), dump(again)
     assert len(harness.versions("bc-duplicate")) == 1
 
 
@@ -100,7 +105,8 @@ def _only_one_train_worker(fleet: WorkerFleet) -> Any:
 
 
 def test_sigterm_lets_a_short_training_finish_within_the_grace_period(
-        harness: ChaosHarness, fleet: WorkerFleet) -> None:
+    harness: ChaosHarness, fleet: WorkerFleet
+) -> None:
     worker = _only_one_train_worker(fleet)
     job_id = harness.train_job("bc-graceful", {**LONG, "epochs": 15})
     harness.wait_for(job_id, running_at_epoch(1), what="the training running")
@@ -112,7 +118,8 @@ def test_sigterm_lets_a_short_training_finish_within_the_grace_period(
 
 
 def test_sigterm_stops_a_long_training_after_the_grace_period_and_the_next_worker_finishes_it(
-        harness: ChaosHarness, fleet: WorkerFleet) -> None:
+    harness: ChaosHarness, fleet: WorkerFleet
+) -> None:
     worker = _only_one_train_worker(fleet)
     job_id = harness.train_job("bc-preempted", {**LONG, "epochs": 200})
     harness.wait_for(job_id, running_at_epoch(3), what="the training running")
@@ -129,8 +136,9 @@ def test_sigterm_stops_a_long_training_after_the_grace_period_and_the_next_worke
     assert harness.redis.llen(TRAIN_QUEUE) == 1  # re-sent by name, not waiting for a visibility timeout
 
     nxt = fleet.start([TRAIN_QUEUE])
-    resumed = harness.wait_for(job_id, lambda j: j["attempts"] == 2 and j["status"] == "running"
-                               and epoch_of(j) > 0, what="the second attempt")
+    resumed = harness.wait_for(
+        job_id, lambda j: j["attempts"] == 2 and j["status"] == "running" and epoch_of(j) > 0, what="the second attempt"
+    )
     assert epoch_of(resumed) >= stopped_at, dump(resumed)
     job = harness.wait(job_id)
     assert (job["status"], job["attempts"]) == ("succeeded", 2), dump(job) + nxt.log_tail()

@@ -14,7 +14,8 @@ MLP = {"hidden_layers": [16], "batch_size": 4, "early_stopping_patience": 0, "ep
 
 
 def test_a_training_past_its_time_limit_fails_with_a_reason_and_frees_the_worker(
-        harness: ChaosHarness, fleet: WorkerFleet) -> None:
+    harness: ChaosHarness, fleet: WorkerFleet
+) -> None:
     # A 3 s hard limit: the soft limit (2 s) stops the training inside the task, which records why.
     worker = fleet.start([TRAIN_QUEUE], env={"MLQ_JOB_TIME_LIMIT_S": "3"})
     job = harness.wait(harness.train_job("bc-too-long", MLP), timeout_s=30)

@@ -58,10 +58,12 @@ class Split:
 
 def split(loader: Callable[..., Any], classification: bool) -> Split:
     X, y = loader(return_X_y=True)
-    X_tr, X_te, y_tr, y_te = train_test_split(X, y, test_size=0.25, random_state=0,
-                                              stratify=y if classification else None)
-    X_tr, X_va, y_tr, y_va = train_test_split(X_tr, y_tr, test_size=0.15, random_state=0,
-                                              stratify=y_tr if classification else None)
+    X_tr, X_te, y_tr, y_te = train_test_split(
+        X, y, test_size=0.25, random_state=0, stratify=y if classification else None
+    )
+    X_tr, X_va, y_tr, y_va = train_test_split(
+        X_tr, y_tr, test_size=0.15, random_state=0, stratify=y_tr if classification else None
+    )
     scaler = StandardScaler().fit(X_tr)
     scaled = [scaler.transform(a).astype(np.float32) for a in (X_tr, X_va, X_te)]
     return Split(scaled[0], y_tr, scaled[1], y_va, scaled[2], y_te)
@@ -111,7 +113,8 @@ def test_an_unknown_algorithm_or_a_task_it_cannot_do_is_refused() -> None:
 
 @pytest.mark.parametrize("algorithm", [a for a in ALGORITHM_NAMES if CLASSIFICATION in ALGORITHM_TASKS[a]])
 def test_each_classifier_learns_iris_and_loads_back_to_identical_predictions(
-        algorithm: str, iris: Split, tmp_path: Path) -> None:
+    algorithm: str, iris: Split, tmp_path: Path
+) -> None:
     progress: list[dict[str, Any]] = []
     model, epochs = fit(algorithm, CLASSIFICATION, iris, 3, on_progress=lambda **kw: progress.append(kw))
     X_te, y_te = iris.X_te, iris.y_te
@@ -129,7 +132,8 @@ def test_each_classifier_learns_iris_and_loads_back_to_identical_predictions(
 
 @pytest.mark.parametrize("algorithm", [a for a in ALGORITHM_NAMES if REGRESSION in ALGORITHM_TASKS[a]])
 def test_each_regressor_learns_diabetes_and_loads_back_to_identical_predictions(
-        algorithm: str, diabetes: Split, tmp_path: Path) -> None:
+    algorithm: str, diabetes: Split, tmp_path: Path
+) -> None:
     model, _ = fit(algorithm, REGRESSION, diabetes, 0)
     X_te, y_te = diabetes.X_te, diabetes.y_te
     pred = model.predict(X_te)
@@ -144,8 +148,7 @@ def test_each_regressor_learns_diabetes_and_loads_back_to_identical_predictions(
 
 
 @pytest.mark.parametrize("algorithm", ["gradient_boosting", "mlp"])
-def test_a_binary_classifier_gives_two_probability_columns_after_a_round_trip(algorithm: str,
-                                                                             tmp_path: Path) -> None:
+def test_a_binary_classifier_gives_two_probability_columns_after_a_round_trip(algorithm: str, tmp_path: Path) -> None:
     data = split(load_breast_cancer, classification=True)
     model, _ = fit(algorithm, CLASSIFICATION, data, 2)
     assert accuracy_score(data.y_te, model.predict(data.X_te)) > 0.85
@@ -171,8 +174,7 @@ def test_a_cancel_before_a_sklearn_fit_raises_cancelled_and_fits_nothing(iris: S
     assert isinstance(model, SklearnModel) and not hasattr(model.estimator, "estimators_")
 
 
-def test_a_cancelled_mlp_fit_raises_cancelled_and_keeps_its_checkpoint(iris: Split,
-                                                                       tmp_path: Path) -> None:
+def test_a_cancelled_mlp_fit_raises_cancelled_and_keeps_its_checkpoint(iris: Split, tmp_path: Path) -> None:
     calls = {"n": 0}
 
     def should_stop() -> bool:
@@ -188,8 +190,7 @@ def test_a_cancelled_mlp_fit_raises_cancelled_and_keeps_its_checkpoint(iris: Spl
     assert np.array_equal(proba_of(resumed, iris.X_te), proba_of(straight, iris.X_te))
 
 
-def test_the_same_seed_gives_the_same_mlp_metrics_and_another_seed_does_not(
-        diabetes: Split) -> None:
+def test_the_same_seed_gives_the_same_mlp_metrics_and_another_seed_does_not(diabetes: Split) -> None:
     def r2(seed: int) -> float:
         params = validate_params("mlp", {**FAST["mlp"], "epochs": 5, "seed": seed}, REGRESSION)
         model = build_model("mlp", REGRESSION, params, 10, 0)
@@ -200,8 +201,7 @@ def test_the_same_seed_gives_the_same_mlp_metrics_and_another_seed_does_not(
     assert r2(1) != r2(2)
 
 
-def test_predict_proba_has_a_column_for_a_class_missing_from_the_training_split(
-        iris: Split) -> None:
+def test_predict_proba_has_a_column_for_a_class_missing_from_the_training_split(iris: Split) -> None:
     keep = iris.y_tr != 1
     model = build_model("logistic_regression", CLASSIFICATION, validate_params("logistic_regression", {}), 4, 3)
     model.fit(iris.X_tr[keep], iris.y_tr[keep], iris.X_va, iris.y_va, FitHooks())
@@ -210,8 +210,11 @@ def test_predict_proba_has_a_column_for_a_class_missing_from_the_training_split(
     assert np.all(proba[:, 1] == 0.0) and set(model.predict(iris.X_te)) <= {0, 2}
 
 
-@pytest.mark.parametrize("payload", [FunctionTransformer(os.system), make_pipeline(StandardScaler())],
-                         ids=["function_transformer_os_system", "pipeline"])
+@pytest.mark.parametrize(
+    "payload",
+    [FunctionTransformer(os.system), make_pipeline(StandardScaler())],
+    ids=["function_transformer_os_system", "pipeline"],
+)
 def test_a_model_skops_holding_an_untrusted_type_is_refused(payload: Any, tmp_path: Path) -> None:
     sio.dump({"estimator": payload, "task": CLASSIFICATION, "n_classes": 2}, tmp_path / SKOPS_FILE)
     with pytest.raises(ArtifactTampered, match="will not load") as info:
@@ -231,8 +234,7 @@ def test_a_missing_or_garbled_model_file_is_refused_clearly(tmp_path: Path) -> N
         load_model(tmp_path, "onnx")
 
 
-def test_an_mlp_whose_architecture_does_not_match_its_weights_is_refused(iris: Split,
-                                                                         tmp_path: Path) -> None:
+def test_an_mlp_whose_architecture_does_not_match_its_weights_is_refused(iris: Split, tmp_path: Path) -> None:
     params = validate_params("mlp", {"hidden_layers": [8], "epochs": 1}, CLASSIFICATION)
     model = build_model("mlp", CLASSIFICATION, params, 4, 3)
     model.fit(*iris.fit_args(), FitHooks(device="cpu"))

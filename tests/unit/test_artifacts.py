@@ -44,11 +44,11 @@ def s3_credentials(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPat
             monkeypatch.setenv(name, value)
 
 
-def make_registry(store: ArtifactStore, redis_client: redis.Redis, host: Path,
-                  max_mb: int = 64) -> StoreRegistry:
+def make_registry(store: ArtifactStore, redis_client: redis.Redis, host: Path, max_mb: int = 64) -> StoreRegistry:
     """A registry as one host sees it: its own working folder and cache, the shared store and Redis."""
-    return StoreRegistry(host / "models", store, lambda: redis_client, ArtifactCache(host / "cache", max_mb * MB),
-                         secret_key="k")
+    return StoreRegistry(
+        host / "models", store, lambda: redis_client, ArtifactCache(host / "cache", max_mb * MB), secret_key="k"
+    )
 
 
 def stage(folder: Path, content: bytes) -> Path:
@@ -77,7 +77,8 @@ def test_put_get_list_delete(store: ArtifactStore, tmp_path: Path) -> None:
 
 
 def test_versions_are_visible_only_with_their_manifest_and_numbers_are_never_reused(
-        store: ArtifactStore, redis_client: redis.Redis, tmp_path: Path) -> None:
+    store: ArtifactStore, redis_client: redis.Redis, tmp_path: Path
+) -> None:
     registry = make_registry(store, redis_client, tmp_path / "host-a")
     assert registry.register("default", "iris", stage(tmp_path / "s1", b"one"), {"n": 1})["version"] == 1
     # A writer that died mid-upload: files of version 2, no manifest. Nobody lists it, and no one reuses 2 ...
@@ -91,7 +92,8 @@ def test_versions_are_visible_only_with_their_manifest_and_numbers_are_never_reu
 
 
 def test_concurrent_writers_on_several_hosts_get_distinct_versions(
-        store: ArtifactStore, redis_client: redis.Redis, tmp_path: Path) -> None:
+    store: ArtifactStore, redis_client: redis.Redis, tmp_path: Path
+) -> None:
     hosts = [make_registry(store, redis_client, tmp_path / f"host-{i}") for i in range(4)]
     got: list[int] = []
     errors: list[BaseException] = []
@@ -116,8 +118,9 @@ def test_concurrent_writers_on_several_hosts_get_distinct_versions(
     assert [v["version"] for v in hosts[0].get_model("default", "race")["versions"]] == list(range(1, 13))
 
 
-def test_aliases_delete_archive_and_state_token(store: ArtifactStore, redis_client: redis.Redis,
-                                                 tmp_path: Path) -> None:
+def test_aliases_delete_archive_and_state_token(
+    store: ArtifactStore, redis_client: redis.Redis, tmp_path: Path
+) -> None:
     a = make_registry(store, redis_client, tmp_path / "host-a")
     b = make_registry(store, redis_client, tmp_path / "host-b")
     a.register("default", "iris", stage(tmp_path / "s1", b"one"), {})
@@ -144,7 +147,8 @@ def test_aliases_delete_archive_and_state_token(store: ArtifactStore, redis_clie
 
 
 def test_a_download_that_does_not_match_its_sha256_is_refused_and_not_cached(
-        store: ArtifactStore, redis_client: redis.Redis, tmp_path: Path) -> None:
+    store: ArtifactStore, redis_client: redis.Redis, tmp_path: Path
+) -> None:
     writer = make_registry(store, redis_client, tmp_path / "writer")
     writer.register("default", "iris", stage(tmp_path / "s1", b"weights"), {})
     store.put_bytes("models/default/iris/1/model.skops", b"swapped in the bucket")
@@ -157,8 +161,9 @@ def test_a_download_that_does_not_match_its_sha256_is_refused_and_not_cached(
     assert (directory / "model.skops").read_bytes() == b"weights"
 
 
-def test_a_cached_version_is_not_downloaded_again(store: ArtifactStore, redis_client: redis.Redis,
-                                                  tmp_path: Path) -> None:
+def test_a_cached_version_is_not_downloaded_again(
+    store: ArtifactStore, redis_client: redis.Redis, tmp_path: Path
+) -> None:
     make_registry(store, redis_client, tmp_path / "writer").register("default", "m", stage(tmp_path / "s", b"w"), {})
     reader = make_registry(store, redis_client, tmp_path / "reader")
     first = reader.verified_dir("default", "m", 1)
@@ -179,6 +184,7 @@ def test_cache_evicts_least_recently_used_entries_beyond_its_bound(tmp_path: Pat
         def fill(folder: Path) -> None:
             fills.append(tag)
             (folder / "f").write_bytes(b"x" * size)
+
         return fill
 
     digests = {tag: tag * 64 for tag in "abc"}
@@ -187,6 +193,7 @@ def test_cache_evicts_least_recently_used_entries_beyond_its_bound(tmp_path: Pat
     cache.entry(digests["a"], filler("a", 100))  # a hit: a is now the most recently used
     import os
     import time
+
     past = time.time() - 100
     os.utime(cache.root / "bb" / digests["b"], (past, past))  # b older than a, whatever the clock's resolution
     cache.entry(digests["c"], filler("c", 100))  # 300 bytes > 250: b goes
@@ -249,8 +256,9 @@ def test_checkpoints_follow_the_job_to_another_host(store: ArtifactStore, tmp_pa
 
 def test_settings_select_the_store() -> None:
     assert Settings.from_env({}).artifacts == ""
-    settings = Settings.from_env({"MLQ_ARTIFACTS": "s3://bucket/some/prefix", "MLQ_CACHE_MAX_MB": "5",
-                                  "MLQ_HOME": "/tmp/h"})
+    settings = Settings.from_env(
+        {"MLQ_ARTIFACTS": "s3://bucket/some/prefix", "MLQ_CACHE_MAX_MB": "5", "MLQ_HOME": "/tmp/h"}
+    )
     assert (settings.artifacts, settings.cache_max_mb) == ("s3://bucket/some/prefix", 5)
     assert settings.artifact_cache_dir == Path("/tmp/h/cache")
     store = open_store(settings.artifacts)
@@ -262,8 +270,9 @@ def test_settings_select_the_store() -> None:
             Settings.from_env({"MLQ_ARTIFACTS": bad})
 
 
-def test_a_search_trial_saved_on_one_host_is_registered_from_another(store: ArtifactStore, redis_client: redis.Redis,
-                                                                     tmp_path: Path) -> None:
+def test_a_search_trial_saved_on_one_host_is_registered_from_another(
+    store: ArtifactStore, redis_client: redis.Redis, tmp_path: Path
+) -> None:
     from store.jobs import JobStore
     from store.searches import Searches
 
@@ -286,16 +295,20 @@ def test_a_search_trial_saved_on_one_host_is_registered_from_another(store: Arti
         elsewhere.fetch_trial("default", "job_search", "job_trial")
 
 
-def test_a_store_that_refuses_is_a_503_naming_the_store(s3_server: RcloneS3, tmp_path: Path,
-                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_store_that_refuses_is_a_503_naming_the_store(
+    s3_server: RcloneS3, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from store.artifacts import StoreError
 
     for name, value in s3_server.env.items():
         monkeypatch.setenv(name, value)
     store = S3Store("no-such-bucket", "p", s3_server.endpoint)
     (tmp_path / "f").write_bytes(b"x")
-    for call in (lambda: store.put_bytes("k", b"x"), lambda: store.put_file("k", tmp_path / "f"),
-                 lambda: store.keys("")):
+    for call in (
+        lambda: store.put_bytes("k", b"x"),
+        lambda: store.put_file("k", tmp_path / "f"),
+        lambda: store.keys(""),
+    ):
         with pytest.raises(StoreError, match="s3://no-such-bucket/p/") as info:
             call()
         assert info.value.status == 503

@@ -27,8 +27,9 @@ def write(path: Path, text: str) -> Path:
 
 
 def test_chunks_resumed_from_a_recorded_offset_read_every_row_exactly_once(tmp_path: Path) -> None:
-    body = "".join(f'{i},"text, with ""quotes""\nand a newline {i}"\n' + ("\n" if i % 7 == 0 else "")
-                   for i in range(103))
+    body = "".join(
+        f'{i},"text, with ""quotes""\nand a newline {i}"\n' + ("\n" if i % 7 == 0 else "") for i in range(103)
+    )
     path = write(tmp_path / "d.csv", "\ufeffid,note\r\n" + body)
     assert read_header(path) == ["id", "note"]
     whole = [row for chunk in chunks(path, 10) for row in chunk.rows]
@@ -43,11 +44,22 @@ def test_chunks_resumed_from_a_recorded_offset_read_every_row_exactly_once(tmp_p
         assert rest[0].first == 10 * stop_after if rest else True
 
 
-@pytest.mark.parametrize(("cell", "shown"), [
-    ("=HYPERLINK(\"http://x\")", "'=HYPERLINK(\"http://x\")"), ("+1+2", "'+1+2"), ("-2+3", "'-2+3"),
-    ("@SUM(A1)", "'@SUM(A1)"), ("\tx", "'\tx"), ("\rx", "'\rx"), ("-1.5", "-1.5"), ("+3e2", "+3e2"),
-    ("plain", "plain"), ("", ""), ("a=b", "a=b"),
-])
+@pytest.mark.parametrize(
+    ("cell", "shown"),
+    [
+        ('=HYPERLINK("http://x")', '\'=HYPERLINK("http://x")'),
+        ("+1+2", "'+1+2"),
+        ("-2+3", "'-2+3"),
+        ("@SUM(A1)", "'@SUM(A1)"),
+        ("\tx", "'\tx"),
+        ("\rx", "'\rx"),
+        ("-1.5", "-1.5"),
+        ("+3e2", "+3e2"),
+        ("plain", "plain"),
+        ("", ""),
+        ("a=b", "a=b"),
+    ],
+)
 def test_cells_that_would_run_as_formulas_are_escaped_and_numbers_are_not(cell: str, shown: str) -> None:
     assert escape_cell(cell) == shown
 
@@ -62,15 +74,24 @@ def iris_model(tmp_path_factory: pytest.TempPathFactory) -> Predictor:
     frame["species"] = iris.target_names[iris.target]
     frame.to_csv(tmp / "iris.csv", index=False)
     registry = ModelRegistry(tmp / "models")
-    train_model(data_path=tmp / "iris.csv", target="species", algorithm="logistic_regression", model_name="iris",
-                registry=registry)
+    train_model(
+        data_path=tmp / "iris.csv",
+        target="species",
+        algorithm="logistic_regression",
+        model_name="iris",
+        registry=registry,
+    )
     return Predictor.load(registry, "default", "iris", 1)
 
 
 def test_a_chunk_scores_like_online_predict_and_unscorable_rows_get_an_error(iris_model: Predictor) -> None:
     header = ["id", "sl", "sw", "pl", "pw", "site"]
-    records = [["a", "5.1", "3.5", "1.4", "0.2", "north"], ["=cmd", "6.3", "", "6.0", "2.5", "NA"],
-               ["c", "abc", "3.0", "4.5", "1.5", "south"], ["d", "7.0", "3.2", "inf", "1.4", "west"]]
+    records = [
+        ["a", "5.1", "3.5", "1.4", "0.2", "north"],
+        ["=cmd", "6.3", "", "6.0", "2.5", "NA"],
+        ["c", "abc", "3.0", "4.5", "1.5", "south"],
+        ["d", "7.0", "3.2", "inf", "1.4", "west"],
+    ]
     positions = {name: i for i, name in enumerate(header)}
     columns = OutputColumns(["id"], iris_model.task, iris_model.classes, "both")
     result = score_chunk(iris_model, records, positions, columns)
@@ -85,8 +106,9 @@ def test_a_chunk_scores_like_online_predict_and_unscorable_rows_get_an_error(iri
     assert columns.names == ["id", "label", "proba_setosa", "proba_versicolor", "proba_virginica", "error"]
 
 
-def test_parts_assemble_into_one_csv_and_one_parquet_with_every_row_in_order(iris_model: Predictor,
-                                                                            tmp_path: Path) -> None:
+def test_parts_assemble_into_one_csv_and_one_parquet_with_every_row_in_order(
+    iris_model: Predictor, tmp_path: Path
+) -> None:
     positions = {name: i for i, name in enumerate(["id", "sl", "sw", "pl", "pw", "site"])}
     for fmt in ("csv", "parquet"):
         columns = OutputColumns(["id"], iris_model.task, iris_model.classes, "label")
@@ -121,14 +143,17 @@ def test_a_matching_checkpoint_resumes_and_a_damaged_or_foreign_one_starts_over(
     run = BatchRun(runtime, request, should_stop=None)  # type: ignore[arg-type]
     fingerprint = run.fingerprint({"sha256": "abc"})
     assert run.load_state(fingerprint)["parts"] == 0
-    good = {"fingerprint": fingerprint, "parts": 1, "offset": 5, "rows_done": 3, "rows_failed": 0,
-            "first_error": None}
+    good = {"fingerprint": fingerprint, "parts": 1, "offset": 5, "rows_done": 3, "rows_failed": 0, "first_error": None}
     run.part(0).write_text("row\n")
     (run.work / CHECKPOINT).write_text(json.dumps(good))
     assert run.load_state(fingerprint)["rows_done"] == 3
-    for damaged in ("[1, 2]", "{not json", json.dumps({"fingerprint": fingerprint, "parts": 1}),
-                    json.dumps({**good, "parts": 2}),  # names a part that is not there
-                    json.dumps(good)):  # the last: another dataset's checkpoint
+    for damaged in (
+        "[1, 2]",
+        "{not json",
+        json.dumps({"fingerprint": fingerprint, "parts": 1}),
+        json.dumps({**good, "parts": 2}),  # names a part that is not there
+        json.dumps(good),
+    ):  # the last: another dataset's checkpoint
         run.part(0).write_text("row\n")
         (run.work / CHECKPOINT).write_text(damaged)
         other = fingerprint if damaged != json.dumps(good) else run.fingerprint({"sha256": "changed"})

@@ -19,8 +19,15 @@ def test_the_bare_network_gives_the_predictors_labels_and_probabilities(tmp_path
     frame = pd.DataFrame(X, columns=[f"x{i}" for i in range(8)]).assign(y=y)
     frame.to_csv(tmp_path / "data.csv", index=False)
     registry = ModelRegistry(tmp_path / "models")
-    train_model(data_path=tmp_path / "data.csv", target="y", algorithm="mlp", model_name="m", registry=registry,
-                params={"hidden_layers": [16, 16], "epochs": 2, "seed": 0}, device="cpu")
+    train_model(
+        data_path=tmp_path / "data.csv",
+        target="y",
+        algorithm="mlp",
+        model_name="m",
+        registry=registry,
+        params={"hidden_layers": [16, 16], "epochs": 2, "seed": 0},
+        device="cpu",
+    )
     rows = [[float(v) for v in row] for row in X[:20]]
     bare = BareModel(registry, "m").predict(rows)
     served = Predictor.load(registry, "default", "m").predict(rows)

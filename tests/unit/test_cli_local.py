@@ -48,11 +48,38 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     tmp = tmp_path_factory.mktemp("local")
     home, data = tmp / "home", tmp / "iris.csv"
     rows = write_messy_iris(data)
-    first = mlq("train", "--local", "--data", str(data), "--target", "species", "--algorithm", "mlp",
-                "--model", "iris", "--params", '{"epochs": 3, "hidden_layers": [8]}', home=home)
-    second = mlq("train", "--local", "--data", str(data), "--target", "species", "--algorithm",
-                 "logistic_regression", "--model", "iris", "--task", "classification", "--home", str(home),
-                 home=tmp / "unused")
+    first = mlq(
+        "train",
+        "--local",
+        "--data",
+        str(data),
+        "--target",
+        "species",
+        "--algorithm",
+        "mlp",
+        "--model",
+        "iris",
+        "--params",
+        '{"epochs": 3, "hidden_layers": [8]}',
+        home=home,
+    )
+    second = mlq(
+        "train",
+        "--local",
+        "--data",
+        str(data),
+        "--target",
+        "species",
+        "--algorithm",
+        "logistic_regression",
+        "--model",
+        "iris",
+        "--task",
+        "classification",
+        "--home",
+        str(home),
+        home=tmp / "unused",
+    )
     return {"home": home, "data": data, "rows": rows, "first": first, "second": second, "tmp": tmp}
 
 
@@ -79,8 +106,10 @@ def test_local_training_reports_each_epoch_on_stderr_and_keeps_stdout_for_data(t
 
 
 def test_local_prediction_returns_one_label_per_row_from_the_known_classes(trained: dict[str, Any]) -> None:
-    rows = [{k: (float(v) if v and k != "color" else (v or None)) for k, v in row.items() if k in FEATURES}
-            for row in trained["rows"][::10]]
+    rows = [
+        {k: (float(v) if v and k != "color" else (v or None)) for k, v in row.items() if k in FEATURES}
+        for row in trained["rows"][::10]
+    ]
     assert any(r["sepal_width"] is None for r in rows) or any(r["color"] is None for r in rows)
     inputs = trained["tmp"] / "rows.json"
     inputs.write_text(json.dumps(rows))
@@ -106,10 +135,10 @@ def test_local_prediction_returns_one_label_per_row_from_the_known_classes(train
     ],
     ids=["unknown algorithm", "missing target column", "params not json", "params out of range"],
 )
-def test_a_bad_training_request_exits_non_zero_with_a_one_line_reason(trained: dict[str, Any], change: dict[str, Any],
-                                                                       reason: str) -> None:
-    options = {"--data": str(trained["data"]), "--target": "species", "--algorithm": "mlp", "--model": "iris",
-               **change}
+def test_a_bad_training_request_exits_non_zero_with_a_one_line_reason(
+    trained: dict[str, Any], change: dict[str, Any], reason: str
+) -> None:
+    options = {"--data": str(trained["data"]), "--target": "species", "--algorithm": "mlp", "--model": "iris", **change}
     result = mlq("train", "--local", *[x for item in options.items() for x in item], home=trained["home"])
     assert result.returncode != 0
     lines = result.stderr.strip().splitlines()
@@ -128,8 +157,10 @@ def test_predicting_rows_with_a_wrong_type_names_the_row_and_column(trained: dic
 
 
 def test_importing_the_client_and_the_cli_loads_no_training_library() -> None:
-    code = ("import sys, mlqueue, mlqueue.cli; "
-            "print(sorted(m for m in ('torch', 'pandas', 'sklearn', 'numpy', 'training') if m in sys.modules))")
+    code = (
+        "import sys, mlqueue, mlqueue.cli; "
+        "print(sorted(m for m in ('torch', 'pandas', 'sklearn', 'numpy', 'training') if m in sys.modules))"
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"

@@ -41,9 +41,11 @@ def test_mlq_dev_waits_longer_than_the_workers_shutdown_grace() -> None:
 
 def test_local_training_on_the_base_install_says_to_install_the_worker_extra(tmp_path: Path) -> None:
     # The base install has no numpy: block it, as if it were absent.
-    code = ("import sys; sys.modules['numpy'] = None; from mlqueue.cli import main; "
-            f"sys.argv = ['mlq', 'train', '--local', '--data', {str(tmp_path / 'x.csv')!r}, '--target', 'y', "
-            "'--algorithm', 'ridge', '--model', 'm']; main()")
+    code = (
+        "import sys; sys.modules['numpy'] = None; from mlqueue.cli import main; "
+        f"sys.argv = ['mlq', 'train', '--local', '--data', {str(tmp_path / 'x.csv')!r}, '--target', 'y', "
+        "'--algorithm', 'ridge', '--model', 'm']; main()"
+    )
     (tmp_path / "x.csv").write_text("a,y\n1,2\n")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert result.returncode == 2, result.stderr
@@ -56,8 +58,10 @@ def test_a_bad_params_key_is_named_before_anything_is_uploaded(tmp_path: Path) -
     data.write_text("a,y\n1,2\n")
     # No service answers at this URL: a refusal here proves nothing was sent.
     base = ["train", "--data", str(data), "--model", "m", "--url", "http://127.0.0.1:9"]
-    for extra, words in ((["--target", "y", "--algorithm", "mlp", "--params", '{"epoch": 3}'], "epoch:"),
-                         (["--target", "kind", "--algorithm", "mlp"], "--target 'kind' not in the header")):
+    for extra, words in (
+        (["--target", "y", "--algorithm", "mlp", "--params", '{"epoch": 3}'], "epoch:"),
+        (["--target", "kind", "--algorithm", "mlp"], "--target 'kind' not in the header"),
+    ):
         result = CliRunner().invoke(cli, [*base, *extra], prog_name="mlq")
         assert result.exit_code == 2, result.output
         assert words in result.output and "ConnectError" not in result.output, result.output

@@ -55,14 +55,16 @@ def iris_with_a_site() -> pd.DataFrame:
 def messy_frame(n: int = 60) -> pd.DataFrame:
     """Numbers with gaps, text with gaps, integers and booleans as categories, a text label."""
     rng = np.random.default_rng(0)
-    frame = pd.DataFrame({
-        "age": rng.integers(18, 80, n).astype(float),
-        "city": rng.choice(["paris", "oslo", "rome"], n),
-        "income": rng.normal(50, 10, n).round(2),
-        "flag": [True, False, True] * (n // 3),
-        "grade": ["1", "2", "x", "1"] * (n // 4),
-        "label": np.where(np.arange(n) % 2 == 0, "yes", "no"),
-    })
+    frame = pd.DataFrame(
+        {
+            "age": rng.integers(18, 80, n).astype(float),
+            "city": rng.choice(["paris", "oslo", "rome"], n),
+            "income": rng.normal(50, 10, n).round(2),
+            "flag": [True, False, True] * (n // 3),
+            "grade": ["1", "2", "x", "1"] * (n // 4),
+            "label": np.where(np.arange(n) % 2 == 0, "yes", "no"),
+        }
+    )
     frame.loc[[1, 5, 9], "age"] = np.nan
     frame.loc[[2, 7], "city"] = np.nan
     frame.loc[[3], "income"] = np.nan
@@ -112,8 +114,10 @@ def test_gaps_unknown_categories_and_odd_values_match_the_column_transformer() -
 def test_numpy_scalars_take_the_checking_path_and_give_the_same_outputs() -> None:
     data = prepare(messy_frame(), "label")
     compiled = compiled_for(data)
-    rows = [[np.float64(30.5), np.str_("oslo"), np.int64(7), np.bool_(True), np.int32(1)],
-            [np.float32("nan"), None, np.float64(2), False, "2"]]
+    rows = [
+        [np.float64(30.5), np.str_("oslo"), np.int64(7), np.bool_(True), np.int32(1)],
+        [np.float32("nan"), None, np.float64(2), False, "2"],
+    ]
     np.testing.assert_allclose(compiled.transform(rows), expected(data, rows), **TOLERANCE)
 
 
@@ -170,7 +174,8 @@ def test_bad_rows_are_refused_with_the_same_error_as_the_frame_path(rows: Any) -
 
 def test_a_step_it_does_not_know_is_left_to_the_column_transformer() -> None:
     frame = pd.DataFrame({"a": [1.0, 2.0, 4.0], "b": [0.0, 1.0, 3.0]})
-    pre = ColumnTransformer([("number", Pipeline([("impute", SimpleImputer()), ("minmax", MinMaxScaler())]),
-                              ["a", "b"])]).fit(frame)
+    pre = ColumnTransformer(
+        [("number", Pipeline([("impute", SimpleImputer()), ("minmax", MinMaxScaler())]), ["a", "b"])]
+    ).fit(frame)
     assert compile_preprocessor(pre, ["a", "b"], {"a": "number", "b": "number"}) is None
     assert compile_preprocessor(object(), ["a"], {"a": "number"}) is None

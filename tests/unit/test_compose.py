@@ -30,8 +30,9 @@ def dockerfile_stages() -> dict[str, str]:
     return dict(zip(parts[1::2], parts[2::2], strict=True))
 
 
-def test_redis_persists_with_an_every_second_aof_never_evicts_and_keeps_its_data_on_a_volume(compose: dict[str,
-                                                                                             Any]) -> None:
+def test_redis_persists_with_an_every_second_aof_never_evicts_and_keeps_its_data_on_a_volume(
+    compose: dict[str, Any],
+) -> None:
     redis = compose["services"]["redis"]
     command = " ".join(redis["command"])
     assert "--appendonly yes" in command
@@ -66,8 +67,15 @@ class ComposeLoader(yaml.SafeLoader):  # type: ignore[misc]  # PyYAML ships no t
 
 for _tag in ("!reset", "!override"):
     ComposeLoader.add_constructor(
-        _tag, lambda loader, node: loader.construct_sequence(node) if isinstance(node, yaml.SequenceNode)
-        else loader.construct_mapping(node) if isinstance(node, yaml.MappingNode) else loader.construct_scalar(node))
+        _tag,
+        lambda loader, node: (
+            loader.construct_sequence(node)
+            if isinstance(node, yaml.SequenceNode)
+            else loader.construct_mapping(node)
+            if isinstance(node, yaml.MappingNode)
+            else loader.construct_scalar(node)
+        ),
+    )
 
 
 def with_generated_gpus(compose: dict[str, Any], gpus: int, s3: bool = False) -> dict[str, dict[str, Any]]:
@@ -111,7 +119,8 @@ def test_the_s3_profile_runs_every_service_on_the_store_without_the_shared_volum
     assert "mlqueue" in " ".join(minio["entrypoint"]) and minio["healthcheck"]["test"]
     override = yaml.load((ROOT / "docker-compose.s3.yml").read_text(), Loader=ComposeLoader)
     assert {"api", "worker-cpu", "worker-batch", "worker-train-gpu0", "worker-inference-gpu0"} == set(
-        override["services"])
+        override["services"]
+    )
     for name, service in override["services"].items():
         assert service["volumes"] == [], name
         env = service["environment"]

@@ -44,12 +44,14 @@ def write_text(tmp_path: Path, text: str, name: str = "data.csv") -> Path:
 def messy_frame(n: int = 40) -> pd.DataFrame:
     """Numbers with gaps, a text column with gaps, and a text label."""
     rng = np.random.default_rng(0)
-    frame = pd.DataFrame({
-        "age": rng.integers(18, 80, n).astype(float),
-        "city": rng.choice(["paris", "oslo", "rome"], n),
-        "income": rng.normal(50, 10, n).round(2),
-        "label": np.where(np.arange(n) % 2 == 0, "yes", "no"),
-    })
+    frame = pd.DataFrame(
+        {
+            "age": rng.integers(18, 80, n).astype(float),
+            "city": rng.choice(["paris", "oslo", "rome"], n),
+            "income": rng.normal(50, 10, n).round(2),
+            "label": np.where(np.arange(n) % 2 == 0, "yes", "no"),
+        }
+    )
     frame.loc[[1, 5], "age"] = np.nan
     frame.loc[[2], "city"] = np.nan
     return frame
@@ -285,8 +287,9 @@ def test_integers_and_booleans_as_categories_match_what_training_saw() -> None:
     frame = messy_frame().assign(flag=[True, False] * 20, grade=["1", "2", "x", "1"] * 10)
     data = prepare(frame, "label")
     assert data.feature_dtypes["flag"] == data.feature_dtypes["grade"] == "category"
-    as_sent = frame_from_rows([{"age": 1, "city": "oslo", "income": 2, "flag": True, "grade": 1}],
-                              data.features, data.feature_dtypes)
+    as_sent = frame_from_rows(
+        [{"age": 1, "city": "oslo", "income": 2, "flag": True, "grade": 1}], data.features, data.feature_dtypes
+    )
     assert as_sent.loc[0, "flag"] == "True" and as_sent.loc[0, "grade"] == "1"
     encoder = data.preprocessor.named_transformers_["category"].named_steps["onehot"]
     assert "True" in encoder.categories_[1] and "1" in encoder.categories_[2]
@@ -327,8 +330,9 @@ DTYPES = {"age": "number", "city": "category"}
 
 
 def test_dict_and_list_rows_build_the_same_typed_frame() -> None:
-    frame = frame_from_rows([{"city": "oslo", "age": 3, "extra": "ignored"}, [4.5, "rome"], [None, None]],
-                            FEATURES, DTYPES)
+    frame = frame_from_rows(
+        [{"city": "oslo", "age": 3, "extra": "ignored"}, [4.5, "rome"], [None, None]], FEATURES, DTYPES
+    )
     assert list(frame.columns) == FEATURES
     assert frame["age"].dtype == np.float64 and frame["city"].dtype == object
     assert frame["age"].tolist()[:2] == [3.0, 4.5] and np.isnan(frame.loc[2, "age"])
@@ -348,8 +352,9 @@ def test_dict_and_list_rows_build_the_same_typed_frame() -> None:
         ([[3, "oslo"], [float("inf"), "rome"]], 1, "age", "expected a finite number"),
     ],
 )
-def test_bad_rows_are_refused_naming_the_row_and_column(rows: list[Any], row: int, column: str | None,
-                                                        message: str) -> None:
+def test_bad_rows_are_refused_naming_the_row_and_column(
+    rows: list[Any], row: int, column: str | None, message: str
+) -> None:
     with pytest.raises(InvalidInput, match=message) as info:
         frame_from_rows(rows, FEATURES, DTYPES)
     assert (info.value.row, info.value.column) == (row, column)

@@ -17,9 +17,11 @@ def test_a_saved_dataset_has_its_rows_dtypes_missing_counts_and_files(tmp_path: 
     store = DatasetStore(tmp_path)
     meta = store.save("t1", io.BytesIO(CSV), "mini", max_bytes=1000)
     assert meta["rows"] == 3 and meta["name"] == "mini" and meta["size_bytes"] == len(CSV)
-    assert meta["columns"] == [{"name": "x", "dtype": "number", "missing": 0, "distinct": 3},
-                               {"name": "y", "dtype": "number", "missing": 2, "distinct": 1},
-                               {"name": "label", "dtype": "string", "missing": 0, "distinct": 2}]
+    assert meta["columns"] == [
+        {"name": "x", "dtype": "number", "missing": 0, "distinct": 3},
+        {"name": "y", "dtype": "number", "missing": 2, "distinct": 1},
+        {"name": "label", "dtype": "string", "missing": 0, "distinct": 2},
+    ]
     assert store.path("t1", meta["id"]).read_bytes() == CSV
     assert store.get("t1", meta["id"]) == meta
     assert [m["id"] for m in store.list("t1")] == [meta["id"]]
@@ -33,14 +35,17 @@ def test_an_upload_over_the_limit_leaves_nothing_behind(tmp_path: Path) -> None:
     assert list((tmp_path / "t1").iterdir()) == []
 
 
-@pytest.mark.parametrize(("data", "words"), [
-    (b"a,b\n1,2\n3\n", "line 3"),
-    (b'a,b\n1,"unterminated\n', "line"),
-    (b"a,a\n1,2\n", "twice"),
-    (b"a,\n1,2\n", "no name"),
-    (b"\xff\xfe,b\n1,2\n", "UTF-8"),
-    (b"a,b\n", "no data rows"),
-])
+@pytest.mark.parametrize(
+    ("data", "words"),
+    [
+        (b"a,b\n1,2\n3\n", "line 3"),
+        (b'a,b\n1,"unterminated\n', "line"),
+        (b"a,a\n1,2\n", "twice"),
+        (b"a,\n1,2\n", "no name"),
+        (b"\xff\xfe,b\n1,2\n", "UTF-8"),
+        (b"a,b\n", "no data rows"),
+    ],
+)
 def test_unusable_csvs_are_refused_with_a_message_saying_where(tmp_path: Path, data: bytes, words: str) -> None:
     with pytest.raises(DataError) as err:
         DatasetStore(tmp_path).save("t1", io.BytesIO(data), None, max_bytes=1000)

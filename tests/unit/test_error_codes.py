@@ -38,7 +38,7 @@ def test_every_error_class_has_its_own_code_and_every_code_is_documented() -> No
         by_code.setdefault(cls.code, []).append(cls.__qualname__)
     assert {code: names for code, names in by_code.items() if len(names) > 1 and code not in ABSTRACT} == {}
     docs = (ROOT / "docs" / "api.md").read_text()
-    table = docs[docs.index("**Error codes.**"):docs.index("- **400** malformed JSON")]
+    table = docs[docs.index("**Error codes.**") : docs.index("- **400** malformed JSON")]
     documented = set(re.findall(r"`([a-z_]+)`", table))
     assert sorted(set(by_code) - ABSTRACT - documented) == []
 

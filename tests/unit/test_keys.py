@@ -30,21 +30,46 @@ def test_no_module_but_store_keys_spells_a_key_name() -> None:
 
 
 def test_the_key_names_lua_derives_are_the_ones_python_uses(redis_client: redis.Redis) -> None:
-    probe = raw_source("lib/keys.lua") + """
+    probe = (
+        raw_source("lib/keys.lua")
+        + """
 return {job_id_of(ARGV[1]), job_log_key(ARGV[1]), tenant_log_key(ARGV[2]), tenant_channel_key(ARGV[2]),
         tenant_active_key(ARGV[2])}
 """
+    )
     job_id, tenant = "job_01ABC", "acme"
     assert redis_client.eval(probe, 0, keys.job(job_id), tenant) == [
-        job_id, keys.job_log(job_id), keys.tenant_log(tenant), keys.tenant_channel(tenant),
-        keys.tenant_active(tenant)]
+        job_id,
+        keys.job_log(job_id),
+        keys.tenant_log(tenant),
+        keys.tenant_channel(tenant),
+        keys.tenant_active(tenant),
+    ]
 
 
 def test_every_key_is_under_the_prefix() -> None:
-    names = [keys.job("j"), keys.job_channel("j"), keys.job_log("j"), keys.job_cancel("j"), keys.job_heartbeat("j"),
-             keys.job_registered("j"), keys.job_reply("j"), keys.search_concluding("j"), keys.RUNNING_JOBS,
-             keys.METRICS_JOBS, keys.METRICS_DURATION, keys.tenant_jobs("t"), keys.tenant_active("t"),
-             keys.tenant_log("t"), keys.tenant_channel("t"), keys.rate_window("t", 1), keys.idempotency("t", "d"),
-             keys.INFERENCE_STREAM, keys.INFERENCE_STATS, keys.worker("h", 1), keys.drain("h")]
+    names = [
+        keys.job("j"),
+        keys.job_channel("j"),
+        keys.job_log("j"),
+        keys.job_cancel("j"),
+        keys.job_heartbeat("j"),
+        keys.job_registered("j"),
+        keys.job_reply("j"),
+        keys.search_concluding("j"),
+        keys.RUNNING_JOBS,
+        keys.METRICS_JOBS,
+        keys.METRICS_DURATION,
+        keys.tenant_jobs("t"),
+        keys.tenant_active("t"),
+        keys.tenant_log("t"),
+        keys.tenant_channel("t"),
+        keys.rate_window("t", 1),
+        keys.idempotency("t", "d"),
+        keys.INFERENCE_STREAM,
+        keys.INFERENCE_STATS,
+        keys.worker("h", 1),
+        keys.drain("h"),
+    ]
     assert all(name.startswith(keys.PREFIX) for name in names)
     assert len(set(names)) == len(names)

@@ -95,7 +95,8 @@ def test_the_event_log_lengths_are_the_same_in_lua_and_python() -> None:
     emit = raw_source("lib/emit.lua")
     assert re.search(r"local JOB_LOG_MAXLEN = (\d+)", emit).group(1) == str(job_scripts.JOB_LOG_MAXLEN)  # type: ignore[union-attr]
     assert re.search(r"local TENANT_LOG_MAXLEN = (\d+)", emit).group(1) == str(  # type: ignore[union-attr]
-        job_scripts.TENANT_LOG_MAXLEN)
+        job_scripts.TENANT_LOG_MAXLEN
+    )
 
 
 @pytest.mark.parametrize("name", SCRIPTS)

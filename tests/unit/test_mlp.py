@@ -33,8 +33,17 @@ def new_model(seed: int = 0, hidden: tuple[int, ...] = (16,)) -> MLP:
 
 
 def train(model: MLP, data: tuple[np.ndarray, ...], **overrides: Any) -> dict[str, Any]:
-    kwargs: dict[str, Any] = dict(task=CLASSIFICATION, epochs=4, batch_size=BATCH, lr=0.01, optimizer="adam",
-                                  weight_decay=0.0, early_stopping_patience=0, seed=0, device="cpu")
+    kwargs: dict[str, Any] = dict(
+        task=CLASSIFICATION,
+        epochs=4,
+        batch_size=BATCH,
+        lr=0.01,
+        optimizer="adam",
+        weight_decay=0.0,
+        early_stopping_patience=0,
+        seed=0,
+        device="cpu",
+    )
     kwargs.update(overrides)
     return train_loop(model, *data, **kwargs)
 
@@ -63,15 +72,25 @@ def test_regression_uses_mse_on_a_one_column_output() -> None:
     y = ((y - y.mean()) / y.std()).astype(np.float32)
     torch.manual_seed(0)
     model = MLP(10, [16], 1)
-    result = train_loop(model, X[:350], y[:350], X[350:], y[350:], task=REGRESSION, epochs=15, batch_size=32,
-                        lr=0.01, seed=0, device="cpu")
+    result = train_loop(
+        model,
+        X[:350],
+        y[:350],
+        X[350:],
+        y[350:],
+        task=REGRESSION,
+        epochs=15,
+        batch_size=32,
+        lr=0.01,
+        seed=0,
+        device="cpu",
+    )
     # An MSE below the target variance (1.0 after standardizing) means it learned something.
     assert result["best_val_loss"] < 0.7
 
 
 @pytest.mark.parametrize("optimizer", ["adam", "sgd"])
-def test_the_same_seed_and_data_give_identical_weights_and_losses(iris: tuple[np.ndarray, ...],
-                                                                  optimizer: str) -> None:
+def test_the_same_seed_and_data_give_identical_weights_and_losses(iris: tuple[np.ndarray, ...], optimizer: str) -> None:
     def run() -> tuple[MLP, list[float]]:
         model, losses = new_model(seed=3), []
         train(model, iris, seed=3, optimizer=optimizer, on_progress=lambda **kw: losses.append(kw["loss"]))
@@ -85,8 +104,9 @@ def test_the_same_seed_and_data_give_identical_weights_and_losses(iris: tuple[np
     assert not states_equal(runs[0][0], other)
 
 
-def test_should_stop_cancels_within_one_batch_and_saves_nothing_new(iris: tuple[np.ndarray, ...],
-                                                                  tmp_path: Path) -> None:
+def test_should_stop_cancels_within_one_batch_and_saves_nothing_new(
+    iris: tuple[np.ndarray, ...], tmp_path: Path
+) -> None:
     batches_per_epoch = -(-len(iris[0]) // BATCH)
     allowed = batches_per_epoch + 3  # stop three batches into epoch 2
     model = new_model()
@@ -103,8 +123,13 @@ def test_should_stop_cancels_within_one_batch_and_saves_nothing_new(iris: tuple[
     model.register_forward_hook(count_forward)
     epochs: list[int] = []
     with pytest.raises(Cancelled, match="epoch 2"):
-        train(model, iris, checkpoint_dir=tmp_path, should_stop=should_stop,
-              on_progress=lambda **kw: epochs.append(kw["epoch"]))
+        train(
+            model,
+            iris,
+            checkpoint_dir=tmp_path,
+            should_stop=should_stop,
+            on_progress=lambda **kw: epochs.append(kw["epoch"]),
+        )
     assert steps["train_forwards"] == allowed  # not one batch more after should_stop said True
     assert steps["checks"] == allowed + 1
     assert epochs == [1]
@@ -113,7 +138,8 @@ def test_should_stop_cancels_within_one_batch_and_saves_nothing_new(iris: tuple[
 
 @pytest.mark.parametrize("optimizer,patience", [("adam", 0), ("sgd", 3)])
 def test_a_run_interrupted_in_epoch_2_and_resumed_ends_exactly_like_an_uninterrupted_one(
-        iris: tuple[np.ndarray, ...], tmp_path: Path, optimizer: str, patience: int) -> None:
+    iris: tuple[np.ndarray, ...], tmp_path: Path, optimizer: str, patience: int
+) -> None:
     settings: dict[str, Any] = dict(epochs=5, optimizer=optimizer, early_stopping_patience=patience, seed=7)
     straight = new_model()
     straight_progress: list[dict[str, Any]] = []
@@ -128,20 +154,28 @@ def test_a_run_interrupted_in_epoch_2_and_resumed_ends_exactly_like_an_uninterru
 
     progress: list[dict[str, Any]] = []
     with pytest.raises(Cancelled):
-        train(new_model(), iris, **settings, checkpoint_dir=tmp_path, should_stop=should_stop,
-              on_progress=lambda **kw: progress.append(kw))
+        train(
+            new_model(),
+            iris,
+            **settings,
+            checkpoint_dir=tmp_path,
+            should_stop=should_stop,
+            on_progress=lambda **kw: progress.append(kw),
+        )
     # A fresh process would build a fresh model; the checkpoint supplies everything else.
     resumed = new_model(seed=99)
-    resumed_result = train(resumed, iris, **settings, checkpoint_dir=tmp_path,
-                           on_progress=lambda **kw: progress.append(kw))
+    resumed_result = train(
+        resumed, iris, **settings, checkpoint_dir=tmp_path, on_progress=lambda **kw: progress.append(kw)
+    )
     assert [p["epoch"] for p in progress] == [1, 2, 3, 4, 5]
     assert states_equal(straight, resumed)
     assert resumed_result == straight_result
     assert progress == straight_progress
 
 
-def test_the_checkpoint_loads_with_weights_only_and_holds_the_resume_state(iris: tuple[np.ndarray, ...],
-                                                                           tmp_path: Path) -> None:
+def test_the_checkpoint_loads_with_weights_only_and_holds_the_resume_state(
+    iris: tuple[np.ndarray, ...], tmp_path: Path
+) -> None:
     model = new_model()
     train(model, iris, epochs=2, checkpoint_dir=tmp_path, early_stopping_patience=2)
     ckpt = torch.load(tmp_path / CHECKPOINT_NAME, weights_only=True)
@@ -157,21 +191,27 @@ def test_a_checkpoint_written_with_other_settings_is_refused(iris: tuple[np.ndar
         train(new_model(), iris, epochs=2, lr=0.5, checkpoint_dir=tmp_path)
 
 
-def test_early_stopping_stops_before_max_epochs_and_restores_the_best_weights(
-        iris: tuple[np.ndarray, ...]) -> None:
+def test_early_stopping_stops_before_max_epochs_and_restores_the_best_weights(iris: tuple[np.ndarray, ...]) -> None:
     X_tr, y_tr, X_va, y_va = iris
     # Validation labels that contradict the training labels: the better the fit, the worse the validation loss.
     wrong = (y_va + 1) % 3
     model = new_model(hidden=(32,))
     val_losses: list[float] = []
-    result = train(model, (X_tr, y_tr, X_va, wrong), epochs=100, lr=0.05, early_stopping_patience=3,
-                   on_progress=lambda **kw: val_losses.append(kw["val_loss"]))
+    result = train(
+        model,
+        (X_tr, y_tr, X_va, wrong),
+        epochs=100,
+        lr=0.05,
+        early_stopping_patience=3,
+        on_progress=lambda **kw: val_losses.append(kw["val_loss"]),
+    )
     assert result["stopped_early"] is True
     assert result["epochs_run"] < 100 and len(val_losses) == result["epochs_run"]
     assert result["best_epoch"] == result["epochs_run"] - 3
     assert result["best_val_loss"] == min(val_losses)
-    current = evaluate_loss(model, torch.as_tensor(X_va), torch.as_tensor(wrong), torch.nn.CrossEntropyLoss(),
-                            CLASSIFICATION)
+    current = evaluate_loss(
+        model, torch.as_tensor(X_va), torch.as_tensor(wrong), torch.nn.CrossEntropyLoss(), CLASSIFICATION
+    )
     assert current == pytest.approx(result["best_val_loss"], rel=1e-6)
     assert current < val_losses[-1]
 
@@ -179,8 +219,13 @@ def test_early_stopping_stops_before_max_epochs_and_restores_the_best_weights(
 def test_without_a_validation_set_the_train_loss_drives_early_stopping(iris: tuple[np.ndarray, ...]) -> None:
     X_tr, y_tr, _, _ = iris
     seen: list[dict[str, Any]] = []
-    result = train(new_model(), (X_tr, y_tr, np.empty((0, 4), np.float32), np.empty(0)), epochs=5,
-                   early_stopping_patience=2, on_progress=lambda **kw: seen.append(kw))
+    result = train(
+        new_model(),
+        (X_tr, y_tr, np.empty((0, 4), np.float32), np.empty(0)),
+        epochs=5,
+        early_stopping_patience=2,
+        on_progress=lambda **kw: seen.append(kw),
+    )
     assert all(s["val_loss"] is None for s in seen)
     assert result["best_val_loss"] == min(s["loss"] for s in seen)
 
@@ -190,8 +235,19 @@ def test_a_diverging_run_fails_with_advice_instead_of_training_on_nan() -> None:
     y = np.ones(32, dtype=np.float32)
     torch.manual_seed(0)
     with pytest.raises(InvalidParams, match="lower lr"):
-        train_loop(MLP(2, [4], 1), X, y, None, None, task=REGRESSION, epochs=2, batch_size=8, lr=1.0,
-                   optimizer="sgd", device="cpu")
+        train_loop(
+            MLP(2, [4], 1),
+            X,
+            y,
+            None,
+            None,
+            task=REGRESSION,
+            epochs=2,
+            batch_size=8,
+            lr=1.0,
+            optimizer="sgd",
+            device="cpu",
+        )
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the behaviour on a machine without a GPU")

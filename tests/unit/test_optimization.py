@@ -34,8 +34,13 @@ def messy_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Numbers with gaps and a text column with gaps: the preprocessing has work to do in the ONNX graph too."""
     rng = np.random.default_rng(0)
     n = 240
-    frame = pd.DataFrame({"a": rng.normal(size=n).round(3), "b": rng.normal(size=n).round(3),
-                          "colour": rng.choice(["red", "green", "blue"], n)})
+    frame = pd.DataFrame(
+        {
+            "a": rng.normal(size=n).round(3),
+            "b": rng.normal(size=n).round(3),
+            "colour": rng.choice(["red", "green", "blue"], n),
+        }
+    )
     label = np.where(frame["a"] + (frame["colour"] == "red") * 1.5 - frame["b"] > 0.4, "yes", "no")
     frame.loc[::17, "a"] = np.nan
     frame.loc[::23, "colour"] = None
@@ -49,20 +54,56 @@ def messy_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def registry(messy_csv: Path, tmp_path_factory: pytest.TempPathFactory) -> ModelRegistry:
     """mlp v1 (torch), forest v1 (random forest), ridge-ish regression mlp `amount` v1."""
     reg = ModelRegistry(tmp_path_factory.mktemp("optimize-registry"), secret_key="k")
-    train_model(data_path=messy_csv, target="label", algorithm="mlp", model_name="mlp", registry=reg,
-                params={"epochs": 5, "hidden_layers": [16], "lr": 0.01}, device="cpu", dataset_id="ds_x")
-    train_model(data_path=messy_csv, target="label", algorithm="random_forest", model_name="forest", registry=reg,
-                params={"n_estimators": 10}, dataset_id="ds_x")
-    train_model(data_path=messy_csv, target="a", algorithm="mlp", model_name="amount", registry=reg,
-                task="regression", features=["b", "colour"], preprocessing={"missing": "drop"},
-                params={"epochs": 3, "hidden_layers": [8]}, device="cpu", dataset_id="ds_x")
+    train_model(
+        data_path=messy_csv,
+        target="label",
+        algorithm="mlp",
+        model_name="mlp",
+        registry=reg,
+        params={"epochs": 5, "hidden_layers": [16], "lr": 0.01},
+        device="cpu",
+        dataset_id="ds_x",
+    )
+    train_model(
+        data_path=messy_csv,
+        target="label",
+        algorithm="random_forest",
+        model_name="forest",
+        registry=reg,
+        params={"n_estimators": 10},
+        dataset_id="ds_x",
+    )
+    train_model(
+        data_path=messy_csv,
+        target="a",
+        algorithm="mlp",
+        model_name="amount",
+        registry=reg,
+        task="regression",
+        features=["b", "colour"],
+        preprocessing={"missing": "drop"},
+        params={"epochs": 3, "hidden_layers": [8]},
+        device="cpu",
+        dataset_id="ds_x",
+    )
     return reg
 
 
-def optimize(registry: ModelRegistry, data: Path, name: str, version: int, method: str,
-             **params: Any) -> dict[str, Any]:
-    return optimize_version(registry=registry, tenant=TENANT, name=name, version=version, method=method,
-                            params=params, data_path=data, device="cpu", job_id=f"job_{method}", repeats=3)
+def optimize(
+    registry: ModelRegistry, data: Path, name: str, version: int, method: str, **params: Any
+) -> dict[str, Any]:
+    return optimize_version(
+        registry=registry,
+        tenant=TENANT,
+        name=name,
+        version=version,
+        method=method,
+        params=params,
+        data_path=data,
+        device="cpu",
+        job_id=f"job_{method}",
+        repeats=3,
+    )
 
 
 def raw_rows(path: Path, features: list[str]) -> list[dict[str, Any]]:
@@ -85,11 +126,14 @@ def onnx_scores(session: ort.InferenceSession, rows: list[dict[str, Any]], manif
 
 def test_each_model_kind_is_offered_exactly_the_methods_that_apply_to_it() -> None:
     assert set(applicable({"model_kind": "torch", "task": "classification"})) == {
-        "quantize_dynamic", "prune", "distill", "export"}
+        "quantize_dynamic",
+        "prune",
+        "distill",
+        "export",
+    }
     assert set(applicable({"model_kind": "torch", "task": "regression"})) == {"quantize_dynamic", "prune", "export"}
     assert applicable({"model_kind": "sklearn", "task": "classification"}) == {"distill": (), "export": ("onnx",)}
-    assert applicable({"model_kind": "torch_int8", "task": "classification"}) == {"distill": (),
-                                                                                 "export": ("onnx",)}
+    assert applicable({"model_kind": "torch_int8", "task": "classification"}) == {"distill": (), "export": ("onnx",)}
     assert applicable({"model_kind": "torchscript", "task": "classification"}) == {}
 
 
@@ -105,14 +149,21 @@ def test_quantizing_a_random_forest_is_refused_naming_the_methods_that_apply() -
 def test_method_params_are_checked_and_defaulted_like_training_params() -> None:
     mlp = {"model_kind": "torch", "task": "classification"}
     assert validate_optimize("prune", {"amount": 0.3}, mlp) == {
-        "amount": 0.3, "structured": False, "finetune_epochs": 3, "lr": 0.001, "batch_size": 64, "seed": 0}
+        "amount": 0.3,
+        "structured": False,
+        "finetune_epochs": 3,
+        "lr": 0.001,
+        "batch_size": 64,
+        "seed": 0,
+    }
     with pytest.raises(InvalidParams) as refused:
         validate_optimize("prune", {"amount": 1.5, "epochs": 3}, mlp)
     assert [e["loc"] for e in refused.value.errors] == [["epochs"], ["amount"]]
 
 
 def test_a_quantized_version_stores_int8_weights_and_loads_back_to_the_same_predictions(
-        registry: ModelRegistry, messy_csv: Path) -> None:
+    registry: ModelRegistry, messy_csv: Path
+) -> None:
     result = optimize(registry, messy_csv, "mlp", 1, "quantize_dynamic")
     manifest = registry.manifest(TENANT, "mlp", result["version"])
     assert manifest["model_kind"] == "torch_int8" and manifest["parent"] == 1
@@ -132,7 +183,8 @@ def test_a_quantized_version_stores_int8_weights_and_loads_back_to_the_same_pred
 
 
 def test_a_tampered_quantized_artifact_is_refused_before_anything_is_loaded(
-        registry: ModelRegistry, messy_csv: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    registry: ModelRegistry, messy_csv: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     version = optimize(registry, messy_csv, "mlp", 1, "quantize_dynamic")["version"]
     weights = registry.root / TENANT / "mlp" / str(version) / "model.safetensors"
     data = bytearray(weights.read_bytes())
@@ -150,11 +202,22 @@ def test_a_tampered_quantized_artifact_is_refused_before_anything_is_loaded(
 def test_int8_tensors_that_do_not_fit_the_architecture_are_refused(tmp_path: Path) -> None:
     from safetensors.torch import save_file
 
-    (tmp_path / "architecture.json").write_text(json.dumps({
-        "input_dim": 4, "hidden_layers": [3], "output_dim": 2, "task": "classification", "target_mean": None,
-        "target_std": None, "quantization": {"per_channel": True}}))
-    tensors = {f"layers.{i}.{p}": torch.zeros(1) for i in (0, 2) for p in ("weight_int8", "scales", "zero_points",
-                                                                               "bias")}
+    (tmp_path / "architecture.json").write_text(
+        json.dumps(
+            {
+                "input_dim": 4,
+                "hidden_layers": [3],
+                "output_dim": 2,
+                "task": "classification",
+                "target_mean": None,
+                "target_std": None,
+                "quantization": {"per_channel": True},
+            }
+        )
+    )
+    tensors = {
+        f"layers.{i}.{p}": torch.zeros(1) for i in (0, 2) for p in ("weight_int8", "scales", "zero_points", "bias")
+    }
     save_file(tensors, str(tmp_path / "model.safetensors"))
     with pytest.raises(ArtifactTampered, match="do not fit"):
         QuantizedMLPModel.load(tmp_path)
@@ -162,7 +225,8 @@ def test_int8_tensors_that_do_not_fit_the_architecture_are_refused(tmp_path: Pat
 
 @pytest.mark.parametrize(("name", "target_tolerance"), [("mlp", 1e-5), ("forest", 1e-5), ("amount", 1e-4)])
 def test_an_onnx_export_with_its_preprocessing_matches_the_service_on_raw_rows_with_gaps(
-        registry: ModelRegistry, messy_csv: Path, name: str, target_tolerance: float) -> None:
+    registry: ModelRegistry, messy_csv: Path, name: str, target_tolerance: float
+) -> None:
     result = optimize(registry, messy_csv, name, 1, "export", format="onnx")
     manifest = registry.manifest(TENANT, name, result["version"])
     assert manifest["model_kind"] == "onnx" and manifest["export"]["inputs"] == "raw"
@@ -179,7 +243,8 @@ def test_an_onnx_export_with_its_preprocessing_matches_the_service_on_raw_rows_w
 
 
 def test_an_export_version_is_never_loaded_as_a_model_and_torchscript_is_never_opened(
-        registry: ModelRegistry, messy_csv: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    registry: ModelRegistry, messy_csv: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     version = optimize(registry, messy_csv, "mlp", 1, "export", format="torchscript")["version"]
     manifest = registry.manifest(TENANT, "mlp", version)
     assert manifest["model_kind"] == "torchscript" and list(manifest["files"]) == ["model.torchscript.pt"]
@@ -195,19 +260,26 @@ def test_an_export_version_is_never_loaded_as_a_model_and_torchscript_is_never_o
 
 
 def test_the_comparison_table_puts_parent_beside_child_with_the_change() -> None:
-    side = {"artifact_bytes": 3000, "latency_ms": {"1": 2.0, "64": 4.0}, "model_latency_ms": {"1": None, "64": None},
-            "metrics": {"accuracy": 0.95, "confusion_matrix": [[1]]}}
+    side = {
+        "artifact_bytes": 3000,
+        "latency_ms": {"1": 2.0, "64": 4.0},
+        "model_latency_ms": {"1": None, "64": None},
+        "metrics": {"accuracy": 0.95, "confusion_matrix": [[1]]},
+    }
     child = {**side, "artifact_bytes": 1000, "latency_ms": {"1": 1.0, "64": 8.0}, "metrics": {"accuracy": 0.94}}
     rows, header = comparison_rows({"parent": 1, "version": 2, "comparison": {"parent": side, "child": child}})
     assert header == ["", "PARENT v1", "CHILD v2", "CHANGE"]
-    assert rows == [["artifact bytes", "3000", "1000", "3.00x smaller"],
-                    ["latency 1 row (ms)", "2", "1", "2.00x faster"],
-                    ["latency 64 rows (ms)", "4", "8", "2.00x slower"],
-                    ["test accuracy", "0.95", "0.94", "-0.0100"]]
+    assert rows == [
+        ["artifact bytes", "3000", "1000", "3.00x smaller"],
+        ["latency 1 row (ms)", "2", "1", "2.00x faster"],
+        ["latency 64 rows (ms)", "4", "8", "2.00x slower"],
+        ["test accuracy", "0.95", "0.94", "-0.0100"],
+    ]
 
 
 def test_structured_pruning_zeroes_whole_hidden_neurons_and_leaves_the_output_layer_whole(
-        registry: ModelRegistry, messy_csv: Path) -> None:
+    registry: ModelRegistry, messy_csv: Path
+) -> None:
     result = optimize(registry, messy_csv, "amount", 1, "prune", amount=0.5, structured=True, finetune_epochs=2)
     assert result["optimization"]["layers"] == [0.5, 0.0]
     net = Predictor.load(registry, TENANT, "amount", result["version"]).model.net  # type: ignore[attr-defined]

@@ -55,19 +55,35 @@ def messy_csv(path: Path) -> Path:
     return write(pd.concat([frame, frame.head(10)]), path)
 
 
-CLASSIFIERS = [("logistic_regression", None), ("random_forest", {"n_estimators": 50}),
-               ("gradient_boosting", {"n_estimators": 50}), ("mlp", {"epochs": 30, "hidden_layers": [32]})]
-REGRESSORS = [("linear_regression", None), ("ridge", None), ("random_forest", {"n_estimators": 50}),
-              ("gradient_boosting", {"n_estimators": 50}), ("mlp", {"epochs": 40, "hidden_layers": [32]})]
+CLASSIFIERS = [
+    ("logistic_regression", None),
+    ("random_forest", {"n_estimators": 50}),
+    ("gradient_boosting", {"n_estimators": 50}),
+    ("mlp", {"epochs": 30, "hidden_layers": [32]}),
+]
+REGRESSORS = [
+    ("linear_regression", None),
+    ("ridge", None),
+    ("random_forest", {"n_estimators": 50}),
+    ("gradient_boosting", {"n_estimators": 50}),
+    ("mlp", {"epochs": 40, "hidden_layers": [32]}),
+]
 
 
 @pytest.mark.parametrize(("algorithm", "params"), CLASSIFIERS)
 @pytest.mark.parametrize(("dataset", "floor"), [("iris", 0.85), ("wine", 0.85)])
-def test_each_classifier_reaches_sensible_accuracy(csvs: dict[str, Path], registry: ModelRegistry, algorithm: str,
-                                                   params: dict[str, Any], dataset: str, floor: float) -> None:
+def test_each_classifier_reaches_sensible_accuracy(
+    csvs: dict[str, Path], registry: ModelRegistry, algorithm: str, params: dict[str, Any], dataset: str, floor: float
+) -> None:
     target = "species" if dataset == "iris" else "target"
-    result = train_model(data_path=csvs[dataset], target=target, algorithm=algorithm, model_name=dataset,
-                         registry=registry, params=params)
+    result = train_model(
+        data_path=csvs[dataset],
+        target=target,
+        algorithm=algorithm,
+        model_name=dataset,
+        registry=registry,
+        params=params,
+    )
     assert result["version"] == 1
     assert result["task"] == "classification" and result["task_inferred"] is True
     assert result["metrics"]["accuracy"] >= floor, result["metrics"]
@@ -75,25 +91,40 @@ def test_each_classifier_reaches_sensible_accuracy(csvs: dict[str, Path], regist
 
 
 @pytest.mark.parametrize(("algorithm", "params"), REGRESSORS)
-def test_each_regressor_explains_the_diabetes_target(csvs: dict[str, Path], registry: ModelRegistry, algorithm: str,
-                                                     params: dict[str, Any]) -> None:
-    result = train_model(data_path=csvs["diabetes"], target="target", algorithm=algorithm, model_name="diabetes",
-                         registry=registry, params=params)
+def test_each_regressor_explains_the_diabetes_target(
+    csvs: dict[str, Path], registry: ModelRegistry, algorithm: str, params: dict[str, Any]
+) -> None:
+    result = train_model(
+        data_path=csvs["diabetes"],
+        target="target",
+        algorithm=algorithm,
+        model_name="diabetes",
+        registry=registry,
+        params=params,
+    )
     assert result["task"] == "regression"
     assert result["metrics"]["r2"] > 0.15, result["metrics"]
     assert result["metrics"]["rmse"] > result["metrics"]["mae"] > 0
 
 
-def test_our_logistic_regression_matches_a_plain_sklearn_pipeline_on_the_same_split(csvs: dict[str, Path],
-                                                                                    registry: ModelRegistry) -> None:
-    result = train_model(data_path=csvs["breast_cancer"], target="target", algorithm="logistic_regression",
-                         model_name="bc", registry=registry, split={"test": 0.2, "validation": 0.1, "seed": 0})
+def test_our_logistic_regression_matches_a_plain_sklearn_pipeline_on_the_same_split(
+    csvs: dict[str, Path], registry: ModelRegistry
+) -> None:
+    result = train_model(
+        data_path=csvs["breast_cancer"],
+        target="target",
+        algorithm="logistic_regression",
+        model_name="bc",
+        registry=registry,
+        split={"test": 0.2, "validation": 0.1, "seed": 0},
+    )
     # Rebuild the very same test split the pipeline used (it records the sizes and seed in the manifest).
     manifest = registry.manifest("default", "bc", 1)
     frame = load_breast_cancer(as_frame=True).frame
     x, y = frame.drop(columns="target"), frame["target"]
-    x_rest, x_test, y_rest, y_test = train_test_split(x, y, test_size=manifest["dataset"]["rows"]["test"],
-                                                      random_state=0, stratify=y)
+    x_rest, x_test, y_rest, y_test = train_test_split(
+        x, y, test_size=manifest["dataset"]["rows"]["test"], random_state=0, stratify=y
+    )
     plain = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)).fit(x_rest, y_rest)
     plain_accuracy = plain.score(x_test, y_test)
     assert abs(result["metrics"]["accuracy"] - plain_accuracy) <= 0.01 + 1e-9, (result["metrics"], plain_accuracy)
@@ -101,26 +132,59 @@ def test_our_logistic_regression_matches_a_plain_sklearn_pipeline_on_the_same_sp
 
 def test_a_messy_csv_trains_and_predicts_from_raw_rows(tmp_path: Path, registry: ModelRegistry) -> None:
     path = messy_csv(tmp_path / "messy.csv")
-    result = train_model(data_path=path, target="species", algorithm="random_forest", model_name="messy",
-                         registry=registry, preprocessing={"missing": "impute", "deduplicate": True})
+    result = train_model(
+        data_path=path,
+        target="species",
+        algorithm="random_forest",
+        model_name="messy",
+        registry=registry,
+        preprocessing={"missing": "impute", "deduplicate": True},
+    )
     assert result["metrics"]["accuracy"] > 0.8
     manifest = registry.manifest("default", "messy", 1)
     assert {"name": "garden", "dtype": "category"} in manifest["features"]
     # The 10 appended copies (and iris' own duplicate row) were dropped; nothing else was.
     assert manifest["dataset"]["rows_used"] == len(pd.read_csv(path).drop_duplicates()) < len(pd.read_csv(path))
     predictor = Predictor.load(registry, "default", "messy")
-    rows = [{"sepal length (cm)": 5.1, "sepal width (cm)": None, "petal length (cm)": 1.4,
-             "petal width (cm)": 0.2, "garden": "a garden never seen"}]
+    rows = [
+        {
+            "sepal length (cm)": 5.1,
+            "sepal width (cm)": None,
+            "petal length (cm)": 1.4,
+            "petal width (cm)": 0.2,
+            "garden": "a garden never seen",
+        }
+    ]
     [prediction] = predictor.predict(rows)
     assert prediction["label"] == "setosa"
 
 
 def test_the_manifest_records_what_is_needed_to_trace_the_model(csvs: dict[str, Path], registry: ModelRegistry) -> None:
-    train_model(data_path=csvs["iris"], target="species", algorithm="mlp", model_name="iris", registry=registry,
-                params={"epochs": 2}, dataset_id="ds_test", job_id="job_test")
+    train_model(
+        data_path=csvs["iris"],
+        target="species",
+        algorithm="mlp",
+        model_name="iris",
+        registry=registry,
+        params={"epochs": 2},
+        dataset_id="ds_test",
+        job_id="job_test",
+    )
     manifest = registry.manifest("default", "iris", 1)
-    for key in ("algorithm", "task", "params", "metrics", "features", "classes", "dataset", "created_at",
-                "library_versions", "files", "artifact", "job_id"):
+    for key in (
+        "algorithm",
+        "task",
+        "params",
+        "metrics",
+        "features",
+        "classes",
+        "dataset",
+        "created_at",
+        "library_versions",
+        "files",
+        "artifact",
+        "job_id",
+    ):
         assert key in manifest, key
     assert manifest["classes"] == ["setosa", "versicolor", "virginica"]
     assert manifest["params"]["epochs"] == 2 and manifest["params"]["optimizer"] == "adam"
@@ -129,8 +193,17 @@ def test_the_manifest_records_what_is_needed_to_trace_the_model(csvs: dict[str, 
 
 
 def test_the_same_seed_gives_the_same_metrics(csvs: dict[str, Path], registry: ModelRegistry) -> None:
-    runs = [train_model(data_path=csvs["wine"], target="target", algorithm="mlp", model_name="wine",
-                        registry=registry, params={"epochs": 5, "seed": 3})["metrics"] for _ in range(2)]
+    runs = [
+        train_model(
+            data_path=csvs["wine"],
+            target="target",
+            algorithm="mlp",
+            model_name="wine",
+            registry=registry,
+            params={"epochs": 5, "seed": 3},
+        )["metrics"]
+        for _ in range(2)
+    ]
     assert runs[0] == runs[1]
 
 
@@ -142,9 +215,16 @@ def test_a_cancelled_training_registers_nothing(csvs: dict[str, Path], registry:
         return len(calls) > 3
 
     with pytest.raises(Cancelled):
-        train_model(data_path=csvs["iris"], target="species", algorithm="mlp", model_name="iris",
-                    registry=registry, params={"epochs": 50, "batch_size": 8}, should_stop=should_stop,
-                    checkpoint_dir=tmp_path / "ckpt")
+        train_model(
+            data_path=csvs["iris"],
+            target="species",
+            algorithm="mlp",
+            model_name="iris",
+            registry=registry,
+            params={"epochs": 50, "batch_size": 8},
+            should_stop=should_stop,
+            checkpoint_dir=tmp_path / "ckpt",
+        )
     assert len(calls) == 4  # stopped at the first batch that saw the flag
     assert registry.list_models("default") == []
 
@@ -159,10 +239,17 @@ def test_a_cancelled_training_registers_nothing(csvs: dict[str, Path], registry:
         ({"algorithm": "linear_regression"}, InvalidParams, "classification"),
     ],
 )
-def test_bad_requests_get_their_specific_error(csvs: dict[str, Path], registry: ModelRegistry, kwargs: dict[str, Any],
-                                               error: type[MLQError], fragment: str) -> None:
-    args = {"data_path": csvs["iris"], "target": "species", "algorithm": "logistic_regression",
-            "model_name": "iris", "registry": registry, **kwargs}
+def test_bad_requests_get_their_specific_error(
+    csvs: dict[str, Path], registry: ModelRegistry, kwargs: dict[str, Any], error: type[MLQError], fragment: str
+) -> None:
+    args = {
+        "data_path": csvs["iris"],
+        "target": "species",
+        "algorithm": "logistic_regression",
+        "model_name": "iris",
+        "registry": registry,
+        **kwargs,
+    }
     with pytest.raises(error) as err:
         train_model(**args)
     assert fragment in err.value.message

@@ -28,8 +28,15 @@ def iris_frame() -> pd.DataFrame:
     return frame
 
 
-def register_version(registry: ModelRegistry, staging: Path, name: str, frame: pd.DataFrame, target: str,
-                     algorithm: str, params: dict[str, Any] | None = None) -> ModelManifest:
+def register_version(
+    registry: ModelRegistry,
+    staging: Path,
+    name: str,
+    frame: pd.DataFrame,
+    target: str,
+    algorithm: str,
+    params: dict[str, Any] | None = None,
+) -> ModelManifest:
     """Prepare, fit and register a version exactly as training.pipeline does (without reading a CSV)."""
     data = prepare(frame, target)
     clean = validate_params(algorithm, params, data.task)
@@ -41,9 +48,14 @@ def register_version(registry: ModelRegistry, staging: Path, name: str, frame: p
     save_preprocessor(data.preprocessor, staging / "preprocessor.skops")
     model.save(staging)
     manifest = {
-        "algorithm": algorithm, "task": data.task, "params": clean, "metrics": {},
+        "algorithm": algorithm,
+        "task": data.task,
+        "params": clean,
+        "metrics": {},
         "features": [{"name": f, "dtype": data.feature_dtypes[f]} for f in data.features],
-        "classes": data.classes, "model_kind": model.kind, "preprocessor_file": "preprocessor.skops",
+        "classes": data.classes,
+        "model_kind": model.kind,
+        "preprocessor_file": "preprocessor.skops",
         "dataset": {"id": None, "sha256": data.dataset_sha256},
     }
     return registry.register("default", name, staging, manifest)
@@ -103,8 +115,9 @@ def test_output_chooses_between_label_and_probabilities(iris: Predictor, rows: l
     assert [p["proba"] for p in probas] == [p["proba"] for p in both]
 
 
-def test_top_k_keeps_only_the_most_probable_labels_most_probable_first(iris: Predictor, rows: list[dict[str,
-                                                                       Any]]) -> None:
+def test_top_k_keeps_only_the_most_probable_labels_most_probable_first(
+    iris: Predictor, rows: list[dict[str, Any]]
+) -> None:
     full = iris.predict(rows)
     top1 = iris.predict(rows, {"top_k": 1})
     top2 = iris.predict(rows, {"top_k": 2})
@@ -114,8 +127,9 @@ def test_top_k_keeps_only_the_most_probable_labels_most_probable_first(iris: Pre
         assert list(two["proba"]) == sorted(f["proba"], key=lambda k: -f["proba"][k])[:2]
 
 
-def test_threshold_drops_rows_whose_top_probability_is_lower_and_keeps_row_indices(iris: Predictor,
-                                                                                   rows: list[dict[str, Any]]) -> None:
+def test_threshold_drops_rows_whose_top_probability_is_lower_and_keeps_row_indices(
+    iris: Predictor, rows: list[dict[str, Any]]
+) -> None:
     full = iris.predict(rows)
     kept = iris.predict(rows, {"threshold": 0.9})
     expected = [p for p in full if max(p["proba"].values()) >= 0.9]
@@ -148,15 +162,17 @@ def test_sort_orders_by_top_probability_and_none_keeps_input_order(iris: Predict
         ({"sort": "up"}, "sort"),
     ],
 )
-def test_a_bad_postprocess_option_is_refused_naming_the_key(iris: Predictor, rows: list[dict[str, Any]],
-                                                            postprocess: dict[str, Any], key: str) -> None:
+def test_a_bad_postprocess_option_is_refused_naming_the_key(
+    iris: Predictor, rows: list[dict[str, Any]], postprocess: dict[str, Any], key: str
+) -> None:
     with pytest.raises(InvalidParams, match=key) as caught:
         iris.predict(rows, postprocess)
     assert caught.value.errors[0]["loc"] == ["postprocess", key]
 
 
-def test_a_row_missing_a_feature_is_refused_naming_the_row_and_the_column(iris: Predictor, rows: list[dict[str,
-                                                                          Any]]) -> None:
+def test_a_row_missing_a_feature_is_refused_naming_the_row_and_the_column(
+    iris: Predictor, rows: list[dict[str, Any]]
+) -> None:
     broken = [dict(r) for r in rows]
     del broken[2]["petal width (cm)"]
     with pytest.raises(InvalidInput, match="petal width") as caught:
@@ -178,7 +194,8 @@ def test_an_unseen_category_still_predicts(iris: Predictor, rows: list[dict[str,
 
 
 def test_regression_returns_values_sorted_on_request_and_refuses_classification_options(
-        registry: ModelRegistry) -> None:
+    registry: ModelRegistry,
+) -> None:
     diabetes = Predictor.load(registry, "default", "diabetes")
     frame = load_diabetes(as_frame=True).frame
     rows = frame.drop(columns="target").iloc[:20].to_dict(orient="records")
@@ -194,8 +211,7 @@ def test_regression_returns_values_sorted_on_request_and_refuses_classification_
 
 
 def test_the_production_alias_is_served_by_default(registry: ModelRegistry, tmp_path: Path) -> None:
-    register_version(registry, tmp_path / "s", "iris", iris_frame(), "species", "logistic_regression",
-                     {"C": 0.01})
+    register_version(registry, tmp_path / "s", "iris", iris_frame(), "species", "logistic_regression", {"C": 0.01})
     assert Predictor.load(registry, "default", "iris").version == 2
     registry.set_alias("default", "iris", "production", 1)
     try:
@@ -229,26 +245,36 @@ def test_a_torch_mlp_version_loads_and_predicts_like_a_sklearn_one(tmp_path: Pat
     assert all(len(p["proba"]) == 2 and p["label"] in mlp.classes for p in out)
 
 
-def test_regression_values_read_as_the_model_computed_them_not_as_widened_float32(registry: ModelRegistry,
-                                                                                  tmp_path: Path) -> None:
+def test_regression_values_read_as_the_model_computed_them_not_as_widened_float32(
+    registry: ModelRegistry, tmp_path: Path
+) -> None:
     frame = load_diabetes(as_frame=True).frame
     rows = frame.drop(columns="target").iloc[:20].to_dict(orient="records")
     params = {"epochs": 2, "hidden_layers": [8], "batch_size": 32, "early_stopping_patience": 0}
     mlp_registry = ModelRegistry(tmp_path / "models")
     register_version(mlp_registry, tmp_path / "s", "diabetes-mlp", frame, "target", "mlp", params)
-    for predictor in (Predictor.load(registry, "default", "diabetes"),
-                      Predictor.load(mlp_registry, "default", "diabetes-mlp")):
+    for predictor in (
+        Predictor.load(registry, "default", "diabetes"),
+        Predictor.load(mlp_registry, "default", "diabetes-mlp"),
+    ):
         values = [p["value"] for p in predictor.predict(rows)]
         # A value float32 holds exactly came from float32 (~7 significant digits): 210.2832, never 210.283203125.
         widened = [v for v in values if float(np.float32(v)) == v and repr(v) != repr(float(str(np.float32(v))))]
         assert values and not widened, (predictor.name, widened)
 
 
-def test_the_compiled_preprocessing_gives_the_scores_of_the_column_transformer(iris: Predictor, rows: list[dict[str,
-                                                                               Any]]) -> None:
+def test_the_compiled_preprocessing_gives_the_scores_of_the_column_transformer(
+    iris: Predictor, rows: list[dict[str, Any]]
+) -> None:
     assert iris.compiled is not None  # the pipeline's preprocessor always compiles
-    uncompiled = Predictor(tenant="default", name="iris", version=iris.version, manifest=iris.manifest,
-                           preprocessor=iris.preprocessor, model=iris.model)
+    uncompiled = Predictor(
+        tenant="default",
+        name="iris",
+        version=iris.version,
+        manifest=iris.manifest,
+        preprocessor=iris.preprocessor,
+        model=iris.model,
+    )
     uncompiled.compiled = None
     messy = [*rows, {**rows[0], "site": "east"}, {**rows[1], "petal width (cm)": None, "site": None}]
     np.testing.assert_allclose(iris.scores(messy), uncompiled.scores(messy), rtol=1e-6, atol=1e-9)

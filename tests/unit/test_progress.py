@@ -15,9 +15,18 @@ class Terminal(io.StringIO):
 
 
 def running(epoch: int) -> dict[str, object]:
-    return {"id": "job_" + "a" * 26, "status": "running",
-            "progress": {"fraction": epoch / 20, "epoch": epoch, "epochs": 20, "loss": 0.123456, "val_loss": 0.2345,
-                         "message": "a long message from the worker that says quite a lot about this epoch"}}
+    return {
+        "id": "job_" + "a" * 26,
+        "status": "running",
+        "progress": {
+            "fraction": epoch / 20,
+            "epoch": epoch,
+            "epochs": 20,
+            "loss": 0.123456,
+            "val_loss": 0.2345,
+            "message": "a long message from the worker that says quite a lot about this epoch",
+        },
+    }
 
 
 def test_on_an_80_column_terminal_every_redraw_fits_in_79_columns(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -89,8 +89,9 @@ def test_list_get_and_resolve_follow_versions_and_aliases(registry: ModelRegistr
     assert [m["version"] for m in model["versions"]] == [1, 2, 3]
 
 
-def test_unknown_versions_models_and_aliases_are_not_found_with_what_exists(registry: ModelRegistry,
-                                                                            tmp_path: Path) -> None:
+def test_unknown_versions_models_and_aliases_are_not_found_with_what_exists(
+    registry: ModelRegistry, tmp_path: Path
+) -> None:
     register(registry, tmp_path)
     register(registry, tmp_path)
     with pytest.raises(ResourceNotFound, match=r"no version 7; versions: 1, 2"):
@@ -108,8 +109,9 @@ def test_unknown_versions_models_and_aliases_are_not_found_with_what_exists(regi
     assert not (registry.root / "default" / "nope").exists()  # a 404 leaves nothing behind
 
 
-def test_deleting_an_alias_and_then_its_version_works_but_not_while_aliased(registry: ModelRegistry,
-                                                                            tmp_path: Path) -> None:
+def test_deleting_an_alias_and_then_its_version_works_but_not_while_aliased(
+    registry: ModelRegistry, tmp_path: Path
+) -> None:
     register(registry, tmp_path)
     register(registry, tmp_path)
     registry.set_alias("default", "iris", "production", 1)
@@ -129,16 +131,18 @@ def test_version_numbers_are_never_reused_after_deleting_the_latest(registry: Mo
     assert register(registry, tmp_path)["version"] == 3
 
 
-def test_an_alias_made_of_digits_is_refused_as_ambiguous_with_a_version(registry: ModelRegistry,
-                                                                        tmp_path: Path) -> None:
+def test_an_alias_made_of_digits_is_refused_as_ambiguous_with_a_version(
+    registry: ModelRegistry, tmp_path: Path
+) -> None:
     register(registry, tmp_path)
     with pytest.raises(InvalidName, match="digits"):
         registry.set_alias("default", "iris", "2", 1)
 
 
 @pytest.mark.parametrize("bad", ["../x", "a/b", "", "A", ".hidden", "%2e%2e", "..", ".", "a" * 64, "x\n", None])
-def test_unsafe_or_malformed_names_are_refused_with_the_allowed_pattern(registry: ModelRegistry, tmp_path: Path,
-                                                                        bad: Any) -> None:
+def test_unsafe_or_malformed_names_are_refused_with_the_allowed_pattern(
+    registry: ModelRegistry, tmp_path: Path, bad: Any
+) -> None:
     staging = stage(tmp_path / "staging")
     with pytest.raises(InvalidName, match=r"\^\[a-z0-9\]"):
         registry.register("default", bad, staging, {})

@@ -9,18 +9,29 @@ from training.search_space import check_metric, plan_trials
 
 
 def test_a_grid_gives_one_trial_per_combination() -> None:
-    trials = plan_trials(algorithm="mlp", params={"epochs": 3},
-                         search={"lr": [0.01, 0.001], "hidden_layers": [[32], [64, 64]]})
+    trials = plan_trials(
+        algorithm="mlp", params={"epochs": 3}, search={"lr": [0.01, 0.001], "hidden_layers": [[32], [64, 64]]}
+    )
     assert [t["params"] for t in trials] == [
-        {"epochs": 3, "lr": 0.01, "hidden_layers": [32]}, {"epochs": 3, "lr": 0.01, "hidden_layers": [64, 64]},
-        {"epochs": 3, "lr": 0.001, "hidden_layers": [32]}, {"epochs": 3, "lr": 0.001, "hidden_layers": [64, 64]}]
+        {"epochs": 3, "lr": 0.01, "hidden_layers": [32]},
+        {"epochs": 3, "lr": 0.01, "hidden_layers": [64, 64]},
+        {"epochs": 3, "lr": 0.001, "hidden_layers": [32]},
+        {"epochs": 3, "lr": 0.001, "hidden_layers": [64, 64]},
+    ]
     assert {t["algorithm"] for t in trials} == {"mlp"}
 
 
 def test_a_random_search_with_the_same_seed_draws_the_same_trials() -> None:
-    search = {"strategy": "random", "trials": 6, "seed": 7,
-              "space": {"n_estimators": {"int": [10, 500]}, "learning_rate": {"log_uniform": [1e-3, 0.5]},
-                        "max_depth": [2, 3, 4]}}
+    search = {
+        "strategy": "random",
+        "trials": 6,
+        "seed": 7,
+        "space": {
+            "n_estimators": {"int": [10, 500]},
+            "learning_rate": {"log_uniform": [1e-3, 0.5]},
+            "max_depth": [2, 3, 4],
+        },
+    }
     first = plan_trials(algorithm="gradient_boosting", params={}, search=search)
     again = plan_trials(algorithm="gradient_boosting", params={}, search=search)
     other = plan_trials(algorithm="gradient_boosting", params={}, search={**search, "seed": 8})
@@ -40,8 +51,11 @@ def test_a_bad_value_anywhere_in_the_grid_is_refused_and_located() -> None:
 
 def test_a_random_range_out_of_bounds_is_refused() -> None:
     with pytest.raises(InvalidParams) as caught:
-        plan_trials(algorithm="random_forest", params={},
-                    search={"strategy": "random", "trials": 3, "space": {"n_estimators": {"int": [1, 10**6]}}})
+        plan_trials(
+            algorithm="random_forest",
+            params={},
+            search={"strategy": "random", "trials": 3, "space": {"n_estimators": {"int": [1, 10**6]}}},
+        )
     assert caught.value.errors[0]["loc"] == ["search", "space", "n_estimators", "int", 1]
 
 
@@ -53,10 +67,17 @@ def test_unknown_parameters_and_too_many_trials_are_refused() -> None:
 
 
 def test_several_algorithms_each_search_their_own_space() -> None:
-    trials = plan_trials(algorithm=None, params=None, search=None,
-                         algorithms={"logistic_regression": {"C": [0.1, 1.0]}, "random_forest": {}})
+    trials = plan_trials(
+        algorithm=None,
+        params=None,
+        search=None,
+        algorithms={"logistic_regression": {"C": [0.1, 1.0]}, "random_forest": {}},
+    )
     assert [(t["algorithm"], t["params"]) for t in trials] == [
-        ("logistic_regression", {"C": 0.1}), ("logistic_regression", {"C": 1.0}), ("random_forest", {})]
+        ("logistic_regression", {"C": 0.1}),
+        ("logistic_regression", {"C": 1.0}),
+        ("random_forest", {}),
+    ]
 
 
 def test_metrics_have_a_direction_and_must_suit_the_task() -> None:
