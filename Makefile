@@ -19,8 +19,9 @@ install: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
-# ruff (check and format), mypy --strict (pyproject's [tool.mypy]) over api store worker training mlqueue tests; the conftest.py files of
-# tests/integration and tests/reliability are checked by runs of their own (three modules named `conftest`).
+# ruff (check and format); mypy --strict (pyproject's [tool.mypy]: api store worker training mlqueue tests, and the
+# conftest.py files of tests/integration and tests/reliability in runs of their own: three modules named conftest);
+# import-linter (the layers of docs/architecture.md).
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .

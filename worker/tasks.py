@@ -177,13 +177,15 @@ class WorkerRuntime:
 
     def error_for(self, job_id: str, exc: BaseException) -> dict[str, Any]:
         """The job error for `exc`: the library's own errors as they are, anything else as internal."""
-        if isinstance(exc, MLQError):
-            return exc.to_dict()
-        if isinstance(exc, SoftTimeLimitExceeded):
+        # Celery raises the soft time limit from a signal handler, wherever the task is: inside a library that
+        # wraps what it catches (`except Exception: raise TheirError(...) from exc`) it arrives as another error.
+        if _caused_by(exc, SoftTimeLimitExceeded):
             return TimeLimit(
                 f"the job ran past its time limit (MLQ_JOB_TIME_LIMIT_S={self.settings.job_time_limit_s}) "
                 "and was stopped"
             ).to_dict()
+        if isinstance(exc, MLQError):
+            return exc.to_dict()
         log.exception("job %s failed with an unexpected error", job_id, exc_info=exc)
         return InternalError(f"the worker failed unexpectedly: {type(exc).__name__}: {exc}").to_dict()
 
@@ -314,6 +316,17 @@ class WorkerRuntime:
             log.exception("job %s: could not requeue it on shutdown; a sweeper will", job_id)
             with contextlib.suppress(redis.RedisError):
                 self.leases.unrequeue(job_id, token)
+
+
+def _caused_by(exc: BaseException | None, kind: type[BaseException]) -> bool:
+    """Whether `exc`, or an exception it was raised from or while handling, is a `kind`."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, kind):
+            return True
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 def register_tasks(app: Celery, settings: Settings) -> WorkerRuntime:

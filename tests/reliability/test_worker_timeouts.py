@@ -20,7 +20,7 @@ def test_a_training_past_its_time_limit_fails_with_a_reason_and_frees_the_worker
     worker = fleet.start([TRAIN_QUEUE], env={"MLQ_JOB_TIME_LIMIT_S": "3"})
     job = harness.wait(harness.train_job("bc-too-long", MLP), timeout_s=30)
     assert job["status"] == "failed", dump(job) + worker.log_tail()
-    assert error_of(job)["type"] == "time_limit"
+    assert error_of(job)["type"] == "time_limit", dump(job) + worker.log_tail()
     assert "MLQ_JOB_TIME_LIMIT_S=3" in error_of(job)["message"]
     assert job["attempts"] == 1 and harness.versions("bc-too-long") == []
     assert not (harness.settings.checkpoints_dir / job["id"]).exists()
