@@ -154,6 +154,7 @@ class Job(BaseModel):
     started_at: str | None
     finished_at: str | None
     attempts: int
+    worker: str | None = Field(None, description="the worker of the latest attempt; null before one started")
     progress: Progress | None
     result: dict[str, Any] | None
     error: JobErrorOut | None

@@ -407,7 +407,7 @@ class JobStore:
 
     def run_pipeline(self, fill: Callable[[Pipeline], None]) -> builtins.list[Any]:
         """One round trip of what `fill` queues on a pipeline, e.g. with mark_running_in and finish_and_reply_in
-        (their scripts go by EVALSHA alone; see worker/lua_loader.run_pipeline: other commands must be safe to
+        (their scripts go by EVALSHA alone; see store/lua_loader.run_pipeline: other commands must be safe to
         repeat). Returns the replies in order."""
         return run_pipeline(self.redis, fill, (self._mark_running, self._finish_reply))
 
@@ -468,7 +468,7 @@ class JobStore:
 
     @staticmethod
     def public(job: JobRecord) -> PublicJob:
-        """The contract's job object: no tenant, worker or request internals."""
+        """The contract's job object: no tenant or request internals."""
         base = f"/v1/jobs/{job['id']}"
         return {
             "id": job["id"],
@@ -479,6 +479,7 @@ class JobStore:
             "started_at": job["started_at"],
             "finished_at": job["finished_at"],
             "attempts": job["attempts"],
+            "worker": job["worker"],
             "progress": job["progress"],
             "result": job["result"],
             "error": job["error"],

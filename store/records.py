@@ -39,7 +39,7 @@ class JobLinks(TypedDict):
 
 
 class PublicJob(TypedDict):
-    """The contract's job object (JobStore.public): no tenant, worker or request internals."""
+    """The contract's job object (JobStore.public): no tenant or request internals."""
 
     id: str
     type: str
@@ -49,6 +49,7 @@ class PublicJob(TypedDict):
     started_at: str | None
     finished_at: str | None
     attempts: int
+    worker: str | None  # the worker of the latest attempt (its Celery node name, or the inference consumer's)
     progress: dict[str, Any] | None
     result: Any
     error: dict[str, Any] | None

@@ -1,7 +1,7 @@
 -- admit.lua: claim one of a tenant's active-job slots for a job about to be created (check-and-add, atomic).
 -- JobStore.admit; the slot is given back by lib/finish.lua or JobStore.release.
 --
--- KEYS[1] active_set  the tenant's queued + running job ids (worker.keys.tenant_active)
+-- KEYS[1] active_set  the tenant's queued + running job ids (store.keys.tenant_active)
 -- ARGV[1] job_id
 -- ARGV[2] max_active  MLQ_MAX_ACTIVE_JOBS
 --

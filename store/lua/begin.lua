@@ -2,13 +2,13 @@
 -- record's `attempts`) is the fencing token of everything the attempt writes later; the first heartbeat is
 -- written here too, so two deliveries of one message can never both start it. Leases.begin.
 --
--- KEYS[1] job.key               the job's record (worker.keys.job)
--- KEYS[2] job.running           the ids of running jobs (worker.keys.RUNNING_JOBS)
--- KEYS[3] job.metrics_jobs      jobs per type and status (worker.keys.METRICS_JOBS)
--- KEYS[4] job.metrics_duration  the duration histogram (worker.keys.METRICS_DURATION)
--- KEYS[5] job.cancel            the job's cancel flag (worker.keys.job_cancel)
--- KEYS[6] job.channel           the job's channel (worker.keys.job_channel)
--- KEYS[7] heartbeat             the attempt's lease, "worker:token" (worker.keys.job_heartbeat)
+-- KEYS[1] job.key               the job's record (store.keys.job)
+-- KEYS[2] job.running           the ids of running jobs (store.keys.RUNNING_JOBS)
+-- KEYS[3] job.metrics_jobs      jobs per type and status (store.keys.METRICS_JOBS)
+-- KEYS[4] job.metrics_duration  the duration histogram (store.keys.METRICS_DURATION)
+-- KEYS[5] job.cancel            the job's cancel flag (store.keys.job_cancel)
+-- KEYS[6] job.channel           the job's channel (store.keys.job_channel)
+-- KEYS[7] heartbeat             the attempt's lease, "worker:token" (store.keys.job_heartbeat)
 -- ARGV[1] job_id
 -- ARGV[2] worker           the worker's name
 -- ARGV[3] now              RFC 3339

@@ -2,9 +2,9 @@
 -- registration, only while it holds the job and no cancel was requested; a later attempt that finds the claim
 -- taken looks the version up instead of registering a second one, or takes the claim over. Leases.claim_registration.
 --
--- KEYS[1] job_key        the job's record (worker.keys.job)
--- KEYS[2] claim          the registration claim (worker.keys.job_registered)
--- KEYS[3] cancel_flag    the job's cancel flag (worker.keys.job_cancel)
+-- KEYS[1] job_key        the job's record (store.keys.job)
+-- KEYS[2] claim          the registration claim (store.keys.job_registered)
+-- KEYS[3] cancel_flag    the job's cancel flag (store.keys.job_cancel)
 -- ARGV[1] token          the attempt number
 -- ARGV[2] ttl_s          how long the claim lives
 -- ARGV[3] takeover_from  the attempt whose claim may be taken over ('' = none)

@@ -2,10 +2,10 @@
 -- its request on the inference stream, in one script. JobStore.create_and_enqueue_in runs it with EVAL, not
 -- EVALSHA: a pipeline with a registered script first asks SCRIPT EXISTS, one more round trip on the hottest path.
 --
--- KEYS[1] job_key       the job's record (worker.keys.job)
--- KEYS[2] tenant_jobs   the tenant's job list (worker.keys.tenant_jobs)
--- KEYS[3] metrics_jobs  jobs per type and status (worker.keys.METRICS_JOBS)
--- KEYS[4] stream        the inference requests (worker.keys.INFERENCE_STREAM)
+-- KEYS[1] job_key       the job's record (store.keys.job)
+-- KEYS[2] tenant_jobs   the tenant's job list (store.keys.tenant_jobs)
+-- KEYS[3] metrics_jobs  jobs per type and status (store.keys.METRICS_JOBS)
+-- KEYS[4] stream        the inference requests (store.keys.INFERENCE_STREAM)
 -- ARGV[1] job_id
 -- ARGV[2] created_ms    the list's score
 -- ARGV[3] field         the stream entry's one field

@@ -1,12 +1,12 @@
 -- finish.lua: record a job's final status unless it already has one (the first final status wins, whichever
 -- process gets there first). JobStore.finish.
 --
--- KEYS[1] job.key               the job's record (worker.keys.job)
--- KEYS[2] job.running           the ids of running jobs (worker.keys.RUNNING_JOBS)
--- KEYS[3] job.metrics_jobs      jobs per type and status (worker.keys.METRICS_JOBS)
--- KEYS[4] job.metrics_duration  the duration histogram (worker.keys.METRICS_DURATION)
--- KEYS[5] job.cancel            the job's cancel flag (worker.keys.job_cancel)
--- KEYS[6] job.channel           the job's channel (worker.keys.job_channel)
+-- KEYS[1] job.key               the job's record (store.keys.job)
+-- KEYS[2] job.running           the ids of running jobs (store.keys.RUNNING_JOBS)
+-- KEYS[3] job.metrics_jobs      jobs per type and status (store.keys.METRICS_JOBS)
+-- KEYS[4] job.metrics_duration  the duration histogram (store.keys.METRICS_DURATION)
+-- KEYS[5] job.cancel            the job's cancel flag (store.keys.job_cancel)
+-- KEYS[6] job.channel           the job's channel (store.keys.job_channel)
 -- ARGV[1] job_id
 -- ARGV[2] new_status  succeeded | failed | cancelled
 -- ARGV[3] now         RFC 3339

@@ -2,13 +2,13 @@
 -- then push the record as it now is (HGETALL as a JSON array) to the job's reply list, where the API request that
 -- submitted it waits with BLPOP. JobStore.finish_and_reply_in.
 --
--- KEYS[1] job.key               the job's record (worker.keys.job)
--- KEYS[2] job.running           the ids of running jobs (worker.keys.RUNNING_JOBS)
--- KEYS[3] job.metrics_jobs      jobs per type and status (worker.keys.METRICS_JOBS)
--- KEYS[4] job.metrics_duration  the duration histogram (worker.keys.METRICS_DURATION)
--- KEYS[5] job.cancel            the job's cancel flag (worker.keys.job_cancel)
--- KEYS[6] job.channel           the job's channel (worker.keys.job_channel)
--- KEYS[7] reply_list  the submitter's reply list (worker.keys.job_reply)
+-- KEYS[1] job.key               the job's record (store.keys.job)
+-- KEYS[2] job.running           the ids of running jobs (store.keys.RUNNING_JOBS)
+-- KEYS[3] job.metrics_jobs      jobs per type and status (store.keys.METRICS_JOBS)
+-- KEYS[4] job.metrics_duration  the duration histogram (store.keys.METRICS_DURATION)
+-- KEYS[5] job.cancel            the job's cancel flag (store.keys.job_cancel)
+-- KEYS[6] job.channel           the job's channel (store.keys.job_channel)
+-- KEYS[7] reply_list  the submitter's reply list (store.keys.job_reply)
 -- ARGV[1] job_id
 -- ARGV[2] new_status  succeeded | failed | cancelled
 -- ARGV[3] now         RFC 3339

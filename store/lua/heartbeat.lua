@@ -1,7 +1,7 @@
 -- heartbeat.lua: refresh an attempt's lease, only while the job still runs that attempt. Leases.heartbeat.
 --
--- KEYS[1] job_key    the job's record (worker.keys.job)
--- KEYS[2] heartbeat  the attempt's lease (worker.keys.job_heartbeat)
+-- KEYS[1] job_key    the job's record (store.keys.job)
+-- KEYS[2] heartbeat  the attempt's lease (store.keys.job_heartbeat)
 -- ARGV[1] token      the attempt number
 -- ARGV[2] holder     the lease's value, "worker:token"
 -- ARGV[3] lease_ms   its time to live

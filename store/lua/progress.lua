@@ -1,7 +1,7 @@
 -- progress.lua: record a running job's progress and announce it. JobStore.set_progress.
 --
--- KEYS[1] job_key   the job's record (worker.keys.job)
--- KEYS[2] channel   the job's channel (worker.keys.job_channel)
+-- KEYS[1] job_key   the job's record (store.keys.job)
+-- KEYS[2] channel   the job's channel (store.keys.job_channel)
 -- ARGV[1] progress  JSON
 --
 -- Returns {'recorded'} | {'not_running'} (ProgressOutcome).

@@ -1,8 +1,8 @@
 -- unrequeue.lua: the message could not be sent again after a requeue (sweep.lua, preempt.lua): make the job look
 -- running with a dead holder again, so a later sweep retries. Leases.unrequeue.
 --
--- KEYS[1] job_key      the job's record (worker.keys.job)
--- KEYS[2] running_set  the ids of running jobs (worker.keys.RUNNING_JOBS)
+-- KEYS[1] job_key      the job's record (store.keys.job)
+-- KEYS[2] running_set  the ids of running jobs (store.keys.RUNNING_JOBS)
 -- ARGV[1] job_id
 -- ARGV[2] attempts     the record's attempts when it was requeued
 --

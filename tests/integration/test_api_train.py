@@ -24,7 +24,7 @@ def test_a_valid_request_is_a_202_job_with_its_message_on_the_train_queue(client
     assert response.headers["Location"] == f"/v1/jobs/{job['id']}"
     assert int(response.headers["Retry-After"]) >= 1
     assert job["status"] == "queued" and job["type"] == "train" and job["model"] == "iris"
-    assert job["attempts"] == 0 and job["started_at"] is None and job["result"] is None
+    assert job["attempts"] == 0 and job["started_at"] is None and job["result"] is None and job["worker"] is None
     assert job["links"] == {
         "self": f"/v1/jobs/{job['id']}",
         "events": f"/v1/jobs/{job['id']}/events",
@@ -195,6 +195,7 @@ def test_wait_answers_200_with_the_finished_job_when_it_ends_in_time(client: Fla
     assert response.get_json()["status"] == "succeeded"
     assert response.get_json()["result"] == {"model": "iris", "version": 1}
     assert response.get_json()["attempts"] == 1
+    assert response.get_json()["worker"] == "test-worker"  # the worker of the latest attempt
 
 
 def test_prefer_wait_on_submit_answers_200_and_says_preference_applied(client: FlaskClient, redis_url: str) -> None:

@@ -196,6 +196,10 @@ def test_a_running_job_is_cancelled_from_the_table(api: str, page: Any) -> None:
     page.goto(f"{api}/ui/#/jobs")
     row = page.locator(f'tr[data-job="{job_id}"]')
     expect(row).to_have_attribute("data-status", "running")
+    # The worker column names the worker of the running attempt, as the job object does.
+    worker = httpx.get(f"{api}/v1/jobs/{job_id}").json()["worker"]
+    assert worker and "@" in worker
+    expect(row.locator(".worker")).to_have_text(worker)
     row.locator('[data-action="cancel"]').click()
     expect(page.locator("#confirm")).to_be_visible()
     page.locator("#confirm-ok").click()

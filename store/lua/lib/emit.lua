@@ -5,7 +5,7 @@
 -- `kind` is queued | running | progress | cancel_requested | succeeded | failed | cancelled.
 -- #include lib/keys.lua
 
--- worker/job_scripts.py has the same two numbers (the first `queued` entry is written from Python).
+-- store/job_scripts.py has the same two numbers (the first `queued` entry is written from Python).
 local JOB_LOG_MAXLEN = 1000  -- one job's events (an epoch or a chunk each)
 local TENANT_LOG_MAXLEN = 10000  -- a tenant's recent job events, kept for clients that reconnect (a few MB)
 

@@ -1,5 +1,5 @@
 -- lib/keys.lua: the key names a script derives itself, from a job's key or from the tenant in its record.
--- Every other key comes in KEYS. Mirrors worker/keys.py (tests/unit/test_keys.py runs these and compares).
+-- Every other key comes in KEYS. Mirrors store/keys.py (tests/unit/test_keys.py runs these and compares).
 -- Deriving keys inside a script only works on a standalone Redis (not a cluster): the tenant is known only here.
 
 local KEY_PREFIX = 'mlq:'

@@ -39,7 +39,8 @@ export async function jobsPage(view, signal) {
   replace(view, h("section", { class: "page jobs" },
     h("div", { class: "page-head" }, h("h1", {}, "Jobs"), form),
     h("table", { class: "table", id: "jobs-table" }, h("thead", {}, h("tr", {},
-      ["id", "status", "type", "model", "progress", "created", "duration", "attempts", ""].map((c) => h("th", {}, c)))),
+      ["id", "status", "type", "model", "progress", "created", "duration", "attempts", "worker", ""]
+        .map((c) => h("th", {}, c)))),
     tbody), empty, more));
 
   const matches = (job) => (!filters.status || job.status === filters.status)
@@ -57,6 +58,7 @@ export async function jobsPage(view, signal) {
       h("td", {}, fmtTime(job.created_at)),
       h("td", { class: "duration" }),
       h("td", { class: "attempts" }),
+      h("td", { class: "worker muted" }),
       h("td", { class: "actions" }));
     return tr;
   }
@@ -71,6 +73,7 @@ export async function jobsPage(view, signal) {
       h("span", { class: "muted" }, message)));
     tr.querySelector(".duration").textContent = fmtDuration(jobSeconds(job));
     tr.querySelector(".attempts").textContent = job.attempts;
+    tr.querySelector(".worker").textContent = job.worker || "";
     if (before && before.status === job.status) return;
     replace(tr.querySelector(".status-cell"), statusBadge(job.status));
     const active = !FINAL.includes(job.status) && job.type !== "predict";
