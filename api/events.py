@@ -148,16 +148,14 @@ def job_events(svc: Services, job_id: str, after: str | None, sock: socket.socke
         yield from _follow(waiter, sock, read)
 
 
-def tenant_events(svc: Services, owner: str, after: str | None, sock: socket.socket | None) -> Iterator[bytes]:
+def tenant_events(svc: Services, owner: str, after: str, sock: socket.socket | None) -> Iterator[bytes]:
+    """Every event of the tenant's log after `after`, then as they come."""
     log = tenant_log(owner)
     yield f"retry: {RETRY_MS}\n\n".encode()
     with svc.hub.listen(tenant_channel(owner)) as waiter:
-        if after is None:
-            after = last_id(svc.redis, log)  # from now on; a client lists the jobs first (GET /v1/jobs)
 
         def read() -> tuple[list[bytes], str]:
             nonlocal after
-            assert after is not None
             events = read_after(svc.redis, log, after, READ_BATCH)
             if events:
                 after = events[-1].id
@@ -218,4 +216,8 @@ def tenant_event_stream(query: EventsQuery, header: EventsHeaders) -> Response:
     """Every status and progress change of the tenant's jobs (online predictions excepted), as Server-Sent Events."""
     svc = services()
     owner = tenant()
-    return _stream(tenant_events(svc, owner, _resume_from(header, query), client_socket()), svc, owner)
+    # "From now on" is fixed before the response starts, not when the body's generator gets to it: a client that
+    # lists the jobs once the stream is open (the dashboard does) must miss nothing that happens after its list,
+    # even when the subscription's confirmation takes a while (CI saw a job cancelled in that gap, never shown).
+    after = _resume_from(header, query) or last_id(svc.redis, tenant_log(owner))
+    return _stream(tenant_events(svc, owner, after, client_socket()), svc, owner)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+import time
+from collections.abc import Iterable
+from typing import Any, cast
 
 import redis
 from api_support import train_body, upload
@@ -83,3 +85,21 @@ def test_cancelling_a_running_job_sets_the_flag_the_worker_checks(client: FlaskC
     assert response.status_code == 202
     assert response.get_json()["status"] == "running"
     assert store.cancel_requested(job["id"])
+
+
+def test_the_tenant_stream_starts_when_it_is_opened_not_when_its_body_is_first_read(
+    client: FlaskClient, redis_url: str
+) -> None:
+    """The dashboard opens /v1/events, then lists the jobs: a change between its list and the moment the server's
+    body generator first runs (a slow subscription confirmation) must still arrive. CI once lost a cancellation so."""
+    job = _submit(client, upload(client)["id"])
+    response = client.get("/v1/events", buffered=False)  # the view ran; the body has not been read yet
+    assert response.status_code == 200
+    store = JobStore(redis.Redis.from_url(redis_url, decode_responses=True))
+    store.request_cancel(job["id"])  # a queued job: it ends `cancelled` at once
+    body = iter(cast(Iterable[bytes], response.response))
+    text, deadline = "", time.monotonic() + 10  # a keep-alive comes every 15 s: this fails within ~15 s
+    while "cancelled" not in text and time.monotonic() < deadline:
+        text += next(body).decode()
+    response.close()
+    assert f'"id":"{job["id"]}"' in text.replace(" ", "") and '"event":"cancelled"' in text.replace(" ", "")
