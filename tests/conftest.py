@@ -11,16 +11,27 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 
 import pytest
 import redis
+from failure_report import PHASE_REPORTS
 from private_redis import PrivateRedis
 from redis_check import require_redis
 from s3_server import RcloneS3
 
 _session_redis: PrivateRedis | None = None
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """Keep each phase's report on the item, for tests/failure_report.py's call_failed."""
+    report: pytest.TestReport = yield
+    item.stash.setdefault(PHASE_REPORTS, {})[report.when] = report
+    return report
 
 
 def pytest_configure(config: pytest.Config) -> None:

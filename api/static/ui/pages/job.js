@@ -124,13 +124,19 @@ export async function jobPage(view, id, signal) {
     return true;
   }
 
+  // An answer that left before the job ended (a re-read, the cancel's) may come back after its final event, which
+  // carried the whole job: a final job stays as that event left it.
+  function settle(read) {
+    if (!FINAL.includes(job.status)) job = read;
+  }
+
   let renderedFinal = false;
   function renderHead() {
     const active = !FINAL.includes(job.status);
     replace(head, h("h1", {}, `${job.type} `, h("span", { class: "mono" }, job.id)), statusBadge(job.status),
       active ? h("button", { "data-action": "cancel", onclick: async () => {
         if (!(await confirmAction(`Cancel job ${job.id}?`, "Cancel job"))) return;
-        try { job = await post(`/v1/jobs/${encodeURIComponent(job.id)}/cancel`); renderHead(); } catch (err) {
+        try { settle(await post(`/v1/jobs/${encodeURIComponent(job.id)}/cancel`)); renderHead(); } catch (err) {
           notice(problemText(err));
         }
       } }, "Cancel") : "",
@@ -174,7 +180,9 @@ export async function jobPage(view, id, signal) {
       } else {
         job = { ...job, status: data.status, progress: data.progress ?? job.progress };
         // A change of status (running, a requeue, cancel_requested) carries no timestamps: read the job again.
-        if (data.event !== "progress") job = await get(`/v1/jobs/${encodeURIComponent(id)}`, { signal }).catch(() => job);
+        if (data.event !== "progress") {
+          settle(await get(`/v1/jobs/${encodeURIComponent(id)}`, { signal }).catch(() => job));
+        }
       }
       // Progress rewrites one cell: rebuilding the header every epoch would swap the Cancel button under the pointer.
       const cell = head.querySelector('[data-key="progress"]');

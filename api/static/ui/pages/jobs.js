@@ -83,6 +83,9 @@ export async function jobsPage(view, signal) {
 
   function put(job, { atTop = false } = {}) {
     const known = rows.get(job.id);
+    // A final status is a job's last: a read that left before the job ended (a re-read, a cancel's answer) and
+    // comes back after its final event must not make it look running again.
+    if (known && FINAL.includes(known.job.status) && !FINAL.includes(job.status)) return;
     const tr = known ? known.tr : render(job);
     update(tr, job, known?.job);
     if (!known) {
@@ -111,26 +114,29 @@ export async function jobsPage(view, signal) {
   }
   more.addEventListener("click", () => loadPage().catch((err) => notice(problemText(err))));
 
-  // An event carries status and progress; the timestamps and attempts come with the job itself, so a change of
-  // status re-reads the job (one GET), while progress updates are applied as they come (many per second).
-  const refetching = new Set();
+  // An event carries status and progress, applied at once; the timestamps and attempts come with the job itself,
+  // so a change of status also re-reads the job (one GET). A change while a read is on its way reads once more
+  // after it: that read may have left before the change (a cancel lands within milliseconds of cancel_requested).
+  const refetching = new Map(); // job id -> whether another read is due when the one on its way is back
   async function refetch(id, atTop) {
-    if (refetching.has(id)) return;
-    refetching.add(id);
+    if (refetching.has(id)) {
+      refetching.set(id, true);
+      return;
+    }
     try {
-      const job = await get(`/v1/jobs/${encodeURIComponent(id)}`, { signal });
-      if (matches(job) || rows.has(job.id)) put(job, { atTop });
+      do {
+        refetching.set(id, false);
+        const job = await get(`/v1/jobs/${encodeURIComponent(id)}`, { signal });
+        if (matches(job) || rows.has(job.id)) put(job, { atTop });
+      } while (refetching.get(id));
     } catch { /* gone or aborted: the next event or a reload shows it */ } finally {
       refetching.delete(id);
     }
   }
   function onEvent({ data }) {
     const known = rows.get(data.id);
-    if (data.event === "progress" && known) {
-      put({ ...known.job, status: data.status, progress: data.progress });
-    } else if (known || matches(data)) {
-      refetch(data.id, !known);
-    }
+    if (known) put({ ...known.job, status: data.status, progress: data.progress ?? known.job.progress });
+    if (data.event !== "progress" && (known || matches(data))) refetch(data.id, !known);
   }
 
   // Open the stream first and list once it is open: an event that happens while the list loads is not lost.
