@@ -31,13 +31,13 @@ from store.backends import output_store
 from store.batch_format import OutputColumns, assemble, write_part
 from store.contract import BATCH_PREDICT_TASK, BATCH_QUEUE, INFERENCE_QUEUE, BatchPredictRequest
 from store.outputs import MEDIA_TYPES, filename
-from store.script_outcomes import BeginOutcome, PreemptOutcome
+from store.script_outcomes import BeginOutcome
 from training.errors import AllRowsFailed, Cancelled, ColumnNotFound
 from training.postprocess import check_postprocess
 from worker.batch_reader import chunks, read_header
 from worker.batch_scoring import score_chunk
 from worker.checkpoint_sync import CheckpointSync, remove_checkpoint
-from worker.train_hooks import CancelCheck, JobHeartbeat, retry_redis
+from worker.train_hooks import CancelCheck, JobHeartbeat, requeue_on_shutdown, retry_redis
 
 if TYPE_CHECKING:
     from worker.runtime import Runtime
@@ -248,23 +248,13 @@ def run_batch(runtime: Runtime, payload: dict[str, Any], hostname: str) -> None:
 
 def preempt(runtime: Runtime, request: BatchPredictRequest, token: int) -> None:
     """The worker is shutting down: back on the batch queue, parts and checkpoint kept for the next attempt."""
-    job_id = request.job_id
-    try:
-        outcome = retry_redis(lambda: runtime.leases.preempt(job_id, token), f"job {job_id}: requeue", 10.0)
-        if outcome is PreemptOutcome.REQUEUED:
-            retry_redis(
-                lambda: runtime.app.send_task(  # type: ignore[union-attr]
-                    BATCH_PREDICT_TASK, args=[request.encode()], task_id=job_id, queue=BATCH_QUEUE
-                ),
-                f"job {job_id}: re-send",
-                10.0,
-            )
-            log.warning("job %s: worker shutting down; requeued after attempt %d (checkpoint kept)", job_id, token)
-    except Exception:
-        # Not requeued by us: the lease expires and a sweeper requeues the job.
-        log.exception("job %s: could not requeue it on shutdown; a sweeper will", job_id)
-        with contextlib.suppress(Exception):
-            runtime.leases.unrequeue(job_id, token)
+    app = runtime.app
+    assert app is not None  # a task runs inside a worker, which has its Celery app
+
+    def resend() -> object:
+        return app.send_task(BATCH_PREDICT_TASK, args=[request.encode()], task_id=request.job_id, queue=BATCH_QUEUE)
+
+    requeue_on_shutdown(runtime.leases, request.job_id, token, resend, "parts and checkpoint kept")
 
 
 def register_batch(app: Celery, runtime: Runtime) -> None:

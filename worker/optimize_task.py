@@ -15,10 +15,17 @@ from typing import TYPE_CHECKING, Any
 from celery import Celery, Task
 
 from store.contract import OPTIMIZE_TASK, OptimizeRequest
-from store.script_outcomes import ClaimOutcome, PreemptOutcome
+from store.script_outcomes import ClaimOutcome
 from training.errors import Cancelled, RegistrationDeclined, ResourceNotFound
 from training.optimize import optimize_version
-from worker.train_hooks import CancelCheck, JobHeartbeat, RegistrationClaim, progress_reporter, retry_redis
+from worker.train_hooks import (
+    CancelCheck,
+    JobHeartbeat,
+    RegistrationClaim,
+    progress_reporter,
+    requeue_on_shutdown,
+    retry_redis,
+)
 
 if TYPE_CHECKING:
     from worker.runtime import Runtime
@@ -69,7 +76,9 @@ def run_optimize(runtime: Runtime, payload: dict[str, Any], hostname: str) -> No
             )
     except Cancelled:
         if check.reason == "drain":
-            _requeue(runtime, request, token)
+            requeue_on_shutdown(
+                runtime.leases, job_id, token, lambda: runtime.send_train(request.encode()), "it starts over"
+            )
             return
         if check.reason == "lost":
             log.warning("job %s: attempt %d stopped; a newer attempt owns the job", job_id, token)
@@ -88,17 +97,6 @@ def run_optimize(runtime: Runtime, payload: dict[str, Any], hostname: str) -> No
     else:
         status = "succeeded"
     runtime.conclude(job_id, token, hostname, status, result, error)
-
-
-def _requeue(runtime: Runtime, request: OptimizeRequest, token: int) -> None:
-    """The worker is shutting down: back on the queue (it starts over on the next worker)."""
-    job_id = request.job_id
-    try:
-        outcome = retry_redis(lambda: runtime.leases.preempt(job_id, token), f"job {job_id}: requeue", 10.0)
-        if outcome is PreemptOutcome.REQUEUED:
-            retry_redis(lambda: runtime.send_train(request.encode()), f"job {job_id}: re-send", 10.0)
-    except Exception:
-        log.exception("job %s: could not requeue it on shutdown; a sweeper will", job_id)
 
 
 def register_optimize(app: Celery, runtime: Runtime) -> None:

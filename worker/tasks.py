@@ -12,7 +12,6 @@ main process), so the parent that forks never holds a connection, a model or a C
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import shutil
@@ -38,7 +37,7 @@ from store.contract import (
 from store.jobs import JobStore
 from store.leases import Leases, Sweeper, request_drain
 from store.liveness import Heartbeat, WorkerLiveness
-from store.script_outcomes import BeginOutcome, ClaimOutcome, FinishOutcome, PreemptOutcome
+from store.script_outcomes import BeginOutcome, ClaimOutcome, FinishOutcome
 from store.searches import Searches
 from store.settings import Settings
 from training.errors import Cancelled, InternalError, MLQError, RegistrationDeclined, TimeLimit
@@ -46,7 +45,14 @@ from training.manifest import RecoveredResult, TrainResult
 from training.pipeline import train_model
 from worker.checkpoint_sync import CheckpointSync, remove_checkpoint
 from worker.model_cache import ModelCache
-from worker.train_hooks import CancelCheck, JobHeartbeat, RegistrationClaim, progress_reporter, retry_redis
+from worker.train_hooks import (
+    CancelCheck,
+    JobHeartbeat,
+    RegistrationClaim,
+    progress_reporter,
+    requeue_on_shutdown,
+    retry_redis,
+)
 
 log = logging.getLogger(__name__)
 
@@ -305,17 +311,9 @@ class WorkerRuntime:
 
     def preempt(self, request: TrainRequest, token: int) -> None:
         """The worker is shutting down and the grace period is over: back on the queue, checkpoint kept."""
-        job_id = request.job_id
-        try:
-            outcome = retry_redis(lambda: self.leases.preempt(job_id, token), f"job {job_id}: requeue", 10.0)
-            if outcome is PreemptOutcome.REQUEUED:
-                retry_redis(lambda: self.send_train(request.encode()), f"job {job_id}: re-send", 10.0)
-                log.warning("job %s: worker shutting down; requeued after attempt %d (checkpoint kept)", job_id, token)
-        except Exception:
-            # Not requeued by us: the lease expires and a sweeper on another worker requeues the job.
-            log.exception("job %s: could not requeue it on shutdown; a sweeper will", job_id)
-            with contextlib.suppress(redis.RedisError):
-                self.leases.unrequeue(job_id, token)
+        requeue_on_shutdown(
+            self.leases, request.job_id, token, lambda: self.send_train(request.encode()), "checkpoint kept"
+        )
 
 
 def _caused_by(exc: BaseException | None, kind: type[BaseException]) -> bool:

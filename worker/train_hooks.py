@@ -10,6 +10,7 @@ start and final write in worker/tasks.py.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -22,7 +23,7 @@ from store import keys
 from store.contract import TrainRequest
 from store.jobs import JobStore
 from store.leases import Leases, drain_key, parse_drain
-from store.script_outcomes import ClaimOutcome
+from store.script_outcomes import ClaimOutcome, PreemptOutcome
 from training.errors import ResourceNotFound
 from training.manifest import RecoveredResult
 from training.registry import ModelRegistry
@@ -52,6 +53,25 @@ def retry_redis(call: Callable[[], T], what: str, within_s: float = FINAL_WRITE_
             log.warning("%s failed (%s); retrying in %.1f s", what, exc, delay)
             time.sleep(delay)
             delay = min(delay * 2, 5.0)
+
+
+def requeue_on_shutdown(leases: Leases, job_id: str, token: int, resend: Callable[[], object], kept: str) -> None:
+    """The worker is shutting down and its grace period is over: put the job back on its queue for another attempt.
+
+    PREEMPT moves the job back to queued only while this attempt holds it (not when its cancel was requested: then it
+    ends cancelled); then `resend()` sends its message again. When either fails, UNREQUEUE makes the job look running
+    with a dead holder again, so a sweeper on another worker requeues it once the lease expires: a job is never left
+    queued with no message. `kept` says what the next attempt starts from, for the log.
+    """
+    try:
+        outcome = retry_redis(lambda: leases.preempt(job_id, token), f"job {job_id}: requeue", 10.0)
+        if outcome is PreemptOutcome.REQUEUED:
+            retry_redis(resend, f"job {job_id}: re-send", 10.0)
+            log.warning("job %s: worker shutting down; requeued after attempt %d (%s)", job_id, token, kept)
+    except Exception:
+        log.exception("job %s: could not requeue it on shutdown; a sweeper will", job_id)
+        with contextlib.suppress(Exception):
+            leases.unrequeue(job_id, token)
 
 
 class CancelCheck:

@@ -11,11 +11,13 @@ from typing import Any
 import pytest
 import redis
 from job_harness import error_of
+from kombu.exceptions import OperationalError
 from reliability_support import PrivateRedis, wait_leases_expired
 
 from store.jobs import JobStore
 from store.leases import Leases, Sweeper, claim_key, heartbeat_key, parse_drain
 from store.script_outcomes import BeginOutcome, ClaimOutcome, FinishOutcome, PreemptOutcome, SweepOutcome
+from worker.train_hooks import requeue_on_shutdown
 
 REQUEST = {"model": "m", "dataset_id": "ds_x", "target": "y", "algorithm": "mlp", "params": {"epochs": 3}}
 
@@ -128,6 +130,31 @@ def test_a_preempted_attempt_requeues_without_using_up_an_attempt(leases: Leases
         assert leases.redis.exists(heartbeat_key(job_id)) == 0
     job = leases.jobs.get(job_id)
     assert job is not None and job["status"] == "queued" and job_id not in leases.jobs.running_ids()
+
+
+def test_a_drained_job_goes_back_with_its_message_or_else_is_left_to_the_sweeper(leases: Leases) -> None:
+    """worker.train_hooks.requeue_on_shutdown, shared by the train, batch and optimize tasks."""
+    job_id = new_job(leases)
+    token, _ = leases.begin(job_id, "w1")
+    assert token is not None
+    sent: list[str] = []
+    requeue_on_shutdown(leases, job_id, token, lambda: sent.append(job_id), "test")
+    job = leases.jobs.get(job_id)
+    assert sent == [job_id] and job is not None and job["status"] == "queued"
+
+    # The message cannot be sent (the broker is down): the job must not stay queued with no message, which nothing
+    # would ever run. It looks running with a dead holder again, and the sweeper requeues it once the lease expires.
+    token, _ = leases.begin(job_id, "w1")
+    assert token is not None
+
+    def broker_down() -> object:
+        raise OperationalError("broker down")
+
+    requeue_on_shutdown(leases, job_id, token, broker_down, "test")
+    job = leases.jobs.get(job_id)
+    assert job is not None and job["status"] == "running" and job_id in leases.jobs.running_ids()
+    wait_leases_expired(leases.redis, job_id)
+    assert leases.sweep_one(job_id) is SweepOutcome.REQUEUED
 
 
 def test_a_drain_record_applies_only_to_the_worker_that_wrote_it() -> None:
