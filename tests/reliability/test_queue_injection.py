@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 from reliability_support import ChaosHarness, WorkerFleet, dump
+from worker_processes import WorkerProcess
 
 from store.contract import TRAIN_QUEUE, TRAIN_TASK
 
@@ -70,10 +71,16 @@ def envelope(body: bytes, content_type: str, task: str = TRAIN_TASK) -> str:
     )
 
 
+@pytest.fixture(scope="module")
+def worker(fleet: WorkerFleet) -> WorkerProcess:
+    """The one consumer of the train queue here: with a second, the other could take the messages a test pushed
+    and its worker's log would lack what the test looks for."""
+    return fleet.start([TRAIN_QUEUE])
+
+
 def test_pickle_and_yaml_messages_are_refused_unread_and_the_queue_keeps_draining(
-    harness: ChaosHarness, fleet: WorkerFleet, tmp_path: Path
+    harness: ChaosHarness, fleet: WorkerFleet, worker: WorkerProcess, tmp_path: Path
 ) -> None:
-    worker = fleet.start([TRAIN_QUEUE])
     pid = worker.first_record["pid"]
     pickle_canary, yaml_canary = tmp_path / "pickled", tmp_path / "yamled"
     pickled = pickle.dumps(((_Gadget(pickle_canary),), {}, {}), protocol=2)
@@ -102,9 +109,8 @@ def test_pickle_and_yaml_messages_are_refused_unread_and_the_queue_keeps_drainin
 
 
 def test_a_message_that_is_not_a_kombu_envelope_is_dropped_and_the_worker_keeps_consuming(
-    harness: ChaosHarness, fleet: WorkerFleet
+    harness: ChaosHarness, fleet: WorkerFleet, worker: WorkerProcess
 ) -> None:
-    worker = fleet.start([TRAIN_QUEUE])
     pid = worker.first_record["pid"]
     # What `redis-cli LPUSH train "not json"` leaves, and envelopes of the wrong shape or encoding.
     for raw in (b"not json", b"42", b'"a string"', b"[]", b'{"body": "x"}', b"\xff\xfe{"):

@@ -123,8 +123,11 @@ class Prober:
     def check(self) -> None:
         assert not self.failures, self.failures
         assert len(self.times) >= 10
-        assert max(self.times) < 1.0, sorted(self.times)[-5:]
-        assert statistics.median(self.times) < 0.5, statistics.median(self.times)
+        # Bounds far from both sides: these requests answer in milliseconds, while held waits that starve the API
+        # (a thread per wait, as before gevent) made them take 27-35 s. A second's blip on a shared 2-core machine
+        # (a full run here saw 1.13 s once) is not what this test is about.
+        assert max(self.times) < 5.0, sorted(self.times)[-5:]
+        assert statistics.median(self.times) < 1.0, statistics.median(self.times)
 
 
 class Flood:
