@@ -281,11 +281,13 @@ def frozen(pid: int) -> Iterator[None]:
 def cancel_with_answers_held(api: str, page: Any, pool_pid: int, job_id: str, button: Any) -> None:
     """Click `button` (a Cancel) while the worker is frozen and the answers about the job are held: the page's
     cancel answer and its re-read both say "running"; they arrive only after the worker has cancelled the job."""
-    page.evaluate("window.__hold()")
+    page.evaluate("() => window.__hold()")
     with frozen(pool_pid):
         button.click()
         page.locator("#confirm-ok").click()
-        page.wait_for_function("window.__held >= 2")  # the cancel's answer and the re-read cancel_requested started
+        # The cancel's answer and the re-read cancel_requested started. A function, not an expression: Playwright
+        # polls an expression with eval, which the dashboard's CSP (no unsafe-eval) refuses.
+        page.wait_for_function("() => window.__held >= 2")
     wait_until(lambda: httpx.get(f"{api}/v1/jobs/{job_id}").json()["status"] == "cancelled", 60, what="the cancel")
 
 
@@ -304,8 +306,8 @@ def test_a_running_job_is_cancelled_from_the_table_and_from_its_page(api: str, p
     cancel_with_answers_held(api, page, pool_pid, job_id, row.locator('[data-action="cancel"]'))
     # The final event shows at once; the answers that left before it ("running") must not undo it.
     expect(row).to_have_attribute("data-status", "cancelled")
-    page.evaluate("window.__release()")
-    page.wait_for_function("window.__parsed >= 2")
+    page.evaluate("() => window.__release()")
+    page.wait_for_function("() => window.__parsed >= 2")
     expect(row).to_have_attribute("data-status", "cancelled")
     expect(row.locator('[data-action="cancel"]')).to_have_count(0)
     # The status filter keeps the row; another status hides it (the list is asked again with ?status=).
@@ -324,8 +326,8 @@ def test_a_running_job_is_cancelled_from_the_table_and_from_its_page(api: str, p
     expect(status).to_have_text("running")
     cancel_with_answers_held(api, page, pool_pid, job_id, page.locator('.page-head [data-action="cancel"]'))
     expect(status).to_have_text("cancelled")
-    page.evaluate("window.__release()")
-    page.wait_for_function("window.__parsed >= 2")
+    page.evaluate("() => window.__release()")
+    page.wait_for_function("() => window.__parsed >= 2")
     expect(status).to_have_text("cancelled")
     expect(page.locator('.page-head [data-action="cancel"]')).to_have_count(0)
 
