@@ -293,7 +293,7 @@ def cancel_with_answers_held(api: str, page: Any, pool_pid: int, job_id: str, bu
 
 def test_a_running_job_is_cancelled_from_the_table_and_from_its_page(api: str, page: Any, worker: Any) -> None:
     page.add_init_script(HELD_JOB_ANSWERS)
-    (pool_pid,) = descendants(worker.proc.pid)
+    pool_pid = int(worker.first_record["pid"])  # the pool process announces itself; it runs the trainings
     dataset = upload(api, breast_cancer_csv(), "cancer-long")
     job_id = train_mlp(api, dataset, "endless", epochs=1000)
     page.goto(f"{api}/ui/#/jobs")

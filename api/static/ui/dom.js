@@ -66,6 +66,12 @@ export function jobSeconds(job) {
 
 export const FINAL = ["succeeded", "failed", "cancelled"];
 
+// A final status is a job's last. An answer that left before the job ended (a re-read, a cancel's reply) may come
+// back after the final event: `answer` is then outdated and must not make `shown` look unfinished again.
+export function outdated(shown, answer) {
+  return FINAL.includes(shown.status) && !FINAL.includes(answer.status);
+}
+
 export function statusBadge(status) {
   return h("span", { class: `status status-${status}`, "data-status": status }, status);
 }

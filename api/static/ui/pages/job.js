@@ -4,8 +4,8 @@
 
 import { download, follow, get, post } from "../api.js";
 import { heatmap, lineChart, scatterChart } from "../charts.js";
-import { FINAL, confirmAction, fmtBytes, fmtDuration, fmtNumber, fmtTime, h, jobSeconds, notice, problemText,
-  replace, statusBadge } from "../dom.js";
+import { FINAL, confirmAction, fmtBytes, fmtDuration, fmtNumber, fmtTime, h, jobSeconds, notice, outdated,
+  problemText, replace, statusBadge } from "../dom.js";
 
 function kv(pairs) {
   return h("dl", { class: "kv" }, pairs.filter(([, v]) => v !== undefined && v !== null && v !== "")
@@ -124,10 +124,8 @@ export async function jobPage(view, id, signal) {
     return true;
   }
 
-  // An answer that left before the job ended (a re-read, the cancel's) may come back after its final event, which
-  // carried the whole job: a final job stays as that event left it.
-  function settle(read) {
-    if (!FINAL.includes(job.status)) job = read;
+  function settle(answer) {
+    if (!outdated(job, answer)) job = answer;
   }
 
   let renderedFinal = false;

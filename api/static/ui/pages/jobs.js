@@ -2,8 +2,8 @@
 // the tenant's event stream (GET /v1/events) updates rows in place and adds new jobs at the top, without reloads.
 
 import { follow, get, post, query } from "../api.js";
-import { FINAL, confirmAction, fmtDuration, fmtTime, h, jobSeconds, notice, problemText, replace, statusBadge }
-  from "../dom.js";
+import { FINAL, confirmAction, fmtDuration, fmtTime, h, jobSeconds, notice, outdated, problemText, replace,
+  statusBadge } from "../dom.js";
 
 const PAGE = 50;
 const STATUSES = ["", "queued", "running", "succeeded", "failed", "cancelled"];
@@ -83,9 +83,7 @@ export async function jobsPage(view, signal) {
 
   function put(job, { atTop = false } = {}) {
     const known = rows.get(job.id);
-    // A final status is a job's last: a read that left before the job ended (a re-read, a cancel's answer) and
-    // comes back after its final event must not make it look running again.
-    if (known && FINAL.includes(known.job.status) && !FINAL.includes(job.status)) return;
+    if (known && outdated(known.job, job)) return;
     const tr = known ? known.tr : render(job);
     update(tr, job, known?.job);
     if (!known) {
