@@ -19,6 +19,7 @@ from mlqueue.client import Client
 from mlqueue.progress import epoch_text
 from mlqueue.terminal import (
     Cli,
+    Column,
     UsageProblem,
     finish,
     home_option,
@@ -338,6 +339,11 @@ def watch(job_id: str, url: str, token: str | None, as_json: bool) -> None:
         finish(client, client.get_job(job_id), as_json, show="job")
 
 
+# The job types the API lists by (store.contract.JobType; a test keeps them equal). Spelled here: the client loads
+# nothing of the server's packages.
+JOB_TYPES = ("train", "predict", "batch_predict", "search", "optimize")
+
+
 @cli.group()
 def jobs() -> None:
     """List, show and cancel jobs."""
@@ -345,7 +351,7 @@ def jobs() -> None:
 
 @jobs.command("list")
 @click.option("--status", type=click.Choice(["queued", "running", "succeeded", "failed", "cancelled"]))
-@click.option("--type", "type_", type=click.Choice(["train", "predict", "batch_predict", "search"]))
+@click.option("--type", "type_", type=click.Choice(JOB_TYPES))
 @click.option("--model")
 @click.option("--limit", type=click.IntRange(1, 10_000), default=20, show_default=True)
 @click.option("--follow", is_flag=True, help="Then print each change of any of your jobs as it happens (Ctrl-C ends).")
@@ -369,20 +375,7 @@ def jobs_list(
             for item in items:
                 click.echo(json.dumps(item))
         else:
-            table(
-                [
-                    [
-                        j["id"],
-                        j["status"],
-                        j["type"],
-                        j.get("model"),
-                        j.get("created_at"),
-                        epoch_text(j.get("progress") or {}),
-                    ]
-                    for j in items
-                ],
-                ["ID", "STATUS", "TYPE", "MODEL", "CREATED", "PROGRESS"],
-            )
+            laid_out = table([job_row(j) for j in items], JOB_COLUMNS)
         if follow:
             try:
                 for change in client.tenant_events():
@@ -392,15 +385,28 @@ def jobs_list(
                         or (model and change.get("model") != model)
                     ):
                         continue
-                    click.echo(
-                        json.dumps(change)
-                        if as_json
-                        else f"{change['id']}  {change['status']}  {change['type']}  {change.get('model') or ''}  "
-                        f"{epoch_text(change.get('progress') or {})}".rstrip()
-                    )
+                    click.echo(json.dumps(change) if as_json else laid_out.line(job_row(change)))
             except KeyboardInterrupt:
                 return None
     return None
+
+
+# What varies between jobs is kept longest: the progress, then the type and the model; the creation time goes first.
+JOB_COLUMNS = [
+    Column("ID", keep=True, room=30),
+    Column("STATUS", keep=True, room=len("succeeded")),
+    Column("TYPE", rank=3, room=len("batch_predict")),
+    Column("MODEL", rank=2, flex=True, min_width=10),
+    Column("CREATED", rank=1),
+    Column("PROGRESS", rank=4, flex=True, min_width=16),
+]
+
+
+def job_row(job: dict[str, Any]) -> list[Any]:
+    created = str(job.get("created_at") or "")
+    # "2026-12-04T16:24:43.123Z" → "12-04 16:24:43": the year and the milliseconds only widen every row.
+    short = f"{created[5:10]} {created[11:19]}" if len(created) >= 19 else created
+    return [job["id"], job["status"], job["type"], job.get("model"), short, epoch_text(job.get("progress") or {})]
 
 
 @jobs.command("show")
@@ -449,7 +455,13 @@ def datasets_list(url: str, token: str | None, as_json: bool) -> None:
         return out(items)
     table(
         [[d["id"], d.get("name"), d.get("rows"), len(d.get("columns") or []), d.get("created_at")] for d in items],
-        ["ID", "NAME", "ROWS", "COLUMNS", "CREATED"],
+        [
+            Column("ID", keep=True),
+            Column("NAME", rank=3, flex=True),
+            Column("ROWS", rank=2),
+            Column("COLUMNS", rank=1),
+            Column("CREATED", rank=0),
+        ],
     )
 
 
@@ -473,7 +485,18 @@ def models(ctx: click.Context, url: str, token: str | None, as_json: bool) -> No
         items = client.list_models()
     if as_json:
         return out(items)
-    table([[m["name"], m.get("latest_version"), _aliases(m)] for m in items], ["NAME", "LATEST", "ALIASES"])
+    table(
+        [[m["name"], m.get("latest_version"), _aliases(m)] for m in items],
+        [Column("NAME", keep=True), Column("LATEST", keep=True), Column("ALIASES", keep=True, flex=True)],
+    )
+
+
+def _algorithm(version: dict[str, Any]) -> str:
+    """`mlp`, or `export:onnx (of 3)` for an export: a file to download, which no worker serves."""
+    if version.get("kind") == "export" or "export" in version:
+        fmt = (version.get("export") or {}).get("format") or version.get("model_kind") or "file"
+        return f"export:{fmt} (of {version.get('parent')})"
+    return str(version.get("algorithm"))
 
 
 def _aliases(model: dict[str, Any]) -> str:
@@ -491,10 +514,16 @@ def models_show(name: str, url: str, token: str | None, as_json: bool) -> None:
     click.echo(f"{model['name']}  latest {model.get('latest_version')}  aliases: {_aliases(model) or '-'}")
     table(
         [
-            [v.get("version"), v.get("algorithm"), v.get("task"), _metrics(v.get("metrics") or {}), v.get("created_at")]
+            [v.get("version"), _algorithm(v), v.get("task"), _metrics(v.get("metrics") or {}), v.get("created_at")]
             for v in model.get("versions", [])
         ],
-        ["VERSION", "ALGORITHM", "TASK", "METRICS", "CREATED"],
+        [
+            Column("VERSION", keep=True),
+            Column("ALGORITHM", keep=True),
+            Column("TASK", rank=1),
+            Column("METRICS", keep=True, flex=True, min_width=20),
+            Column("CREATED", rank=0),
+        ],
     )
 
 

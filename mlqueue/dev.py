@@ -138,7 +138,7 @@ def start_redis() -> tuple[subprocess.Popen[bytes], str]:
     deadline = time.monotonic() + 10
     while not redis_answers(url):
         if proc.poll() is not None or time.monotonic() > deadline:
-            stop([Child("redis", proc)])
+            stop([Child("redis", proc)], last=())
             raise DevError(f"redis-server did not start on port {port} (exit code {proc.poll()})")
         time.sleep(0.1)
     return proc, url
@@ -161,26 +161,91 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
-def stop(children: list[Child], grace_s: float = STOP_GRACE_S) -> None:
-    """SIGTERM each child's process group, newest first; SIGKILL whatever is left after `grace_s`."""
-    for child in reversed(children):
-        if child.proc.poll() is not None:
-            continue
-        below = descendants(child.proc.pid)
-        try:
+def stop(children: list[Child], grace_s: float = STOP_GRACE_S, last: tuple[str, ...] = ("redis-server",)) -> None:
+    """SIGTERM every child's process group at once, say what is still awaited, SIGKILL whatever is left after
+    `grace_s`. The children named in `last` (the Redis we started) stop only after the others, which need it to
+    requeue their jobs.
+
+    One after another, four children took 10-13 s idle (each Celery worker's warm shutdown waits about a second
+    or two for its consumer); together it is the slowest of them.
+    """
+    first = [c for c in children if c.name not in last]
+    _stop_together(first, grace_s)
+    _stop_together([c for c in children if c.name in last], grace_s)
+
+
+def _stop_together(children: list[Child], grace_s: float) -> None:
+    running = [c for c in children if c.proc.poll() is None]
+    if not running:
+        return
+    below = {c.name: descendants(c.proc.pid) for c in running}
+    started = time.monotonic()
+    for child in running:
+        with _quiet():
             os.killpg(child.proc.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            continue
-        try:
-            child.proc.wait(grace_s)
-        except subprocess.TimeoutExpired:
-            print(f"mlq dev: {child.name} did not stop within {grace_s:g} s; killing it", file=sys.stderr)
-            with _quiet():
-                os.killpg(child.proc.pid, signal.SIGKILL)
-            child.proc.wait()
-        for pid in below:  # processes that left the group (Celery workers) must not outlive the supervisor
+    deadline = started + grace_s
+    waiting = list(running)
+    while waiting:
+        for child in list(waiting):
+            if child.proc.poll() is not None:
+                waiting.remove(child)
+                say(f"{child.name} stopped ({time.monotonic() - started:.1f} s)")
+        if not waiting:
+            break
+        if time.monotonic() > deadline:
+            for child in waiting:
+                say(f"{child.name} did not stop within {grace_s:g} s; killing it")
+                with _quiet():
+                    os.killpg(child.proc.pid, signal.SIGKILL)
+                child.proc.wait()
+            break
+        time.sleep(0.05)
+    for child in running:  # processes that left the group (Celery workers) must not outlive the supervisor
+        for pid in below[child.name]:
             with _quiet():
                 os.kill(pid, signal.SIGKILL)
+
+
+def quiet_root_warning(env: dict[str, str]) -> None:
+    """As root, each Celery worker prints a multi-line superuser warning: three copies under `mlq dev`. Say it once.
+
+    The warning matters for deployments (docs/operations.md: run workers as an unprivileged user); a dev service on
+    one's own machine (a container's root, often) needs to hear it once, not three times on every start.
+    """
+    if os.name != "posix" or os.geteuid() != 0:
+        return
+    # A warnings filter matches the message's start literally (the field ends at a colon).
+    quiet = "ignore:You're running the worker with superuser privileges"
+    env["PYTHONWARNINGS"] = ",".join(w for w in (env.get("PYTHONWARNINGS"), quiet) if w)
+    say("running as root; fine for trying mlqueue, but run workers as an unprivileged user in production")
+
+
+def say(message: str) -> None:
+    print(f"mlq dev: {message}", file=sys.stderr, flush=True)
+
+
+def announce_running_jobs(redis_url: str) -> None:
+    """Name the jobs a stop waits for: a running training checkpoints and requeues itself before its worker exits,
+    which takes longer than an idle stop, and a silent wait looks like a hang."""
+    from store.jobs import JobStore  # torch-free
+
+    client = redis.Redis.from_url(redis_url, decode_responses=True, socket_connect_timeout=1, socket_timeout=2)
+    try:
+        store = JobStore(client)
+        for job_id in store.running_ids():
+            job = store.get(job_id)
+            if job is None or job.get("status") != "running":
+                continue
+            kind = job.get("type", "job")
+            worker = job.get("worker") or "a worker"
+            if kind in ("train", "optimize", "batch"):
+                say(f"waiting for {worker}: requeueing {kind} job {job_id} (checkpoint kept; it resumes on restart)")
+            else:
+                say(f"waiting for {worker}: {kind} job {job_id}")
+    except (redis.RedisError, OSError):
+        return  # Redis is already gone: nothing to name, the stop goes on
+    finally:
+        client.close()
 
 
 class _quiet:
@@ -238,6 +303,7 @@ def run_dev(host: str = "127.0.0.1", port: int = 8000, env: Mapping[str, str] | 
         home = Path(env.get("MLQ_HOME") or ".mlqueue").absolute()
         home.mkdir(parents=True, exist_ok=True)
         env.update(MLQ_REDIS_URL=redis_url, MLQ_HOME=str(home), PYTHONUNBUFFERED="1")
+        quiet_root_warning(env)
         mlq = [sys.executable, "-m", "mlqueue.cli"]
         for name, argv in (
             ("api", gunicorn_argv(host, port, 1)),
@@ -267,7 +333,8 @@ def run_dev(host: str = "127.0.0.1", port: int = 8000, env: Mapping[str, str] | 
         while not stopping.is_set():
             check_children(children)
             stopping.wait(0.5)
-        print("mlq dev: stopping", file=sys.stderr)
+        say(f"stopping {', '.join(c.name for c in children if c.proc.poll() is None)}")
+        announce_running_jobs(redis_url)
         return 0
     except (DevError, OSError) as exc:
         print(f"mlq dev: {exc}", file=sys.stderr)

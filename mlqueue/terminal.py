@@ -9,13 +9,14 @@ import json
 import os
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import click
 
 from mlqueue.client import DEFAULT_URL, Client
-from mlqueue.progress import JobProgress
+from mlqueue.progress import JobProgress, terminal_width
 
 
 class Cli(click.Group):
@@ -169,8 +170,71 @@ def finish(client: Client, job: dict[str, Any], as_json: bool, show: str = "resu
     sys.exit(1)
 
 
-def table(rows: list[list[Any]], header: list[str]) -> None:
-    cells = [header, *[["" if v is None else str(v) for v in row] for row in rows]]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
-    for row in cells:
-        click.echo("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
+@dataclass(frozen=True)
+class Column:
+    """A table column: `keep` columns stay whatever the width; the others go, lowest `rank` first, when the
+    table would not fit; a `flex` column is cut (with …) down to `min_width` before anything goes. `room` is the
+    width kept for values that may come later (a --follow's "succeeded" under a table of "running")."""
+
+    header: str
+    rank: int = 0
+    keep: bool = False
+    flex: bool = False
+    min_width: int = 8
+    room: int = 0
+
+
+class Table:
+    """Rows laid out once for the terminal's width, then printed; later rows (a --follow) keep the same columns."""
+
+    def __init__(self, columns: list[Column], rows: list[list[Any]], width: int | None) -> None:
+        self.columns = columns
+        cells = [[c.header for c in columns], *[_texts(row) for row in rows]]
+        self.widths: list[int | None] = [max(c.room, *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
+        self.rows = cells
+        if width is not None:
+            self._fit(width)
+
+    def _total(self) -> int:
+        shown = [w for w in self.widths if w is not None]
+        return sum(shown) + 2 * (len(shown) - 1)
+
+    def _fit(self, width: int) -> None:
+        for i, column in enumerate(self.columns):  # first cut the flexible columns
+            excess = self._total() - width
+            current = self.widths[i]
+            if excess > 0 and column.flex and current is not None:
+                self.widths[i] = min(current, max(column.min_width, current - excess, len(column.header)))
+        droppable = sorted((c.rank, i) for i, c in enumerate(self.columns) if not c.keep)
+        for _, i in droppable:  # then drop columns, least important first
+            if self._total() <= width:
+                break
+            self.widths[i] = None
+
+    def line(self, row: list[Any]) -> str:
+        parts = []
+        for value, w in zip(_texts(row), self.widths, strict=True):
+            if w is not None:
+                parts.append((value if len(value) <= w else value[: max(w - 1, 0)] + "…").ljust(w))
+        return "  ".join(parts).rstrip()
+
+    def show(self) -> None:
+        for row in self.rows:
+            click.echo(self.line(row))
+
+
+def _texts(row: list[Any]) -> list[str]:
+    return ["" if v is None else " ".join(str(v).split()) for v in row]
+
+
+def stdout_width() -> int | None:
+    """The terminal's width when stdout is one (a table must fit it: a wrapped row reads as two); None into a pipe or
+    a file, where whole rows are worth more."""
+    return terminal_width(sys.stdout) if sys.stdout.isatty() else None
+
+
+def table(rows: list[list[Any]], header: list[str] | list[Column]) -> Table:
+    columns = [c if isinstance(c, Column) else Column(c, keep=True) for c in header]
+    laid_out = Table(columns, rows, stdout_width())
+    laid_out.show()
+    return laid_out

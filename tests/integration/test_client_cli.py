@@ -21,6 +21,7 @@ import httpx
 import pytest
 from polling import wait_until
 from ports import free_port, port_taken
+from pty_run import run_in_pty, screen_lines, too_wide
 from redis_check import require_redis
 from sklearn.datasets import load_iris
 
@@ -103,8 +104,11 @@ def test_mlq_dev_without_redis_or_redis_server_says_how_to_install_it(tmp_path: 
     assert "Traceback" not in result.stderr
 
 
-def test_mlq_dev_serves_until_sigterm_then_stops_every_child_and_exits_zero(tmp_path: Path) -> None:
-    """Runs first in this module, before the shared service exists, so its /readyz counts only its own workers."""
+def test_mlq_dev_serves_until_ctrl_c_then_stops_every_child_at_once_and_exits_zero(tmp_path: Path) -> None:
+    """Runs first in this module, before the shared service exists, so its /readyz counts only its own workers.
+
+    Ctrl-C (SIGINT to the terminal's foreground group: the supervisor alone, its children have groups of their own)
+    stops every child at once and says so; one after another took 10-13 s idle."""
     client = require_redis(REDIS_URL)
     client.flushdb()
     port = free_port()  # `mlq dev` takes no port 0 (it prints the URL before gunicorn binds)
@@ -114,7 +118,7 @@ def test_mlq_dev_serves_until_sigterm_then_stops_every_child_and_exits_zero(tmp_
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
+        stderr=(tmp_path / "dev.log").open("w"),
         text=True,
         process_group=0,
     )
@@ -137,8 +141,17 @@ def test_mlq_dev_serves_until_sigterm_then_stops_every_child_and_exits_zero(tmp_
         assert all(ready["queues"][q]["workers"] >= 1 for q in ("train", "inference"))
         children = descendants(proc.pid)
         assert len(children) >= 3  # gunicorn, two `mlq worker` launchers, their Celery workers
-        proc.send_signal(signal.SIGTERM)
+        os.killpg(proc.pid, signal.SIGINT)
+        asked = time.monotonic()
         assert proc.wait(timeout=60) == 0
+        took = time.monotonic() - asked
+        log = (tmp_path / "dev.log").read_text()
+        stops = [line for line in log.splitlines() if line.startswith("mlq dev: ")]
+        print(f"mlq dev stopped in {took:.1f} s:", *stops, sep="\n  ")
+        assert "mlq dev: stopping api, train worker, inference worker, batch worker" in stops, log[-3000:]
+        for child in ("api", "train worker", "inference worker", "batch worker"):
+            assert any(line.startswith(f"mlq dev: {child} stopped (") for line in stops), log[-3000:]
+        assert "did not stop" not in log  # nobody needed the SIGKILL after the grace
         assert not [
             pid
             for pid in children
@@ -392,3 +405,67 @@ def test_mlq_search_shows_its_trial_table_and_the_client_reads_the_best(service:
         assert [t["score"] for t in result["trials"]] == sorted((t["score"] for t in result["trials"]), reverse=True)
         manifest = client.get_version("iris-search", 2)
         assert manifest["search"]["id"] == job["id"] and manifest["feature_importance"]["features"]
+
+
+# -- what a person's terminal shows: every line fits its width (a pseudo-terminal of 80 and of 120 columns) ---------
+
+
+@pytest.mark.parametrize("columns", [80, 120])
+def test_jobs_list_watch_and_models_fit_the_terminal(service: dict[str, Any], columns: int) -> None:
+    with Client(service["url"]) as client:
+        dataset = client.upload_dataset(service["data"])
+        job = client.train(
+            "wide-check", dataset["id"], target="species", algorithm="mlp", params={"epochs": 6, "hidden_layers": [8]}
+        )
+        assert client.wait(job["id"], timeout=150)["status"] == "succeeded"
+    listed = run_in_pty([str(BIN / "mlq"), "jobs", "list", "--limit", "30"], columns, service["env"])
+    assert listed[0] == 0, listed[1]
+    assert job["id"] in listed[1] and "epoch 6/6" in listed[1]
+    assert not too_wide(listed[1], columns), listed[1]
+    header = next(line for line in screen_lines(listed[1]) if line.startswith("ID"))
+    assert "PROGRESS" in header and ("CREATED" in header) == (columns >= 120)  # the time goes first when short
+
+    optimize = run_in_pty([str(BIN / "mlq"), "jobs", "list", "--type", "optimize"], columns, service["env"])
+    assert optimize[0] == 0, optimize[1]  # the API and the dashboard take this filter; the CLI did not
+
+    watched = run_in_pty([str(BIN / "mlq"), "watch", job["id"]], columns, service["env"])
+    assert watched[0] == 0 and "epoch 6/6" in watched[1] and "val_loss" in watched[1], watched[1]
+    assert not too_wide(watched[1], columns), watched[1]
+
+    shown = run_in_pty([str(BIN / "mlq"), "models", "wide-check"], columns, service["env"])
+    assert shown[0] == 0 and "mlp" in shown[1]
+    assert not too_wide(shown[1], columns), shown[1]
+
+
+def test_a_searchs_live_and_final_table_fit_80_columns_once_with_the_searched_parameter(
+    service: dict[str, Any],
+) -> None:
+    code, text = run_in_pty(
+        [
+            str(BIN / "mlq"),
+            "search",
+            "--data",
+            str(service["data"]),
+            "--target",
+            "species",
+            "--model",
+            "narrow-search",
+            "--algorithm",
+            "mlp",
+            "--params",
+            '{"epochs": 3, "hidden_layers": [8], "early_stopping_patience": 5}',
+            "--search",
+            '{"lr": [0.001, 0.01]}',
+            "--wait",
+        ],
+        80,
+        service["env"],
+    )
+    assert code == 0, text
+    # A one-off message may wrap like any text (`reusing dataset …` with its path); the tables may not.
+    assert not [line for line in too_wide(text, 80) if not line.startswith("reusing dataset")], text
+    final = text[text.rindex("search job_") :]  # the live table is cleared at the end: what stays is printed once
+    assert text.count("registered narrow-search version") == 1
+    assert "lr=0.001" in final and "lr=0.01" in final, final
+    assert "mlp" in final and "succeeded" in final, final  # the other columns are whole
+    assert sum(1 for line in screen_lines(text) if line.lstrip().startswith("search job_")) >= 1

@@ -164,3 +164,10 @@ def test_importing_the_client_and_the_cli_loads_no_training_library() -> None:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+def test_mlq_jobs_list_filters_by_every_job_type_the_api_knows() -> None:
+    from mlqueue.cli import JOB_TYPES
+    from store.contract import JobType
+
+    assert set(JOB_TYPES) == {t.value for t in JobType}
