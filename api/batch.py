@@ -18,6 +18,7 @@ from api.model_routes import known_name
 from api.parsing import json_body
 from api.problems import OutputGone, OutputNotReady
 from api.schemas import BatchPredictBody, Job, JobHeaders, JobPath, ModelPath, Problem, WaitQuery
+from api.servable import refuse_export
 from api.services import services, tenant
 from api.submit import submit
 from store.backends import output_store
@@ -75,6 +76,7 @@ def batch_predict(path: ModelPath, query: WaitQuery, header: JobHeaders, body: B
     def build(job_id: str) -> tuple[dict[str, Any], dict[str, Any]]:
         version = svc.registry.resolve(tenant(), name, body.version)
         manifest = svc.registry.manifest(tenant(), name, version)
+        refuse_export(name, version, manifest)
         features = [f["name"] if isinstance(f, dict) else str(f) for f in manifest.get("features") or []]
         task = manifest.get("task")
         output = body.postprocess.output if body.postprocess else None

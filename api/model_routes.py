@@ -19,6 +19,7 @@ from api.schemas import (
     Problem,
     VersionPath,
 )
+from api.servable import refuse_export
 from api.services import services, tenant
 from training.errors import ResourceNotFound
 from training.registry import NAME_RE
@@ -118,6 +119,7 @@ def set_alias(path: AliasPath, body: AliasBody) -> Response:
     """Point an alias (production, staging, …) at a version; workers serving the alias follow it."""
     registry = services().registry
     name = known_name(path.name)
+    refuse_export(name, body.version, registry.manifest(tenant(), name, body.version))
     registry.set_alias(tenant(), name, path.alias, body.version)
     return jsonify(_summary(registry.get_model(tenant(), name)))
 

@@ -28,6 +28,7 @@ from api.parsing import MAX_WAIT_S, json_body, wait_seconds
 from api.problems import ApiError, Unavailable, validation_error_response
 from api.replies import job_reply
 from api.schemas import Job, JobHeaders, ModelPath, PredictBody, Problem, WaitQuery
+from api.servable import refuse_export
 from api.services import Services, services, tenant
 from api.submit import IDEMPOTENCY_TTL_S, _key_name, fingerprint, replay
 from api.waits import DISCONNECT_CHECK_S, client_gone, client_socket
@@ -164,6 +165,7 @@ def model_info(tenant_: str, name: str, ref: str | int | None) -> ModelInfo:
     else:
         version = svc.registry.resolve(tenant_, name, ref)
         manifest = svc.registry.manifest(tenant_, name, version)
+        refuse_export(name, version, manifest)
         info = ModelInfo(
             now, token, version, *feature_types(manifest), manifest.get("task", ""), len(manifest.get("classes") or [])
         )

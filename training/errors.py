@@ -78,6 +78,13 @@ class ResourceNotFound(MLQError):
     status = 404
 
 
+class ExportNotServable(MLQError):
+    """Raised when a prediction names a version that is an export (a file to download, which no worker loads)."""
+
+    code = "export_not_servable"
+    status = 422
+
+
 class VersionInUse(MLQError):
     """Raised when deleting a version that an alias still points at."""
 

@@ -74,6 +74,17 @@ class ModelManifest(TypedDict, total=False):
     optimization: dict[str, Any]
     comparison: dict[str, Any]
     export: dict[str, Any]
+    kind: str  # "export" for an export (a file to download, never served); absent for a servable version
+
+
+def is_export(manifest: ModelManifest) -> bool:
+    """An export (ONNX, TorchScript) is a file to download: no worker loads it, so it is never served or `latest`.
+    Exports registered before `kind` was written have their `export` details."""
+    return manifest.get("kind") == "export" or "export" in manifest
+
+
+def export_format(manifest: ModelManifest) -> str:
+    return str((manifest.get("export") or {}).get("format") or manifest.get("model_kind") or "file")
 
 
 class ModelVersions(TypedDict):

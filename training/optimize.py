@@ -126,7 +126,7 @@ def optimize_version(
         parent_dir = registry.verified_dir(tenant, name, version)
         if method == "export":
             child_side, details = _export(clean["format"], parent, x_train.shape[1], staging)
-            child_manifest.update(model_kind=clean["format"], export=details)
+            child_manifest.update(model_kind=clean["format"], export=details, kind="export")
             child_manifest.pop("preprocessor_file", None)
         else:
             shutil.copyfile(
@@ -154,6 +154,8 @@ def optimize_version(
         if claim_registration is not None and not claim_registration():
             raise RegistrationDeclined(f"job {job_id}: another attempt owns the registration; nothing registered")
         registered = registry.register(tenant, name, staging, child_manifest)
+        # The last progress is what a finished job shows: say how it ended, not what it was last doing.
+        report(fraction=1.0, message=f"registered version {registered['version']} ({method} of version {version})")
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     comparison["child"]["version"] = registered["version"]

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from training.errors import ArtifactTampered, InvalidName, MLQError, ResourceNotFound, VersionInUse
-from training.manifest import FileEntry, ModelManifest, ModelVersions
+from training.manifest import FileEntry, ModelManifest, ModelVersions, is_export
 
 NAME_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
 NAME_RULE = "1-63 characters: lowercase letters, digits, '.', '_' or '-', starting with a letter or digit"
@@ -270,7 +270,7 @@ class ModelRegistry:
             aliases = self.aliases(tenant, name)
             if "production" in aliases:
                 return int(self._version_dir(tenant, name, aliases["production"]).name)
-            return self._versions(model_dir)[-1]
+            return self._latest_servable(tenant, name, self._versions(model_dir))
         if _as_int(ref) is not None:
             return int(self._version_dir(tenant, name, ref).name)
         if not isinstance(ref, str):
@@ -280,6 +280,17 @@ class ModelRegistry:
             known = ", ".join(f"{a} -> {v}" for a, v in sorted(aliases.items())) or "none"
             raise ResourceNotFound(f"model {name!r} has no alias {ref!r}; aliases: {known}; or pass a version number")
         return int(self._version_dir(tenant, name, aliases[ref]).name)
+
+    def _latest_servable(self, tenant: str, name: str, versions: list[int]) -> int:
+        """The newest version that is not an export: an ONNX or TorchScript export is a file to download, and a
+        prediction that named no version must not land on it."""
+        for version in reversed(versions):
+            if not is_export(self.manifest(tenant, name, version)):
+                return version
+        raise ResourceNotFound(
+            f"model {name!r} has only exports (versions {', '.join(map(str, versions))}), which are files to "
+            "download, not served; train or register a servable version"
+        )
 
     def state_token(self, tenant: str, name: str) -> str:
         """A cheap string that changes whenever the aliases or the set of versions change (for caches)."""

@@ -215,9 +215,22 @@ def test_a_torchscript_export_downloads_and_no_worker_ever_loads_it(service: dic
     result = optimized(service, "wide", 1, "export", format="torchscript")
     module = torch.jit.load(io.BytesIO(client.download_artifact("wide", result["version"])))  # trusted: ours
     assert module(torch.zeros(3, 8)).shape == (3, 2)
-    job = client.wait(client.predict("wide", service["rows"][:1], version=result["version"])["id"], timeout=60)
-    # Refused from the manifest, before any file of the version is opened (see tests/unit/test_optimization.py).
-    assert job["status"] == "failed" and "export for download" in job["error"]["message"]
+    # Refused at submit (422), before any job is queued: no worker loads an export.
+    with pytest.raises(ValidationFailed) as refused:
+        client.predict("wide", service["rows"][:1], version=result["version"])
+    assert refused.value.problem["code"] == "export_not_servable" and "artifact" in str(refused.value)
+    with pytest.raises(ValidationFailed, match="export"):
+        client.set_alias("wide", "staging", result["version"])
+    # The newest version is the export, yet a request naming no version is served by a version that is not one.
+    newest = max(v["version"] for v in client.get_model("wide")["versions"])
+    assert newest == result["version"]
+    answer = client.result(client.predict("wide", service["rows"][:1], wait=30)["id"], timeout=60)
+    assert answer["version"] != result["version"]
+    manifest = client.get_version("wide", result["version"])
+    assert manifest["kind"] == "export" and manifest["export"]["format"] == "torchscript"
+    job = client.get_job(manifest["job_id"])
+    # A finished optimisation says how it ended, not "measuring parent and child".
+    assert job["progress"]["message"] == f"registered version {result['version']} (export of version 1)"
 
 
 def test_a_tampered_optimised_artifact_is_refused_before_it_is_loaded(service: dict[str, Any]) -> None:
