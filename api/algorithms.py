@@ -36,6 +36,7 @@ class ParamSchema(BaseModel):
     nullable: bool
     max_items: int | None
     description: str
+    help: str
 
 
 class AlgorithmSchema(BaseModel):
@@ -59,6 +60,7 @@ def describe(spec: ParamSpec) -> dict[str, Any]:
         "nullable": spec.nullable,
         "max_items": spec.max_items,
         "description": spec.describe(),
+        "help": spec.help,
     }
 
 

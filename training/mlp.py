@@ -222,6 +222,7 @@ def train_loop(
                 val_loss=val_loss,
                 best_val_loss=best_loss,
                 lr=opt.param_groups[0]["lr"],
+                **({"message": early_stop_message(epoch, has_val, early_stopping_patience)} if stopped_early else {}),
             )
         if stopped_early:
             break
@@ -235,6 +236,12 @@ def train_loop(
         "best_val_loss": best_loss if math.isfinite(best_loss) else None,
         "stopped_early": stopped_early,
     }
+
+
+def early_stop_message(epoch: int, has_val: bool, patience: int) -> str:
+    """Why a training ended before its last epoch, for the job's final progress (`epoch 31/60` alone looks broken)."""
+    watched = "val_loss" if has_val else "loss"
+    return f"early stop at epoch {epoch}: {watched} did not improve for {patience} epochs"
 
 
 @torch.inference_mode()

@@ -8,6 +8,7 @@ these names: a test keeps them equal.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,11 +31,12 @@ class ParamSpec:
     choices: tuple[Any, ...] | None = None
     nullable: bool = False
     max_items: int | None = None  # int_list only
+    help: str = ""  # what the parameter does, where its name does not say it
 
     def describe(self) -> str:
-        """The allowed values in words, for error messages."""
+        """The allowed values in words (JSON spellings: a request's), for error messages and form hints."""
         if self.choices is not None:
-            return "one of " + ", ".join(repr(c) for c in self.choices)
+            return "one of " + ", ".join(json.dumps(c) for c in self.choices)
         low = "" if self.minimum is None else (f"> {self.minimum}" if self.exclusive_minimum else f">= {self.minimum}")
         high = "" if self.maximum is None else f"<= {self.maximum}"
         bounds = " and ".join(b for b in (low, high) if b)
@@ -83,7 +85,14 @@ PARAM_SCHEMAS: dict[str, dict[str, ParamSpec]] = {
         "lr": ParamSpec("float", 1e-3, 0.0, 10.0, exclusive_minimum=True),
         "optimizer": ParamSpec("str", "adam", choices=("adam", "sgd")),
         "weight_decay": ParamSpec("float", 0.0, 0.0, 1.0),
-        "early_stopping_patience": ParamSpec("int", 5, 0, 1000),  # 0 turns early stopping off
+        "early_stopping_patience": ParamSpec(
+            "int",
+            5,
+            0,
+            1000,
+            help="epochs without improvement of val_loss (loss without a validation split) before training stops "
+            "early and keeps its best epoch; 0 turns early stopping off",
+        ),
         "seed": _SEED,
         "class_weight": _CLASS_WEIGHT,  # a weighted cross-entropy loss
     },

@@ -197,15 +197,24 @@ def test_early_stopping_stops_before_max_epochs_and_restores_the_best_weights(ir
     wrong = (y_va + 1) % 3
     model = new_model(hidden=(32,))
     val_losses: list[float] = []
+    messages: list[str | None] = []
+
+    def seen(**kw: Any) -> None:
+        val_losses.append(kw["val_loss"])
+        messages.append(kw.get("message"))
+
     result = train(
         model,
         (X_tr, y_tr, X_va, wrong),
         epochs=100,
         lr=0.05,
         early_stopping_patience=3,
-        on_progress=lambda **kw: val_losses.append(kw["val_loss"]),
+        on_progress=seen,
     )
     assert result["stopped_early"] is True
+    # The last progress says why the training ended before epoch 100; the ones before it say nothing of the kind.
+    assert messages[-1] == f"early stop at epoch {result['epochs_run']}: val_loss did not improve for 3 epochs"
+    assert not any(messages[:-1])
     assert result["epochs_run"] < 100 and len(val_losses) == result["epochs_run"]
     assert result["best_epoch"] == result["epochs_run"] - 3
     assert result["best_val_loss"] == min(val_losses)
