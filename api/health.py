@@ -12,7 +12,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from api.schemas import Health, Readiness
 from api.services import services
-from store.contract import QUEUES
+from store.contract import QUEUES, WORKER_QUEUES
 from store.inference_queue import queue_depths
 from store.liveness import WorkerLiveness
 
@@ -27,20 +27,22 @@ def healthz() -> Response:
 
 @bp.get("/readyz", responses={200: Readiness, 503: Readiness})
 def readyz() -> tuple[Response, int]:
-    """200 when Redis answers and at least one live worker consumes each queue, else 503."""
+    """200 when Redis answers and at least one live worker consumes each online queue (train, inference), else 503.
+
+    The batch queue is listed too, but not required: online serving is ready without a batch worker."""
     client = services().redis
     body: dict[str, Any] = {"redis": "ok", "queues": {}}
     try:
         client.ping()
         workers = WorkerLiveness(client).counts()
         depths = queue_depths(client)
-        for queue in QUEUES:
+        for queue in WORKER_QUEUES:
             body["queues"][queue] = {"workers": workers.get(queue, 0), "depth": depths[queue]}
     except redis.RedisError as exc:
         body["redis"] = f"error: {type(exc).__name__}"
-        body["queues"] = {q: {"workers": 0, "depth": None} for q in QUEUES}
+        body["queues"] = {q: {"workers": 0, "depth": None} for q in WORKER_QUEUES}
         return jsonify(body), 503
-    ready = all(q["workers"] >= 1 for q in body["queues"].values())
+    ready = all(body["queues"][q]["workers"] >= 1 for q in QUEUES)
     response = jsonify(body)
     if not ready:
         response.headers["Retry-After"] = "5"

@@ -18,7 +18,7 @@ import redis
 from prometheus_client import CollectorRegistry, Counter, Gauge, multiprocess
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
-from store.contract import QUEUES
+from store.contract import WORKER_QUEUES
 from store.inference_queue import batch_size_histogram, queue_depths, stats
 from store.jobs import DURATION_BUCKETS, JobStore
 from store.liveness import WorkerLiveness
@@ -57,7 +57,7 @@ class JobsCollector:
         yield hist
         depth = GaugeMetricFamily("mlq_queue_depth", "Messages waiting in each queue", labels=["queue"])
         alive = GaugeMetricFamily("mlq_workers", "Live worker processes consuming each queue", labels=["queue"])
-        for queue in QUEUES:
+        for queue in WORKER_QUEUES:
             depth.add_metric([queue], depths[queue])
             alive.add_metric([queue], workers.get(queue, 0))
         yield depth

@@ -87,6 +87,7 @@ def describe_csv(
     DatasetTooLarge as soon as the header has more than `max_columns` columns or the data more than `max_rows`
     rows, so a refused file is not read to its end.
     """
+    _check_not_json(path)
     try:
         with path.open(newline="", encoding="utf-8-sig") as fh:
             reader = csv.reader(fh, strict=True)
@@ -98,6 +99,7 @@ def describe_csv(
                     errors=[{"loc": ["file"], "msg": "empty file"}],
                 ) from None
             names = [h.strip() for h in header]
+            _check_separator(names)
             if max_columns is not None and len(names) > max_columns:
                 raise TooManyColumns(
                     f"the CSV has {len(names)} columns, more than the limit of {max_columns} (MLQ_MAX_COLUMNS); "
@@ -155,6 +157,38 @@ def describe_csv(
         for i, n in enumerate(names)
     ]
     return rows, columns
+
+
+# What a spreadsheet in another locale, or a database export, separates with instead of commas.
+OTHER_SEPARATORS = {";": "semicolons", "\t": "tabs", "|": "vertical bars"}
+
+
+def _check_separator(names: list[str]) -> None:
+    """Refuse a header that is one column holding another separator: read as CSV, `a;b;c` is one column named
+    "a;b;c", and every training on it fails far from the cause. (The workers read commas, so sniffing here alone would
+    make the upload disagree with the training.)"""
+    if len(names) != 1:
+        return
+    for sep, word in OTHER_SEPARATORS.items():
+        if sep in names[0]:
+            raise DataError(
+                f"the header is one column named {names[0][:60]!r}: the file looks separated by {word}, not commas; "
+                'save it as comma-separated CSV (Excel: "CSV UTF-8 (comma delimited)"; pandas: '
+                "pd.read_csv(path, sep=...).to_csv(new_path, index=False))",
+                errors=[{"loc": ["file", "line", 1], "msg": f"separated by {word}, not commas"}],
+            )
+
+
+def _check_not_json(path: Path) -> None:
+    """A JSON file read as CSV is "a header but no data rows" (or a garbled header): say what it is instead."""
+    with path.open("rb") as fh:
+        start = fh.read(64).lstrip(b"\xef\xbb\xbf \t\r\n")
+    if start[:1] in (b"{", b"["):
+        raise DataError(
+            "the file looks like JSON, not CSV; upload a CSV with a header row and one row per line "
+            "(pandas: pd.read_json(path).to_csv(new_path, index=False))",
+            errors=[{"loc": ["file"], "msg": "JSON, not CSV"}],
+        )
 
 
 def _check_header(names: list[str]) -> None:

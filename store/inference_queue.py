@@ -21,7 +21,7 @@ import redis
 from redis.client import Pipeline
 
 from store import keys
-from store.contract import INFERENCE_QUEUE, TRAIN_QUEUE
+from store.contract import BATCH_QUEUE, INFERENCE_QUEUE, TRAIN_QUEUE
 
 STREAM = keys.INFERENCE_STREAM
 GROUP = "inference"
@@ -77,7 +77,11 @@ def depth(client: redis.Redis) -> int:
 
 def queue_depths(client: redis.Redis) -> dict[str, int]:
     """What waits in each queue: training messages in Celery's list, predictions in the stream."""
-    return {TRAIN_QUEUE: int(client.llen(TRAIN_QUEUE)), INFERENCE_QUEUE: depth(client)}
+    return {
+        TRAIN_QUEUE: int(client.llen(TRAIN_QUEUE)),
+        INFERENCE_QUEUE: depth(client),
+        BATCH_QUEUE: int(client.llen(BATCH_QUEUE)),
+    }
 
 
 def stats(client: redis.Redis) -> dict[str, int]:

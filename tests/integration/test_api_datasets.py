@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 
+import pytest
 from api_support import ALICE, BOB, IRIS_CSV, upload
 from flask.testing import FlaskClient
 
@@ -97,6 +98,33 @@ def test_an_empty_file_and_a_header_without_rows_are_refused(client: FlaskClient
     response = client.post("/v1/datasets", data=b"a,b\n", content_type="text/csv")
     assert response.status_code == 422
     assert "no data rows" in response.get_json()["detail"]
+
+
+@pytest.mark.parametrize(("sep", "word"), [(";", "semicolons"), ("\t", "tabs"), ("|", "vertical bars")])
+def test_a_file_separated_by_something_else_than_commas_is_refused_with_how_to_convert_it(
+    client: FlaskClient, sep: str, word: str
+) -> None:
+    body = sep.join(["a", "b", "c"]) + "\n" + sep.join(["1", "2", "3"]) + "\n"
+    response = client.post("/v1/datasets", data=body.encode(), content_type="text/csv")
+    assert response.status_code == 422
+    problem = response.get_json()
+    assert f"separated by {word}, not commas" in problem["detail"] and "to_csv" in problem["detail"]
+    assert problem["errors"][0]["loc"] == ["file", "line", 1]
+
+
+def test_a_json_file_is_refused_as_json_not_as_a_header_without_rows(client: FlaskClient) -> None:
+    for body in (b'[{"a": 1, "b": 2}]', b'\n  {"rows": [[1, 2]]}'):
+        response = client.post(
+            "/v1/datasets", data={"file": (io.BytesIO(body), "rows.json")}, content_type="multipart/form-data"
+        )
+        assert response.status_code == 422
+        assert "looks like JSON, not CSV" in response.get_json()["detail"]
+
+
+def test_one_column_whose_name_holds_a_semicolon_among_others_is_still_a_csv(client: FlaskClient) -> None:
+    response = client.post("/v1/datasets", data=b"a;b,c\n1,2\n", content_type="text/csv")
+    assert response.status_code == 201
+    assert [c["name"] for c in response.get_json()["columns"]] == ["a;b", "c"]
 
 
 def test_datasets_are_listed_newest_first_with_a_cursor(client: FlaskClient) -> None:

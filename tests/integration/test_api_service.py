@@ -47,15 +47,21 @@ def test_readyz_is_503_without_workers_and_200_once_both_queues_have_one(client:
     assert response.status_code == 503
     assert response.get_json() == {
         "redis": "ok",
-        "queues": {"train": {"workers": 0, "depth": 0}, "inference": {"workers": 0, "depth": 0}},
+        "queues": {
+            "train": {"workers": 0, "depth": 0},
+            "inference": {"workers": 0, "depth": 0},
+            "batch": {"workers": 0, "depth": 0},  # listed (make run starts one), not required
+        },
     }
     liveness = WorkerLiveness(redis.Redis.from_url(redis_url))
     liveness.beat("train-worker", ["train"], ttl_s=30)
     assert client.get("/readyz").status_code == 503  # inference still has nobody
     liveness.beat("infer-worker", ["inference"], ttl_s=30)
     ready = client.get("/readyz")
-    assert ready.status_code == 200
+    assert ready.status_code == 200  # without a batch worker
     assert ready.get_json()["queues"]["train"]["workers"] == 1
+    liveness.beat("batch-worker", ["batch"], ttl_s=30)
+    assert client.get("/readyz").get_json()["queues"]["batch"]["workers"] == 1
 
 
 def test_readyz_reports_queue_depth(client: FlaskClient) -> None:
