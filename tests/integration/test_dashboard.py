@@ -489,3 +489,73 @@ def test_a_batch_prediction_shows_its_rows_and_downloads_its_output_and_an_optim
     expect(page.locator(".page-head .status")).to_have_text("succeeded")
     expect(page.locator("#comparison")).to_contain_text("artifact")
     expect(page.locator("#comparison tbody tr").first).to_contain_text("1")  # parent version 1, child 2
+
+
+@pytest.mark.parametrize("size", [(1280, 800), (1920, 1080)], ids=["1280x800", "1920x1080"])
+def test_the_pages_fit_the_window_with_whole_labels_and_a_log_axis_for_spread_parameters(
+    api: str, browser: Any, size: tuple[int, int]
+) -> None:
+    width, height = size
+    iris = upload(api, iris_csv(), f"iris-layout-{width}")
+    body = {
+        "model": f"iris-layout-{width}",
+        "dataset": iris,
+        "target": "species",
+        "algorithm": "logistic_regression",
+        "search": {"C": [0.2, 1.0, 5.0]},  # 25x apart: on a linear axis 0.2 and 1.0 would nearly touch
+        "metric": "accuracy",
+    }
+    search = httpx.post(f"{api}/v1/jobs/search", json=body)
+    assert search.status_code == 202, search.text
+    context = browser.new_context(viewport={"width": width, "height": height})
+    page = context.new_page()
+    try:
+        page.set_default_timeout(WAIT_MS)
+        page.goto(f"{api}/ui/#/jobs/{search.json()['id']}")
+        expect(page.locator(".page-head .status")).to_have_text("succeeded")
+        expect(page.locator("figure.small-chart svg.scatter circle")).to_have_count(3)
+        xs = sorted(float(c.get_attribute("cx") or 0) for c in page.locator("svg.scatter circle").all())
+        assert abs((xs[1] - xs[0]) - (xs[2] - xs[1])) < 2, xs  # equal steps: a log axis
+        inside = page.evaluate(
+            """() => [...document.querySelectorAll("svg.scatter circle")].every((c) => {
+                 const box = c.getBoundingClientRect(); const svg = c.ownerSVGElement.getBoundingClientRect();
+                 return box.top >= svg.top - 0.5 && box.bottom <= svg.bottom + 0.5; })"""
+        )
+        assert inside, "a point of the scatter is cut by the plot's edge"
+
+        # A training's confusion matrix names every class whole.
+        trained = httpx.post(
+            f"{api}/v1/jobs/train?wait=60",
+            json={
+                "model": f"iris-cm-{width}",
+                "dataset": iris,
+                "target": "species",
+                "algorithm": "logistic_regression",
+            },
+            timeout=70,
+        ).json()
+        assert trained["status"] == "succeeded", trained
+        page.goto(f"{api}/ui/#/jobs/{trained['id']}")
+        expect(page.locator("svg.heatmap")).to_be_visible()
+        labels = page.locator("svg.heatmap text.col-label").all_text_contents()
+        assert labels == ["setosa", "versicolor", "virginica"], labels
+        clipped = page.evaluate(
+            """() => [...document.querySelectorAll("svg.heatmap text")].filter((t) => {
+                 const box = t.getBoundingClientRect(); const svg = t.ownerSVGElement.getBoundingClientRect();
+                 return box.left < svg.left - 0.5 || box.right > svg.right + 0.5 || box.top < svg.top - 0.5;
+               }).map((t) => t.textContent)"""
+        )
+        assert not clipped, f"labels cut by the heat map's edge: {clipped}"
+
+        page.goto(f"{api}/ui/#/jobs")
+        expect(page.locator("#jobs-table tbody tr").first).to_be_visible()
+        overflow = page.evaluate("() => document.documentElement.scrollWidth - window.innerWidth")
+        assert overflow <= 0, f"the jobs page is {overflow} px wider than a {width} px window"
+        screenshot(page, "jobs.png") if width == 1280 else None
+
+        page.goto(f"{api}/ui/#/datasets")
+        expect(page.locator("label.field[data-param] small.hint").first).to_be_visible()
+        hints = page.locator("small.hint").all_text_contents()
+        assert not [h for h in hints if "None" in h or "'" in h], hints  # no Python repr in a form's hint
+    finally:
+        context.close()

@@ -61,7 +61,7 @@ export function lineChart(series, { width = 640, height = 260, xLabel = "", yLab
   return svg;
 }
 
-// Points [{x, y, label}] with a numeric x (a log axis when the values span 100x or more) or categorical x.
+// Points [{x, y, label}] with a numeric x (a log axis when positive values span 10x or more) or categorical x.
 export function scatterChart(points, { width = 300, height = 200, xLabel = "", yLabel = "" } = {}) {
   const pad = { l: 48, r: 12, t: 10, b: 40 };
   const svg = s("svg", { viewBox: `0 0 ${width} ${height}`, class: "chart scatter", role: "img",
@@ -73,7 +73,8 @@ export function scatterChart(points, { width = 300, height = 200, xLabel = "", y
   if (numeric) {
     const positive = pts.every((p) => p.x > 0);
     const [lo, hi] = extent(pts.map((p) => p.x));
-    const log = positive && hi / lo >= 100;
+    // Log-uniform parameters (lr, C, alpha) spread over decades: a linear axis piles their small values at 0.
+    const log = positive && hi / lo >= 10;
     const f = log ? Math.log10 : (v) => v;
     const [a, b] = log ? [f(lo), f(hi)] : [lo, hi];
     X = (v) => pad.l + ((f(v) - a) / (b - a)) * (width - pad.l - pad.r);
@@ -83,7 +84,10 @@ export function scatterChart(points, { width = 300, height = 200, xLabel = "", y
     const step = (width - pad.l - pad.r) / xs.length;
     X = (v) => pad.l + step * (xs.indexOf(JSON.stringify(v)) + 0.5);
   }
-  const [y0, y1] = extent(pts.map((p) => p.y));
+  // A margin above and below, so the best (often the top) point's dot is not cut by the plot's edge.
+  const [ylo, yhi] = extent(pts.map((p) => p.y));
+  const margin = (yhi - ylo) * 0.08;
+  const [y0, y1] = [ylo - margin, yhi + margin];
   const Y = (y) => height - pad.b - ((y - y0) / (y1 - y0)) * (height - pad.t - pad.b);
   for (const t of ticks(y0, y1, 4)) {
     svg.append(s("line", { x1: pad.l, x2: width - pad.r, y1: Y(t), y2: Y(t), class: "grid" }));
@@ -105,18 +109,21 @@ export function scatterChart(points, { width = 300, height = 200, xLabel = "", y
 // Rows = true class, columns = predicted class; darker = more rows. Counts written in each cell.
 export function heatmap(matrix, labels, { cell = 44 } = {}) {
   const n = matrix.length;
-  const left = 110; const top = 70;
-  const width = left + n * cell + 8; const height = top + n * cell + 8;
+  const names = labels.map((label) => String(label).slice(0, 24));
+  const longest = Math.max(4, ...names.map((name) => name.length));
+  // Room for whole labels: rows on the left, columns slanted above (a class name is wider than its cell).
+  const left = Math.min(200, 16 + longest * 7.5); const top = Math.min(150, 30 + longest * 5.5);
+  const width = left + n * cell + 8 + longest * 3; const height = top + n * cell + 8;
   const svg = s("svg", { viewBox: `0 0 ${width} ${height}`, class: "chart heatmap", width, height,
     role: "img", "aria-label": "confusion matrix" });
   const max = Math.max(1, ...matrix.flat());
   svg.append(s("text", { x: left + (n * cell) / 2, y: 14, class: "axis", "text-anchor": "middle" }, "predicted"));
   svg.append(s("text", { x: 8, y: top - 8, class: "axis" }, "true ↓"));
-  labels.forEach((label, i) => {
-    svg.append(s("text", { x: left + i * cell + cell / 2, y: top - 8, class: "tick", "text-anchor": "middle" },
-      String(label).slice(0, 8)));
-    svg.append(s("text", { x: left - 6, y: top + i * cell + cell / 2 + 4, class: "tick", "text-anchor": "end" },
-      String(label).slice(0, 14)));
+  names.forEach((name, i) => {
+    const x = left + i * cell + cell / 2; const y = top - 8;
+    svg.append(s("text", { x, y, class: "tick col-label", transform: `rotate(-40 ${x} ${y})` }, name));
+    svg.append(s("text", { x: left - 6, y: top + i * cell + cell / 2 + 4, class: "tick row-label", "text-anchor": "end" },
+      name));
   });
   matrix.forEach((row, i) => row.forEach((v, j) => {
     const shade = v / max;

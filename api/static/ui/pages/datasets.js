@@ -32,8 +32,11 @@ function paramField(name, spec) {
       value: spec.default ?? "", placeholder: spec.default == null ? "none" : "" });
   }
   input.dataset.kind = spec.kind;
-  return h("label", { class: "field", "data-param": name, title: spec.description }, h("span", {}, name), input,
-    h("small", { class: "muted" }, spec.description), h("small", { class: "field-error" }));
+  // A select lists its choices already: its hint says the default instead, in the words the select shows.
+  const allowed = spec.choices ? `default: ${spec.default === null ? "(none)" : String(spec.default)}` : spec.description;
+  const hint = [spec.help, allowed].filter(Boolean).join(" · ");
+  return h("label", { class: "field", "data-param": name, title: hint }, h("span", {}, name), input,
+    h("small", { class: "muted hint" }, hint), h("small", { class: "field-error" }));
 }
 
 function paramValue(input) {

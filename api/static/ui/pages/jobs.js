@@ -74,6 +74,7 @@ export async function jobsPage(view, signal) {
     tr.querySelector(".duration").textContent = fmtDuration(jobSeconds(job));
     tr.querySelector(".attempts").textContent = job.attempts;
     tr.querySelector(".worker").textContent = job.worker || "";
+    tr.querySelector(".worker").title = job.worker || "";
     if (before && before.status === job.status) return;
     replace(tr.querySelector(".status-cell"), statusBadge(job.status));
     const active = !FINAL.includes(job.status) && job.type !== "predict";

@@ -5,6 +5,15 @@ import { download, get, put } from "../api.js";
 import { barChart } from "../charts.js";
 import { confirmAction, fmtBytes, fmtNumber, fmtTime, h, notice, problemText, replace } from "../dom.js";
 
+// An export (ONNX, TorchScript) is a file to download, never served: it says so wherever a version is shown.
+function isExport(v) { return v.kind === "export" || (v.export && typeof v.export === "object"); }
+function algorithmCell(v) {
+  if (!isExport(v)) return v.algorithm || "";
+  const fmt = v.export?.format || v.model_kind || "file";
+  return h("span", {}, h("span", { class: "badge export", title: "a file to download; not served" }, `export · ${fmt}`),
+    v.parent ? ` of v${v.parent}` : "");
+}
+
 const VERSIONS_PAGE = 25;
 
 function aliasBadges(aliases, version) {
@@ -46,11 +55,11 @@ export async function modelPage(view, name, signal) {
     return h("tr", { "data-version": v.version },
       h("td", {}, h("a", { href: `#/models/${encodeURIComponent(name)}/${v.version}` }, `v${v.version}`)),
       h("td", { class: "aliases" }, aliasBadges(model.aliases, v.version)),
-      h("td", {}, v.algorithm || ""),
+      h("td", {}, algorithmCell(v)),
       h("td", {}, fmtTime(v.created_at)),
       metricNames.map((m) => h("td", { class: v.metrics?.[m] === best[m] ? "num best" : "num" }, fmtNumber(v.metrics?.[m]))),
-      h("td", {}, h("button", { class: "small", "data-action": "promote", onclick: () => promote(v.version) },
-        "Promote")));
+      h("td", {}, isExport(v) ? "" : h("button", { class: "small", "data-action": "promote",
+        onclick: () => promote(v.version) }, "Promote")));
   }
 
   function showMore() {
@@ -111,7 +120,7 @@ export async function versionPage(view, name, version, signal) {
         .catch((err) => notice(problemText(err))) }, `Download artifact (${fmtBytes(m.artifact?.size_bytes)})`)),
     h("div", { class: "grid2" },
       h("section", { class: "card" }, h("h2", {}, "Manifest"), kv([
-        ["algorithm", m.algorithm], ["task", m.task], ["created", fmtTime(m.created_at)],
+        ["algorithm", algorithmCell(m)], ["task", m.task], ["created", fmtTime(m.created_at)],
         ["job", m.job_id ? h("a", { href: `#/jobs/${encodeURIComponent(m.job_id)}` }, m.job_id) : ""],
         ["dataset", m.dataset?.id ? h("span", { class: "mono" }, m.dataset.id) : "(trained from a local file)"],
         ["dataset sha256", m.dataset?.sha256 ? h("span", { class: "mono" }, m.dataset.sha256.slice(0, 16) + "…") : ""],
