@@ -6,10 +6,11 @@ STAMP := $(VENV)/.installed
 
 .PHONY: install test lint run bench clean
 
+# torch is pinned here, before the project, so that pip keeps that build: pyproject allows a range, and a bare
+# `torch` requirement would otherwise pick the newest release (a multi-GB CUDA build on Linux).
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	# torch==2.13.0 is a CPU build that lies on this machine's disk; pyproject allows a range.
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e '.[worker,dev]'
 	touch $(STAMP)
