@@ -19,6 +19,7 @@ limit_threads(settings.torch_threads)
 
 from store.celery_config import make_celery  # noqa: E402
 from worker.batch import register_batch  # noqa: E402 - after limit_threads, on purpose
+from worker.fast_exit import install as install_fast_exit  # noqa: E402
 from worker.inference import attach  # noqa: E402
 from worker.tasks import register_tasks  # noqa: E402
 
@@ -26,3 +27,4 @@ app = make_celery(settings)
 runtime = register_tasks(app, settings)
 register_batch(app, runtime)
 attach(app, runtime, settings)
+install_fast_exit()  # after torch is loaded (above): its exit hooks cost seconds per worker stop
