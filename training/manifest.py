@@ -74,6 +74,8 @@ class ModelManifest(TypedDict, total=False):
     optimization: dict[str, Any]
     comparison: dict[str, Any]
     export: dict[str, Any]
+    # Written by training, copied by an optimisation: see training/drift_reference.py. Absent in older versions.
+    drift_reference: dict[str, Any]
 
 
 class ModelVersions(TypedDict):
