@@ -98,7 +98,53 @@ def run_w9(
         client.close()
         r.close()
         stack.stop(api)
-    return {"variants": {n: VARIANTS[n].about for n in names}, "runs": runs, "summary": summarise(runs)}
+    cost = counting_cost(Path(stack.env["MLQ_HOME"]), stack.env["MLQ_REDIS_URL"])
+    return {
+        "variants": {n: VARIANTS[n].about for n in names},
+        "runs": runs,
+        "summary": summarise(runs),
+        "counting_cost": cost,
+    }
+
+
+def counting_cost(home: Path, redis_url: str, batch: int = 32, repeats: int = 200) -> dict[str, Any]:
+    """In-process, the worst case W1 does not show: a batch of `batch` DISTINCT rows of the training data (W1
+    repeats one row, so it touches one bin per feature), binned and written as a worker does. Per batch: the
+    binning's CPU, and the wall time of one pipeline with its HINCRBYs (here its own; a worker adds them to the
+    pipeline that answers the batch)."""
+    import numpy as np
+
+    from training.predictor import Predictor
+    from training.registry import ModelRegistry
+    from worker.drift_tally import DriftTally
+
+    predictor = Predictor.load(ModelRegistry(home / "models"), "default", MODEL, 1)
+    features, _, classes, _, _ = models.MODELS[MODEL]
+    frame = models.dataset(features, classes, 2000).drop(columns="y")
+    client = redis.Redis.from_url(redis_url)
+    tally = DriftTally(client)
+    rng = np.random.default_rng(0)
+    batches = [frame.iloc[rng.choice(len(frame), batch, replace=False)].to_numpy().tolist() for _ in range(repeats)]
+    scores = [predictor.scores(rows) for rows in batches]
+    tally.observe(predictor, batches[0], scores[0])  # compile the binner once, as a worker does per version
+    tally.pending = {}
+    fields = 0
+    bin_cpu = flush_wall = 0.0
+    for rows, score in zip(batches, scores, strict=True):
+        started = time.process_time()
+        tally.observe(predictor, rows, score)
+        bin_cpu += time.process_time() - started
+        fields += sum(len(f) for f in tally.pending.values())
+        started = time.perf_counter()
+        tally.flush()
+        flush_wall += time.perf_counter() - started
+    client.close()
+    return {
+        "rows_per_batch": batch,
+        "fields_per_batch": round(fields / repeats, 1),
+        "binning_cpu_us_per_batch": round(1e6 * bin_cpu / repeats, 1),
+        "flush_wall_us_per_batch": round(1e6 * flush_wall / repeats, 1),
+    }
 
 
 def summarise(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
@@ -145,6 +191,13 @@ def lines(out: dict[str, Any]) -> list[str]:
         rows.append(
             f"| {name}: {w9['variants'][name]} | {s['rps']:.0f} | {s.get('rps_vs_off', '-')}x | {s['p99_ms']:.1f} | "
             f"{s['errors']} | {s['mean_batch']} | {_per(s['cpu_ms_per_request'])} | {_per(added)} |"
+        )
+    cost = w9.get("counting_cost")
+    if cost:
+        rows.append(
+            f"\nDrift counting in-process, {cost['rows_per_batch']} distinct rows per batch (W1 repeats one row): "
+            f"binning {cost['binning_cpu_us_per_batch']} us CPU, {cost['fields_per_batch']} HINCRBY fields, "
+            f"a pipeline of them {cost['flush_wall_us_per_batch']} us wall, per batch"
         )
     return rows
 

@@ -1,11 +1,12 @@
 """Live drift counts in Redis: per model version, per 10-minute bucket, one hash of bin counts that expires.
 
 The workers bin a batch's rows and predictions (training/drift_reference.py) and queue the counts here on a
-pipeline they send anyway, one HINCRBY per non-empty bin; the API adds the buckets of a window back up
-(`read`) and compares them with the manifest's reference (training/drift_psi.py). Memory is bounded by
-construction: a version has at most MAX_WINDOW_S / BUCKET_S + 2 live hashes (each expires TTL_S after its bucket
-began), each with at most one field per reference bin. A global sorted set lists the versions counted lately
-(bounded to ACTIVE_MAX), so a /metrics scrape knows which versions to report without scanning keys.
+pipeline they send anyway: one script call per version (store/lua/drift_count.lua), one HINCRBY per non-empty
+bin inside it; the API adds the buckets of a window back up (`read`) and compares them with the manifest's
+reference (training/drift_psi.py). Memory is bounded by construction: a version has at most
+MAX_WINDOW_S / BUCKET_S + 2 live hashes (each expires TTL_S after its last write), each with at most one field
+per reference bin. A global sorted set lists the versions counted lately (bounded to ACTIVE_MAX), so a /metrics
+scrape knows which versions to report without scanning keys.
 
 Hash fields: "n" (rows), "<j>.<b>" (feature j of the reference, bin b), "p.<b>" (prediction bin b).
 Torch-free and numpy-free: the API imports it.
@@ -22,12 +23,14 @@ import redis
 from redis.client import Pipeline
 
 from store import keys
+from store.lua_loader import source
 
 BUCKET_S = 600
 MIN_WINDOW_S = BUCKET_S
 MAX_WINDOW_S = 24 * 3600
 TTL_S = MAX_WINDOW_S + 2 * BUCKET_S  # the oldest bucket a 24 h window reads is still there
 ACTIVE_MAX = 200  # versions listed for /metrics; the least recently counted fall off
+SCRIPT = "drift_count"
 _WINDOW = re.compile(r"^([1-9][0-9]{0,4})([mhd])$")
 _UNIT_S = {"m": 60, "h": 3600, "d": 86400}
 WINDOW_HELP = "a duration like 10m, 30m, 1h, 6h or 24h, from 10m to 24h"
@@ -60,18 +63,19 @@ class DriftCounts:
     def add_in(
         pipe: Pipeline, tenant: str, model: str, version: int, fields: Mapping[str, int], now: float | None = None
     ) -> None:
-        """Queue the counts of one batch of one version: one HINCRBY per field, the bucket's TTL, and the
-        version's place in the active list (trimmed to ACTIVE_MAX and to the last 24 h)."""
+        """Queue the counts of one batch of one version (store/lua/drift_count.lua): one HINCRBY per field, the
+        bucket's TTL, and the version's place in the active list (trimmed to ACTIVE_MAX and to the last 24 h).
+
+        By EVAL, not EVALSHA: the script rides on pipelines other code sends (the inference consumer's answer),
+        whose NOSCRIPT handling reloads only their own scripts. EVAL never answers NOSCRIPT, and Redis keeps the
+        compiled script by its SHA1, so what it costs over EVALSHA is sending ~1 KB of source per batch."""
         if not fields:
             return
         now = time.time() if now is None else now
         key = keys.drift_counts(tenant, model, version, bucket_of(now))
-        for field, count in fields.items():
-            pipe.hincrby(key, field, count)
-        pipe.expire(key, TTL_S)
-        pipe.zadd(keys.DRIFT_ACTIVE, {_member(tenant, model, version): int(now)}, gt=True)
-        pipe.zremrangebyscore(keys.DRIFT_ACTIVE, "-inf", int(now) - MAX_WINDOW_S)
-        pipe.zremrangebyrank(keys.DRIFT_ACTIVE, 0, -(ACTIVE_MAX + 1))
+        packed = " ".join(f"{field} {int(count)}" for field, count in fields.items())
+        args = [TTL_S, packed, _member(tenant, model, version), int(now), int(now) - MAX_WINDOW_S, ACTIVE_MAX]
+        pipe.eval(source(SCRIPT), 2, key, keys.DRIFT_ACTIVE, *args)
 
     def read(self, tenant: str, model: str, version: int, window_s: int, now: float | None = None) -> dict[str, int]:
         """The counts of the last `window_s` seconds, summed over buckets: the current bucket and every whole

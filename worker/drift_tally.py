@@ -37,6 +37,7 @@ class DriftTally:
         self.enabled = enabled and client is not None
         self.binners: dict[VersionKey, DriftBinner | None] = {}
         self.pending: dict[VersionKey, dict[str, int]] = {}
+        self.warned: set[VersionKey | None] = set()
 
     @classmethod
     def from_settings(cls, client: redis.Redis, settings: Settings) -> DriftTally:
@@ -65,15 +66,17 @@ class DriftTally:
         """Bin `rows` (as the predictor accepted them) and their `scores` into the version's pending counts."""
         if not self.enabled or not rows:
             return
-        key = (str(predictor.tenant), str(predictor.name), int(predictor.version))
-        binner = self._binner(key, predictor)
-        if binner is None:
-            return
+        key: VersionKey | None = None
         try:
+            key = (str(predictor.tenant), str(predictor.name), int(predictor.version))
+            binner = self._binner(key, predictor)
+            if binner is None:
+                return
             fields = binner.count(rows, scores)
         except Exception as exc:  # noqa: BLE001 - counting must never fail a batch
-            log.warning("drift: not counted for %s v%s (this version is skipped from now on): %s", *key[1:], exc)
-            self.binners[key] = None
+            if key not in self.warned:  # once per version: a systematic failure must not flood the log
+                self.warned.add(key)
+                log.warning("drift: a batch of %s was not counted: %s", key, exc)
             return
         into = self.pending.setdefault(key, {})
         for field, n in fields.items():

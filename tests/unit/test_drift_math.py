@@ -170,3 +170,33 @@ def test_counts_add_up_over_the_window_and_expire(redis_client: redis.Redis) -> 
     assert key.startswith("mlq:t:acme:") and 0 < redis_client.ttl(key) <= TTL_S
     assert counts.active(3600, now=now) == [("acme", "m", 2)]
     assert math.isclose(float(redis_client.zscore(keys.DRIFT_ACTIVE, '["acme","m",2]') or 0), now)
+
+
+def test_the_worker_tally_counts_batches_into_redis_and_never_fails_one(redis_client: redis.Redis) -> None:
+    from types import SimpleNamespace
+
+    from worker.drift_tally import DriftTally
+
+    ref = _reference()
+    served = SimpleNamespace(
+        tenant="acme", name="m", version=3, features=list(DTYPES), manifest={"drift_reference": ref}
+    )
+    old = SimpleNamespace(tenant="acme", name="m", version=1, features=list(DTYPES), manifest={})
+    tally = DriftTally(redis_client)
+    rows = _frame(40, seed=4).to_dict("records")
+    scores = np.random.default_rng(0).dirichlet([1, 1, 1], size=40)
+    for _ in range(2):  # two forward passes of one batch
+        tally.observe(served, rows, scores)
+    tally.observe(old, rows, scores)  # no reference: skipped
+    tally.observe(SimpleNamespace(), rows, scores)  # not a predictor at all: skipped, no exception
+    tally.observe(served, [{"a": "text"}], scores[:1])  # rows it cannot bin: skipped, no exception
+    tally.flush()
+    counts = DriftCounts(redis_client)
+    assert counts.read("acme", "m", 3, 600)["n"] == 80
+    tally.observe(served, rows, scores)  # the version is still counted after a batch it could not bin
+    tally.flush()
+    assert counts.read("acme", "m", 3, 600)["n"] == 120
+    assert counts.read("acme", "m", 1, 600) == {}
+    off = DriftTally(redis_client, enabled=False)
+    off.observe(served, rows, scores)
+    assert off.pending == {}
