@@ -74,7 +74,14 @@ class DriftCounts:
         now = time.time() if now is None else now
         key = keys.drift_counts(tenant, model, version, bucket_of(now))
         packed = " ".join(f"{field} {int(count)}" for field, count in fields.items())
-        args = [TTL_S, packed, _member(tenant, model, version), int(now), int(now) - MAX_WINDOW_S, ACTIVE_MAX]
+        args: list[str | int] = [
+            TTL_S,
+            packed,
+            _member(tenant, model, version),
+            int(now),
+            int(now) - MAX_WINDOW_S,
+            ACTIVE_MAX,
+        ]
         pipe.eval(source(SCRIPT), 2, key, keys.DRIFT_ACTIVE, *args)
 
     def read(self, tenant: str, model: str, version: int, window_s: int, now: float | None = None) -> dict[str, int]:
