@@ -31,13 +31,18 @@ bp = APIBlueprint(
 )
 
 
-class DriftQuery(Parameters):
-    window: str = Field("1h", max_length=16, description=f"how far back live counts are read: {WINDOW_HELP}")
+# Exactly the windows parse_window takes (10m..1440m, 1h..24h, 1d), so the OpenAPI document says what is valid.
+WINDOW_PATTERN = r"^((1[0-9]|[2-9][0-9]|[1-9][0-9]{2}|1[0-3][0-9]{2}|14[0-3][0-9]|1440)m|([1-9]|1[0-9]|2[0-4])h|1d)$"
 
-    @field_validator("window")
+
+class DriftQuery(Parameters):
+    window: str = Field("1h", pattern=WINDOW_PATTERN, description=f"how far back live counts are read: {WINDOW_HELP}")
+
+    @field_validator("window", mode="before")
     @classmethod
-    def _known_window(cls, value: str) -> str:
-        parse_window(value)  # its ValueError becomes a 422 naming query.window
+    def _known_window(cls, value: object) -> object:
+        if isinstance(value, str):
+            parse_window(value)  # before the pattern: its message says what a window looks like (a 422)
         return value
 
 

@@ -38,7 +38,7 @@ WINDOW_HELP = "a duration like 10m, 30m, 1h, 6h or 24h, from 10m to 24h"
 
 def parse_window(text: str) -> int:
     """Seconds of a window like "1h"; ValueError (with WINDOW_HELP) when it is malformed or out of range."""
-    match = _WINDOW.fullmatch(text.strip())
+    match = _WINDOW.fullmatch(text)
     seconds = int(match.group(1)) * _UNIT_S[match.group(2)] if match else 0
     if not MIN_WINDOW_S <= seconds <= MAX_WINDOW_S:
         raise ValueError(f"window {text!r} is not {WINDOW_HELP}")

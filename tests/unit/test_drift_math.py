@@ -200,3 +200,17 @@ def test_the_worker_tally_counts_batches_into_redis_and_never_fails_one(redis_cl
     off = DriftTally(redis_client, enabled=False)
     off.observe(served, rows, scores)
     assert off.pending == {}
+
+
+def test_the_routes_window_pattern_takes_exactly_the_windows_the_counts_can_read() -> None:
+    import re
+
+    from api.drift import WINDOW_PATTERN
+
+    for text in [f"{n}{unit}" for n in range(0, 2000) for unit in "mhd"] + ["", "1h ", "01h", "1.5h"]:
+        try:
+            parse_window(text)
+            valid = True
+        except ValueError:
+            valid = False
+        assert valid == bool(re.fullmatch(WINDOW_PATTERN, text)), text
