@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -91,7 +92,7 @@ def test_each_classifier_reaches_sensible_accuracy(
     check_drift_reference(registry.manifest("default", dataset, 1))
 
 
-def check_drift_reference(manifest: dict[str, Any]) -> dict[str, Any]:
+def check_drift_reference(manifest: Mapping[str, Any]) -> dict[str, Any]:
     """Every algorithm's version carries the bins of its training split and of its test predictions."""
     reference: dict[str, Any] = manifest["drift_reference"]
     rows = manifest["dataset"]["rows"]
@@ -159,7 +160,7 @@ def test_a_messy_csv_trains_and_predicts_from_raw_rows(tmp_path: Path, registry:
     # The 10 appended copies (and iris' own duplicate row) were dropped; nothing else was.
     assert manifest["dataset"]["rows_used"] == len(pd.read_csv(path).drop_duplicates()) < len(pd.read_csv(path))
     # Gaps the preprocessing imputes are counted in the reference's missing bins (the last of each feature).
-    assert sum(f["counts"][-1] for f in check_drift_reference(dict(manifest))["features"]) > 0
+    assert sum(f["counts"][-1] for f in check_drift_reference(manifest)["features"]) > 0
     predictor = Predictor.load(registry, "default", "messy")
     rows = [
         {
