@@ -14,9 +14,10 @@ from flask_openapi3 import Info, OpenAPI
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from api import algorithms, batch, datasets, events, health, jobs, model_routes, optimize, predict, search, ui
+from api import algorithms, batch, datasets, drift, events, health, jobs, model_routes, optimize, predict, search, ui
 from api.auth import init_auth
 from api.csrf import init_csrf
+from api.drift_metrics import DriftCollector
 from api.hub import EventHub
 from api.metrics import make_metrics
 from api.parsing import FastJSON, check_json_body
@@ -101,6 +102,7 @@ def create_app(settings: Settings | None = None) -> OpenAPI:
         waits=WaitSlots(settings.max_waits, settings.max_waits_per_tenant, gauges),
     )
     app.extensions["mlq_metrics"] = scraped
+    scraped.register(DriftCollector(lambda: client, lambda: app.extensions["mlq"].registry))  # drift gauges
 
     init_csrf(app)  # before auth: a forged request is refused whatever its credentials
     init_auth(app, settings)
@@ -124,5 +126,6 @@ def create_app(settings: Settings | None = None) -> OpenAPI:
 
     for module in (health, datasets, jobs, events, model_routes, predict, batch, search, optimize, algorithms):
         app.register_api(module.bp)
+    app.register_api(drift.bp)  # beside the model routes: GET /v1/models/{name}/versions/{v}/drift
     app.register_blueprint(ui.bp)  # the dashboard's static files: not part of the OpenAPI document
     return app

@@ -53,6 +53,12 @@ class OutputNotReady(ApiError):
     code, status = "output_not_ready", 409
 
 
+class NoDriftReference(ApiError):
+    """A version without drift reference statistics (registered before they existed, or not by training)."""
+
+    code, status = "no_drift_reference", 409
+
+
 class IdempotencyKeyInUse(ApiError):
     """A request with the same Idempotency-Key is still being handled."""
 

@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import redis
 
-from bench import models, preprocessing, wrk
+from bench import models, preprocessing, traffic, wrk
 from bench.stack import ROOT, Proc, Stack, cpu_seconds, holds_torch, rss_mb
 from bench.table import table
 from store.inference_queue import stats
@@ -232,6 +232,8 @@ def main(argv: list[str] | None = None) -> int:
         help="the serving model of mlqueue's API (gthread: the one before issue 8, to compare)",
     )
     parser.add_argument("--skip-baselines", action="store_true")
+    parser.add_argument("--skip-w9", action="store_true", help="skip W9 (traffic control: drift counting on/off)")
+    traffic.add_arguments(parser)
     parser.add_argument(
         "--predictor-baselines",
         action="store_true",
@@ -266,6 +268,8 @@ def main(argv: list[str] | None = None) -> int:
             "PYTHONPATH": str(ROOT),
         }
         rows = run_mlqueue(args, stack, workdir, out)
+        if not args.skip_w9:
+            out["W9"] = traffic.run_w9(args, stack, workdir, rows["mlp32"], redis_proc(stack), measure)
         if not args.skip_baselines:
             run_baselines(args, stack, workdir, rows, out)
             if args.predictor_baselines:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bench import preprocessing
+from bench import preprocessing, traffic
 
 
 def ratio(a: float | None, b: float | None) -> str:
@@ -53,7 +53,7 @@ def table(out: dict[str, Any]) -> str:
             f"{per_process(r.get('cpu_ms_per_request', {}))} | | | "
             f"{ratio(r['rps'], out['W4']['api1_workers1']['rps'])} vs 1 worker |"
         )
-    lines += api_cost(out) + w4_cpu(out)
+    lines += api_cost(out) + w4_cpu(out) + traffic.lines(out)
     w3 = out.get("W3")
     if w3:
         lines.append(

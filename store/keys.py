@@ -118,3 +118,13 @@ REGISTRY_EPOCH = f"{PREFIX}registry:epoch"  # changes when Redis lost the regist
 def registry_model(model_path: str) -> str:
     """A model's version counter and change counter (`<tenant>/<model>`); `:lock` appended: its change lock."""
     return f"{PREFIX}registry:{model_path}"
+
+
+# ---- drift (store/drift_counts.py) -------------------------------------------------------------------------
+DRIFT_ACTIVE = f"{PREFIX}drift:active"  # sorted set: JSON [tenant, model, version] → last counted (unix s)
+
+
+def drift_counts(tenant: str, model: str, version: int, bucket: int) -> str:
+    """A version's live drift bins in one time bucket (a hash: field → count; expires). Tenant-scoped, in the
+    `mlq:t:{tenant}:` namespace of issue 18, so no tenant name can collide with a global key."""
+    return f"{PREFIX}t:{tenant}:drift:{model}:{version}:{bucket}"

@@ -102,12 +102,19 @@ class ClaimOutcome(StrEnum):
     HELD = "held"  # followed by the attempt that holds the claim
 
 
+class DriftCountOutcome(StrEnum):
+    """drift_count.lua."""
+
+    COUNTED = "counted"  # followed by the number of fields added
+
+
 SCRIPT_OUTCOMES: dict[str, type[StrEnum]] = {
     "admit": AdmitOutcome,
     "begin": BeginOutcome,
     "cancel": CancelOutcome,
     "claim": ClaimOutcome,
     "create_predict": CreateOutcome,
+    "drift_count": DriftCountOutcome,
     "finish": FinishOutcome,
     "finish_fenced": FinishOutcome,
     "finish_reply": FinishOutcome,

@@ -75,6 +75,8 @@ class ModelManifest(TypedDict, total=False):
     comparison: dict[str, Any]
     export: dict[str, Any]
     kind: str  # "export" for an export (a file to download, never served); absent for a servable version
+    # Written by training, copied by an optimisation: see training/drift_reference.py. Absent in older versions.
+    drift_reference: dict[str, Any]
 
 
 def is_export(manifest: ModelManifest) -> bool:

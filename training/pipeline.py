@@ -19,6 +19,7 @@ from typing import Any
 from training.algorithms import FitHooks, build_model
 from training.cv import check_folds
 from training.data import Preprocessing, Split, load_csv, prepare, save_preprocessor
+from training.drift_reference import for_training as drift_reference
 from training.errors import RegistrationDeclined
 from training.manifest import TrainResult
 from training.metrics import classification_metrics, regression_metrics
@@ -152,6 +153,10 @@ def train_model(
         },
         "job_id": job_id,
         "library_versions": library_versions(),
+        # What live inputs and predictions are compared with (GET .../drift): the training split's bins.
+        "drift_reference": drift_reference(
+            model, data.X_train, {f: data.feature_dtypes[f] for f in data.features}, x_test, data.classes
+        ),
         **report,
         **({"warm_start": base.describe()} if base is not None else {}),
         **(extra_manifest or {}),

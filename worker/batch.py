@@ -22,6 +22,7 @@ import logging
 import os
 import shutil
 import time
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -37,6 +38,7 @@ from training.postprocess import check_postprocess
 from worker.batch_reader import chunks, read_header
 from worker.batch_scoring import score_chunk
 from worker.checkpoint_sync import CheckpointSync, remove_checkpoint
+from worker.drift_tally import DriftTally
 from worker.train_hooks import CancelCheck, JobHeartbeat, requeue_on_shutdown, retry_redis
 
 if TYPE_CHECKING:
@@ -146,10 +148,12 @@ class BatchRun:
         state = self.load_state(self.fingerprint(dataset))
         rows_now = 0
         self.report(state, total, rows_now, started)
+        drift = DriftTally.from_settings(runtime.redis, runtime.settings)  # batch rows count as live data too
         for chunk in chunks(path, runtime.settings.batch_chunk_rows, state["offset"], state["rows_done"]):
             if self.should_stop():
                 raise Cancelled("batch prediction stopped")
-            result = score_chunk(predictor, chunk.rows, positions, columns)
+            result = score_chunk(predictor, chunk.rows, positions, columns, partial(drift.observe, predictor))
+            drift.flush()
             write_part(result, self.part(state["parts"]), r.format)
             failed = [i for i, e in enumerate(result.errors) if e]
             if failed and state["first_error"] is None:

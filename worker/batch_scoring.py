@@ -13,6 +13,7 @@ refused ones are found, so one bad row costs a few extra calls, never one call p
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -78,9 +79,14 @@ def _score(
 
 
 def score_chunk(
-    predictor: Predictor, records: list[list[str]], positions: dict[str, int], columns: OutputColumns
+    predictor: Predictor,
+    records: list[list[str]],
+    positions: dict[str, int],
+    columns: OutputColumns,
+    on_scored: Callable[[list[list[Any]], np.ndarray], None] | None = None,
 ) -> ChunkResult:
-    """The output columns of one chunk: passthrough cells, predictions, and an error for each unscorable row."""
+    """The output columns of one chunk: passthrough cells, predictions, and an error for each unscorable row.
+    `on_scored(rows, scores)` sees each piece of rows that was scored (the drift tally counts them)."""
     errors: dict[int, str] = {}
     rows = feature_rows(records, positions, predictor, errors)
     passthrough = [
@@ -90,6 +96,8 @@ def score_chunk(
     good = [i for i in range(len(records)) if i not in errors]
     for index, scores in _score(predictor, [rows[i] for i in good], good, errors) if good else []:
         _fill(result, index, scores)
+        if on_scored is not None:
+            on_scored([rows[i] for i in index], scores)
     for i, message in errors.items():
         result.errors[i] = message
     return result

@@ -36,6 +36,7 @@ from store.settings import Settings
 from training.errors import TooManyAttempts
 from training.postprocess import check_postprocess
 from training.predictor import Predictor
+from worker.drift_tally import DriftTally
 from worker.model_cache import ModelCache
 
 if TYPE_CHECKING:
@@ -76,6 +77,7 @@ class InferenceConsumer:
         max_attempts: int,
         error_for: ErrorFor,
         claim_idle_s: float = CLAIM_IDLE_S,
+        drift: DriftTally | None = None,
     ) -> None:
         self.redis = client
         self.jobs = jobs
@@ -86,6 +88,7 @@ class InferenceConsumer:
         self.max_attempts = max_attempts
         self.error_for = error_for
         self.claim_idle_ms = int(claim_idle_s * 1000)
+        self.drift = drift or DriftTally.off()  # live inputs and predictions into the reference bins
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self.run, name="mlq-inference", daemon=True)
 
@@ -259,6 +262,7 @@ class InferenceConsumer:
             return
         counts["rows"] += len(rows)
         counts["forward_passes"] += 1 if rows else 0
+        self.drift.observe(predictor, rows, scores)
         start = 0
         for it, options in ready:
             n = len(it.request.inputs)  # type: ignore[union-attr]
@@ -275,6 +279,7 @@ class InferenceConsumer:
             return
         counts["rows"] += len(it.request.inputs)
         counts["forward_passes"] += 1
+        self.drift.observe(predictor, it.request.inputs, scores)
         it.result = self._result(predictor, predictor.postprocess(scores, options))
 
     @staticmethod
@@ -311,6 +316,7 @@ class InferenceConsumer:
             for key, value in counts.items():
                 if value:
                     pipe.hincrby(STATS, key, value)
+            self.drift.flush_in(pipe)
 
         self.jobs.run_pipeline(queue)
 
@@ -336,6 +342,7 @@ def attach(app: Celery, runtime: Runtime, settings: Settings) -> None:
             max_attempts=settings.max_attempts,
             error_for=runtime.error_for,
             claim_idle_s=settings.inference_claim_idle_s,
+            drift=DriftTally.from_settings(runtime.redis, settings),
         )
         running.append(consumer.start())
         log.info(

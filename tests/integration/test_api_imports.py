@@ -43,7 +43,7 @@ def test_creating_the_app_imports_no_torch_sklearn_pandas_numpy_or_task_modules(
     assert not [m for m in loaded if m == "worker" or m.startswith("worker.")]
     assert "store.jobs" in loaded
     # The stdlib-only modules of training/ (postprocess: the API checks predict options at submit; manifest: the
-    # typed shape of a version's manifest).
+    # typed shape of a version's manifest; drift_psi: the PSI of the drift route and gauges).
     assert {m for m in loaded if m.startswith("training.")} <= {
         "training.errors",
         "training.params",
@@ -52,4 +52,5 @@ def test_creating_the_app_imports_no_torch_sklearn_pandas_numpy_or_task_modules(
         "training.registry",
         "training.manifest",
         "training.search_space",
+        "training.drift_psi",
     }

@@ -30,6 +30,7 @@ CONTRACT_ROUTES = {
     ("get", "/v1/models/{name}/versions/{version}"),
     ("delete", "/v1/models/{name}/versions/{version}"),
     ("get", "/v1/models/{name}/versions/{version}/artifact"),
+    ("get", "/v1/models/{name}/versions/{version}/drift"),
     ("put", "/v1/models/{name}/aliases/{alias}"),
     ("delete", "/v1/models/{name}/aliases/{alias}"),
     ("post", "/v1/models/{name}/predict"),

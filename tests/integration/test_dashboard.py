@@ -31,6 +31,7 @@ from polling import wait_until
 
 from mlqueue.dev import descendants
 from store import keys
+from store.drift_counts import DriftCounts
 from store.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -559,3 +560,35 @@ def test_the_pages_fit_the_window_with_whole_labels_and_a_log_axis_for_spread_pa
         assert not [h for h in hints if "None" in h or "'" in h], hints  # no Python repr in a form's hint
     finally:
         context.close()
+def test_a_version_page_shows_drift_bars_and_flags_major_drift(api: str, mlq_settings: Settings, page: Any) -> None:
+    reference = {
+        "format": 1,
+        "rows": 1000,
+        "features": [
+            {"name": "x", "kind": "number", "edges": [0.0, 1.0], "counts": [300, 400, 300, 0]},
+            {"name": "site", "kind": "category", "categories": ["north", "south"], "counts": [600, 400, 0, 0]},
+        ],
+        "predictions": {"kind": "class", "classes": ["a", "b"], "counts": [100, 100], "rows": 200},
+    }
+    manifest = {
+        "algorithm": "logistic_regression",
+        "task": "classification",
+        "features": [{"name": "x", "dtype": "number"}, {"name": "site", "dtype": "category"}],
+        "classes": ["a", "b"],
+        "drift_reference": reference,
+    }
+    register_model(mlq_settings, name="drifting", manifest=manifest)
+    # The counts a worker would have written: "x" moved up (all in its last bin), "site" as in training.
+    client = redis.Redis.from_url(mlq_settings.redis_url)
+    with client.pipeline(transaction=False) as pipe:
+        DriftCounts.add_in(
+            pipe, "default", "drifting", 1, {"n": 200, "0.2": 200, "1.0": 120, "1.1": 80, "p.0": 100, "p.1": 100}
+        )
+        pipe.execute()
+    client.close()
+    page.goto(f"{api}/ui/#/models/drifting/1")
+    expect(page.locator("#drift-major")).to_contain_text("x")
+    expect(page.locator('#drift rect[data-feature="x"]')).to_have_attribute("data-level", "major")
+    expect(page.locator('#drift rect[data-feature="site"]')).to_have_attribute("data-level", "none")
+    expect(page.locator("#drift-major")).not_to_contain_text("site")
+    screenshot(page, "drift.png")

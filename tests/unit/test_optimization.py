@@ -169,6 +169,8 @@ def test_a_quantized_version_stores_int8_weights_and_loads_back_to_the_same_pred
     assert manifest["model_kind"] == "torch_int8" and manifest["parent"] == 1
     assert manifest["optimization"]["method"] == "quantize_dynamic"
     assert set(manifest["comparison"]) >= {"parent", "child", "ratios", "metric_deltas"}
+    # The child serves the parent's inputs: its drift is measured against the parent's reference.
+    assert manifest["drift_reference"] == registry.manifest(TENANT, "mlp", 1)["drift_reference"]
     directory = registry.verified_dir(TENANT, "mlp", result["version"])
     from safetensors.torch import load_file
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -88,6 +89,18 @@ def test_each_classifier_reaches_sensible_accuracy(
     assert result["task"] == "classification" and result["task_inferred"] is True
     assert result["metrics"]["accuracy"] >= floor, result["metrics"]
     assert set(result["metrics"]) >= {"accuracy", "precision", "recall", "f1", "roc_auc", "confusion_matrix"}
+    check_drift_reference(registry.manifest("default", dataset, 1))
+
+
+def check_drift_reference(manifest: Mapping[str, Any]) -> dict[str, Any]:
+    """Every algorithm's version carries the bins of its training split and of its test predictions."""
+    reference: dict[str, Any] = manifest["drift_reference"]
+    rows = manifest["dataset"]["rows"]
+    assert reference["rows"] == rows["train"]
+    assert [f["name"] for f in reference["features"]] == [f["name"] for f in manifest["features"]]
+    assert all(sum(f["counts"]) == rows["train"] for f in reference["features"])
+    assert sum(reference["predictions"]["counts"]) == reference["predictions"]["rows"] == rows["test"]
+    return reference
 
 
 @pytest.mark.parametrize(("algorithm", "params"), REGRESSORS)
@@ -105,6 +118,7 @@ def test_each_regressor_explains_the_diabetes_target(
     assert result["task"] == "regression"
     assert result["metrics"]["r2"] > 0.15, result["metrics"]
     assert result["metrics"]["rmse"] > result["metrics"]["mae"] > 0
+    assert check_drift_reference(registry.manifest("default", "diabetes", 1))["predictions"]["kind"] == "number"
 
 
 def test_our_logistic_regression_matches_a_plain_sklearn_pipeline_on_the_same_split(
@@ -145,6 +159,8 @@ def test_a_messy_csv_trains_and_predicts_from_raw_rows(tmp_path: Path, registry:
     assert {"name": "garden", "dtype": "category"} in manifest["features"]
     # The 10 appended copies (and iris' own duplicate row) were dropped; nothing else was.
     assert manifest["dataset"]["rows_used"] == len(pd.read_csv(path).drop_duplicates()) < len(pd.read_csv(path))
+    # Gaps the preprocessing imputes are counted in the reference's missing bins (the last of each feature).
+    assert sum(f["counts"][-1] for f in check_drift_reference(manifest)["features"]) > 0
     predictor = Predictor.load(registry, "default", "messy")
     rows = [
         {

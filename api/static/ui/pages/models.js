@@ -4,6 +4,7 @@
 import { download, get, put } from "../api.js";
 import { barChart } from "../charts.js";
 import { confirmAction, fmtBytes, fmtNumber, fmtTime, h, notice, problemText, replace } from "../dom.js";
+import { driftCard } from "./drift.js";
 
 // An export (ONNX, TorchScript) is a file to download, never served: it says so wherever a version is shown.
 function isExport(v) { return v.kind === "export" || (v.export && typeof v.export === "object"); }
@@ -140,5 +141,6 @@ export async function versionPage(view, name, version, signal) {
         h("table", { class: "table compact", id: "features" }, h("tbody", {}, (m.features || []).map((f) =>
           h("tr", {}, h("td", {}, typeof f === "string" ? f : f.name), h("td", { class: "muted" }, f.dtype || "")))))),
     ),
+    driftCard(name, version, signal),
     h("details", {}, h("summary", {}, "Whole manifest (JSON)"), h("pre", {}, JSON.stringify(m, null, 2)))));
 }
