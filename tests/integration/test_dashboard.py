@@ -560,6 +560,8 @@ def test_the_pages_fit_the_window_with_whole_labels_and_a_log_axis_for_spread_pa
         assert not [h for h in hints if "None" in h or "'" in h], hints  # no Python repr in a form's hint
     finally:
         context.close()
+
+
 def test_a_version_page_shows_drift_bars_and_flags_major_drift(api: str, mlq_settings: Settings, page: Any) -> None:
     reference = {
         "format": 1,
