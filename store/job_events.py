@@ -1,10 +1,10 @@
 """The event logs of jobs, read by the API's event streams (SSE). Stdlib + redis-py only (the API imports it).
 
 The Lua `emit` of store/job_scripts.py writes them: `mlq:job:{id}:log`, one Redis Stream entry per change of a job
-(queued, running, progress, cancel_requested, final), and `mlq:tenant:{t}:log`, the same for all of a tenant's jobs
+(queued, running, progress, cancel_requested, final), and `mlq:t:{t}:log`, the same for all of a tenant's jobs
 but online predictions. Stream entry ids ("1732891234567-0") are the SSE event ids: a client that reconnects with
 Last-Event-ID reads on from there and misses nothing. Each change is also PUBLISHed on `mlq:job:{id}:events` and
-`mlq:tenant:{t}:events`, which only wakes readers (api/hub.py); the logs carry the data.
+`mlq:t:{t}:events`, which only wakes readers (api/hub.py); the logs carry the data.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Job records in Redis: the source of truth for a job's status. Stdlib + redis-py only (the API imports it).
 
-Layout: hash `mlq:job:{id}` (JSON fields stored as strings), per-tenant sorted set `mlq:jobs:{tenant}` (score =
+Layout: hash `mlq:job:{id}` (JSON fields stored as strings), per-tenant sorted set `mlq:t:{tenant}:jobs` (score =
 created ms) for listing, set `mlq:jobs:running`, flag `mlq:job:{id}:cancel`, channel `mlq:job:{id}:events`
 (every change is published there, so `wait()` wakes at once instead of polling). Status transitions are Lua
 scripts (store/lua/*.lua, their replies: store/script_outcomes.py): queued → running → succeeded | failed |

@@ -91,7 +91,8 @@ class StoreRegistry(ModelRegistry):
         return "models/" + model_dir.relative_to(self.root).as_posix()
 
     def _redis_key(self, model_dir: Path) -> str:
-        return keys.registry_model(model_dir.relative_to(self.root).as_posix())
+        tenant, model = model_dir.relative_to(self.root).parts  # <root>/<tenant>/<model>
+        return keys.registry_model(tenant, model)
 
     # -- what the base class reads ------------------------------------------------------------------------------
     def _versions(self, model_dir: Path) -> list[int]:

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from training.errors import MLQError
+from training.registry import NAME_RE, NAME_RULE
 
 
 class SettingsError(MLQError, ValueError):
@@ -47,6 +48,9 @@ def parse_tokens(raw: str) -> dict[str, str]:
         tenant, sep, token = part.partition(":")
         if not sep or not tenant or not token:
             raise SettingsError("MLQ_AUTH_TOKENS must look like 'tenant:token,tenant2:token2'")
+        # A tenant name becomes a Redis key segment (store/keys.py) and a bucket folder: refuse what can't be one.
+        if not NAME_RE.fullmatch(tenant):
+            raise SettingsError(f"MLQ_AUTH_TOKENS: tenant {tenant!r} is not a valid tenant name: expected {NAME_RULE}")
         tokens[token] = tenant
     return tokens
 
