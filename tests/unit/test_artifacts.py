@@ -235,20 +235,20 @@ def test_datasets_upload_once_and_download_once_per_host(store: ArtifactStore, t
 def test_checkpoints_follow_the_job_to_another_host(store: ArtifactStore, tmp_path: Path) -> None:
     job = "job_01hx0000000000000000000000"
     here, there = tmp_path / "here" / job, tmp_path / "there" / job
-    with CheckpointSync(store, job, here, interval_s=3600) as sync:
+    with CheckpointSync(store, job, here, interval_s=3600, secret_key="k") as sync:
         here.mkdir(parents=True)
         (here / "part-000000.csv").write_bytes(b"rows")
         (here / "checkpoint.json").write_text(json.dumps({"parts": 1}))
         sync.push()
         (here / "last.pt").write_bytes(b"epoch 3")
     # The exit pushed the last state; another host restores it whole.
-    with CheckpointSync(store, job, there, interval_s=3600):
+    with CheckpointSync(store, job, there, interval_s=3600, secret_key="k"):
         assert sorted(p.name for p in there.iterdir()) == ["checkpoint.json", "last.pt", "part-000000.csv"]
         assert (there / "last.pt").read_bytes() == b"epoch 3"
     latest: dict[str, Any] = json.loads(store.get_bytes(f"checkpoints/{job}/latest.json"))
-    store.put_bytes(f"checkpoints/{job}/blobs/{latest['last.pt']}", b"corrupted")
+    store.put_bytes(f"checkpoints/{job}/blobs/{latest['files']['last.pt']}", b"corrupted")
     elsewhere = tmp_path / "elsewhere" / job
-    with CheckpointSync(store, job, elsewhere, interval_s=3600):
+    with CheckpointSync(store, job, elsewhere, interval_s=3600, secret_key="k"):
         assert not (elsewhere / "last.pt").exists()  # a bad checkpoint is dropped: the job starts over
     remove_checkpoint(store, job)
     assert store.keys(f"checkpoints/{job}/") == []
