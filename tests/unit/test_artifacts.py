@@ -170,10 +170,31 @@ def test_a_cached_version_is_not_downloaded_again(
     again = make_registry(store, redis_client, tmp_path / "reader").verified_dir("default", "m", 1)  # a restart
     assert first == again
     assert (reader.cache.hits, reader.cache.misses) == (0, 1)
-    # The local copy is still checked: altering it on this host's disk is caught as well.
+    # The local copy is still checked: a copy corrupted on this host's disk is dropped and fetched again once
+    # from the intact bucket copy (issue 18: it was a permanent 409 "re-register the model").
     (first / "model.skops").write_bytes(b"edited on disk")
-    with pytest.raises(ArtifactTampered):
+    assert (reader.verified_dir("default", "m", 1) / "model.skops").read_bytes() == b"w"
+    assert (reader.cache.hits, reader.cache.misses) == (1, 2)
+    # Both copies bad: refused (409), and nothing bad stays cached.
+    (first / "model.skops").write_bytes(b"edited on disk")
+    store.put_bytes("models/default/m/1/model.skops", b"swapped in the bucket")
+    with pytest.raises(ArtifactTampered, match="sha256"):
         reader.verified_dir("default", "m", 1)
+    assert reader.cache.entries() == []
+
+
+def test_a_manifest_with_a_wrong_hmac_downloads_nothing(
+    store: ArtifactStore, redis_client: redis.Redis, tmp_path: Path
+) -> None:
+    make_registry(store, redis_client, tmp_path / "writer").register("default", "m", stage(tmp_path / "s", b"w"), {})
+    manifest = json.loads(store.get_bytes("models/default/m/1/manifest.json"))
+    manifest["files"]["../../../evil.pth"] = manifest["files"].pop("model.skops")
+    store.put_bytes("models/default/m/1/manifest.json", json.dumps(manifest).encode())
+    reader = make_registry(store, redis_client, tmp_path / "reader")
+    with pytest.raises(ArtifactTampered, match="HMAC"):
+        reader.verified_dir("default", "m", 1)
+    assert reader.cache.misses == 0  # refused before the cache was even asked to fill
+    assert not (tmp_path / "evil.pth").exists()
 
 
 def test_cache_evicts_least_recently_used_entries_beyond_its_bound(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""Restoring a checkpoint from the bucket trusts nothing in it (issue 18, finding 1): against a real S3 server
+"""Restoring a checkpoint or a search trial from the bucket trusts nothing in it (issue 18, finding 1): against a real S3 server
 (rclone serve s3) and a LocalStore. An attacker who can write the bucket plants a latest.json for the next attempt
 of a job: names that climb out of the folder, a forged last.pt, another job's snapshot. Every one is refused and
 logged, nothing is written outside the folder, and the attempt starts fresh instead of failing."""
@@ -11,9 +11,16 @@ import logging
 from pathlib import Path
 
 import pytest
+import redis
 from s3_server import RcloneS3
 
+from store.artifact_cache import ArtifactCache
 from store.artifacts import ArtifactStore, LocalStore, S3Store
+from store.jobs import JobStore
+from store.remote_registry import StoreRegistry
+from store.searches import TRIAL_INDEX, Searches
+from store.signed_index import sign as sign_index
+from training.errors import ArtifactTampered
 from worker.checkpoint_sync import CheckpointSync, sign_snapshot
 
 JOB = "job_01hx0000000000000000000001"
@@ -117,3 +124,61 @@ def test_without_a_secret_the_names_are_still_checked(store: ArtifactStore, tmp_
     good = {"last.pt": b"w"}
     plant(store, sign_snapshot(b"", JOB, files_of(good)), good)
     assert restore(store, tmp_path / "d" / JOB, secret="") == ["last.pt"]
+
+
+# ---- a search trial's index.json: the concluder registers and signs what it names -----------------------------
+
+
+def trial_setup(store: ArtifactStore, redis_client: redis.Redis, tmp_path: Path) -> tuple[Searches, Searches]:
+    jobs = JobStore(redis_client, ttl_s=60)
+    registry = StoreRegistry(
+        tmp_path / "models", store, lambda: redis_client, ArtifactCache(tmp_path / "cache", 1 << 24), SECRET
+    )
+    here = Searches(jobs, registry, tmp_path / "here", store)
+    trial = here.trial_dir("default", "job_search", "job_trial")
+    (trial / "artifact").mkdir(parents=True)
+    (trial / "artifact" / "model.skops").write_bytes(b"best model")
+    (trial / "manifest.json").write_text("{}")
+    here.publish_trial("default", "job_search", "job_trial")
+    return here, Searches(jobs, registry, tmp_path / "there", store)
+
+
+TRIAL = "searches/default/job_search/job_trial/"
+
+
+def test_a_swapped_trial_model_with_a_matching_unsigned_index_is_refused(
+    store: ArtifactStore, redis_client: redis.Redis, tmp_path: Path
+) -> None:
+    _, there = trial_setup(store, redis_client, tmp_path)
+    forged = b"a model the search would register and sign"
+    store.put_bytes(TRIAL + "artifact/model.skops", forged)
+    files = {
+        "artifact/model.skops": hashlib.sha256(forged).hexdigest(),
+        "manifest.json": hashlib.sha256(b"{}").hexdigest(),
+    }
+    for index in (json.dumps(files).encode(), sign_index(b"", TRIAL_INDEX, TRIAL, files)):
+        store.put_bytes(TRIAL + "index.json", index)
+        with pytest.raises(ArtifactTampered, match="refused"):
+            there.fetch_trial("default", "job_search", "job_trial")
+    assert not there.trial_dir("default", "job_search", "job_trial").exists()
+
+
+def test_a_trial_index_naming_a_path_outside_is_refused(
+    store: ArtifactStore, redis_client: redis.Redis, tmp_path: Path
+) -> None:
+    _, there = trial_setup(store, redis_client, tmp_path)
+    outside = tmp_path / "evil.pth"
+    for rel in ("../../../evil.pth", str(outside), "artifact/../../x"):
+        files = {rel: hashlib.sha256(b"{}").hexdigest()}
+        store.put_bytes(TRIAL + "index.json", sign_index(SECRET.encode(), TRIAL_INDEX, TRIAL, files))
+        with pytest.raises(ArtifactTampered, match="not a plain relative name"):
+            there.fetch_trial("default", "job_search", "job_trial")
+    assert not outside.exists() and not (tmp_path / "x").exists()
+
+
+def test_a_signed_trial_is_fetched_on_another_host(
+    store: ArtifactStore, redis_client: redis.Redis, tmp_path: Path
+) -> None:
+    _, there = trial_setup(store, redis_client, tmp_path)
+    fetched = there.fetch_trial("default", "job_search", "job_trial")
+    assert (fetched / "artifact" / "model.skops").read_bytes() == b"best model"
