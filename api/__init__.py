@@ -17,6 +17,7 @@ from redis.retry import Retry
 from api import algorithms, batch, datasets, events, health, jobs, model_routes, optimize, predict, search, ui
 from api.auth import init_auth
 from api.csrf import init_csrf
+from api.hosts import init_hosts
 from api.hub import EventHub
 from api.metrics import make_metrics
 from api.parsing import FastJSON, check_json_body
@@ -102,6 +103,7 @@ def create_app(settings: Settings | None = None) -> OpenAPI:
     )
     app.extensions["mlq_metrics"] = scraped
 
+    init_hosts(app, settings)  # first: a rebound page's request is refused before anything else looks at it
     init_csrf(app)  # before auth: a forged request is refused whatever its credentials
     init_auth(app, settings)
 

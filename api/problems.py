@@ -35,6 +35,12 @@ class Unauthorized(ApiError):
     code, status = "unauthorized", 401
 
 
+class HostNotAllowed(ApiError):
+    """The request's Host is not in MLQ_ALLOWED_HOSTS (api/hosts.py): refused against DNS rebinding."""
+
+    code, status = "host_not_allowed", 400
+
+
 class CrossOrigin(ApiError):
     """A browser sent a write from another site (Sec-Fetch-Site / Origin): refused against CSRF (api/csrf.py)."""
 

@@ -31,6 +31,8 @@ MAX_FILES = 100_000  # a batch of 10 M rows in chunks of 100 is this many parts;
 class IndexRefused(ArtifactTampered):
     """The index failed a check; the message says which. Readers log it and go on without the files."""
 
+    code = "artifact_index_refused"
+
 
 def safe_relative(rel: object, root: Path, *, depth: int = 8) -> bool:
     """True when `rel` is 1..depth plain segments joined by '/', and `root / rel` resolves inside `root`."""

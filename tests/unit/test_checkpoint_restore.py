@@ -1,7 +1,7 @@
-"""Restoring a checkpoint or a search trial from the bucket trusts nothing in it (issue 18, finding 1): against a real S3 server
-(rclone serve s3) and a LocalStore. An attacker who can write the bucket plants a latest.json for the next attempt
-of a job: names that climb out of the folder, a forged last.pt, another job's snapshot. Every one is refused and
-logged, nothing is written outside the folder, and the attempt starts fresh instead of failing."""
+"""Restoring a checkpoint or a search trial from the bucket trusts nothing in it (issue 18, finding 1), against a
+real S3 server (rclone serve s3) and a LocalStore. An attacker who can write the bucket plants a latest.json for the
+next attempt of a job: names that climb out of the folder, a forged last.pt, another job's snapshot. Every one is
+refused and logged, nothing is written outside the folder, and the attempt starts fresh instead of failing."""
 
 from __future__ import annotations
 

@@ -14,9 +14,7 @@ from store.batch_format import LINE_BREAK, ChunkResult, OutputColumns, assemble,
 
 BREAKS = ["\r", "\n", "\r\n", "\x0b", "\x0c", "\x1c", "\x1d", "\x1e", "\x85", "\u2028", "\u2029"]
 FORMULAS = ["=cmd|' /C calc'!A0", "+1+cmd", "-2+3", "@SUM(A1)", "\t=x"]
-NASTY = [
-    f"ok{brk}{formula}" for brk in BREAKS for formula in FORMULAS
-] + [
+NASTY = [f"ok{brk}{formula}" for brk in BREAKS for formula in FORMULAS] + [
     "ok\r",
     "\r",
     "\n",
