@@ -138,8 +138,10 @@ class Searches:
 
     # -- progress and conclusion ----------------------------------------------------------------------------------
 
-    def trial_changed(self, search_id: str, hostname: str = "") -> None:
-        """Recompute the search's progress from its trial records; conclude it once every trial is final."""
+    def trial_changed(self, search_id: str, hostname: str = "", trial_id: str | None = None) -> None:
+        """Recompute the search's progress from its trial records; conclude it once every trial is final.
+        The record keeps the whole table (GET /v1/jobs/{id}); the event carries the counts and, when known, the
+        row of the trial that changed (`trial`), not the table: events of a 100-trial search grew with its square."""
         search = self.jobs.get(search_id)
         if search is None or search["status"] in FINAL:
             if search is not None:
@@ -154,21 +156,20 @@ class Searches:
         message = f"{done}/{len(table)} trials done"
         if best is not None:
             message += f"; best {rank_by} {metric} {best['score']:.4g} (trial {best['trial']})"
-        self.jobs.set_progress(
-            search_id,
-            {
-                "fraction": round(done / len(table), 4) if table else 1.0,
-                "message": message,
-                "trials_done": done,
-                "trials_total": len(table),
-                "trials_running": running,
-                "metric": metric,
-                "direction": direction,
-                "rank_by": rank_by,
-                "best": _brief(best),
-                "trials": [_brief(row) for row in table],
-            },
-        )
+        summary = {
+            "fraction": round(done / len(table), 4) if table else 1.0,
+            "message": message,
+            "trials_done": done,
+            "trials_total": len(table),
+            "trials_running": running,
+            "metric": metric,
+            "direction": direction,
+            "rank_by": rank_by,
+            "best": _brief(best),
+        }
+        changed = next((row for row in table if row["id"] == trial_id), None)
+        event = {**summary, "trial": _brief(changed)} if changed is not None else summary
+        self.jobs.set_progress(search_id, {**summary, "trials": [_brief(row) for row in table]}, event)
         if done == len(table):
             self.conclude(search, request, table, hostname)
 

@@ -119,7 +119,7 @@ class WorkerRuntime:
             return
         try:
             retry_redis(
-                lambda: self.searches.trial_changed(request.parent or "", hostname),
+                lambda: self.searches.trial_changed(request.parent or "", hostname, request.job_id),
                 f"search {request.parent}: trial {request.job_id} changed",
                 30.0,
             )

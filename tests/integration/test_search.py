@@ -6,6 +6,7 @@ the best one. The API is the Flask test client on the workers' own settings (sam
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from datetime import datetime
@@ -17,6 +18,7 @@ from job_harness import TENANT, JobHarness, breast_cancer_csv, dump, iris_csv, p
 from worker_processes import StartWorker, WorkerProcess, wait_until_announced
 
 from api import create_app
+from store import keys
 from store.contract import TRAIN_QUEUE
 from store.liveness import WorkerLiveness
 from store.records import JobRecord
@@ -122,6 +124,17 @@ def test_a_2x2_grid_runs_trials_concurrently_on_two_workers_and_registers_the_be
     assert manifest["feature_importance"]["features"][0]["name"].startswith("petal")
     assert progress_of(job)["trials_done"] == 4 and progress_of(job)["best"]["score"] == scores[0]
     assert not (harness.settings.searches_dir / TENANT / search["id"]).exists()
+    # Each progress event carries the trial that changed, never the whole table (issue 18: events of a 100-trial
+    # search grew with its square): the table is one GET away.
+    for log in (keys.job_log(search["id"]), keys.tenant_log(TENANT)):
+        events = [
+            json.loads(fields["progress"])
+            for _, fields in harness.redis.xrange(log)
+            if fields.get("event") == "progress" and fields.get("job", search["id"]) == search["id"]
+        ]
+        assert events and all("trials" not in e for e in events), events
+        changed = [e["trial"]["id"] for e in events if "trial" in e]
+        assert set(changed) == {t["id"] for t in trials}, events
 
 
 def test_a_random_search_is_reproducible_with_its_seed(
