@@ -127,9 +127,10 @@ def test_a_2x2_grid_runs_trials_concurrently_on_two_workers_and_registers_the_be
     # Each progress event carries the trial that changed, never the whole table (issue 18: events of a 100-trial
     # search grew with its square): the table is one GET away.
     for log in (keys.job_log(search["id"]), keys.tenant_log(TENANT)):
+        entries: list[tuple[str, dict[str, str]]] = harness.redis.xrange(log)  # type: ignore[assignment]
         events = [
             json.loads(fields["progress"])
-            for _, fields in harness.redis.xrange(log)
+            for _, fields in entries
             if fields.get("event") == "progress" and fields.get("job", search["id"]) == search["id"]
         ]
         assert events and all("trials" not in e for e in events), events

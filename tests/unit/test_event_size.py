@@ -22,8 +22,11 @@ def running_job(jobs: JobStore) -> str:
 
 
 def progress_events(client: redis.Redis, job_id: str) -> list[str]:
-    logs = (keys.job_log(job_id), keys.tenant_log("acme"))
-    return [f["progress"] for log in logs for _, f in client.xrange(log) if f.get("event") == "progress"]
+    out = []
+    for log in (keys.job_log(job_id), keys.tenant_log("acme")):
+        entries: list[tuple[str, dict[str, str]]] = client.xrange(log)  # type: ignore[assignment]
+        out += [fields["progress"] for _, fields in entries if fields.get("event") == "progress"]
+    return out
 
 
 def test_the_cap_is_the_same_in_lua_and_python() -> None:
