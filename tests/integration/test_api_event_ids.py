@@ -4,7 +4,8 @@ Anything but two unsigned 64-bit numbers is a 400 naming the field, before the s
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Iterable
+from typing import Any, cast
 
 import pytest
 from api_support import train_body, upload
@@ -58,7 +59,7 @@ def test_a_malformed_last_event_id_is_a_400_on_both_routes(client: FlaskClient, 
 def test_a_well_formed_id_streams(client: FlaskClient, job: dict[str, Any], good: str) -> None:
     response = client.get(f"/v1/jobs/{job['id']}/events", headers={"Last-Event-ID": good}, buffered=False)
     assert response.status_code == 200
-    first = next(iter(response.response)).decode()  # type: ignore[call-overload]
+    first = next(iter(cast(Iterable[bytes], response.response))).decode()
     assert first.startswith("retry:")
     response.close()
 
