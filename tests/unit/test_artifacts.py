@@ -316,20 +316,26 @@ def test_a_search_trial_saved_on_one_host_is_registered_from_another(
         elsewhere.fetch_trial("default", "job_search", "job_trial")
 
 
-def test_a_store_that_refuses_is_a_503_naming_the_store(
-    s3_server: RcloneS3, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def test_a_store_that_refuses_is_a_503_that_names_the_store_in_the_log_only(
+    s3_server: RcloneS3, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     from store.artifacts import StoreError
 
     for name, value in s3_server.env.items():
         monkeypatch.setenv(name, value)
-    store = S3Store("no-such-bucket", "p", s3_server.endpoint)
+    store = S3Store("no-such-bucket", "secret-prefix", s3_server.endpoint)
     (tmp_path / "f").write_bytes(b"x")
     for call in (
         lambda: store.put_bytes("k", b"x"),
         lambda: store.put_file("k", tmp_path / "f"),
         lambda: store.keys(""),
     ):
-        with pytest.raises(StoreError, match="s3://no-such-bucket/p/") as info:
+        caplog.clear()
+        with pytest.raises(StoreError) as info:
             call()
         assert info.value.status == 503
+        # The problem's body reaches tenants: no bucket, prefix or internal endpoint (issue 18); the log has them.
+        body = str(info.value.to_dict())
+        for internal in ("no-such-bucket", "secret-prefix", "127.0.0.1", s3_server.endpoint):
+            assert internal not in body, body
+        assert "s3://no-such-bucket/secret-prefix/" in caplog.text
