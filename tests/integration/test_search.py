@@ -24,6 +24,7 @@ from store.liveness import WorkerLiveness
 from store.records import JobRecord
 from store.settings import Settings
 from training.errors import ResourceNotFound
+from training.optimize import optimize_version
 from training.pipeline import train_model
 
 pytestmark = pytest.mark.integration
@@ -289,3 +290,21 @@ def test_warm_start_from_a_version_that_does_not_fit_is_a_clear_422(
     queued = train({**base, "params": {"epochs": 1}})
     assert queued.status_code == 202, queued.get_json()
     assert request_of(harness.jobs.get(queued.get_json()["id"]))["warm_start"] == {"model": "iris-base", "version": 1}
+    # An ONNX export of the base holds no trainable weights: a 422 at submit naming the version it came from, not
+    # a worker failure about a missing preprocessor.skops (issue 18).
+    exported = optimize_version(
+        registry=harness.registry,
+        tenant=TENANT,
+        name="iris-base",
+        version=1,
+        method="export",
+        params={"format": "onnx"},
+        data_path=path,
+        device="cpu",
+        repeats=1,
+    )
+    response = train({**base, "warm_start": {"model": "iris-base", "version": exported["version"]}})
+    assert response.status_code == 422, response.get_json()
+    problem = response.get_json()
+    assert problem["errors"][0]["loc"] == ["warm_start", "version"]
+    assert "onnx copy" in problem["detail"] and "version 1" in problem["detail"]
