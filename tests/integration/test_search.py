@@ -174,6 +174,10 @@ def test_a_bad_value_in_the_search_space_is_a_422_before_anything_is_queued(api:
         api, {**body, "search": {"lr": [0.01 * i for i in range(1, 12)], "epochs": list(range(1, 11))}}, status=422
     )
     assert "MLQ_MAX_SEARCH_TRIALS" in too_many["detail"]
+    # A grid's trial count was silently ignored (issue 18): now a 422 naming it.
+    grid = {"strategy": "grid", "trials": 5, "space": {"lr": [0.01, 0.001]}}
+    ignored = submit(api, {**body, "search": grid}, status=422)
+    assert ignored["errors"][0]["loc"] == ["search", "trials"] and '"strategy": "random"' in ignored["detail"]
     assert api.get("/v1/jobs?model=iris-bad").get_json()["items"] == []
 
 
