@@ -1,11 +1,13 @@
-"""Restoring a checkpoint or a search trial from the bucket trusts nothing in it (issue 18, finding 1), against a
-real S3 server (rclone serve s3) and a LocalStore. An attacker who can write the bucket plants a latest.json for the
-next attempt of a job: names that climb out of the folder, a forged last.pt, another job's snapshot. Every one is
-refused and logged, nothing is written outside the folder, and the attempt starts fresh instead of failing."""
+"""Restoring a checkpoint, a search trial or a dataset from the bucket trusts nothing in it (issue 18, finding 1),
+against a real S3 server (rclone serve s3) and a LocalStore. An attacker who can write the bucket plants a
+latest.json for the next attempt of a job: names that climb out of the folder, a forged last.pt, another job's
+snapshot. Every one is refused and logged, nothing is written outside the folder, and the attempt starts fresh
+instead of failing. A trial's index and a dataset's meta.json are signed the same way."""
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 from pathlib import Path
@@ -17,6 +19,7 @@ from s3_server import RcloneS3
 from store.artifact_cache import ArtifactCache
 from store.artifacts import ArtifactStore, LocalStore, S3Store
 from store.jobs import JobStore
+from store.remote_datasets import StoreDatasets
 from store.remote_registry import StoreRegistry
 from store.searches import TRIAL_INDEX, Searches
 from store.signed_index import sign as sign_index
@@ -182,3 +185,30 @@ def test_a_signed_trial_is_fetched_on_another_host(
     _, there = trial_setup(store, redis_client, tmp_path)
     fetched = there.fetch_trial("default", "job_search", "job_trial")
     assert (fetched / "artifact" / "model.skops").read_bytes() == b"best model"
+
+
+# ---- a dataset's meta.json: its sha256 pins the rows a model is trained on (and then signed) -------------------
+
+
+def test_a_dataset_swapped_in_the_bucket_with_a_matching_meta_is_refused(store: ArtifactStore, tmp_path: Path) -> None:
+    def host(name: str, secret: str = SECRET) -> StoreDatasets:
+        return StoreDatasets(
+            tmp_path / name / "datasets", store, ArtifactCache(tmp_path / name / "cache", 1 << 24), secret
+        )
+
+    meta = host("api").save("default", io.BytesIO(b"a,b\n1,x\n2,y\n"), "small", max_bytes=1 << 20)
+    worker = host("worker")
+    assert worker.get("default", meta["id"]) == meta and "hmac" not in meta
+    key = f"datasets/default/{meta['id']}"
+    stored = json.loads(store.get_bytes(key + "/meta.json"))
+    poisoned = b"a,b\n1,poison\n2,poison\n"
+    forged = {**stored, "sha256": hashlib.sha256(poisoned).hexdigest()}
+    store.put_bytes(key + "/data.csv", poisoned)
+    for meta_json in (forged, {k: v for k, v in forged.items() if k != "hmac"}):
+        store.put_bytes(key + "/meta.json", json.dumps(meta_json).encode())
+        for reader in (host("a"), host("b")):
+            with pytest.raises(ArtifactTampered, match="not signed"):
+                reader.path("default", meta["id"])
+        assert host("c").list("default") == []  # not listed, and the listing still answers
+    # Without a key nothing is signed, as for models: the swap goes through (the threat model says so).
+    assert host("d", secret="").path("default", meta["id"]).read_bytes() == poisoned
