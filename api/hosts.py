@@ -4,13 +4,17 @@ route runs, against DNS rebinding.
 Without MLQ_AUTH_TOKENS every request is tenant `default`, so a page on an attacker's domain that re-resolves to
 127.0.0.1 could drive a developer's local `mlq dev` as same-origin (its Origin and Host are the attacker's name,
 which the CSRF check compares and finds equal). The browser still sends that name as Host, so refusing unknown
-Hosts closes it. Always answered: localhost, 127.0.0.1, ::1 and the address the server is bound to (WSGI's
-SERVER_NAME, unless it is 0.0.0.0 or ::): no rebound page can send those. MLQ_ALLOWED_HOSTS adds names. Left
+Hosts closes it. Always answered: localhost, 127.0.0.1, ::1, the address the server is bound to (WSGI's
+SERVER_NAME, unless it is 0.0.0.0 or ::) and any IP address: rebinding needs a domain name (a page at
+http://<ip>/ has that IP as its origin, so its requests go to that IP), and load balancers' and Kubernetes' probes
+send the pod's IP as Host. MLQ_ALLOWED_HOSTS adds names. Left
 unset with tokens, every Host is answered (a rebound page has no token); `*` answers every Host (behind a proxy
 that checks it). docs/operations.md.
 """
 
 from __future__ import annotations
+
+import ipaddress
 
 from flask import Flask, request
 
@@ -31,6 +35,14 @@ def host_name(host: str) -> str:
     return host.rstrip(".")
 
 
+def _is_ip(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
+
+
 def allowed_hosts(settings: Settings) -> frozenset[str] | None:
     """The names answered besides the bind address; None: every Host."""
     if "*" in settings.allowed_hosts or (not settings.allowed_hosts and settings.auth_tokens):
@@ -47,7 +59,7 @@ def init_hosts(app: Flask, settings: Settings) -> None:
     @app.before_request
     def refuse_unknown_host() -> None:
         name = host_name(request.host)
-        if name in allowed:
+        if name in allowed or _is_ip(name):
             return
         bound = host_name(str(request.environ.get("SERVER_NAME", "")))
         if name == bound and bound not in WILDCARD_BINDS:

@@ -38,9 +38,17 @@ def test_a_rebound_page_cannot_drive_an_unauthenticated_api(client: FlaskClient)
     assert client.get(f"/v1/datasets/{dataset['id']}").status_code == 200  # still there
 
 
-@pytest.mark.parametrize("host", ["localhost", "localhost:8000", "127.0.0.1:5000", "[::1]:8000", "LOCALHOST."])
-def test_the_loopback_names_are_answered(client: FlaskClient, host: str) -> None:
+@pytest.mark.parametrize(
+    "host", ["localhost", "localhost:8000", "127.0.0.1:5000", "[::1]:8000", "LOCALHOST.", "10.1.2.3:8000", "[fd00::7]"]
+)
+def test_the_loopback_names_and_ip_addresses_are_answered(client: FlaskClient, host: str) -> None:
+    # An IP address cannot be rebound (the page's origin is that IP); probes send the pod's IP as Host.
     assert client.get("/v1/jobs", headers={"Host": host}).status_code == 200
+
+
+@pytest.mark.parametrize("host", ["rebind.evil.example", "localhost.evil.example", "127.0.0.1.nip.io", "1.2.3.4.x"])
+def test_names_that_look_local_are_not(client: FlaskClient, host: str) -> None:
+    assert rebound(client, "GET", "/v1/jobs", host)[0] == 400
 
 
 def test_allowed_hosts_adds_names_and_star_allows_every_host(settings: Settings) -> None:
