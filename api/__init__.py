@@ -18,6 +18,7 @@ from api import algorithms, batch, datasets, drift, events, health, jobs, model_
 from api.auth import init_auth
 from api.csrf import init_csrf
 from api.drift_metrics import DriftCollector
+from api.hosts import init_hosts
 from api.hub import EventHub
 from api.metrics import make_metrics
 from api.parsing import FastJSON, check_json_body
@@ -104,6 +105,7 @@ def create_app(settings: Settings | None = None) -> OpenAPI:
     app.extensions["mlq_metrics"] = scraped
     scraped.register(DriftCollector(lambda: client, lambda: app.extensions["mlq"].registry))  # drift gauges
 
+    init_hosts(app, settings)  # first: a rebound page's request is refused before anything else looks at it
     init_csrf(app)  # before auth: a forged request is refused whatever its credentials
     init_auth(app, settings)
 

@@ -21,7 +21,7 @@ from flask_openapi3 import APIBlueprint, Tag
 from pydantic import Field
 
 from api.hub import Waiter
-from api.problems import TooManyWaits
+from api.problems import InvalidEventId, TooManyWaits
 from api.schemas import JobPath, Parameters, Problem
 from api.services import Services, services, tenant
 from api.waits import DISCONNECT_CHECK_S, RECHECK_S, client_gone, client_socket
@@ -43,7 +43,7 @@ bp = APIBlueprint(
     url_prefix="/v1",
     abp_tags=[Tag(name="jobs")],
     abp_security=[{"bearer": []}],
-    abp_responses={401: Problem, 404: Problem, 422: Problem, 429: Problem, 503: Problem},
+    abp_responses={400: Problem, 401: Problem, 404: Problem, 422: Problem, 429: Problem, 503: Problem},
 )
 
 
@@ -68,7 +68,19 @@ def sse(event_id: str | None, event: str, data: dict[str, Any]) -> bytes:
 
 
 def _resume_from(header: EventsHeaders, query: EventsQuery) -> str | None:
-    return valid_event_id(header.last_event_id or query.last_event_id)
+    """The id to resume after; 400 for a malformed one (checked before the stream starts: a stream that failed
+    after `retry:` made EventSource reconnect with the same bad id forever)."""
+    loc, value = (["header", "Last-Event-ID"], header.last_event_id)
+    if not (value or "").strip():
+        loc, value = ["query", "last_event_id"], query.last_event_id
+    try:
+        return valid_event_id(value)
+    except ValueError as exc:
+        raise InvalidEventId(
+            f"{'/'.join(loc[1:])} {value!r} is not an event id: {exc}; send the `id:` of an event you received, or "
+            "none to start from now",
+            errors=[{"loc": loc, "msg": str(exc)}],
+        ) from None
 
 
 def _stream(body: Iterator[bytes], svc: Services, owner: str) -> Response:

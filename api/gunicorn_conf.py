@@ -6,6 +6,8 @@
   MLQ_MAX_WAITS waiters beside the ordinary requests, and the open-files limit is raised to fit.
 - Slow clients: gevent's worker gives a client `keepalive` seconds to send a request's headers (slowloris sockets
   are dropped after that); the app bounds each read and write of the body to MLQ_CLIENT_TIMEOUT_S.
+- A client that reads nothing for MLQ_CLIENT_TIMEOUT_S (a stalled event stream) is an expected end: its timeout is
+  logged at info in one line, not as gunicorn's ERROR "Socket error processing request" with a traceback.
 - No control socket: gunicorn 24+ opens one at a fixed per-user path by default, which every `mlq api` on a machine
   would share (and fight over); nothing here uses it.
 - Metrics: each worker process writes its counters and gauges to PROMETHEUS_MULTIPROC_DIR and any of them answers a
@@ -18,9 +20,12 @@ from __future__ import annotations
 import os
 import resource
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
+
+from gunicorn.glogging import Logger
 
 _OWN_METRICS_DIR = not os.environ.get("PROMETHEUS_MULTIPROC_DIR")
 if _OWN_METRICS_DIR:
@@ -41,6 +46,20 @@ timeout = 60  # a worker that does not report for this long is restarted
 graceful_timeout = 35  # on SIGTERM, waits (at most 30 s) may end before the worker exits
 backlog = 2048
 control_socket_disable = True
+
+
+class ClientTimeoutsAtInfo(Logger):  # type: ignore[misc]  # gunicorn ships no types
+    """gunicorn's logger, but a socket timeout (the app's MLQ_CLIENT_TIMEOUT_S on a client that stopped reading or
+    sending) is one info line: it is how a stalled stream is meant to end, not a server error."""
+
+    def exception(self, msg: str, *args: Any, **kwargs: Any) -> None:
+        if isinstance(sys.exc_info()[1], TimeoutError):
+            self.info("closed a connection whose client read or sent nothing for MLQ_CLIENT_TIMEOUT_S")
+            return
+        super().exception(msg, *args, **kwargs)
+
+
+logger_class = ClientTimeoutsAtInfo
 
 
 def _raise_open_files_limit(needed: int) -> None:

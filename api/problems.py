@@ -35,6 +35,18 @@ class Unauthorized(ApiError):
     code, status = "unauthorized", 401
 
 
+class InvalidEventId(ApiError):
+    """A Last-Event-ID (header or `last_event_id`) that is not an event id this server could have sent."""
+
+    code, status = "invalid_event_id", 400
+
+
+class HostNotAllowed(ApiError):
+    """The request's Host is not in MLQ_ALLOWED_HOSTS (api/hosts.py): refused against DNS rebinding."""
+
+    code, status = "host_not_allowed", 400
+
+
 class CrossOrigin(ApiError):
     """A browser sent a write from another site (Sec-Fetch-Site / Origin): refused against CSRF (api/csrf.py)."""
 

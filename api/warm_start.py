@@ -67,6 +67,14 @@ def check_warm_start(body: Any, columns: dict[str, Any]) -> dict[str, Any] | Non
     base = f"model {warm.model!r} version {version}"
     if manifest.get("algorithm") != "mlp":
         raise _refuse(f"{base} is a {manifest.get('algorithm')}, not an mlp; only mlp versions can be fine-tuned")
+    if manifest.get("model_kind", "torch") != "torch":
+        # An export (onnx, torchscript) or a quantized copy holds no trainable weights: the worker failed later
+        # with a misleading "preprocessor.skops is missing".
+        parent = manifest.get("parent")
+        source = f"; warm start from version {parent}, which it was made from" if parent is not None else ""
+        raise _refuse(
+            f"{base} is a {manifest.get('model_kind')} copy, not a trainable mlp{source}", ["warm_start", "version"]
+        )
     if body.task is not None and body.task != manifest.get("task"):
         raise _refuse(f"{base} does {manifest.get('task')}, this training asks for {body.task}", ["task"])
     wanted = body.features or [name for name in columns if name != body.target]

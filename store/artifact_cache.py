@@ -58,6 +58,15 @@ class ArtifactCache:
         self.evict(keep=path)
         return path
 
+    def drop(self, digest: str) -> None:
+        """Remove entry `digest` (found corrupted on this disk): renamed away first, so no reader sees it half gone."""
+        if not DIGEST_RE.fullmatch(digest):
+            raise ValueError(f"not a sha256 hex digest: {digest!r}")
+        gone = self.root / f".tmp-{uuid.uuid4().hex}"
+        with contextlib.suppress(FileNotFoundError):
+            os.rename(self.root / digest[:2] / digest, gone)
+        shutil.rmtree(gone, ignore_errors=True)
+
     def entries(self) -> list[tuple[float, int, Path]]:
         """(last use, bytes, folder) of every complete entry, least recently used first."""
         out = []

@@ -15,6 +15,7 @@ numbers and locks from Redis (store/remote_registry.py).
 from __future__ import annotations
 
 import io
+import logging
 import os
 import re
 import shutil
@@ -27,6 +28,7 @@ from urllib.parse import urlparse
 
 from training.errors import MLQError
 
+log = logging.getLogger(__name__)
 _CHUNK = 1 << 20
 # Plain segments only: a key never climbs out of its prefix or the LocalStore's root.
 _SEGMENT_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._=+-]{0,199}")
@@ -115,7 +117,7 @@ class LocalStore:
         try:
             return self._path(key).open("rb")
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
-            raise ArtifactMissing(f"no artifact {key!r} in {self.url}") from None
+            raise ArtifactMissing(f"no artifact {key!r} in the artifact store") from None
 
     def keys(self, prefix: str) -> list[str]:
         base = self.root / prefix.rstrip("/") if prefix else self.root
@@ -180,10 +182,17 @@ class S3Store:
         except ClientError as exc:
             code = str(exc.response.get("Error", {}).get("Code", ""))
             if code in ("NoSuchKey", "404", "NotFound"):
-                raise ArtifactMissing(f"no artifact {key!r} in {self.url}") from None
-            raise StoreError(f"the artifact store {self.url} refused to {what} {key!r}: {code} {exc}") from exc
+                raise ArtifactMissing(f"no artifact {key!r} in the artifact store") from None
+            # The bucket, prefix and endpoint go to the log only: a problem's body reaches every tenant.
+            log.warning("the artifact store %s refused to %s %r: %s %s", self.url, what, key, code, exc)
+            raise StoreError(
+                f"the artifact store refused to {what} an artifact ({code or 'an error'}); see the server log"
+            ) from exc
         except (BotoCoreError, Boto3Error) as exc:  # Boto3Error: S3UploadFailedError of a (multipart) upload
-            raise StoreError(f"the artifact store {self.url} could not {what} {key!r}: {exc}") from exc
+            log.warning("the artifact store %s could not %s %r: %s", self.url, what, key, exc)
+            raise StoreError(
+                f"the artifact store could not {what} an artifact ({type(exc).__name__}); see the server log"
+            ) from exc
 
     def put_file(self, key: str, path: Path) -> None:
         with Path(path).open("rb") as fh:

@@ -46,7 +46,7 @@ def dataset_store(settings: Settings) -> DatasetStore:
         return DatasetStore(settings.datasets_dir)
     from store.remote_datasets import StoreDatasets
 
-    return StoreDatasets(settings.datasets_dir, store, artifact_cache(settings))
+    return StoreDatasets(settings.datasets_dir, store, artifact_cache(settings), settings.secret_key)
 
 
 def output_store(settings: Settings) -> OutputStore:

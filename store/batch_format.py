@@ -7,14 +7,18 @@ complete; the final file is the parts concatenated in order, so every row appear
 
 CSV cells that begin with `=`, `+`, `-`, `@`, a tab or a carriage return get a leading `'`, so a spreadsheet
 shows them as text instead of running them as formulas (OWASP "CSV injection"); a cell that is a plain number
-(`-1.5`, `+3e2`) is left alone: a number is never run, and stays a number for every reader.
+(`-1.5`, `+3e2`) is left alone: a number is never run, and stays a number for every reader. The same holds for
+every line inside a cell: after any line break (CR, LF, CRLF, VT, FF, U+001C-1E, U+0085, U+2028, U+2029) a line
+that would start a formula gets its `'` too, for a reader that splits rows on it.
+
+Each row is one CSV record whatever its cells hold: a cell holding a quote, a comma, any control character (CR
+and NUL included) or a unicode line separator is quoted (RFC 4180), so every reader sees one output row per input
+row. (csv.writer with lineterminator="\n" left a bare CR unquoted: `ok\r=cmd` became a row of its own.)
 """
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 import json
 import os
 import re
@@ -25,13 +29,28 @@ from typing import Any
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 PLAIN_NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
 PROBA_DIGITS = 6  # as online predictions (training/predictor.py)
+# What str.splitlines() breaks on: some reader, somewhere, starts a new row at each of them.
+LINE_BREAK = re.compile(r"(\r\n|[\r\n\x0b\x0c\x1c-\x1e\x85\u2028\u2029])")
+# A field holding one of these is quoted: the delimiter, the quote, every control character, the line separators.
+NEEDS_QUOTES = re.compile(r'[",\x00-\x1f\x7f\x85\u2028\u2029]')
 
 
-def escape_cell(text: str) -> str:
-    """`text` as a spreadsheet shows it, never as a formula it would run."""
+def _escape_line(text: str) -> str:
     if text.startswith(FORMULA_START) and not PLAIN_NUMBER.fullmatch(text):
         return "'" + text
     return text
+
+
+def escape_cell(text: str) -> str:
+    """`text` as a spreadsheet shows it, never as a formula it would run: at its start and after any line break."""
+    pieces = LINE_BREAK.split(_escape_line(text))  # [line, break, line, break, line ...]
+    pieces[2::2] = [_escape_line(line) for line in pieces[2::2]]
+    return "".join(pieces)
+
+
+def csv_record(cells: Sequence[str]) -> str:
+    """One CSV record (RFC 4180 quoting, "\n" after it): exactly one row for any cell content."""
+    return ",".join('"' + c.replace('"', '""') + '"' if NEEDS_QUOTES.search(c) else c for c in cells) + "\n"
 
 
 def class_key(label: Any) -> str:
@@ -126,10 +145,8 @@ def write_part(result: ChunkResult, path: Path, fmt: str) -> None:
     tmp = path.with_name(path.name + ".tmp")
     columns = result.as_columns()
     if fmt == "csv":
-        buffer = io.StringIO()
-        writer = csv.writer(buffer, lineterminator="\n")
-        writer.writerows([_csv_text(v) for v in row] for row in zip(*columns, strict=True))
-        tmp.write_text(buffer.getvalue(), encoding="utf-8")
+        text = "".join(csv_record([_csv_text(v) for v in row]) for row in zip(*columns, strict=True))
+        tmp.write_bytes(text.encode("utf-8"))  # bytes: write_text would turn "\n" into the platform's newline
     else:
         import pyarrow as pa
         import pyarrow.parquet as pq
@@ -145,9 +162,7 @@ def assemble(parts: Sequence[Path], columns: OutputColumns, fmt: str, final: Pat
     tmp = final.with_name(final.name + ".tmp")
     if fmt == "csv":
         with tmp.open("wb") as out:
-            header = io.StringIO()
-            csv.writer(header, lineterminator="\n").writerow([escape_cell(n) for n in columns.names])
-            out.write(header.getvalue().encode())
+            out.write(csv_record([escape_cell(n) for n in columns.names]).encode("utf-8"))
             for part in parts:
                 with part.open("rb") as fh:
                     while block := fh.read(1 << 20):

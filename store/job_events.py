@@ -1,10 +1,10 @@
 """The event logs of jobs, read by the API's event streams (SSE). Stdlib + redis-py only (the API imports it).
 
 The Lua `emit` of store/job_scripts.py writes them: `mlq:job:{id}:log`, one Redis Stream entry per change of a job
-(queued, running, progress, cancel_requested, final), and `mlq:tenant:{t}:log`, the same for all of a tenant's jobs
+(queued, running, progress, cancel_requested, final), and `mlq:t:{t}:log`, the same for all of a tenant's jobs
 but online predictions. Stream entry ids ("1732891234567-0") are the SSE event ids: a client that reconnects with
 Last-Event-ID reads on from there and misses nothing. Each change is also PUBLISHed on `mlq:job:{id}:events` and
-`mlq:tenant:{t}:events`, which only wakes readers (api/hub.py); the logs carry the data.
+`mlq:t:{t}:events`, which only wakes readers (api/hub.py); the logs carry the data.
 """
 
 from __future__ import annotations
@@ -18,8 +18,11 @@ import redis
 
 from store import keys
 
-# Stream ids as Redis writes them; anything else in a Last-Event-ID header is ignored, not passed to XRANGE.
-_STREAM_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
+# Stream ids as Redis writes them: two unsigned 64-bit numbers. Anything else in a Last-Event-ID is refused (400),
+# never passed to XRANGE: `99999999999999999999-1` matched a looser check, Redis refused it, and the stream ended
+# right after `retry:`, so a browser's EventSource reconnected with the same id forever.
+_STREAM_ID = re.compile(r"([0-9]{1,20})-([0-9]{1,20})")  # [0-9]: \d also matches other scripts' digits
+U64_MAX = 2**64 - 1
 
 
 def job_log(job_id: str) -> str:
@@ -35,9 +38,20 @@ def tenant_channel(tenant: str) -> str:
 
 
 def valid_event_id(value: str | None) -> str | None:
-    """`value` when it is a stream id this server could have sent, else None (then the stream starts afresh)."""
+    """`value` when it is a stream id this server could have sent; None when there is none (empty); ValueError
+    saying why for anything else."""
     value = (value or "").strip()
-    return value if _STREAM_ID.match(value) else None
+    if not value:
+        return None
+    found = _STREAM_ID.fullmatch(value)
+    if found is None:
+        raise ValueError("an event id is two whole numbers joined by '-', like 1732891234567-0")
+    ms, seq = int(found.group(1)), int(found.group(2))
+    if ms > U64_MAX or seq > U64_MAX:
+        raise ValueError(f"both parts of an event id are at most {U64_MAX}")
+    if (ms, seq) == (U64_MAX, U64_MAX):
+        raise ValueError("no event can follow the largest event id")
+    return value
 
 
 @dataclass(frozen=True)

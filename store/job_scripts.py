@@ -6,10 +6,11 @@ the composed sources for the modules that imported them from here. Stdlib only (
 
 from store.lua_loader import source
 
-# The same two numbers are in store/lua/lib/emit.lua (tests/unit/test_lua_scripts.py compares them): JobStore
+# The same three numbers are in store/lua/lib/emit.lua (tests/unit/test_lua_scripts.py compares them): JobStore
 # writes a job's first `queued` event from Python, the Lua `emit` every later one.
 TENANT_LOG_MAXLEN = 10_000  # a tenant's recent job events, kept for clients that reconnect (a few MB)
 JOB_LOG_MAXLEN = 1_000  # one job's events (an epoch or a chunk each)
+EVENT_PROGRESS_MAX = 4096  # bytes of progress JSON in one event; more is cut to fraction + message (emit.lua)
 
 FINISH = source("finish")
 MARK_RUNNING = source("mark_running")

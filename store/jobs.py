@@ -1,6 +1,6 @@
 """Job records in Redis: the source of truth for a job's status. Stdlib + redis-py only (the API imports it).
 
-Layout: hash `mlq:job:{id}` (JSON fields stored as strings), per-tenant sorted set `mlq:jobs:{tenant}` (score =
+Layout: hash `mlq:job:{id}` (JSON fields stored as strings), per-tenant sorted set `mlq:t:{tenant}:jobs` (score =
 created ms) for listing, set `mlq:jobs:running`, flag `mlq:job:{id}:cancel`, channel `mlq:job:{id}:events`
 (every change is published there, so `wait()` wakes at once instead of polling). Status transitions are Lua
 scripts (store/lua/*.lua, their replies: store/script_outcomes.py): queued → running → succeeded | failed |
@@ -301,8 +301,11 @@ class JobStore:
         """Whether a mark_running reply (e.g. from a pipeline that ran mark_running_in) says: run the job."""
         return outcome(reply, BeginOutcome)[0] is BeginOutcome.STARTED
 
-    def set_progress(self, job_id: str, progress: dict[str, Any]) -> None:
-        self._progress(keys=[self.key(job_id), self.channel(job_id)], args=[json.dumps(progress)])
+    def set_progress(self, job_id: str, progress: dict[str, Any], event: dict[str, Any] | None = None) -> None:
+        """Record `progress` and announce it; the event carries `event` instead when given (smaller: a search's
+        changed trial, not its table). Either way an event's progress is bounded (store/lua/lib/emit.lua)."""
+        args = [json.dumps(progress)] + ([json.dumps(event)] if event is not None else [])
+        self._progress(keys=[self.key(job_id), self.channel(job_id)], args=args)
 
     def finish(
         self, job_id: str, status: str, result: Mapping[str, Any] | None = None, error: dict[str, Any] | None = None

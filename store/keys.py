@@ -60,36 +60,51 @@ METRICS_JOBS = f"{PREFIX}metrics:jobs"  # field "{type}:{status}" → jobs that 
 METRICS_DURATION = f"{PREFIX}metrics:duration"  # "{type}:le:{bound}" (cumulative), "{type}:sum", "{type}:count"
 
 # ---- one tenant -----------------------------------------------------------------------------------------
+# Every tenant-scoped key lives under `mlq:t:{tenant}:` and no global key starts with `mlq:t:`, so no tenant name
+# can produce a global key (a tenant named `running` once turned `mlq:jobs:{tenant}` into `mlq:jobs:running`).
+# Tenant names match training.registry.NAME_RE (no `:`), checked when MLQ_AUTH_TOKENS is read, so the tenant is
+# exactly the segment after `mlq:t:` and two tenants never share a key either.
+TENANT_PREFIX = f"{PREFIX}t:"
+
+
+def tenant_key(tenant: str, suffix: str) -> str:
+    """`mlq:t:{tenant}:{suffix}`: the one form of a tenant-scoped key (new tenant keys are built with this)."""
+    return f"{TENANT_PREFIX}{tenant}:{suffix}"
 
 
 def tenant_jobs(tenant: str) -> str:
     """The tenant's jobs for listing: a sorted set, score = created ms."""
-    return f"{PREFIX}jobs:{tenant}"
+    return tenant_key(tenant, "jobs")
 
 
 def tenant_active(tenant: str) -> str:
     """The tenant's queued + running job ids, for MLQ_MAX_ACTIVE_JOBS."""
-    return f"{PREFIX}active:{tenant}"
+    return tenant_key(tenant, "active")
 
 
 def tenant_log(tenant: str) -> str:
     """The tenant's event log: a Stream of every change of its jobs but online predictions."""
-    return f"{PREFIX}tenant:{tenant}:log"
+    return tenant_key(tenant, "log")
 
 
 def tenant_channel(tenant: str) -> str:
     """PUBLISHed (the job id) with every entry of the tenant's log."""
-    return f"{PREFIX}tenant:{tenant}:events"
+    return tenant_key(tenant, "events")
 
 
 def rate_window(tenant: str, window: int) -> str:
     """The tenant's job submissions in one fixed rate-limit window."""
-    return f"{PREFIX}rate:{tenant}:{window}"
+    return tenant_key(tenant, f"rate:{window}")
 
 
 def idempotency(tenant: str, digest: str) -> str:
     """A stored Idempotency-Key (by its digest) and the job it created."""
-    return f"{PREFIX}idem:{tenant}:{digest}"
+    return tenant_key(tenant, f"idem:{digest}")
+
+
+def registry_model(tenant: str, model: str) -> str:
+    """A model's version counter and change counter (store/remote_registry.py); `:lock` appended: its change lock."""
+    return tenant_key(tenant, f"registry:{model}")
 
 
 # ---- online inference -----------------------------------------------------------------------------------
@@ -115,11 +130,6 @@ def drain(hostname: str) -> str:
 REGISTRY_EPOCH = f"{PREFIX}registry:epoch"  # changes when Redis lost the registry's counters (a flush, a new server)
 
 
-def registry_model(model_path: str) -> str:
-    """A model's version counter and change counter (`<tenant>/<model>`); `:lock` appended: its change lock."""
-    return f"{PREFIX}registry:{model_path}"
-
-
 # ---- drift (store/drift_counts.py) -------------------------------------------------------------------------
 DRIFT_ACTIVE = f"{PREFIX}drift:active"  # sorted set: JSON [tenant, model, version] → last counted (unix s)
 
@@ -127,4 +137,30 @@ DRIFT_ACTIVE = f"{PREFIX}drift:active"  # sorted set: JSON [tenant, model, versi
 def drift_counts(tenant: str, model: str, version: int, bucket: int) -> str:
     """A version's live drift bins in one time bucket (a hash: field → count; expires). Tenant-scoped, in the
     `mlq:t:{tenant}:` namespace of issue 18, so no tenant name can collide with a global key."""
-    return f"{PREFIX}t:{tenant}:drift:{model}:{version}:{bucket}"
+    return tenant_key(tenant, f"drift:{model}:{version}:{bucket}")
+
+
+# ---- the layout before issue 18 (tenant keys beside the global ones): only store/migrate_keys.py reads these ----
+LEGACY_TENANT_PATTERNS = (f"{PREFIX}jobs:*", f"{PREFIX}active:*", f"{PREFIX}tenant:*", f"{PREFIX}idem:*")
+LEGACY_REGISTRY_PATTERN = f"{PREFIX}registry:*/*"
+
+
+def from_legacy(key: str) -> tuple[str, str] | None:
+    """(tenant, current key) for a tenant key of the old layout, or None for anything else (a global key)."""
+    if key == RUNNING_JOBS or not key.startswith(PREFIX):
+        return None
+    kind, _, rest = key[len(PREFIX) :].partition(":")
+    if kind == "jobs":
+        return rest, tenant_jobs(rest)
+    if kind == "active":
+        return rest, tenant_active(rest)
+    if kind == "tenant" and rest.endswith((":log", ":events")):
+        tenant, _, suffix = rest.rpartition(":")
+        return tenant, tenant_key(tenant, suffix)
+    if kind == "idem" and ":" in rest:
+        tenant, _, digest = rest.partition(":")
+        return tenant, idempotency(tenant, digest)
+    if kind == "registry" and "/" in rest and not rest.endswith(":lock"):
+        tenant, _, model = rest.partition("/")
+        return tenant, registry_model(tenant, model)
+    return None

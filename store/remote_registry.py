@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import secrets
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -31,6 +32,7 @@ import redis
 from store import keys
 from store.artifact_cache import ArtifactCache
 from store.artifacts import ArtifactMissing, ArtifactStore
+from store.signed_index import safe_relative
 from training.errors import ArtifactTampered, MLQError, ResourceNotFound, VersionInUse
 from training.manifest import FileEntry, ModelManifest
 from training.registry import (
@@ -44,6 +46,7 @@ from training.registry import (
     sha256_file,
 )
 
+log = logging.getLogger(__name__)
 GLOBAL_EPOCH = keys.REGISTRY_EPOCH
 LOCK_TTL_MS = 30_000
 LOCK_WAIT_S = 30.0
@@ -91,7 +94,8 @@ class StoreRegistry(ModelRegistry):
         return "models/" + model_dir.relative_to(self.root).as_posix()
 
     def _redis_key(self, model_dir: Path) -> str:
-        return keys.registry_model(model_dir.relative_to(self.root).as_posix())
+        tenant, model = model_dir.relative_to(self.root).parts  # <root>/<tenant>/<model>
+        return keys.registry_model(tenant, model)
 
     # -- what the base class reads ------------------------------------------------------------------------------
     def _versions(self, model_dir: Path) -> list[int]:
@@ -263,11 +267,13 @@ class StoreRegistry(ModelRegistry):
         if not isinstance(files, dict) or not files:
             raise ArtifactTampered(f"{where}: manifest lists no files; re-register the model")
         prefix = f"{self._model_key(path.parent)}/{number}/"
+        # The HMAC before any byte is downloaded: a forged manifest writes nothing, not even into the cache's temp.
+        self._check_signature(where, manifest)
 
         def fill(folder: Path) -> None:
             (folder / MANIFEST).write_bytes(raw)
             for rel in files:
-                if ".." in Path(rel).parts or Path(rel).is_absolute():
+                if not safe_relative(rel, folder):
                     raise ArtifactTampered(f"{where}: listed file {rel!r} is not a plain relative path")
                 try:
                     self.store.get_file(prefix + rel, folder / rel)
@@ -275,6 +281,15 @@ class StoreRegistry(ModelRegistry):
                     raise ArtifactTampered(f"{where}: listed file {rel!r} is missing from the store") from None
             self._check_version(folder, where, manifest)  # before the entry is kept, and before anything loads it
 
-        entry = self.cache.entry(hashlib.sha256(raw).hexdigest(), fill)
-        self._check_version(entry, where, manifest)  # a cached copy is checked as a local version is
+        digest = hashlib.sha256(raw).hexdigest()
+        entry = self.cache.entry(digest, fill)
+        try:
+            self._check_version(entry, where, manifest)  # a cached copy is checked as a local version is
+        except ArtifactTampered as corrupted:
+            # This host's copy went bad (a disk error, a stray write): the bucket's copy may still be intact. Drop
+            # the entry and fetch once more; fill checks the download, so a bad bucket copy is still a 409.
+            log.warning("%s: the cached copy is corrupted (%s); fetching it again from the store", where, corrupted)
+            self.cache.drop(digest)
+            entry = self.cache.entry(digest, fill)
+            self._check_version(entry, where, manifest)
         return entry

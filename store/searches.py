@@ -29,7 +29,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from store import keys
+from store import keys, signed_index
 from store.artifacts import ArtifactStore
 from store.contract import FINAL_STATUSES, JobType, SearchRequest
 from store.jobs import JobConflict, JobStore
@@ -52,6 +52,7 @@ DIRECTIONS = {
     "rmse": "minimize",
     "mae": "minimize",
 }
+TRIAL_INDEX = "mlq-trial-v1"  # the format of a trial's index.json in the store (store/signed_index.py)
 SAVED_MANIFEST = "manifest.json"  # training/pipeline.py's SAVED_MANIFEST (that module needs torch)
 
 
@@ -84,7 +85,10 @@ class Searches:
             rel = file.relative_to(directory).as_posix()
             index[rel] = sha256_file(file)
             self.store.put_file(prefix + rel, file)
-        self.store.put_bytes(prefix + "index.json", json.dumps(index).encode())  # last: the trial is complete
+        # Last: the trial is complete. Signed and bound to the trial: the concluder registers (and signs) what it
+        # names, so a bucket writer must not be able to swap a trial's model in.
+        raw = signed_index.sign(self.registry.secret_key, TRIAL_INDEX, prefix, index)
+        self.store.put_bytes(prefix + "index.json", raw)
 
     def fetch_trial(self, tenant: str, search_id: str, trial_id: str) -> Path:
         """The trial's folder on this host: as saved here, else downloaded from the store and checked."""
@@ -92,12 +96,15 @@ class Searches:
         if (directory / SAVED_MANIFEST).is_file() or self.store is None:
             return directory
         prefix = f"searches/{tenant}/{search_id}/{trial_id}/"
-        index: dict[str, str] = json.loads(self.store.get_bytes(prefix + "index.json"))
         staging = directory.with_name(f".fetch-{trial_id}")
+        raw = self.store.get_bytes(prefix + "index.json")
+        try:
+            index = signed_index.verify(self.registry.secret_key, TRIAL_INDEX, prefix, raw, staging)
+        except signed_index.IndexRefused as refused:
+            log.warning("refused trial index %sindex.json: %s", prefix, refused)
+            raise ArtifactTampered(f"trial {trial_id}: its index in the store was refused: {refused}") from None
         shutil.rmtree(staging, ignore_errors=True)
         for rel, sha in index.items():
-            if ".." in Path(rel).parts or Path(rel).is_absolute():
-                raise ArtifactTampered(f"trial {trial_id}: listed file {rel!r} is not a plain relative path")
             self.store.get_file(prefix + rel, staging / rel)
             if sha256_file(staging / rel) != sha:
                 shutil.rmtree(staging, ignore_errors=True)
@@ -131,8 +138,10 @@ class Searches:
 
     # -- progress and conclusion ----------------------------------------------------------------------------------
 
-    def trial_changed(self, search_id: str, hostname: str = "") -> None:
-        """Recompute the search's progress from its trial records; conclude it once every trial is final."""
+    def trial_changed(self, search_id: str, hostname: str = "", trial_id: str | None = None) -> None:
+        """Recompute the search's progress from its trial records; conclude it once every trial is final.
+        The record keeps the whole table (GET /v1/jobs/{id}); the event carries the counts and, when known, the
+        row of the trial that changed (`trial`), not the table: events of a 100-trial search grew with its square."""
         search = self.jobs.get(search_id)
         if search is None or search["status"] in FINAL:
             if search is not None:
@@ -147,21 +156,20 @@ class Searches:
         message = f"{done}/{len(table)} trials done"
         if best is not None:
             message += f"; best {rank_by} {metric} {best['score']:.4g} (trial {best['trial']})"
-        self.jobs.set_progress(
-            search_id,
-            {
-                "fraction": round(done / len(table), 4) if table else 1.0,
-                "message": message,
-                "trials_done": done,
-                "trials_total": len(table),
-                "trials_running": running,
-                "metric": metric,
-                "direction": direction,
-                "rank_by": rank_by,
-                "best": _brief(best),
-                "trials": [_brief(row) for row in table],
-            },
-        )
+        summary = {
+            "fraction": round(done / len(table), 4) if table else 1.0,
+            "message": message,
+            "trials_done": done,
+            "trials_total": len(table),
+            "trials_running": running,
+            "metric": metric,
+            "direction": direction,
+            "rank_by": rank_by,
+            "best": _brief(best),
+        }
+        changed = next((row for row in table if row["id"] == trial_id), None)
+        event = {**summary, "trial": _brief(changed)} if changed is not None else summary
+        self.jobs.set_progress(search_id, {**summary, "trials": [_brief(row) for row in table]}, event)
         if done == len(table):
             self.conclude(search, request, table, hostname)
 

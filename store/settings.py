@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from training.errors import MLQError
+from training.registry import NAME_RE, NAME_RULE
 
 
 class SettingsError(MLQError, ValueError):
@@ -47,8 +49,28 @@ def parse_tokens(raw: str) -> dict[str, str]:
         tenant, sep, token = part.partition(":")
         if not sep or not tenant or not token:
             raise SettingsError("MLQ_AUTH_TOKENS must look like 'tenant:token,tenant2:token2'")
+        # A tenant name becomes a Redis key segment (store/keys.py) and a bucket folder: refuse what can't be one.
+        if not NAME_RE.fullmatch(tenant):
+            raise SettingsError(f"MLQ_AUTH_TOKENS: tenant {tenant!r} is not a valid tenant name: expected {NAME_RULE}")
         tokens[token] = tenant
     return tokens
+
+
+_HOST_RE = re.compile(r"[a-z0-9_]([a-z0-9_.-]{0,252})|[0-9a-f:.]{2,45}")
+
+
+def parse_allowed_hosts(raw: str) -> tuple[str, ...]:
+    """`api.example.com,10.0.0.5` or `*` → lowercased host names (no port); empty: the default (api/hosts.py)."""
+    hosts = []
+    for part in filter(None, (p.strip().lower() for p in raw.split(","))):
+        host = part.removeprefix("[").removesuffix("]").rstrip(".")
+        if part != "*" and not _HOST_RE.fullmatch(host):
+            raise SettingsError(
+                f"MLQ_ALLOWED_HOSTS: {part!r} is not a host name; list names without scheme or port, "
+                "like 'api.example.com,10.0.0.5', or '*' to allow every Host (behind a proxy that checks it)"
+            )
+        hosts.append("*" if part == "*" else host)
+    return tuple(hosts)
 
 
 def parse_preload(raw: str) -> tuple[tuple[str, str, str], ...]:
@@ -70,6 +92,9 @@ class Settings:
     redis_url: str = "redis://localhost:6379/0"
     home: Path = Path(".mlqueue")
     auth_tokens: Mapping[str, str] = field(default_factory=dict)  # token → tenant; empty: no auth
+    # Host header values the API answers (api/hosts.py, against DNS rebinding); empty: localhost, 127.0.0.1, ::1
+    # and the bind address without tokens, every host with tokens; ("*",): every host.
+    allowed_hosts: tuple[str, ...] = ()
     preload: tuple[tuple[str, str, str], ...] = ()
     max_upload_mb: int = 100
     max_batch_rows: int = 1000
@@ -147,6 +172,7 @@ class Settings:
             redis_url=env.get("MLQ_REDIS_URL") or d.redis_url,
             home=Path(env.get("MLQ_HOME") or d.home).absolute(),
             auth_tokens=parse_tokens(env.get("MLQ_AUTH_TOKENS", "")),
+            allowed_hosts=parse_allowed_hosts(env.get("MLQ_ALLOWED_HOSTS", "")),
             preload=parse_preload(env.get("MLQ_PRELOAD", "")),
             max_upload_mb=_int(env, "MLQ_MAX_UPLOAD_MB", d.max_upload_mb, 1),
             max_batch_rows=_int(env, "MLQ_MAX_BATCH_ROWS", d.max_batch_rows, 1),

@@ -86,6 +86,11 @@ class ModelRegistry:
         self._secret = secret_key.encode() if isinstance(secret_key, str) else secret_key
         self._secret = self._secret or None
 
+    @property
+    def secret_key(self) -> bytes | None:
+        """The key manifests are signed with (None: unsigned); store/searches.py signs trial indexes with it too."""
+        return self._secret
+
     @staticmethod
     def check_name(value: object, what: str = "model name") -> str:
         """Return `value` if it is a safe name, else raise InvalidName (for callers holding a registry)."""
@@ -309,9 +314,8 @@ class ModelRegistry:
         self._check_version(path, f"model {name!r} version {path.name}", self.manifest(tenant, name, int(path.name)))
         return path
 
-    def _check_version(self, path: Path, where: str, manifest: ModelManifest) -> None:
-        """ArtifactTampered unless `path` holds exactly the files `manifest` lists, with their sha256, and the
-        manifest's HMAC is right (when a key is configured)."""
+    def _check_signature(self, where: str, manifest: ModelManifest) -> None:
+        """ArtifactTampered unless the manifest's HMAC is right (when a key is configured)."""
         if self._secret:
             given = manifest.get("hmac")
             if not isinstance(given, str) or not hmac.compare_digest(given, self._sign(manifest)):
@@ -319,6 +323,11 @@ class ModelRegistry:
                     f"{where}: manifest HMAC is missing or wrong; it was altered or signed with another key. "
                     "Re-register the model, or configure the key it was registered with"
                 )
+
+    def _check_version(self, path: Path, where: str, manifest: ModelManifest) -> None:
+        """ArtifactTampered unless `path` holds exactly the files `manifest` lists, with their sha256, and the
+        manifest's HMAC is right (when a key is configured)."""
+        self._check_signature(where, manifest)
         files = manifest.get("files")
         if not isinstance(files, dict) or not files:
             raise ArtifactTampered(f"{where}: manifest lists no files; re-register the model")

@@ -67,6 +67,15 @@ def split_search(search: dict[str, Any] | None) -> tuple[str, dict[str, Any], in
     space = search.get("space") or {}
     if not isinstance(space, dict):
         raise _bad(["search", "space"], "must be an object of parameter: values")
+    if strategy == "grid":
+        # A grid runs every combination: a trial count or a seed would be silently ignored, so they are refused.
+        given = [k for k in ("trials", "seed") if k in search]
+        if given:
+            raise _bad(
+                ["search", given[0]],
+                f'a grid runs one trial per combination and takes no "{given[0]}"; use "strategy": "random" to '
+                "sample a number of trials",
+            )
     trials = search.get("trials", DEFAULT_RANDOM_TRIALS if strategy == "random" else 0)
     seed = search.get("seed", 0)
     for key, value in (("trials", trials), ("seed", seed)):

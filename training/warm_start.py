@@ -47,6 +47,10 @@ class WarmStart:
                 f"model {name!r} version {version} is a {self.manifest.get('algorithm')}, not an mlp; "
                 "only mlp versions can be fine-tuned"
             )
+        if self.manifest.get("model_kind", "torch") != "torch":  # the API refuses these at submit too
+            raise _refuse(
+                f"model {name!r} version {version} is a {self.manifest.get('model_kind')} copy, not a trainable mlp"
+            )
         directory = Path(registry.verified_dir(tenant, name, version))
         self.preprocessor = load_preprocessor(directory / self.manifest.get("preprocessor_file", "preprocessor.skops"))
         self.state: dict[str, torch.Tensor] = load_file(str(directory / WEIGHTS_FILE))

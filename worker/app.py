@@ -8,10 +8,12 @@ Processes that consume the `inference` queue also run the batching consumer of t
 import logging
 import sys
 
+from store import redaction
 from store.settings import Settings
 from worker.threads import limit_threads
 
 settings = Settings.from_env()
+redaction.install(settings)  # before anything logs: credentials never reach a log line (botocore's debug logs)
 # Before worker.tasks and worker.inference import torch (and numpy's BLAS): thread pools are sized at load.
 if "torch" in sys.modules:
     logging.getLogger(__name__).warning("torch was imported before worker.app; OMP_NUM_THREADS comes too late")

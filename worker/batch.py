@@ -226,7 +226,11 @@ def run_batch(runtime: Runtime, payload: dict[str, Any], hostname: str) -> None:
     try:
         # Parts and checkpoint.json go to the artifact store too (if any): the next attempt may be elsewhere.
         sync = CheckpointSync(
-            runtime.store, job_id, runtime.settings.checkpoints_dir / job_id, runtime.settings.heartbeat_s
+            runtime.store,
+            job_id,
+            runtime.settings.checkpoints_dir / job_id,
+            runtime.settings.heartbeat_s,
+            secret_key=runtime.settings.secret_key,
         )
         with heartbeat, sync:
             result = BatchRun(runtime, request, check).run()

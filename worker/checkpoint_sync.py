@@ -7,22 +7,40 @@ names a complete set. JSON files are read before the others: writers write data 
 indexes it last, so the snapshot never indexes a part it lacks. A SIGKILL loses at most one interval of progress.
 Before an attempt starts, the snapshot is restored into the folder unless the folder already holds it (the same
 host resuming its own checkpoint downloads nothing); every file is checked against its sha256 first.
+
+The bucket is not trusted (docs/operations.md, threat model): whoever can write it could plant a latest.json whose
+names climb out of the folder (an absolute path, `..`) or a forged last.pt for the next attempt to resume and sign.
+So latest.json is a signed index (store/signed_index.py) bound to the job id: its HMAC (MLQ_SECRET_KEY) is checked
+before anything in it is used, every name must be a plain file name of CHECKPOINT_NAME_RE that resolves inside the
+folder, every sha256 64 hex digits. A snapshot that fails any check is refused and logged, and the attempt starts
+fresh. Without MLQ_SECRET_KEY nothing is signed (as for models): the name checks still hold, but a bucket writer
+can forge a checkpoint.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
+import re
 import shutil
 import threading
 from pathlib import Path
 from types import TracebackType
 
+from store import signed_index
 from store.artifacts import ArtifactMissing, ArtifactStore
 from training.registry import sha256_file
 
 log = logging.getLogger(__name__)
+
+FORMAT = "mlq-checkpoint-v1"
+# The files a checkpoint holds: plain names in the folder itself (last.pt; checkpoint.json, part-000000.csv).
+CHECKPOINT_NAME_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}(\.[a-z0-9]{1,10}){0,2}")
+
+
+def sign_snapshot(secret: bytes, job_id: str, files: dict[str, str]) -> bytes:
+    """The bytes of latest.json naming `files` ({name: sha256}) for the job, signed when there is a secret."""
+    return signed_index.sign(secret, FORMAT, job_id, files)
 
 
 def remove_checkpoint(store: ArtifactStore | None, job_id: str) -> None:
@@ -40,8 +58,12 @@ def remove_checkpoint(store: ArtifactStore | None, job_id: str) -> None:
 class CheckpointSync:
     """`with CheckpointSync(store, job_id, folder, interval_s):` around one attempt of a job."""
 
-    def __init__(self, store: ArtifactStore | None, job_id: str, folder: Path, interval_s: float) -> None:
+    def __init__(
+        self, store: ArtifactStore | None, job_id: str, folder: Path, interval_s: float, *, secret_key: str | bytes
+    ) -> None:
         self.store = store
+        self.job_id = job_id
+        self.secret = secret_key.encode() if isinstance(secret_key, str) else secret_key
         self.prefix = f"checkpoints/{job_id}/"
         self.folder = Path(folder)
         self.interval_s = interval_s
@@ -69,19 +91,32 @@ class CheckpointSync:
     def restore(self) -> None:
         assert self.store is not None
         try:
-            latest: dict[str, str] = json.loads(self.store.get_bytes(self.prefix + "latest.json"))
+            raw = self.store.get_bytes(self.prefix + "latest.json")
         except ArtifactMissing:
             return
         self.folder.mkdir(parents=True, exist_ok=True)
+        try:
+            latest = signed_index.verify(self.secret, FORMAT, self.job_id, raw, self.folder, depth=1)
+            if bad := [name for name in latest if not CHECKPOINT_NAME_RE.fullmatch(name)]:
+                raise signed_index.IndexRefused(f"{bad[0]!r} is not a checkpoint file name")
+        except signed_index.IndexRefused as refused:
+            log.warning("refused checkpoint %slatest.json: %s; starting without it", self.prefix, refused)
+            return
         for name, sha in latest.items():
             path = self.folder / name
             if path.is_file() and sha256_file(path) == sha:
                 continue
             tmp = self.folder / f".download-{name}"
-            self.store.get_file(self.prefix + "blobs/" + sha, tmp)
-            if sha256_file(tmp) != sha:
+            try:
+                self.store.get_file(self.prefix + "blobs/" + sha, tmp)
+                intact = sha256_file(tmp) == sha
+            except ArtifactMissing:
+                intact = False
+            if not intact:
                 tmp.unlink(missing_ok=True)
-                log.warning("checkpoint %s%s does not match its sha256; starting without it", self.prefix, name)
+                log.warning(
+                    "checkpoint %s%s is missing or does not match its sha256; starting without it", self.prefix, name
+                )
                 for other in latest:
                     (self.folder / other).unlink(missing_ok=True)
                 return
@@ -105,7 +140,7 @@ class CheckpointSync:
             (
                 p.name
                 for p in self.folder.iterdir()
-                if p.is_file() and not p.name.startswith(".") and not p.name.endswith(".tmp")
+                if p.is_file() and CHECKPOINT_NAME_RE.fullmatch(p.name) and not p.name.endswith(".tmp")
             ),
             key=lambda n: (not n.endswith(".json"), n),
         )
@@ -131,7 +166,8 @@ class CheckpointSync:
                 continue  # replaced or removed between the listing and the read
         if not snapshot or snapshot == self._pushed:
             return
-        self.store.put_bytes(self.prefix + "latest.json", json.dumps(snapshot).encode())  # last: names whole blobs
+        # Last: it names whole blobs.
+        self.store.put_bytes(self.prefix + "latest.json", sign_snapshot(self.secret, self.job_id, snapshot))
         stale = set(self._pushed.values()) - set(snapshot.values())
         self.store.delete([self.prefix + "blobs/" + s for s in sorted(stale)])
         self._pushed = snapshot

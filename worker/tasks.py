@@ -119,7 +119,7 @@ class WorkerRuntime:
             return
         try:
             retry_redis(
-                lambda: self.searches.trial_changed(request.parent or "", hostname),
+                lambda: self.searches.trial_changed(request.parent or "", hostname, request.job_id),
                 f"search {request.parent}: trial {request.job_id} changed",
                 30.0,
             )
@@ -218,7 +218,9 @@ class WorkerRuntime:
         error: dict[str, Any] | None = None
         # With an artifact store the checkpoint is copied there as it changes, and restored from there first:
         # the next attempt may run on another host.
-        sync = CheckpointSync(self.store, job_id, checkpoint_dir, self.settings.heartbeat_s)
+        sync = CheckpointSync(
+            self.store, job_id, checkpoint_dir, self.settings.heartbeat_s, secret_key=self.settings.secret_key
+        )
         try:
             with heartbeat, sync:
                 result = train_model(

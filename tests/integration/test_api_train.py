@@ -9,6 +9,7 @@ import redis
 from api_support import queued_messages, train_body, upload
 from flask.testing import FlaskClient
 
+from store import keys
 from store.contract import TRAIN_QUEUE, TRAIN_TASK
 from store.jobs import JobStore
 from training.params import ALGORITHM_NAMES
@@ -167,7 +168,7 @@ def test_an_idempotency_key_still_in_flight_is_a_409(client: FlaskClient, redis_
     assert first.status_code == 202
     # Turn the stored key back into the placeholder a request in progress holds.
     r = redis.Redis.from_url(redis_url, decode_responses=True)
-    [name] = r.keys("mlq:idem:default:*")
+    [name] = r.keys(keys.idempotency("default", "*"))
     r.set(name, str(r.get(name)).replace(first.get_json()["id"], "").replace('""', "null"))
     again = client.post("/v1/jobs/train", json=train_body(dataset["id"]), headers={"Idempotency-Key": "k1"})
     assert again.status_code == 409
@@ -205,7 +206,7 @@ def test_prefer_wait_on_submit_answers_200_and_says_preference_applied(client: F
 
     def finish_first_job() -> None:
         for _ in range(100):  # wait for the job the request below creates
-            ids = r.zrange("mlq:jobs:default", 0, -1)
+            ids = r.zrange(keys.tenant_jobs("default"), 0, -1)
             if ids:
                 assert isinstance(ids[0], bytes)
                 store.finish(ids[0].decode(), "failed", error={"type": "invalid_data", "message": "x"})

@@ -6,6 +6,7 @@ the best one. The API is the Flask test client on the workers' own settings (sam
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from datetime import datetime
@@ -17,11 +18,13 @@ from job_harness import TENANT, JobHarness, breast_cancer_csv, dump, iris_csv, p
 from worker_processes import StartWorker, WorkerProcess, wait_until_announced
 
 from api import create_app
+from store import keys
 from store.contract import TRAIN_QUEUE
 from store.liveness import WorkerLiveness
 from store.records import JobRecord
 from store.settings import Settings
 from training.errors import ResourceNotFound
+from training.optimize import optimize_version
 from training.pipeline import train_model
 
 pytestmark = pytest.mark.integration
@@ -122,6 +125,18 @@ def test_a_2x2_grid_runs_trials_concurrently_on_two_workers_and_registers_the_be
     assert manifest["feature_importance"]["features"][0]["name"].startswith("petal")
     assert progress_of(job)["trials_done"] == 4 and progress_of(job)["best"]["score"] == scores[0]
     assert not (harness.settings.searches_dir / TENANT / search["id"]).exists()
+    # Each progress event carries the trial that changed, never the whole table (issue 18: events of a 100-trial
+    # search grew with its square): the table is one GET away.
+    for log in (keys.job_log(search["id"]), keys.tenant_log(TENANT)):
+        entries: list[tuple[str, dict[str, str]]] = harness.redis.xrange(log)  # type: ignore[assignment]
+        events = [
+            json.loads(fields["progress"])
+            for _, fields in entries
+            if fields.get("event") == "progress" and fields.get("job", search["id"]) == search["id"]
+        ]
+        assert events and all("trials" not in e for e in events), events
+        changed = [e["trial"]["id"] for e in events if "trial" in e]
+        assert set(changed) == {t["id"] for t in trials}, events
 
 
 def test_a_random_search_is_reproducible_with_its_seed(
@@ -159,6 +174,10 @@ def test_a_bad_value_in_the_search_space_is_a_422_before_anything_is_queued(api:
         api, {**body, "search": {"lr": [0.01 * i for i in range(1, 12)], "epochs": list(range(1, 11))}}, status=422
     )
     assert "MLQ_MAX_SEARCH_TRIALS" in too_many["detail"]
+    # A grid's trial count was silently ignored (issue 18): now a 422 naming it.
+    grid = {"strategy": "grid", "trials": 5, "space": {"lr": [0.01, 0.001]}}
+    ignored = submit(api, {**body, "search": grid}, status=422)
+    assert ignored["errors"][0]["loc"] == ["search", "trials"] and '"strategy": "random"' in ignored["detail"]
     assert api.get("/v1/jobs?model=iris-bad").get_json()["items"] == []
 
 
@@ -275,3 +294,21 @@ def test_warm_start_from_a_version_that_does_not_fit_is_a_clear_422(
     queued = train({**base, "params": {"epochs": 1}})
     assert queued.status_code == 202, queued.get_json()
     assert request_of(harness.jobs.get(queued.get_json()["id"]))["warm_start"] == {"model": "iris-base", "version": 1}
+    # An ONNX export of the base holds no trainable weights: a 422 at submit naming the version it came from, not
+    # a worker failure about a missing preprocessor.skops (issue 18).
+    exported = optimize_version(
+        registry=harness.registry,
+        tenant=TENANT,
+        name="iris-base",
+        version=1,
+        method="export",
+        params={"format": "onnx"},
+        data_path=path,
+        device="cpu",
+        repeats=1,
+    )
+    response = train({**base, "warm_start": {"model": "iris-base", "version": exported["version"]}})
+    assert response.status_code == 422, response.get_json()
+    problem = response.get_json()
+    assert problem["errors"][0]["loc"] == ["warm_start", "version"]
+    assert "onnx copy" in problem["detail"] and "version 1" in problem["detail"]

@@ -170,10 +170,31 @@ def test_a_cached_version_is_not_downloaded_again(
     again = make_registry(store, redis_client, tmp_path / "reader").verified_dir("default", "m", 1)  # a restart
     assert first == again
     assert (reader.cache.hits, reader.cache.misses) == (0, 1)
-    # The local copy is still checked: altering it on this host's disk is caught as well.
+    # The local copy is still checked: a copy corrupted on this host's disk is dropped and fetched again once
+    # from the intact bucket copy (issue 18: it was a permanent 409 "re-register the model").
     (first / "model.skops").write_bytes(b"edited on disk")
-    with pytest.raises(ArtifactTampered):
+    assert (reader.verified_dir("default", "m", 1) / "model.skops").read_bytes() == b"w"
+    assert (reader.cache.hits, reader.cache.misses) == (1, 2)
+    # Both copies bad: refused (409), and nothing bad stays cached.
+    (first / "model.skops").write_bytes(b"edited on disk")
+    store.put_bytes("models/default/m/1/model.skops", b"swapped in the bucket")
+    with pytest.raises(ArtifactTampered, match="sha256"):
         reader.verified_dir("default", "m", 1)
+    assert reader.cache.entries() == []
+
+
+def test_a_manifest_with_a_wrong_hmac_downloads_nothing(
+    store: ArtifactStore, redis_client: redis.Redis, tmp_path: Path
+) -> None:
+    make_registry(store, redis_client, tmp_path / "writer").register("default", "m", stage(tmp_path / "s", b"w"), {})
+    manifest = json.loads(store.get_bytes("models/default/m/1/manifest.json"))
+    manifest["files"]["../../../evil.pth"] = manifest["files"].pop("model.skops")
+    store.put_bytes("models/default/m/1/manifest.json", json.dumps(manifest).encode())
+    reader = make_registry(store, redis_client, tmp_path / "reader")
+    with pytest.raises(ArtifactTampered, match="HMAC"):
+        reader.verified_dir("default", "m", 1)
+    assert reader.cache.misses == 0  # refused before the cache was even asked to fill
+    assert not (tmp_path / "evil.pth").exists()
 
 
 def test_cache_evicts_least_recently_used_entries_beyond_its_bound(tmp_path: Path) -> None:
@@ -235,20 +256,20 @@ def test_datasets_upload_once_and_download_once_per_host(store: ArtifactStore, t
 def test_checkpoints_follow_the_job_to_another_host(store: ArtifactStore, tmp_path: Path) -> None:
     job = "job_01hx0000000000000000000000"
     here, there = tmp_path / "here" / job, tmp_path / "there" / job
-    with CheckpointSync(store, job, here, interval_s=3600) as sync:
+    with CheckpointSync(store, job, here, interval_s=3600, secret_key="k") as sync:
         here.mkdir(parents=True)
         (here / "part-000000.csv").write_bytes(b"rows")
         (here / "checkpoint.json").write_text(json.dumps({"parts": 1}))
         sync.push()
         (here / "last.pt").write_bytes(b"epoch 3")
     # The exit pushed the last state; another host restores it whole.
-    with CheckpointSync(store, job, there, interval_s=3600):
+    with CheckpointSync(store, job, there, interval_s=3600, secret_key="k"):
         assert sorted(p.name for p in there.iterdir()) == ["checkpoint.json", "last.pt", "part-000000.csv"]
         assert (there / "last.pt").read_bytes() == b"epoch 3"
     latest: dict[str, Any] = json.loads(store.get_bytes(f"checkpoints/{job}/latest.json"))
-    store.put_bytes(f"checkpoints/{job}/blobs/{latest['last.pt']}", b"corrupted")
+    store.put_bytes(f"checkpoints/{job}/blobs/{latest['files']['last.pt']}", b"corrupted")
     elsewhere = tmp_path / "elsewhere" / job
-    with CheckpointSync(store, job, elsewhere, interval_s=3600):
+    with CheckpointSync(store, job, elsewhere, interval_s=3600, secret_key="k"):
         assert not (elsewhere / "last.pt").exists()  # a bad checkpoint is dropped: the job starts over
     remove_checkpoint(store, job)
     assert store.keys(f"checkpoints/{job}/") == []
@@ -295,20 +316,26 @@ def test_a_search_trial_saved_on_one_host_is_registered_from_another(
         elsewhere.fetch_trial("default", "job_search", "job_trial")
 
 
-def test_a_store_that_refuses_is_a_503_naming_the_store(
-    s3_server: RcloneS3, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def test_a_store_that_refuses_is_a_503_that_names_the_store_in_the_log_only(
+    s3_server: RcloneS3, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     from store.artifacts import StoreError
 
     for name, value in s3_server.env.items():
         monkeypatch.setenv(name, value)
-    store = S3Store("no-such-bucket", "p", s3_server.endpoint)
+    store = S3Store("no-such-bucket", "secret-prefix", s3_server.endpoint)
     (tmp_path / "f").write_bytes(b"x")
     for call in (
         lambda: store.put_bytes("k", b"x"),
         lambda: store.put_file("k", tmp_path / "f"),
         lambda: store.keys(""),
     ):
-        with pytest.raises(StoreError, match="s3://no-such-bucket/p/") as info:
+        caplog.clear()
+        with pytest.raises(StoreError) as info:
             call()
         assert info.value.status == 503
+        # The problem's body reaches tenants: no bucket, prefix or internal endpoint (issue 18); the log has them.
+        body = str(info.value.to_dict())
+        for internal in ("no-such-bucket", "secret-prefix", "127.0.0.1", s3_server.endpoint):
+            assert internal not in body, body
+        assert "s3://no-such-bucket/secret-prefix/" in caplog.text

@@ -66,6 +66,17 @@ def test_unknown_parameters_and_too_many_trials_are_refused() -> None:
         plan_trials(algorithm="ridge", params={}, search={"alpha": list(range(1, 12))}, max_trials=10)
 
 
+@pytest.mark.parametrize("extra", [{"trials": 5}, {"seed": 3}, {"trials": 0}])
+def test_a_grid_refuses_what_it_would_ignore(extra: dict[str, int]) -> None:
+    key = next(iter(extra))
+    with pytest.raises(InvalidParams, match=f'takes no "{key}"') as info:
+        plan_trials(algorithm="ridge", params={}, search={"strategy": "grid", "space": {"alpha": [0.1, 1]}, **extra})
+    assert info.value.errors[0]["loc"] == ["search", key]
+    assert (
+        len(plan_trials(algorithm="ridge", params={}, search={"strategy": "grid", "space": {"alpha": [0.1, 1]}})) == 2
+    )
+
+
 def test_several_algorithms_each_search_their_own_space() -> None:
     trials = plan_trials(
         algorithm=None,

@@ -39,6 +39,18 @@ async function confusionMatrix(job, signal) {
   return h("section", { class: "card" }, h("h2", {}, "Confusion matrix (test split)"), heatmap(matrix, classes));
 }
 
+// A search's progress event carries the trial that changed (`trial`), not the whole table (which the job record
+// has): put that row in place of the one with its id, or add it.
+function mergeProgress(shown, next) {
+  if (!next) return shown;
+  if (!next.trial) return shown?.trials && !next.trials ? { ...next, trials: shown.trials } : next;
+  const rows = (shown?.trials || []).filter((t) => t.id !== next.trial.id);
+  const at = (shown?.trials || []).findIndex((t) => t.id === next.trial.id);
+  rows.splice(at < 0 ? rows.length : at, 0, next.trial);
+  const { trial, ...rest } = next;
+  return { ...rest, trials: rows };
+}
+
 function trialsSection(job) {
   const source = job.result?.trials ? job.result : (job.progress || {});
   const trials = source.trials || [];
@@ -176,7 +188,7 @@ export async function jobPage(view, id, signal) {
       if (data.links) {
         job = data; // the final event: the whole job, with its result or error
       } else {
-        job = { ...job, status: data.status, progress: data.progress ?? job.progress };
+        job = { ...job, status: data.status, progress: mergeProgress(job.progress, data.progress) };
         // A change of status (running, a requeue, cancel_requested) carries no timestamps: read the job again.
         if (data.event !== "progress") {
           settle(await get(`/v1/jobs/${encodeURIComponent(id)}`, { signal }).catch(() => job));
