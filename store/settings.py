@@ -112,6 +112,8 @@ class Settings:
     s3_endpoint_url: str = ""  # e.g. http://minio:9000; empty: boto3's own (AWS_ENDPOINT_URL…, else AWS)
     cache_dir: Path | None = None  # downloaded datasets and versions; None: <home>/cache
     cache_max_mb: int = 10_240
+    # An uploaded ONNX model (POST /v1/models/{name}/versions): its file, tokenizer and external data together.
+    max_model_mb: int = 500
 
     @property
     def datasets_dir(self) -> Path:
@@ -177,6 +179,7 @@ class Settings:
             s3_endpoint_url=env.get("MLQ_S3_ENDPOINT_URL", ""),
             cache_dir=Path(env["MLQ_CACHE_DIR"]).absolute() if env.get("MLQ_CACHE_DIR") else None,
             cache_max_mb=_int(env, "MLQ_CACHE_MAX_MB", d.cache_max_mb, 1),
+            max_model_mb=_int(env, "MLQ_MAX_MODEL_MB", d.max_model_mb, 1),
         )
 
 

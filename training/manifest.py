@@ -74,6 +74,9 @@ class ModelManifest(TypedDict, total=False):
     optimization: dict[str, Any]
     comparison: dict[str, Any]
     export: dict[str, Any]
+    # Written by an upload (api/model_upload.py): the graph's inputs, outputs, layout; where the model came from.
+    onnx: dict[str, Any]
+    source: dict[str, Any]
 
 
 class ModelVersions(TypedDict):
