@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import io
 import json
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import onnx
+import onnx_models
 import pytest
 import torch
 from api_support import make_settings
@@ -23,9 +23,6 @@ from onnx import helper
 
 from api import create_app
 from store.settings import Settings
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import onnx_models  # noqa: E402  (tests/onnx_models.py: shared with the serving tests and the README example)
 
 pytestmark = pytest.mark.integration
 IRIS_META = {"features": onnx_models.IRIS_FEATURES, "labels": ["setosa", "versicolor", "virginica"]}
