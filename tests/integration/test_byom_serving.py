@@ -233,3 +233,54 @@ def test_an_alias_moves_between_two_text_versions_without_a_restart(service: dic
         assert served == target
     answer = predict(client, "reviews", [{"review": t} for t in TEXTS[:2]], version="production")
     assert np.abs(proba(answer["predictions"], ["negative", "positive"]) - expected_v2).max() < 1e-5
+
+
+def test_an_mlqueue_export_re_uploaded_is_served_like_the_version_it_came_from(service: dict[str, Any]) -> None:
+    """A version trained by mlqueue's library, exported with the existing export (raw columns in, one [n, 1] input
+    per feature, a category column as strings), uploaded back: the same answers as the original Predictor."""
+    from training.export import export_onnx
+    from training.pipeline import train_model
+    from training.predictor import Predictor
+    from training.registry import ModelRegistry
+
+    client, tmp = service["client"], service["tmp"]
+    rng = np.random.default_rng(1)
+    frame = pd.DataFrame(
+        {
+            "size": rng.normal(10, 3, 300).round(3),
+            "weight": rng.normal(50, 10, 300).round(3),
+            "colour": rng.choice(["red", "green", "blue"], 300),
+        }
+    )
+    frame["kind"] = np.where(frame["size"] * 3 + (frame["colour"] == "red") * 8 > 35, "big", "small")
+    frame.to_csv(tmp / "kinds.csv", index=False)
+    registry = ModelRegistry(tmp / "local-registry")
+    train_model(
+        data_path=tmp / "kinds.csv",
+        target="kind",
+        algorithm="mlp",
+        model_name="kinds",
+        registry=registry,
+        params={"hidden_layers": [16], "epochs": 5},
+        device="cpu",
+    )
+    original = Predictor.load(registry, "default", "kinds", 1, device="cpu")
+    rows = frame.drop(columns="kind").head(25).to_dict("records")
+    width = original.preprocess(rows[:1]).shape[1]
+    export = export_onnx(
+        original.preprocessor,
+        original.model,
+        original.features,
+        original.feature_dtypes,
+        original.task,
+        width,
+        tmp / "kinds.onnx",
+    )
+    assert export["inputs"] == "raw"
+    manifest = client.upload_model("kinds-reuploaded", tmp / "kinds.onnx", metadata={"labels": original.classes})
+    assert manifest["onnx"]["layout"] == "columns"
+    assert {f["name"]: f["dtype"] for f in manifest["features"]} == original.feature_dtypes
+    labels = list(original.classes or [])
+    expected = proba(original.predict(rows, {"output": "both"}), labels)
+    answer = predict(client, "kinds-reuploaded", rows)
+    assert np.abs(proba(answer["predictions"], labels) - expected).max() < 1e-5
