@@ -154,3 +154,10 @@ def text_classifier(directory: Path, labels: tuple[str, str] = ("negative", "pos
     meta = {"task": "classification", "labels": list(labels), "text": "review", "max_length": MAX_LENGTH}
     (directory / "metadata.json").write_text(json.dumps(meta))
     return directory
+
+
+if __name__ == "__main__":  # python tests/onnx_models.py DIR: the README's tiny text classifier, built offline
+    import sys
+
+    built = text_classifier(Path(sys.argv[1] if len(sys.argv) > 1 else "reviews"))
+    print(f"wrote {built}/model.onnx, tokenizer.json, metadata.json")
