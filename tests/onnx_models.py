@@ -109,37 +109,60 @@ class SelfAttention(nn.Module):
         return out
 
 
-class TinyEncoder(nn.Module):
-    """A BERT-shaped classifier, tiny: token + position embeddings, one encoder layer (self-attention and a
-    feed-forward block, each with a residual and LayerNorm), masked mean pooling, a linear head giving logits."""
+class EncoderBlock(nn.Module):
+    """Self-attention and a feed-forward block, each with a residual and LayerNorm (BERT's post-norm layout)."""
 
-    def __init__(self, vocab: int, n_classes: int = 2, dim: int = 32, max_length: int = MAX_LENGTH) -> None:
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.attention = SelfAttention(dim, heads=2)
+        self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.feed_forward = nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim))
+
+    def forward(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        hidden = self.norm1(hidden + self.attention(hidden, attention_mask))
+        out: torch.Tensor = self.norm2(hidden + self.feed_forward(hidden))
+        return out
+
+
+class TinyEncoder(nn.Module):
+    """A BERT-shaped classifier, tiny: token + position embeddings, `layers` encoder blocks, masked mean pooling,
+    a linear head giving logits."""
+
+    def __init__(
+        self, vocab: int, n_classes: int = 2, dim: int = 32, max_length: int = MAX_LENGTH, layers: int = 1
+    ) -> None:
         super().__init__()
         self.tokens = nn.Embedding(vocab, dim)
         self.positions = nn.Embedding(max_length, dim)
-        self.attention = SelfAttention(dim, heads=2)
-        self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
-        self.feed_forward = nn.Sequential(nn.Linear(dim, 64), nn.GELU(), nn.Linear(64, dim))
+        self.blocks = nn.ModuleList(EncoderBlock(dim) for _ in range(layers))
         self.head = nn.Linear(dim, n_classes)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         positions = torch.arange(input_ids.shape[1], device=input_ids.device).unsqueeze(0)
         hidden = self.tokens(input_ids) + self.positions(positions)
-        hidden = self.norm1(hidden + self.attention(hidden, attention_mask))
-        hidden = self.norm2(hidden + self.feed_forward(hidden))
+        for block in self.blocks:
+            hidden = block(hidden, attention_mask)
         mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
         pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
         logits: torch.Tensor = self.head(pooled)
         return logits
 
 
-def text_classifier(directory: Path, labels: tuple[str, str] = ("negative", "positive"), seed: int = 0) -> Path:
-    """model.onnx, tokenizer.json and metadata.json of a tiny text classifier in `directory`."""
+def text_classifier(
+    directory: Path,
+    labels: tuple[str, str] = ("negative", "positive"),
+    seed: int = 0,
+    dim: int = 32,
+    layers: int = 1,
+    max_length: int = MAX_LENGTH,
+) -> Path:
+    """model.onnx, tokenizer.json and metadata.json of a tiny text classifier in `directory` (the benchmark
+    builds a wider, deeper one with the same code)."""
     directory.mkdir(parents=True, exist_ok=True)
     train_tokenizer(directory / "tokenizer.json")
     vocab = json.loads((directory / "tokenizer.json").read_text())["model"]["vocab"]
     torch.manual_seed(seed)
-    model = TinyEncoder(len(vocab), len(labels)).eval()
+    model = TinyEncoder(len(vocab), len(labels), dim, max_length, layers).eval()
     ids = torch.ones(2, 8, dtype=torch.int64)
     torch.onnx.export(
         model,
@@ -151,7 +174,7 @@ def text_classifier(directory: Path, labels: tuple[str, str] = ("negative", "pos
         dynamic_axes={"input_ids": {0: "batch", 1: "seq"}, "attention_mask": {0: "batch", 1: "seq"}},
         opset_version=17,
     )
-    meta = {"task": "classification", "labels": list(labels), "text": "review", "max_length": MAX_LENGTH}
+    meta = {"task": "classification", "labels": list(labels), "text": "review", "max_length": max_length}
     (directory / "metadata.json").write_text(json.dumps(meta))
     return directory
 
