@@ -126,7 +126,9 @@ def _stage(staging: Path) -> dict[str, Any]:
 
 def _run_check(staging: Path, meta: dict[str, Any]) -> dict[str, Any]:
     """The child's report on the staged model: the manifest fields, or InvalidModel naming the field."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    # The child needs no secret of the API's (the HMAC key, tokens, store credentials): it gets none of them.
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLQ_", "AWS_"))}
+    env.update({"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"})
     if not _checks.acquire(timeout=CHECK_TIMEOUT_S):
         raise CheckUnavailable("too many model uploads are being checked at once; retry shortly")
     try:
