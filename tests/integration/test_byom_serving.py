@@ -6,6 +6,7 @@ predict_proba, the PyTorch module's softmax, and onnxruntime run in this process
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -163,6 +164,23 @@ def test_a_torch_mlp_answers_as_its_softmax_and_bad_rows_are_422_naming_the_colu
         client.predict("mlp-onnx", [[1.0, 2.0, 3.0, "four", 5.0, 6.0]])
     assert ["inputs", 0, "f3"] in [e["loc"] for e in mistyped.value.errors]
     assert predict(client, "mlp-onnx", rows[:1].tolist())["predictions"]  # the worker still serves
+
+
+def test_mlq_models_upload_registers_a_version_and_names_the_field_of_a_refusal(service: dict[str, Any]) -> None:
+    tmp, url = service["tmp"], service["client"].url
+    onnx_models.torch_mlp(tmp / "cli.onnx")
+    (tmp / "cli-meta.json").write_text(json.dumps({"labels": ["a", "b", "c"], "output_kind": "logits"}))
+    env = {**os.environ, "MLQ_URL": url}
+    command = [str(BIN / "mlq"), "models", "upload", "mlp-cli", str(tmp / "cli.onnx"), "--metadata"]
+    done = subprocess.run([*command, str(tmp / "cli-meta.json")], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "mlp-cli version 1: classification, tensor input" in done.stdout
+    assert "output: logits (logits), classes: ['a', 'b', 'c']" in done.stdout
+    (tmp / "cli-bad.json").write_text(json.dumps({"labels": ["a", "b"]}))
+    refused = subprocess.run(
+        [*command, str(tmp / "cli-bad.json")], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert refused.returncode != 0 and "metadata.labels: 2 labels for an output of 3 classes" in refused.stderr
 
 
 def reference(directory: Path, texts: list[str]) -> tuple[np.ndarray, list[bool]]:
