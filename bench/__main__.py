@@ -274,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.skip_w10:
             from bench import byom  # W10 (docs/benchmarks.md): its own processes, on this stack's Redis
 
-            out["W10"] = byom.run(args, stack, workdir)
+            out["W10"] = byom.run(args, stack, workdir, (rows["mlp-wide"], out["W1b"]["mlqueue"]["rps"]))
     finally:
         stack.close()
     RESULTS.mkdir(exist_ok=True)

@@ -48,7 +48,32 @@ def upload(url: str, folder: Path) -> None:
     response.raise_for_status()
 
 
-def run(args: argparse.Namespace, stack: Stack, workdir: Path) -> dict[str, Any]:
+def export_wide(home: Path, row: list[float], path: Path) -> list[Any]:
+    """mlp-wide (trained through the service by `make bench`) exported by mlqueue's own ONNX export: raw columns
+    in, probabilities out. Returns its classes."""
+    from training.export import export_onnx
+    from training.predictor import Predictor
+    from training.registry import ModelRegistry
+
+    predictor = Predictor.load(ModelRegistry(home / "models"), "default", "mlp-wide", device="cpu")
+    width = predictor.preprocess([row]).shape[1]
+    export_onnx(
+        predictor.preprocessor,
+        predictor.model,
+        predictor.features,
+        predictor.feature_dtypes,
+        predictor.task,
+        width,
+        path,
+    )
+    return list(predictor.classes or [])
+
+
+def run(
+    args: argparse.Namespace, stack: Stack, workdir: Path, w1b: tuple[list[float], float] | None = None
+) -> dict[str, Any]:
+    """W10; with `w1b` (mlp-wide's sample row and mlqueue's W1b req/s from the same run), also W1b served by
+    mlp-wide exported to ONNX and uploaded (target: ≥ 0.9× the trained version)."""
     folder = workdir / "reviews"
     build_model(folder)
     body = {"inputs": [{"review": TEXT}]}
@@ -62,6 +87,20 @@ def run(args: argparse.Namespace, stack: Stack, workdir: Path) -> dict[str, Any]
     print("W10 mlqueue ...", flush=True)
     procs = {"api": api, "worker": infer, "redis": redis_proc(stack)}
     out["mlqueue"] = measure(url + "/v1/models/reviews/predict", body, args, workdir, procs, r)
+    if w1b is not None:
+        row, trained_rps = w1b
+        classes = export_wide(Path(stack.env["MLQ_HOME"]), row, workdir / "mlp-wide.onnx")
+        response = httpx.post(
+            f"{url}/v1/models/mlp-wide-onnx/versions",
+            files={"model": ("model.onnx", (workdir / "mlp-wide.onnx").read_bytes())},
+            data={"metadata": json.dumps({"labels": classes})},
+            timeout=300,
+        )
+        response.raise_for_status()
+        print("W1b mlqueue, mlp-wide as an uploaded ONNX version ...", flush=True)
+        onnx_path = url + "/v1/models/mlp-wide-onnx/predict"
+        out["w1b_onnx"] = measure(onnx_path, {"inputs": [row]}, args, workdir, procs, r)
+        out["w1b_onnx"]["ratio_vs_trained"] = round(out["w1b_onnx"]["rps"] / trained_rps, 2) if trained_rps else None
     client.close()
     stack.stop(api)
     stack.stop(infer)
@@ -86,6 +125,12 @@ def table(out: dict[str, Any]) -> str:
             f"{str(r.get('mean_batch', '-')):>12}"
         )
     lines.append(f"\nmlqueue / in-process: {out['ratio_vs_inprocess']}x (target >= 1.5x)")
+    if "w1b_onnx" in out:
+        r = out["w1b_onnx"]
+        lines.append(
+            f"W1b, mlp-wide uploaded as ONNX: {r['rps']:.1f} req/s, p99 {r['p99_ms'] or 0:.1f} ms, mean batch "
+            f"{r.get('mean_batch')}: {r['ratio_vs_trained']}x the trained version's (target >= 0.9x)"
+        )
     return "\n".join(lines)
 
 

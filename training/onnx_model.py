@@ -118,7 +118,30 @@ class OnnxModel:
             return self._text([r[0] for r in table_rows])
         return self._run_rows(self._numeric(table_rows)), None
 
+    def _fast(self, rows: list[list[Any]], gaps: bool) -> np.ndarray | None:
+        """All the rows as one float64 matrix in one C-level conversion, when every value is a plain JSON number
+        (None too, where a gap is allowed); None otherwise, and the per-value path below names the bad one."""
+        allowed = {int, float, type(None)} if gaps else {int, float}
+        if not {type(v) for r in rows for v in r} <= allowed:
+            return None
+        try:
+            matrix = np.array(rows, dtype=np.float64)
+        except (OverflowError, ValueError):
+            return None
+        return None if np.isinf(matrix).any() or (not gaps and np.isnan(matrix).any()) else matrix
+
     def _numeric(self, rows: list[list[Any]]) -> dict[str, np.ndarray]:
+        if self.layout == "tensor" and (fast := self._fast(rows, False)) is not None:
+            (name,) = self.types
+            return {name: fast.astype(NUMPY_TYPES[self.types[name]])}
+        floats = self.layout == "columns" and all(
+            self.types[f] in ("float", "double", "float16") for f in self.features
+        )
+        if floats and (fast := self._fast(rows, True)) is not None:
+            return {
+                name: (col.reshape(-1, 1) if self.ranks[name] == 2 else col).astype(NUMPY_TYPES[self.types[name]])
+                for name, col in zip(self.features, fast.T, strict=True)
+            }
         if self.layout == "tensor":
             (name,) = self.types
             matrix = [
