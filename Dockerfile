@@ -33,8 +33,8 @@ RUN pip wheel --no-deps --wheel-dir /wheels .
 
 FROM base AS api
 COPY --from=build /wheels /wheels
-# The base install only: the API process must never load torch.
-RUN pip install /wheels/*.whl && rm -rf /wheels
+# The base install and [onnx] (its model-upload check runs in a child process): the API process never loads torch.
+RUN pip install "$(ls /wheels/*.whl)[onnx]" && rm -rf /wheels
 USER mlq
 EXPOSE 8000
 CMD ["mlq", "api", "--host", "0.0.0.0", "--port", "8000", "--workers", "2"]

@@ -15,6 +15,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from api import algorithms, batch, datasets, drift, events, health, jobs, model_routes, optimize, predict, search, ui
+from api import model_upload as model_upload
 from api.auth import init_auth
 from api.csrf import init_csrf
 from api.drift_metrics import DriftCollector
@@ -130,5 +131,6 @@ def create_app(settings: Settings | None = None) -> OpenAPI:
     for module in (health, datasets, jobs, events, model_routes, predict, batch, search, optimize, algorithms):
         app.register_api(module.bp)
     app.register_api(drift.bp)  # beside the model routes: GET /v1/models/{name}/versions/{v}/drift
+    app.register_api(model_upload.bp)  # POST /v1/models/{name}/versions: bring your own ONNX model
     app.register_blueprint(ui.bp)  # the dashboard's static files: not part of the OpenAPI document
     return app

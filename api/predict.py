@@ -103,6 +103,8 @@ def feature_types(manifest: ModelManifest) -> tuple[list[str], dict[str, str]]:
 
 
 def _value_problem(value: Any, dtype: str) -> str | None:
+    if dtype == "text" and not isinstance(value, str):  # an uploaded text model's column (docs/models.md)
+        return f"expected text (a string), got {'nothing' if value is None else type(value).__name__}"
     if value is None:
         return None  # missing values are imputed by the model's preprocessing
     if isinstance(value, dict | list):

@@ -234,6 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-baselines", action="store_true")
     parser.add_argument("--skip-w9", action="store_true", help="skip W9 (traffic control: drift counting on/off)")
     traffic.add_arguments(parser)
+    parser.add_argument("--skip-w10", action="store_true", help="skip W10 (an uploaded ONNX text classifier)")
     parser.add_argument(
         "--predictor-baselines",
         action="store_true",
@@ -274,6 +275,10 @@ def main(argv: list[str] | None = None) -> int:
             run_baselines(args, stack, workdir, rows, out)
             if args.predictor_baselines:
                 run_baselines(args, stack, workdir, rows, out, "predictor")
+        if not args.skip_w10:
+            from bench import byom  # W10 (docs/benchmarks.md): its own processes, on this stack's Redis
+
+            out["W10"] = byom.run(args, stack, workdir, (rows["mlp-wide"], out["W1b"]["mlqueue"]["rps"]))
     finally:
         stack.close()
     RESULTS.mkdir(exist_ok=True)
@@ -281,6 +286,10 @@ def main(argv: list[str] | None = None) -> int:
     path.write_text(json.dumps(out, indent=1))
     print()
     print(table(out))
+    if "W10" in out:
+        from bench import byom
+
+        print("\n" + byom.table(out["W10"]))
     print(f"\nraw results: {path}; logs: {workdir}")
     return 0
 

@@ -551,6 +551,40 @@ def models_alias(
         out({"name": name, "aliases": client.get_model(name).get("aliases", {})})
 
 
+@models.command("upload")
+@click.argument("name")
+@click.argument("model", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--tokenizer", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="tokenizer.json")
+@click.option("--metadata", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="metadata JSON file")
+@click.option(
+    "--external-data",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="A file the graph keeps weights in (repeatable).",
+)
+@http_options
+def models_upload(
+    name: str,
+    model: Path,
+    tokenizer: Path | None,
+    metadata: Path | None,
+    external_data: tuple[Path, ...],
+    url: str,
+    token: str | None,
+    as_json: bool,
+) -> None:
+    """Register an ONNX MODEL file as the next version of NAME (checked first; docs/models.md)."""
+    with Client(url, token) as client:
+        manifest = client.upload_model(name, model, tokenizer, metadata, list(external_data))
+    if as_json:
+        return out(manifest)
+    spec = manifest.get("onnx") or {}
+    features = ", ".join(f["name"] for f in manifest.get("features") or [])
+    click.echo(f"{name} version {manifest.get('version')}: {manifest.get('task')}, {spec.get('layout')} input")
+    click.echo(f"  inputs: {features}")
+    click.echo(f"  output: {spec.get('output')} ({spec.get('output_kind')}), classes: {manifest.get('classes')}")
+
+
 @cli.command()
 @click.argument("model")
 @click.argument("version", type=int)

@@ -492,6 +492,37 @@ class Client:
     def get_version(self, name: str, version: int | str) -> dict[str, Any]:
         return self._object("GET", f"/v1/models/{name}/versions/{version}")
 
+    def upload_model(
+        self,
+        name: str,
+        model: str | Path | bytes,
+        tokenizer: str | Path | bytes | None = None,
+        metadata: dict[str, Any] | str | Path | None = None,
+        external_data: list[str | Path] | None = None,
+    ) -> dict[str, Any]:
+        """Register an ONNX model (a path or its bytes) as the next version of `name`; returns its manifest.
+
+        `tokenizer`: a Hugging Face tokenizer.json for a text model; `metadata`: a dict or a JSON file (task,
+        labels, output, output_kind, features, text, max_length, batch: docs/models.md); `external_data`: files the
+        graph keeps its weights in, beside it. The server checks the model first: a 422 names the field at fault."""
+
+        def content(value: str | Path | bytes) -> bytes:
+            return value if isinstance(value, bytes) else Path(value).read_bytes()
+
+        files: list[tuple[str, tuple[str, bytes, str]]] = [
+            ("model", ("model.onnx", content(model), "application/octet-stream"))
+        ]
+        if tokenizer is not None:
+            files.append(("tokenizer", ("tokenizer.json", content(tokenizer), "application/json")))
+        for extra in external_data or []:
+            files.append(("external_data", (Path(extra).name, Path(extra).read_bytes(), "application/octet-stream")))
+        data: dict[str, str] = {}
+        if isinstance(metadata, dict):
+            data["metadata"] = json.dumps(metadata)
+        elif metadata is not None:
+            data["metadata"] = Path(metadata).read_text()
+        return self._object("POST", f"/v1/models/{name}/versions", files=files, data=data)
+
     def set_alias(self, name: str, alias: str, version: int) -> dict[str, Any] | None:
         body: dict[str, Any] | None = self._json(
             "PUT", f"/v1/models/{name}/aliases/{alias}", json={"version": int(version)}

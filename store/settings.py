@@ -139,6 +139,8 @@ class Settings:
     cache_max_mb: int = 10_240
     # Drift: inference and batch workers count live inputs and predictions into the manifest's reference bins.
     drift_counting: bool = True
+    # An uploaded ONNX model (POST /v1/models/{name}/versions): its file, tokenizer and external data together.
+    max_model_mb: int = 500
 
     @property
     def datasets_dir(self) -> Path:
@@ -206,6 +208,7 @@ class Settings:
             cache_dir=Path(env["MLQ_CACHE_DIR"]).absolute() if env.get("MLQ_CACHE_DIR") else None,
             cache_max_mb=_int(env, "MLQ_CACHE_MAX_MB", d.cache_max_mb, 1),
             drift_counting=_int(env, "MLQ_DRIFT_COUNTING", int(d.drift_counting), 0) != 0,
+            max_model_mb=_int(env, "MLQ_MAX_MODEL_MB", d.max_model_mb, 1),
         )
 
 

@@ -185,6 +185,17 @@ class AllRowsFailed(MLQError):
     code = "all_rows_failed"
 
 
+class InvalidModel(MLQError):
+    """Raised when an uploaded model (ONNX file, tokenizer, metadata) fails a check before it is stored; `errors`
+    names the field (model, tokenizer, metadata.<key>, external_data)."""
+
+    code = "invalid_model"
+
+    def __init__(self, message: str, field: list[str | int] | None = None) -> None:
+        loc: list[str | int] = field or ["model"]
+        super().__init__(message, errors=[{"loc": loc, "msg": message}])
+
+
 # ---- signals between parts of the server; they never reach a user ----
 class RegistrationDeclined(MLQError):
     """Raised when another attempt of the same job already owns the registration: this attempt registers nothing."""

@@ -77,6 +77,9 @@ class ModelManifest(TypedDict, total=False):
     kind: str  # "export" for an export (a file to download, never served); absent for a servable version
     # Written by training, copied by an optimisation: see training/drift_reference.py. Absent in older versions.
     drift_reference: dict[str, Any]
+    # Written by an upload (api/model_upload.py): the graph's inputs, outputs, layout; where the model came from.
+    onnx: dict[str, Any]
+    source: dict[str, Any]
 
 
 def is_export(manifest: ModelManifest) -> bool:

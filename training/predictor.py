@@ -68,6 +68,10 @@ class Predictor:
         version = registry.resolve(tenant, name, ref)
         directory = registry.verified_dir(tenant, name, version)
         manifest = registry.manifest(tenant, name, version)
+        if manifest.get("model_kind") == "onnx":  # an uploaded ONNX model (POST /v1/models/{name}/versions)
+            from training.onnx_predictor import OnnxPredictor  # onnxruntime loads only where one is served
+
+            return OnnxPredictor.from_version(Path(directory), tenant, name, version, manifest, device)
         missing = [k for k in ("task", "features", "model_kind") if k not in manifest]
         if missing:
             raise MLQError(

@@ -11,7 +11,8 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
-THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+# RAYON_NUM_THREADS: the `tokenizers` library's pool (an uploaded text model's tokenizer, training/onnx_text.py).
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "RAYON_NUM_THREADS")
 
 
 def thread_env(torch_threads: int, env: Mapping[str, str]) -> dict[str, str]:

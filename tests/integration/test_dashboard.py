@@ -361,6 +361,37 @@ def test_promoting_a_version_moves_the_alias(api: str, mlq_settings: Settings, p
     assert aliases == {"production": 2}
 
 
+def test_an_uploaded_onnx_version_shows_its_kind_inputs_and_outputs(
+    api: str, mlq_settings: Settings, page: Any
+) -> None:
+    tensor = {"type": "int64", "shape": ["batch", "seq"]}
+    manifest = {
+        "algorithm": "onnx",
+        "model_kind": "onnx",
+        "task": "classification",
+        "features": [{"name": "review", "dtype": "text"}],
+        "classes": ["negative", "positive"],
+        "source": {"kind": "upload", "file": "reviews.onnx"},
+        "onnx": {
+            "layout": "text",
+            "inputs": [{"name": "input_ids", **tensor}, {"name": "attention_mask", **tensor}],
+            "outputs": [{"name": "logits", "type": "float", "shape": [None, 2]}],
+            "output": "logits",
+            "output_kind": "logits",
+            "opsets": {"ai.onnx": 17},
+            "producer": "pytorch 2.13.0",
+            "text": {"column": "review", "max_length": 32},
+        },
+    }
+    register_model(mlq_settings, name="reviews", manifest=manifest)
+    page.goto(f"{api}/ui/#/models/reviews/1")
+    card = page.locator("#onnx")
+    expect(page.locator("#onnx-inputs tbody tr")).to_have_count(2)
+    expect(page.locator("#onnx-outputs tbody tr")).to_contain_text("[?, 2]")
+    for text in ("onnx", "reviews.onnx", "[batch, seq]", "logits (logits)", 'column "review", up to 32 tokens'):
+        expect(card).to_contain_text(text)
+
+
 def test_a_csv_uploaded_with_the_file_input_or_dropped_is_listed_with_its_columns(
     api: str, page: Any, tmp_path: Path
 ) -> None:

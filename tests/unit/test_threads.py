@@ -21,7 +21,11 @@ print(json.dumps({"env": {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "MKL
 
 
 def test_an_operators_own_thread_variables_are_kept() -> None:
-    assert thread_env(2, {"OMP_NUM_THREADS": "4"}) == {"MKL_NUM_THREADS": "2", "OPENBLAS_NUM_THREADS": "2"}
+    assert thread_env(2, {"OMP_NUM_THREADS": "4"}) == {
+        "MKL_NUM_THREADS": "2",
+        "OPENBLAS_NUM_THREADS": "2",
+        "RAYON_NUM_THREADS": "2",
+    }
 
 
 def test_importing_the_worker_app_sets_the_thread_variables_before_torch_loads(tmp_path: Path) -> None:

@@ -142,5 +142,23 @@ export async function versionPage(view, name, version, signal) {
           h("tr", {}, h("td", {}, typeof f === "string" ? f : f.name), h("td", { class: "muted" }, f.dtype || "")))))),
     ),
     driftCard(name, version, signal),
+    m.onnx ? onnxCard(m) : null,
     h("details", {}, h("summary", {}, "Whole manifest (JSON)"), h("pre", {}, JSON.stringify(m, null, 2)))));
+}
+
+// An uploaded ONNX version (docs/models.md): its kind and source, and the graph's inputs and outputs as checked.
+function onnxCard(m) {
+  const spec = m.onnx;
+  const shape = (s) => (s ? `[${s.map((d) => (d === null ? "?" : d)).join(", ")}]` : "");
+  const tensors = (id, list) => h("table", { class: "table compact", id }, h("thead", {}, h("tr", {},
+    ["name", "type", "shape"].map((c) => h("th", {}, c)))), h("tbody", {}, list.map((t) => h("tr", {},
+    h("td", { class: "mono" }, t.name), h("td", {}, t.type), h("td", { class: "mono" }, shape(t.shape))))));
+  const text = spec.text ? `column "${spec.text.column}", up to ${spec.text.max_length} tokens` : "";
+  return h("section", { class: "card", id: "onnx" }, h("h2", {}, "Uploaded ONNX model"),
+    h("dl", { class: "kv" }, [["kind", m.model_kind], ["layout", spec.layout], ["source", m.source?.file],
+      ["producer", spec.producer], ["output", `${spec.output} (${spec.output_kind})`], ["text", text],
+      ["opsets", Object.entries(spec.opsets || {}).map(([d, v]) => `${d} ${v}`).join(", ")]]
+      .filter(([, v]) => v).flatMap(([k, v]) => [h("dt", {}, k), h("dd", {}, v)])),
+    h("h3", {}, "Inputs"), tensors("onnx-inputs", spec.inputs || []),
+    h("h3", {}, "Outputs"), tensors("onnx-outputs", spec.outputs || []));
 }
