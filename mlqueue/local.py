@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from training.pipeline import train_model
-from training.predictor import Predictor
+from training.predictors import load_predictor
 from training.registry import ModelRegistry
 
 TENANT = "default"  # the tenant the service uses without auth, so the service can serve a local model
@@ -52,5 +52,5 @@ def predict(
     postprocess: dict[str, Any] | None,
 ) -> dict[str, Any]:
     """Predict with a registered version (None: production alias, else latest); returns the result object."""
-    predictor = Predictor.load(registry(home, secret_key), TENANT, model, version)
+    predictor = load_predictor(registry(home, secret_key), TENANT, model, version)
     return {"model": model, "version": predictor.version, "predictions": predictor.predict(rows, postprocess)}

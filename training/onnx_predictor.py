@@ -1,7 +1,7 @@
 """The Predictor of an uploaded ONNX version (manifest `model_kind: onnx`): onnxruntime instead of torch/sklearn.
 
-Predictor.load hands a version of this kind here after its files were verified (sha256, HMAC), so the worker's
-model cache, the batching consumer and batch prediction serve it unchanged: `scores` takes the rows of many
+training.predictors.load_predictor hands a version of this kind here after its files were verified (sha256,
+HMAC), so the worker's model cache, the batching consumer and batch prediction serve it unchanged: `scores` takes the rows of many
 requests in one call (numeric rows stacked into one run; text rows tokenized and run per length bucket) and the
 inherited `postprocess` does labels, top-k, threshold and sort. A text row the tokenizer had to cut to the
 model's maximum length is said so in its prediction (`"truncated": true`).
@@ -62,7 +62,7 @@ class OnnxPredictor(Predictor):
 
     @classmethod
     def from_version(
-        cls, directory: Path, tenant: str, name: str, version: int, manifest: ModelManifest, device: str
+        cls, directory: Path, tenant: str, name: str, version: int, manifest: ModelManifest, device: str = "cpu"
     ) -> OnnxPredictor:
         providers = providers_for(_device(device), ort.get_available_providers())
         # The same intra-op threads as the torch models of this process (MLQ_TORCH_THREADS, set by the worker).

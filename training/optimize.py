@@ -29,6 +29,7 @@ from training.optimize_params import validate_optimize
 from training.params import CLASSIFICATION
 from training.pipeline import PREPROCESSOR_FILE, library_versions
 from training.predictor import Predictor
+from training.predictors import load_predictor
 from training.registry import ModelRegistry
 
 # Manifest keys that describe the version itself, never copied from the parent to the child.
@@ -107,7 +108,7 @@ def optimize_version(
     report = on_progress or (lambda **_: None)
     manifest = registry.manifest(tenant, name, version)
     clean = validate_optimize(method, params, manifest)
-    parent = Predictor.load(registry, tenant, name, version, device="cpu")  # checksums and HMAC first
+    parent = load_predictor(registry, tenant, name, version, device="cpu")  # checksums and HMAC first
     report(fraction=0.02, message=f"rebuilding the splits of version {version}")
     data = parent_data(manifest, data_path)
     pre, task = parent.preprocessor, parent.task

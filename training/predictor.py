@@ -21,7 +21,6 @@ from training.errors import InvalidInput, MLQError
 from training.loading import load_model
 from training.manifest import ModelManifest
 from training.postprocess import CLASSIFICATION, check_postprocess
-from training.registry import ModelRegistry
 from training.rows import frame_from_rows
 
 PROBA_DIGITS = 6
@@ -61,17 +60,10 @@ class Predictor:
         self.compiled = compile_preprocessor(preprocessor, self.features, self.feature_dtypes)
 
     @classmethod
-    def load(
-        cls, registry: ModelRegistry, tenant: str, name: str, ref: str | int | None = None, device: str = "cpu"
+    def from_version(
+        cls, directory: Path, tenant: str, name: str, version: int, manifest: ModelManifest, device: str = "cpu"
     ) -> Predictor:
-        """Resolve `ref` (version, alias, or None for production/latest), verify the files, then load them."""
-        version = registry.resolve(tenant, name, ref)
-        directory = registry.verified_dir(tenant, name, version)
-        manifest = registry.manifest(tenant, name, version)
-        if manifest.get("model_kind") == "onnx":  # an uploaded ONNX model (POST /v1/models/{name}/versions)
-            from training.onnx_predictor import OnnxPredictor  # onnxruntime loads only where one is served
-
-            return OnnxPredictor.from_version(Path(directory), tenant, name, version, manifest, device)
+        """A version trained by mlqueue, from its verified directory (training.predictors.load_predictor)."""
         missing = [k for k in ("task", "features", "model_kind") if k not in manifest]
         if missing:
             raise MLQError(

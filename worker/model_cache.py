@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable
 
 from training.errors import MLQError
 from training.predictor import Predictor
+from training.predictors import load_predictor
 from training.registry import ModelRegistry
 
 log = logging.getLogger(__name__)
@@ -23,7 +24,7 @@ Loader = Callable[[ModelRegistry, str, str, int, str], Predictor]
 
 
 def _load(registry: ModelRegistry, tenant: str, name: str, version: int, device: str) -> Predictor:
-    return Predictor.load(registry, tenant, name, version, device=device)
+    return load_predictor(registry, tenant, name, version, device=device)
 
 
 class ModelCache:

@@ -18,6 +18,7 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
+from training.predictors import load_predictor
 from training.registry import ModelRegistry
 
 TENANT = "default"
@@ -70,9 +71,8 @@ class PredictorModel:
     """The same version through mlqueue's Predictor (preprocessing, post-processing): the labelled extra rows."""
 
     def __init__(self, registry: ModelRegistry, name: str) -> None:
-        from training.predictor import Predictor
 
-        self.predictor = Predictor.load(registry, TENANT, name)
+        self.predictor = load_predictor(registry, TENANT, name)
         self.version = self.predictor.version
 
     def predict(self, inputs: list[Any], postprocess: dict[str, Any] | None = None) -> list[dict[str, Any]]:

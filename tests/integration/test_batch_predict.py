@@ -31,7 +31,7 @@ from store.jobs import JobStore
 from store.records import JobRecord
 from store.settings import Settings
 from training.pipeline import train_model
-from training.predictor import Predictor
+from training.predictors import load_predictor
 from training.registry import ModelRegistry
 
 pytestmark = pytest.mark.integration
@@ -185,7 +185,7 @@ def test_a_200000_row_dataset_is_scored_in_order_in_bounded_memory_and_downloads
     rows = list(csv.reader(io.StringIO(response.data.decode())))
     assert rows[0] == ["id", "label", "proba_high", "proba_low", "proba_mid", "error"]
     assert [int(r[0]) for r in rows[1:]] == list(range(BIG_ROWS))  # every row once, in input order
-    predictor = Predictor.load(data["registry"], "default", MODEL, 1)
+    predictor = load_predictor(data["registry"], "default", MODEL, 1)
     sample = np.random.default_rng(0).choice(BIG_ROWS, size=300, replace=False)
     frame = data["big_frame"]
     online = predictor.predict(frame.loc[sample, FEATURES].values.tolist(), {"output": "both"})

@@ -28,7 +28,7 @@ from store.jobs import JobStore
 from store.liveness import WorkerLiveness
 from store.settings import Settings
 from training.pipeline import train_model
-from training.predictor import Predictor
+from training.predictors import load_predictor
 from training.registry import ModelRegistry
 
 pytestmark = pytest.mark.integration
@@ -128,7 +128,7 @@ def post_all(client: FlaskClient, bodies: list[tuple[str, dict[str, Any]]]) -> l
 
 
 def expected(registry: ModelRegistry, model: str, version: int, rows: list[Any], post: dict[str, Any]) -> Any:
-    return Predictor.load(registry, TENANT, model, version).predict(rows, post or None)
+    return load_predictor(registry, TENANT, model, version).predict(rows, post or None)
 
 
 def assert_same(got: list[dict[str, Any]], want: list[dict[str, Any]], tolerance: float = 0.0) -> None:

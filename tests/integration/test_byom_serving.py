@@ -28,6 +28,7 @@ from redis_check import require_redis
 from tokenizers import Tokenizer
 
 from mlqueue import Client, ValidationFailed
+from training.predictors import load_predictor
 
 pytestmark = pytest.mark.integration
 
@@ -258,7 +259,6 @@ def test_an_mlqueue_export_re_uploaded_is_served_like_the_version_it_came_from(s
     per feature, a category column as strings), uploaded back: the same answers as the original Predictor."""
     from training.export import export_onnx
     from training.pipeline import train_model
-    from training.predictor import Predictor
     from training.registry import ModelRegistry
 
     client, tmp = service["client"], service["tmp"]
@@ -282,7 +282,7 @@ def test_an_mlqueue_export_re_uploaded_is_served_like_the_version_it_came_from(s
         params={"hidden_layers": [16], "epochs": 5},
         device="cpu",
     )
-    original = Predictor.load(registry, "default", "kinds", 1, device="cpu")
+    original = load_predictor(registry, "default", "kinds", 1, device="cpu")
     rows = frame.drop(columns="kind").head(25).to_dict("records")
     width = original.preprocess(rows[:1]).shape[1]
     export = export_onnx(

@@ -32,7 +32,7 @@ from store.liveness import WorkerLiveness
 from store.settings import Settings
 from training.errors import ArtifactTampered, ResourceNotFound
 from training.pipeline import train_model
-from training.predictor import Predictor
+from training.predictors import load_predictor
 
 pytestmark = pytest.mark.integration
 
@@ -265,7 +265,7 @@ def test_a_predict_job_is_answered_from_the_worker_cache(harness: Harness, infer
         if path.name.startswith("model."):
             path.write_bytes(b"spoiled")
     with pytest.raises(ArtifactTampered):
-        Predictor.load(harness.registry, TENANT, "iris-cached", 1)
+        load_predictor(harness.registry, TENANT, "iris-cached", 1)
     again = harness.wait(harness.predict_job("iris-cached", 1, IRIS_ROWS))
     assert again["status"] == "succeeded", dump(again)
     assert again["result"]["predictions"] == first["result"]["predictions"]

@@ -16,6 +16,7 @@ from sklearn.datasets import load_iris
 from store.batch_format import OutputColumns, assemble, escape_cell, write_part
 from training.pipeline import train_model
 from training.predictor import Predictor
+from training.predictors import load_predictor
 from training.registry import ModelRegistry
 from worker.batch_reader import chunks, read_header
 from worker.batch_scoring import score_chunk
@@ -81,7 +82,7 @@ def iris_model(tmp_path_factory: pytest.TempPathFactory) -> Predictor:
         model_name="iris",
         registry=registry,
     )
-    return Predictor.load(registry, "default", "iris", 1)
+    return load_predictor(registry, "default", "iris", 1)
 
 
 def test_a_chunk_scores_like_online_predict_and_unscorable_rows_get_an_error(iris_model: Predictor) -> None:

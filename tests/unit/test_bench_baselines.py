@@ -10,7 +10,7 @@ from sklearn.datasets import make_classification
 
 from bench.baselines.bare import BareModel
 from training.pipeline import train_model
-from training.predictor import Predictor
+from training.predictors import load_predictor
 from training.registry import ModelRegistry
 
 
@@ -30,7 +30,7 @@ def test_the_bare_network_gives_the_predictors_labels_and_probabilities(tmp_path
     )
     rows = [[float(v) for v in row] for row in X[:20]]
     bare = BareModel(registry, "m").predict(rows)
-    served = Predictor.load(registry, "default", "m").predict(rows)
+    served = load_predictor(registry, "default", "m").predict(rows)
     assert [p["label"] for p in bare] == [p["label"] for p in served]
     by_class = [[p["proba"][str(c)] for c in range(3)] for p in served]  # the Predictor lists the likeliest first
     np.testing.assert_allclose([p["proba"] for p in bare], by_class, atol=1e-5)

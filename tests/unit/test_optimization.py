@@ -22,7 +22,7 @@ from training.manifest import ModelManifest
 from training.optimize import optimize_version
 from training.optimize_params import applicable, validate_optimize
 from training.pipeline import train_model
-from training.predictor import Predictor
+from training.predictors import load_predictor
 from training.quantized import QuantizedMLPModel
 from training.registry import ModelRegistry
 
@@ -177,7 +177,7 @@ def test_a_quantized_version_stores_int8_weights_and_loads_back_to_the_same_pred
     tensors = load_file(str(directory / "model.safetensors"))
     assert tensors["layers.0.weight_int8"].dtype == torch.int8
     assert json.loads((directory / "architecture.json").read_text())["quantization"]["per_channel"] is True
-    predictor = Predictor.load(registry, TENANT, "mlp", result["version"])
+    predictor = load_predictor(registry, TENANT, "mlp", result["version"])
     rows = raw_rows(messy_csv, predictor.features)[:20]
     again = QuantizedMLPModel.load(directory)
     x = predictor.preprocessor.transform(pd.DataFrame(rows))
@@ -198,7 +198,7 @@ def test_a_tampered_quantized_artifact_is_refused_before_anything_is_loaded(
 
     monkeypatch.setattr(QuantizedMLPModel, "load", must_not_load)
     with pytest.raises(ArtifactTampered, match="model.safetensors"):
-        Predictor.load(registry, TENANT, "mlp", version)
+        load_predictor(registry, TENANT, "mlp", version)
 
 
 def test_int8_tensors_that_do_not_fit_the_architecture_are_refused(tmp_path: Path) -> None:
@@ -234,7 +234,7 @@ def test_an_onnx_export_with_its_preprocessing_matches_the_service_on_raw_rows_w
     assert manifest["model_kind"] == "onnx" and manifest["export"]["inputs"] == "raw"
     assert list(manifest["files"]) == ["model.onnx"]
     session = ort.InferenceSession(str(registry.verified_dir(TENANT, name, result["version"]) / "model.onnx"))
-    parent = Predictor.load(registry, TENANT, name, 1)
+    parent = load_predictor(registry, TENANT, name, 1)
     rows = raw_rows(messy_csv, parent.features)
     if parent.task == "classification":
         expected = parent.scores(rows)
@@ -256,7 +256,7 @@ def test_an_export_version_is_never_loaded_as_a_model_and_torchscript_is_never_o
 
     monkeypatch.setattr(torch.jit, "load", must_not_load)
     with pytest.raises(MLQError, match="export for download"):
-        Predictor.load(registry, TENANT, "mlp", version)
+        load_predictor(registry, TENANT, "mlp", version)
     with pytest.raises(InvalidParams, match="methods that apply: none"):
         optimize(registry, messy_csv, "mlp", version, "quantize_dynamic")
 
@@ -284,6 +284,6 @@ def test_structured_pruning_zeroes_whole_hidden_neurons_and_leaves_the_output_la
 ) -> None:
     result = optimize(registry, messy_csv, "amount", 1, "prune", amount=0.5, structured=True, finetune_epochs=2)
     assert result["optimization"]["layers"] == [0.5, 0.0]
-    net = Predictor.load(registry, TENANT, "amount", result["version"]).model.net  # type: ignore[attr-defined]
+    net = load_predictor(registry, TENANT, "amount", result["version"]).model.net  # type: ignore[attr-defined]
     dead_rows = (net.layers[0].weight.abs().sum(dim=1) == 0).sum().item()
     assert dead_rows == 4  # of the 8 hidden neurons; a plain dense state dict, served like any MLP

@@ -18,7 +18,7 @@ from sklearn.preprocessing import StandardScaler
 
 from training.errors import Cancelled, ColumnNotFound, InvalidName, InvalidParams, MLQError, UnknownAlgorithm
 from training.pipeline import train_model
-from training.predictor import Predictor
+from training.predictors import load_predictor
 from training.registry import ModelRegistry
 
 
@@ -161,7 +161,7 @@ def test_a_messy_csv_trains_and_predicts_from_raw_rows(tmp_path: Path, registry:
     assert manifest["dataset"]["rows_used"] == len(pd.read_csv(path).drop_duplicates()) < len(pd.read_csv(path))
     # Gaps the preprocessing imputes are counted in the reference's missing bins (the last of each feature).
     assert sum(f["counts"][-1] for f in check_drift_reference(manifest)["features"]) > 0
-    predictor = Predictor.load(registry, "default", "messy")
+    predictor = load_predictor(registry, "default", "messy")
     rows = [
         {
             "sepal length (cm)": 5.1,

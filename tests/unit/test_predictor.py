@@ -16,6 +16,7 @@ from training.errors import ArtifactTampered, InvalidInput, InvalidParams
 from training.manifest import ModelManifest
 from training.params import validate_params
 from training.predictor import Predictor
+from training.predictors import load_predictor
 from training.registry import ModelRegistry
 
 
@@ -73,7 +74,7 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> ModelRegistry:
 
 @pytest.fixture(scope="module")
 def iris(registry: ModelRegistry) -> Predictor:
-    return Predictor.load(registry, "default", "iris")
+    return load_predictor(registry, "default", "iris")
 
 
 @pytest.fixture(scope="module")
@@ -196,7 +197,7 @@ def test_an_unseen_category_still_predicts(iris: Predictor, rows: list[dict[str,
 def test_regression_returns_values_sorted_on_request_and_refuses_classification_options(
     registry: ModelRegistry,
 ) -> None:
-    diabetes = Predictor.load(registry, "default", "diabetes")
+    diabetes = load_predictor(registry, "default", "diabetes")
     frame = load_diabetes(as_frame=True).frame
     rows = frame.drop(columns="target").iloc[:20].to_dict(orient="records")
     out = diabetes.predict(rows)
@@ -212,11 +213,11 @@ def test_regression_returns_values_sorted_on_request_and_refuses_classification_
 
 def test_the_production_alias_is_served_by_default(registry: ModelRegistry, tmp_path: Path) -> None:
     register_version(registry, tmp_path / "s", "iris", iris_frame(), "species", "logistic_regression", {"C": 0.01})
-    assert Predictor.load(registry, "default", "iris").version == 2
+    assert load_predictor(registry, "default", "iris").version == 2
     registry.set_alias("default", "iris", "production", 1)
     try:
-        assert Predictor.load(registry, "default", "iris").version == 1
-        assert Predictor.load(registry, "default", "iris", "2").version == 2
+        assert load_predictor(registry, "default", "iris").version == 1
+        assert load_predictor(registry, "default", "iris", "2").version == 2
     finally:
         registry.delete_alias("default", "iris", "production")
         registry.delete_version("default", "iris", 2)
@@ -230,14 +231,14 @@ def test_a_tampered_preprocessor_is_refused_before_anything_is_loaded(tmp_path: 
     data[len(data) // 2] ^= 0xFF
     path.write_bytes(bytes(data))
     with pytest.raises(ArtifactTampered, match="preprocessor.skops.*sha256"):
-        Predictor.load(registry, "default", "iris")
+        load_predictor(registry, "default", "iris")
 
 
 def test_a_torch_mlp_version_loads_and_predicts_like_a_sklearn_one(tmp_path: Path, rows: list[dict[str, Any]]) -> None:
     registry = ModelRegistry(tmp_path / "models")
     params = {"epochs": 3, "hidden_layers": [8], "batch_size": 32, "early_stopping_patience": 0}
     register_version(registry, tmp_path / "s", "iris-mlp", iris_frame(), "species", "mlp", params)
-    mlp = Predictor.load(registry, "default", "iris-mlp")
+    mlp = load_predictor(registry, "default", "iris-mlp")
     assert mlp.manifest["model_kind"] == "torch"
     out = mlp.predict(rows, {"top_k": 2, "sort": "desc"})
     assert len(out) == len(rows)
@@ -254,8 +255,8 @@ def test_regression_values_read_as_the_model_computed_them_not_as_widened_float3
     mlp_registry = ModelRegistry(tmp_path / "models")
     register_version(mlp_registry, tmp_path / "s", "diabetes-mlp", frame, "target", "mlp", params)
     for predictor in (
-        Predictor.load(registry, "default", "diabetes"),
-        Predictor.load(mlp_registry, "default", "diabetes-mlp"),
+        load_predictor(registry, "default", "diabetes"),
+        load_predictor(mlp_registry, "default", "diabetes-mlp"),
     ):
         values = [p["value"] for p in predictor.predict(rows)]
         # A value float32 holds exactly came from float32 (~7 significant digits): 210.2832, never 210.283203125.
