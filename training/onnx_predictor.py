@@ -1,10 +1,10 @@
 """The Predictor of an uploaded ONNX version (manifest `model_kind: onnx`): onnxruntime instead of torch/sklearn.
 
 training.predictors.load_predictor hands a version of this kind here after its files were verified (sha256,
-HMAC), so the worker's model cache, the batching consumer and batch prediction serve it unchanged: `scores` takes the rows of many
-requests in one call (numeric rows stacked into one run; text rows tokenized and run per length bucket) and the
-inherited `postprocess` does labels, top-k, threshold and sort. A text row the tokenizer had to cut to the
-model's maximum length is said so in its prediction (`"truncated": true`).
+HMAC), so the worker's model cache, the batching consumer and batch prediction serve it unchanged: `scores` takes
+the rows of many requests in one call (numeric rows stacked into one run; text rows tokenized and run per length
+bucket) and the inherited `postprocess` does labels, top-k, threshold and sort. A text row the tokenizer had to
+cut to the model's maximum length is said so in its prediction (`"truncated": true`).
 """
 
 from __future__ import annotations
