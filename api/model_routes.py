@@ -115,14 +115,21 @@ def _exported_file(name: str, version: int) -> Response | None:
 
 @bp.put("/<name>/aliases/<alias>", responses={200: ModelSummary})
 def set_alias(path: AliasPath, body: AliasBody) -> Response:
-    """Point an alias (production, staging, …) at a version; workers serving the alias follow it."""
+    """Point an alias (production, staging, …) at a version, or split it between versions with an optional shadow;
+    waits until the inference workers hold the versions, then moves traffic."""
+    from api.traffic import alias_policy, apply_policy, traffic_of  # traffic policies: api/traffic.py
+
     registry = services().registry
     name = known_name(path.name)
-    registry.set_alias(tenant(), name, path.alias, body.version)
-    return jsonify(_summary(registry.get_model(tenant(), name)))
+    registry.check_name(path.alias, "alias")
+    apply_policy(tenant(), name, path.alias, alias_policy(body))
+    return jsonify({**_summary(registry.get_model(tenant(), name)), "traffic": traffic_of(tenant(), name)})
 
 
 @bp.delete("/<name>/aliases/<alias>", responses={204: None})
 def delete_alias(path: AliasPath) -> tuple[str, int]:
+    from store.traffic import TrafficStore
+
     services().registry.delete_alias(tenant(), known_name(path.name), path.alias)
+    TrafficStore(services().redis).delete(tenant(), path.name, path.alias)
     return "", 204

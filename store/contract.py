@@ -94,6 +94,7 @@ class PredictRequest:
     version: str | int | None
     inputs: list[Any]
     postprocess: dict[str, Any] = field(default_factory=dict)
+    shadow: int | None = None  # a version that runs a copy of the request after it is answered (store/traffic.py)
 
     def encode(self) -> dict[str, Any]:
         return asdict(self)

@@ -112,6 +112,8 @@ class Settings:
     s3_endpoint_url: str = ""  # e.g. http://minio:9000; empty: boto3's own (AWS_ENDPOINT_URL…, else AWS)
     cache_dir: Path | None = None  # downloaded datasets and versions; None: <home>/cache
     cache_max_mb: int = 10_240
+    # Traffic: how long an alias change or a rollout step waits for the inference workers to load a version.
+    ready_timeout_s: float = 60.0
 
     @property
     def datasets_dir(self) -> Path:
@@ -177,6 +179,7 @@ class Settings:
             s3_endpoint_url=env.get("MLQ_S3_ENDPOINT_URL", ""),
             cache_dir=Path(env["MLQ_CACHE_DIR"]).absolute() if env.get("MLQ_CACHE_DIR") else None,
             cache_max_mb=_int(env, "MLQ_CACHE_MAX_MB", d.cache_max_mb, 1),
+            ready_timeout_s=_float(env, "MLQ_READY_TIMEOUT_S", d.ready_timeout_s),
         )
 
 

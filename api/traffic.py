@@ -1,0 +1,157 @@
+"""Traffic on aliases and live per-version figures: the alias PUT's policy checks, the predict path's choice of
+version, and GET /v1/models/{name}/versions/{v}/live.
+
+An alias change validates every version it names (known, not export-only, one feature schema), then waits until
+the inference workers hold them (store/readiness.py), and only then moves traffic: no request is the first to
+load a version. A rollout running on the alias owns it: a manual change is a 409 until it ends or is cancelled.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Response, current_app, jsonify, request
+from flask_openapi3 import APIBlueprint, Tag
+from pydantic import BaseModel, Field
+
+from api.model_routes import known_name
+from api.schemas import Problem, VersionPath
+from api.services import services, tenant
+from store import keys, live_metrics, rollouts
+from store.traffic import InvalidTraffic, TrafficPolicy, TrafficStore, move_traffic, parse_policy, problem
+from training.errors import MLQError, ResourceNotFound
+from training.registry import _as_int
+
+bp = APIBlueprint(
+    "traffic",
+    __name__,
+    url_prefix="/v1/models",
+    abp_tags=[Tag(name="models")],
+    abp_security=[{"bearer": []}],
+    abp_responses={400: Problem, 401: Problem, 404: Problem, 422: Problem, 503: Problem},
+)
+
+
+class RolloutInProgress(MLQError):
+    """Raised when an alias is changed by hand while a rollout owns it."""
+
+    code = "rollout_in_progress"
+    status = 409
+
+
+class LiveQuery(BaseModel):
+    window: str = Field("5m", pattern="^(5m|1h)$", description="5m or 1h")
+
+
+VERSION_HEADER = "X-Model-Version"
+ROUTING_HEADER = "X-Routing-Key"
+
+
+def choose_version(version: int, policy: TrafficPolicy | None, routing_key: str | None) -> tuple[int, int | None]:
+    """(the version that serves this request, the shadow that gets a copy of it or None). The header wins over
+    the body's routing_key; without either the choice is random."""
+    if policy is None:
+        return version, None
+    key = request.headers.get(ROUTING_HEADER) or routing_key
+    chosen = policy.choose(key)
+    shadow = policy.shadow_for(key)
+    return chosen, (shadow if shadow != chosen else None)
+
+
+def alias_of(ref: str | int | None) -> str | None:
+    """The alias a predict request's `version` names (None names production), or None for a version number."""
+    if ref is None:
+        return "production"
+    return None if _as_int(ref) is not None else str(ref)
+
+
+def policy_for(tenant_: str, name: str, ref: str | int | None) -> TrafficPolicy | None:
+    alias = alias_of(ref)
+    return TrafficStore(services().redis).get(tenant_, name, alias) if alias else None
+
+
+def schema_of(tenant_: str, name: str, version: int, loc: list[Any], plain: bool = False) -> tuple[Any, Any]:
+    """The feature names and dtypes of a version that may take traffic; InvalidTraffic naming `loc` if none."""
+    from api.predict import feature_types  # api.predict imports this module for the predict path
+
+    try:
+        manifest = services().registry.manifest(tenant_, name, version)
+    except ResourceNotFound as exc:
+        if plain:  # {"version": N} alone keeps its answer from before policies: an unknown version is a 404
+            raise
+        raise problem(loc, f"unknown version: {exc.message}") from None
+    if isinstance(manifest.get("export"), dict):
+        raise problem(loc, f"version {version} is an export (a file to download), it cannot serve; use its parent")
+    names, dtypes = feature_types(manifest)
+    return names, {n: dtypes.get(n, "") for n in names}
+
+
+def check_policy(tenant_: str, name: str, policy: TrafficPolicy) -> None:
+    """Every version of `policy` can serve, and all share the primary's feature schema (rows are checked once)."""
+    primary = schema_of(tenant_, name, policy.primary, ["body", "versions", str(policy.primary)], not policy.split)
+    others = [(v, ["body", "versions", str(v)]) for v in policy.versions if v != policy.primary]
+    if policy.shadow_version is not None:
+        others.append((policy.shadow_version, ["body", "shadow", "version"]))
+    for version, loc in others:
+        if schema_of(tenant_, name, version, loc) != primary:
+            raise problem(
+                loc,
+                f"version {version} has other features than version {policy.primary}; "
+                "only versions trained on the same columns can share an alias",
+            )
+
+
+def apply_policy(tenant_: str, name: str, alias: str, policy: TrafficPolicy, owner: str | None = None) -> None:
+    """Check, warm up, then store `policy` on `alias` (the registry alias names its primary). `owner`: the
+    rollout job making the change; anyone else is refused while a rollout holds the alias."""
+    svc = services()
+    holder = rollout_holder(tenant_, name, alias)
+    if holder and holder != owner:
+        raise RolloutInProgress(
+            f"rollout {holder} is moving alias {alias!r} of {name!r}; cancel it (POST /v1/jobs/{holder}/cancel) "
+            "or wait for it to end",
+            errors=[{"loc": ["path", "alias"], "msg": f"owned by rollout {holder}"}],
+        )
+    check_policy(tenant_, name, policy)
+    move_traffic(svc.redis, svc.registry, tenant_, name, alias, policy, svc.settings.ready_timeout_s)
+    # This process sees the change at once; the API's other processes within api/predict.py's MODEL_RECHECK_S.
+    current_app.extensions.get("mlq_predict_models", {}).clear()
+
+
+def rollout_holder(tenant_: str, name: str, alias: str) -> str | None:
+    """The rollout job that owns `alias` now; a lock left by a job that already ended (its worker died, it was
+    cancelled while queued) is cleared here."""
+    svc = services()
+    raw: Any = svc.redis.get(keys.rollout_lock(tenant_, name, alias))
+    if not raw:
+        return None
+    holder = str(raw)
+    job = svc.jobs.get(holder)
+    if job is None or job["status"] in ("succeeded", "failed", "cancelled"):
+        rollouts.unlock(svc.redis, tenant_, name, alias, holder)
+        return None
+    return str(holder)
+
+
+def alias_policy(body: Any) -> TrafficPolicy:
+    return parse_policy(body.version, body.versions, body.shadow)
+
+
+@bp.get("/<name>/versions/<int:version>/live")
+def live(path: VersionPath, query: LiveQuery) -> Response:
+    """A version's live figures over the last 5 minutes or hour: requests, errors, latency, the prediction
+    distribution, and as a shadow its agreement with the primary."""
+    name = known_name(path.name)
+    services().registry.manifest(tenant(), name, path.version)  # 404 for an unknown version
+    fields = live_metrics.read_window(
+        services().redis, tenant(), name, path.version, live_metrics.WINDOWS[query.window]
+    )
+    return jsonify({"model": name, "version": path.version, "window": query.window, **live_metrics.summary(fields)})
+
+
+def traffic_of(tenant_: str, name: str) -> dict[str, Any]:
+    """The model's policies by alias, as the API shows them."""
+    return {a: p.to_dict() for a, p in TrafficStore(services().redis).all(tenant_, name).items()}
+
+
+__all__ = ["InvalidTraffic", "RolloutInProgress", "alias_policy", "apply_policy", "policy_for", "traffic_of"]
