@@ -14,7 +14,21 @@ from flask_openapi3 import Info, OpenAPI
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from api import algorithms, batch, datasets, events, health, jobs, model_routes, optimize, predict, search, traffic, ui
+from api import (
+    algorithms,
+    batch,
+    datasets,
+    events,
+    health,
+    jobs,
+    model_routes,
+    optimize,
+    predict,
+    rollouts,
+    search,
+    traffic,
+    ui,
+)
 from api.auth import init_auth
 from api.csrf import init_csrf
 from api.hub import EventHub
@@ -125,5 +139,6 @@ def create_app(settings: Settings | None = None) -> OpenAPI:
     for module in (health, datasets, jobs, events, model_routes, predict, batch, search, optimize, algorithms):
         app.register_api(module.bp)
     app.register_api(traffic.bp)  # alias traffic, live figures (issue 19)
+    app.register_api(rollouts.bp)
     app.register_blueprint(ui.bp)  # the dashboard's static files: not part of the OpenAPI document
     return app

@@ -11,7 +11,7 @@ from training.params import ALGORITHM_NAMES
 
 MODEL_NAME = r"^[a-z0-9][a-z0-9._-]{0,62}$"
 JobStatusName = Literal["queued", "running", "succeeded", "failed", "cancelled"]
-JobTypeName = Literal["train", "predict", "batch_predict", "optimize", "search"]
+JobTypeName = Literal["train", "predict", "batch_predict", "optimize", "search", "rollout"]
 
 
 def _whole_number(value: Any) -> Any:

@@ -23,6 +23,7 @@ TRAIN_TASK = "mlqueue.train"  # predictions are not Celery tasks: see store/infe
 BATCH_PREDICT_TASK = "mlqueue.batch_predict"
 SEARCH_TASK = "mlqueue.search"  # a search's own message: it fans its trials out as train jobs (store/searches.py)
 OPTIMIZE_TASK = "mlqueue.optimize"  # on the train queue: it fine-tunes, distills and measures like a training
+ROLLOUT_TASK = "mlqueue.rollout"  # on the train queue: a leased job that moves an alias step by step
 
 
 class JobStatus(StrEnum):
@@ -46,6 +47,7 @@ class JobType(StrEnum):
     BATCH_PREDICT = "batch_predict"
     SEARCH = "search"
     OPTIMIZE = "optimize"
+    ROLLOUT = "rollout"
 
 
 # The jobs that hold an attempt lease (store/leases.py), and the task and queue a requeued one is sent to.
@@ -53,6 +55,7 @@ LEASED_TASKS = {
     JobType.TRAIN.value: (TRAIN_TASK, TRAIN_QUEUE),
     JobType.BATCH_PREDICT.value: (BATCH_PREDICT_TASK, BATCH_QUEUE),
     JobType.OPTIMIZE.value: (OPTIMIZE_TASK, TRAIN_QUEUE),
+    JobType.ROLLOUT.value: (ROLLOUT_TASK, TRAIN_QUEUE),
 }
 
 

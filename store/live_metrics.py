@@ -187,11 +187,11 @@ def summary(fields: dict[str, float]) -> dict[str, Any]:
         },
         "shadow": None,
     }
-    classes = {k[4:]: v for k, v in fields.items() if k.startswith("cls:")}
+    classes = {k[4:]: v for k, v in fields.items() if k.startswith("cls:") and v > 0}  # a step's delta has zeros
     if classes:
         rows = sum(classes.values())
         out["predictions"] = {"classes": {k: v / rows for k, v in sorted(classes.items())}}
-    elif fields.get("rn"):
+    elif fields.get("rn", 0.0) > 0:
         n, s, sq = fields["rn"], fields.get("rsum", 0.0), fields.get("rsq", 0.0)
         bins = sorted((bin_value(int(k[3:])), v) for k, v in fields.items() if k.startswith("rb:"))
         out["predictions"] = {
@@ -201,7 +201,7 @@ def summary(fields: dict[str, float]) -> dict[str, Any]:
         }
     else:
         out["predictions"] = None
-    if fields.get("sreq"):
+    if fields.get("sreq", 0.0) > 0:
         n = fields.get("sh_n", 0.0)
         out["shadow"] = {
             "requests": int(fields["sreq"]),
