@@ -22,22 +22,21 @@ import logging
 import os
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from celery import Celery, Task, signals
+from celery import Celery, signals
 
 from store.backends import output_store
 from store.batch_format import OutputColumns, assemble, write_part
 from store.contract import BATCH_PREDICT_TASK, BATCH_QUEUE, INFERENCE_QUEUE, BatchPredictRequest
 from store.outputs import MEDIA_TYPES, filename
-from store.script_outcomes import BeginOutcome
 from training.errors import AllRowsFailed, Cancelled, ColumnNotFound
 from training.postprocess import check_postprocess
+from worker.attempt import Attempt, Ending, LeasedJob, Verdict, register_leased
 from worker.batch_reader import chunks, read_header
 from worker.batch_scoring import score_chunk
-from worker.checkpoint_sync import CheckpointSync, remove_checkpoint
-from worker.train_hooks import CancelCheck, JobHeartbeat, requeue_on_shutdown, retry_redis
 
 if TYPE_CHECKING:
     from worker.runtime import Runtime
@@ -55,7 +54,7 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
 class BatchRun:
     """One attempt at one batch prediction: from its checkpoint (if any) to the assembled output."""
 
-    def __init__(self, runtime: Runtime, request: BatchPredictRequest, should_stop: CancelCheck) -> None:
+    def __init__(self, runtime: Runtime, request: BatchPredictRequest, should_stop: Callable[[], bool]) -> None:
         self.runtime = runtime
         self.request = request
         self.should_stop = should_stop
@@ -203,66 +202,38 @@ class BatchRun:
         }
 
 
-def run_batch(runtime: Runtime, payload: dict[str, Any], hostname: str) -> None:
-    """One delivery of a batch prediction: start a fenced attempt, run it, record how it ended."""
-    request = BatchPredictRequest.decode(payload)
-    job_id = request.job_id
-    token, why = retry_redis(lambda: runtime.leases.begin(job_id, hostname), f"job {job_id}: start", 30.0)
-    if token is None:
-        # A duplicate or late message (the job is final, or another live attempt holds it): nothing to do.
-        log.info("job %s not started: %s", job_id, why)
-        if why in (BeginOutcome.FINAL, BeginOutcome.CANCELLED, BeginOutcome.POISON):
-            shutil.rmtree(runtime.settings.checkpoints_dir / job_id, ignore_errors=True)
-            remove_checkpoint(runtime.store, job_id)
-        return
-    heartbeat = JobHeartbeat(runtime.leases, job_id, token, hostname, runtime.settings.heartbeat_s)
-    check = CancelCheck(runtime.jobs, job_id, hostname=hostname, lost=heartbeat.lost)
-    result: dict[str, Any] | None = None
-    error: dict[str, Any] | None = None
-    try:
-        # Parts and checkpoint.json go to the artifact store too (if any): the next attempt may be elsewhere.
-        sync = CheckpointSync(
-            runtime.store, job_id, runtime.settings.checkpoints_dir / job_id, runtime.settings.heartbeat_s
-        )
-        with heartbeat, sync:
-            result = BatchRun(runtime, request, check).run()
-        status = "succeeded"
-    except Cancelled:
-        if check.reason == "drain":
-            preempt(runtime, request, token)
-            return
-        if check.reason == "lost":
-            log.warning("job %s: attempt %d stopped; a newer attempt owns the job", job_id, token)
-            return
-        log.info("job %s cancelled; no output kept", job_id)
-        status = "cancelled"
-    except Exception as exc:
-        status, error = "failed", runtime.error_for(job_id, exc)
-    if status != "succeeded":
-        # Only while this attempt still holds the job: a newer attempt's finished output is not ours to remove.
-        with contextlib.suppress(Exception):
-            if runtime.leases.heartbeat(job_id, token, hostname):
-                output_store(runtime.settings).remove(job_id)
-    runtime.conclude(job_id, token, hostname, status, result, error)
+class BatchJob(LeasedJob):
+    """A batch prediction as a leased job: its parts and checkpoint.json are kept for the next attempt."""
 
+    checkpoints = True
+    kept = "parts and checkpoint kept"
 
-def preempt(runtime: Runtime, request: BatchPredictRequest, token: int) -> None:
-    """The worker is shutting down: back on the batch queue, parts and checkpoint kept for the next attempt."""
-    app = runtime.app
-    assert app is not None  # a task runs inside a worker, which has its Celery app
+    def __init__(self, runtime: Runtime, request: BatchPredictRequest) -> None:
+        self.runtime, self.request, self.job_id = runtime, request, request.job_id
 
-    def resend() -> object:
-        return app.send_task(BATCH_PREDICT_TASK, args=[request.encode()], task_id=request.job_id, queue=BATCH_QUEUE)
+    def run(self, attempt: Attempt) -> dict[str, Any]:
+        return BatchRun(self.runtime, self.request, attempt.should_stop).run()
 
-    requeue_on_shutdown(runtime.leases, request.job_id, token, resend, "parts and checkpoint kept")
+    def resend(self) -> object:
+        app = self.runtime.app
+        assert app is not None  # a task runs inside a worker, which has its Celery app
+        return app.send_task(BATCH_PREDICT_TASK, args=[self.request.encode()], task_id=self.job_id, queue=BATCH_QUEUE)
+
+    def settle(self, attempt: Attempt, verdict: Verdict) -> Verdict:
+        if verdict.ending is not Ending.SUCCEEDED:
+            # No partial output is ever visible. Only while this attempt still holds the job: a newer attempt's
+            # finished output is not ours to remove.
+            with contextlib.suppress(Exception):
+                if self.runtime.leases.heartbeat(self.job_id, attempt.token, attempt.hostname):
+                    output_store(self.runtime.settings).remove(self.job_id)
+        return verdict
 
 
 def register_batch(app: Celery, runtime: Runtime) -> None:
     """Register `mlqueue.batch_predict` on `app`; processes that serve only batch work lower their priority."""
-
-    @app.task(name=BATCH_PREDICT_TASK, bind=True)  # type: ignore[untyped-decorator]  # celery has no type hints
-    def batch_predict(self: Task, payload: dict[str, Any]) -> None:
-        run_batch(runtime, payload, self.request.hostname or "unknown")
+    register_leased(
+        app, BATCH_PREDICT_TASK, runtime, lambda payload, _: BatchJob(runtime, BatchPredictRequest.decode(payload))
+    )
 
     def on_process_init(**_: Any) -> None:
         queues = app.amqp.queues.consume_from

@@ -12,20 +12,13 @@ import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from celery import Celery, Task
+from celery import Celery
 
 from store.contract import OPTIMIZE_TASK, OptimizeRequest
-from store.script_outcomes import ClaimOutcome
-from training.errors import Cancelled, RegistrationDeclined, ResourceNotFound
+from training.errors import ResourceNotFound
 from training.optimize import optimize_version
-from worker.train_hooks import (
-    CancelCheck,
-    JobHeartbeat,
-    RegistrationClaim,
-    progress_reporter,
-    requeue_on_shutdown,
-    retry_redis,
-)
+from worker.attempt import Attempt, LeasedJob, register_leased
+from worker.train_hooks import progress_reporter
 
 if TYPE_CHECKING:
     from worker.runtime import Runtime
@@ -46,62 +39,35 @@ def _data_path(runtime: Runtime, request: OptimizeRequest) -> Any:
     return runtime.datasets.path(request.tenant, dataset_id)
 
 
-def run_optimize(runtime: Runtime, payload: dict[str, Any], hostname: str) -> None:
-    request = OptimizeRequest.decode(payload)
-    job_id = request.job_id
-    token, why = retry_redis(lambda: runtime.leases.begin(job_id, hostname), f"job {job_id}: start", 30.0)
-    if token is None:
-        log.info("job %s not started: %s", job_id, why)
-        return
-    heartbeat = JobHeartbeat(runtime.leases, job_id, token, hostname, runtime.settings.heartbeat_s)
-    check = CancelCheck(runtime.jobs, job_id, hostname=hostname, lost=heartbeat.lost)
-    claim = RegistrationClaim(runtime, request, token)  # type: ignore[arg-type]  # uses job_id, tenant, model
-    result: Mapping[str, Any] | None = None  # the optimisation's, or a training-shaped one rebuilt by the claim
-    error: dict[str, Any] | None = None
-    try:
-        with heartbeat:
-            result = optimize_version(
-                registry=runtime.registry,
-                tenant=request.tenant,
-                name=request.model,
-                version=request.version,
-                method=request.method,
-                params=request.params,
-                data_path=_data_path(runtime, request),
-                device=request.device,
-                job_id=job_id,
-                on_progress=progress_reporter(runtime.jobs, job_id),
-                should_stop=check,
-                claim_registration=claim,
-            )
-    except Cancelled:
-        if check.reason == "drain":
-            requeue_on_shutdown(
-                runtime.leases, job_id, token, lambda: runtime.send_train(request.encode()), "it starts over"
-            )
-            return
-        if check.reason == "lost":
-            log.warning("job %s: attempt %d stopped; a newer attempt owns the job", job_id, token)
-            return
-        status = "cancelled"
-    except RegistrationDeclined:
-        if claim.existing is not None:
-            status, result = "succeeded", claim.existing
-        elif claim.outcome is ClaimOutcome.CANCELLED:
-            status = "cancelled"
-        else:
-            log.warning("job %s: attempt %d lost the job before registering; nothing registered", job_id, token)
-            return
-    except Exception as exc:
-        status, error = "failed", runtime.error_for(job_id, exc)
-    else:
-        status = "succeeded"
-    runtime.conclude(job_id, token, hostname, status, result, error)
+class OptimizeJob(LeasedJob):
+    """An optimize job as a leased job: no checkpoint (a new attempt starts over), one registration."""
+
+    def __init__(self, runtime: Runtime, request: OptimizeRequest) -> None:
+        self.runtime, self.request, self.job_id = runtime, request, request.job_id
+
+    def run(self, attempt: Attempt) -> Mapping[str, Any]:
+        request, runtime = self.request, self.runtime
+        return optimize_version(
+            registry=runtime.registry,
+            tenant=request.tenant,
+            name=request.model,
+            version=request.version,
+            method=request.method,
+            params=request.params,
+            data_path=_data_path(runtime, request),
+            device=request.device,
+            job_id=self.job_id,
+            on_progress=progress_reporter(runtime.jobs, self.job_id),
+            should_stop=attempt.should_stop,
+            claim_registration=attempt.registration_claim(request.tenant, request.model),
+        )
+
+    def resend(self) -> None:
+        self.runtime.send_train(self.request.encode())
 
 
 def register_optimize(app: Celery, runtime: Runtime) -> None:
     """Register `mlqueue.optimize` on `app` (called by worker.tasks.register_tasks)."""
-
-    @app.task(name=OPTIMIZE_TASK, bind=True)  # type: ignore[untyped-decorator]  # celery has no type hints
-    def optimize(self: Task, payload: dict[str, Any]) -> None:
-        run_optimize(runtime, payload, self.request.hostname or "unknown")
+    register_leased(
+        app, OPTIMIZE_TASK, runtime, lambda payload, _: OptimizeJob(runtime, OptimizeRequest.decode(payload))
+    )

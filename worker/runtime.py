@@ -5,7 +5,6 @@ nothing below the wiring imports it (an import-linter contract in `make lint`).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any, Protocol
 
 import redis
@@ -44,14 +43,3 @@ class Runtime(Protocol):
 
     def error_for(self, job_id: str, exc: BaseException) -> dict[str, Any]:
         """The job error object for an exception a job ended with."""
-
-    def conclude(
-        self,
-        job_id: str,
-        token: int,
-        hostname: str,
-        status: str,
-        result: Mapping[str, Any] | None,
-        error: dict[str, Any] | None,
-    ) -> None:
-        """Write an attempt's final status, fenced by its token."""

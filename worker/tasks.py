@@ -14,15 +14,12 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import time
-from collections.abc import Mapping
 from typing import Any
 
 import redis
 import torch
 from celery import Celery, Task, signals
-from celery.exceptions import SoftTimeLimitExceeded
 
 from store.backends import artifact_store, dataset_store, model_registry
 from store.contract import (
@@ -37,22 +34,13 @@ from store.contract import (
 from store.jobs import JobStore
 from store.leases import Leases, Sweeper, request_drain
 from store.liveness import Heartbeat, WorkerLiveness
-from store.script_outcomes import BeginOutcome, ClaimOutcome, FinishOutcome
 from store.searches import Searches
 from store.settings import Settings
-from training.errors import Cancelled, InternalError, MLQError, RegistrationDeclined, TimeLimit
 from training.manifest import RecoveredResult, TrainResult
 from training.pipeline import train_model
-from worker.checkpoint_sync import CheckpointSync, remove_checkpoint
+from worker.attempt import Attempt, Ending, LeasedJob, Verdict, job_error, register_leased
 from worker.model_cache import ModelCache
-from worker.train_hooks import (
-    CancelCheck,
-    JobHeartbeat,
-    RegistrationClaim,
-    progress_reporter,
-    requeue_on_shutdown,
-    retry_redis,
-)
+from worker.train_hooks import progress_reporter, retry_redis
 
 log = logging.getLogger(__name__)
 
@@ -183,148 +171,65 @@ class WorkerRuntime:
 
     def error_for(self, job_id: str, exc: BaseException) -> dict[str, Any]:
         """The job error for `exc`: the library's own errors as they are, anything else as internal."""
-        # Celery raises the soft time limit from a signal handler, wherever the task is: inside a library that
-        # wraps what it catches (`except Exception: raise TheirError(...) from exc`) it arrives as another error.
-        if _caused_by(exc, SoftTimeLimitExceeded):
-            return TimeLimit(
-                f"the job ran past its time limit (MLQ_JOB_TIME_LIMIT_S={self.settings.job_time_limit_s}) "
-                "and was stopped"
-            ).to_dict()
-        if isinstance(exc, MLQError):
-            return exc.to_dict()
-        log.exception("job %s failed with an unexpected error", job_id, exc_info=exc)
-        return InternalError(f"the worker failed unexpectedly: {type(exc).__name__}: {exc}").to_dict()
+        return job_error(job_id, exc, self.settings.job_time_limit_s)
 
-    def train(self, payload: dict[str, Any], hostname: str) -> None:
-        request = TrainRequest.decode(payload)
-        job_id = request.job_id
-        checkpoint_dir = self.settings.checkpoints_dir / job_id
-        token, why = retry_redis(lambda: self.leases.begin(job_id, hostname), f"job {job_id}: start", 30.0)
-        if token is None:
-            # A duplicate or late message (the job is final, or another live attempt holds it): nothing to do.
-            log.info("job %s not started: %s", job_id, why)
-            if why in (BeginOutcome.FINAL, BeginOutcome.CANCELLED, BeginOutcome.POISON):
-                shutil.rmtree(checkpoint_dir, ignore_errors=True)
-                remove_checkpoint(self.store, job_id)
-                self.trial_changed(request, hostname)  # e.g. a redelivery after a crash in the search's update
-            return
-        self.trial_changed(request, hostname)
-        heartbeat = JobHeartbeat(self.leases, job_id, token, hostname, self.settings.heartbeat_s)
-        check = CancelCheck(self.jobs, job_id, hostname=hostname, lost=heartbeat.lost)
-        claim = RegistrationClaim(self, request, token)
+
+class TrainJob(LeasedJob):
+    """A training (or a search's trial) as a leased job: it checkpoints per epoch and registers one version."""
+
+    checkpoints = True
+    kept = "checkpoint kept"
+
+    def __init__(self, runtime: WorkerRuntime, request: TrainRequest, hostname: str) -> None:
+        self.runtime, self.request, self.hostname = runtime, request, hostname
+        self.job_id = request.job_id
         # A search's trial saves its model for the search to compare, and registers nothing itself.
-        save_to = self.searches.trial_dir(request.tenant, request.parent, job_id) if request.parent else None
-        result: TrainResult | RecoveredResult | None = None
-        error: dict[str, Any] | None = None
-        # With an artifact store the checkpoint is copied there as it changes, and restored from there first:
-        # the next attempt may run on another host.
-        sync = CheckpointSync(self.store, job_id, checkpoint_dir, self.settings.heartbeat_s)
-        try:
-            with heartbeat, sync:
-                result = train_model(
-                    data_path=self.datasets.path(request.tenant, request.dataset_id),
-                    target=request.target,
-                    algorithm=request.algorithm,
-                    model_name=request.model,
-                    registry=self.registry,
-                    tenant=request.tenant,
-                    task=request.task,
-                    features=request.features,
-                    params=request.params,
-                    preprocessing=request.preprocessing,
-                    split=request.split,
-                    device=request.device,
-                    checkpoint_dir=checkpoint_dir,
-                    on_progress=progress_reporter(self.jobs, job_id),
-                    should_stop=check,
-                    dataset_id=request.dataset_id,
-                    job_id=job_id,
-                    claim_registration=claim,
-                    warm_start=request.warm_start,
-                    save_to=save_to,
-                )
-        except Cancelled:
-            if check.reason == "drain":
-                self.preempt(request, token)
-                return
-            if check.reason == "lost":
-                log.warning("job %s: attempt %d stopped; a newer attempt owns the job", job_id, token)
-                return
-            log.info("job %s cancelled; nothing registered", job_id)
-            status = "cancelled"
-        except RegistrationDeclined:
-            if claim.existing is not None:
-                # An earlier attempt registered the version but died before recording it: that is the result.
-                status, result = "succeeded", claim.existing
-            elif claim.outcome is ClaimOutcome.CANCELLED:
-                status = "cancelled"
-            else:
-                log.warning("job %s: attempt %d lost the job before registering; nothing registered", job_id, token)
-                return
-        except SoftTimeLimitExceeded as exc:
-            status, error = "failed", self.error_for(job_id, exc)
-        except Exception as exc:
-            status, error = "failed", self.error_for(job_id, exc)
-        else:
-            status = "succeeded"
-        if status == "succeeded" and save_to is not None and request.parent:
-            try:  # before the trial is final: whoever concludes the search may be on another host
-                self.searches.publish_trial(request.tenant, request.parent, job_id)
-            except Exception as exc:
-                status, error = "failed", self.error_for(job_id, exc)
-        self.conclude(job_id, token, hostname, status, result, error)
-        self.trial_changed(request, hostname)
-
-    def conclude(
-        self,
-        job_id: str,
-        token: int,
-        hostname: str,
-        status: str,
-        result: Mapping[str, Any] | None,
-        error: dict[str, Any] | None,
-    ) -> None:
-        """Write the attempt's final status, fenced: only if this attempt still holds the job."""
-        checkpoint_dir = self.settings.checkpoints_dir / job_id
-        try:
-            # The job ends here (not in a dead process), so no later attempt will resume from the checkpoint.
-            # Removed before the final status is written (whoever sees the job final sees it cleaned up), but only
-            # while this attempt still holds the job: a newer attempt may be resuming from it.
-            if retry_redis(lambda: self.leases.heartbeat(job_id, token, hostname), f"job {job_id}: lease check"):
-                shutil.rmtree(checkpoint_dir, ignore_errors=True)
-                remove_checkpoint(self.store, job_id)
-            outcome = retry_redis(
-                lambda: self.leases.finish(job_id, token, status, result=result, error=error),
-                f"job {job_id}: recording {status}",
-            )
-        except redis.RedisError:
-            # Redis stayed away: the lease expires and a sweeper requeues the job; the registration claim makes
-            # the next attempt finish with the version registered here instead of training a second one.
-            log.exception("job %s: could not record %s; a later attempt will", job_id, status)
-            return
-        if outcome is FinishOutcome.FENCED:
-            log.warning(
-                "job %s: attempt %d ended %s but a newer attempt owns the job; not recorded", job_id, token, status
-            )
-        else:  # the job's real outcome, in place of Celery's "succeeded" (see register_tasks)
-            log.info("job %s ended %s%s", job_id, status, f" ({error['type']}: {error['message']})" if error else "")
-
-    def preempt(self, request: TrainRequest, token: int) -> None:
-        """The worker is shutting down and the grace period is over: back on the queue, checkpoint kept."""
-        requeue_on_shutdown(
-            self.leases, request.job_id, token, lambda: self.send_train(request.encode()), "checkpoint kept"
+        self.save_to = (
+            runtime.searches.trial_dir(request.tenant, request.parent, request.job_id) if request.parent else None
         )
 
+    def run(self, attempt: Attempt) -> TrainResult | RecoveredResult:
+        request, runtime = self.request, self.runtime
+        return train_model(
+            data_path=runtime.datasets.path(request.tenant, request.dataset_id),
+            target=request.target,
+            algorithm=request.algorithm,
+            model_name=request.model,
+            registry=runtime.registry,
+            tenant=request.tenant,
+            task=request.task,
+            features=request.features,
+            params=request.params,
+            preprocessing=request.preprocessing,
+            split=request.split,
+            device=request.device,
+            checkpoint_dir=attempt.checkpoint_dir,
+            on_progress=progress_reporter(runtime.jobs, self.job_id),
+            should_stop=attempt.should_stop,
+            dataset_id=request.dataset_id,
+            job_id=self.job_id,
+            claim_registration=attempt.registration_claim(request.tenant, request.model),
+            warm_start=request.warm_start,
+            save_to=self.save_to,
+        )
 
-def _caused_by(exc: BaseException | None, kind: type[BaseException]) -> bool:
-    """Whether `exc`, or an exception it was raised from or while handling, is a `kind`."""
-    seen: set[int] = set()
-    while exc is not None and id(exc) not in seen:
-        if isinstance(exc, kind):
-            return True
-        seen.add(id(exc))
-        exc = exc.__cause__ or exc.__context__
-    return False
+    def resend(self) -> None:
+        self.runtime.send_train(self.request.encode())
+
+    def on_begin(self, started: bool) -> None:
+        self.runtime.trial_changed(self.request, self.hostname)
+
+    def settle(self, attempt: Attempt, verdict: Verdict) -> Verdict:
+        request = self.request
+        if verdict.ending is Ending.SUCCEEDED and self.save_to is not None and request.parent:
+            try:  # before the trial is final: whoever concludes the search may be on another host
+                self.runtime.searches.publish_trial(request.tenant, request.parent, self.job_id)
+            except Exception as exc:  # noqa: BLE001 - any failure to publish fails the trial
+                return Verdict(Ending.FAILED, error=self.runtime.error_for(self.job_id, exc))
+        return verdict
+
+    def on_recorded(self, verdict: Verdict) -> None:
+        self.runtime.trial_changed(self.request, self.hostname)
 
 
 def register_tasks(app: Celery, settings: Settings) -> WorkerRuntime:
@@ -338,9 +243,9 @@ def register_tasks(app: Celery, settings: Settings) -> WorkerRuntime:
     # job's real outcome instead; Celery's own warnings and errors (time limits, lost workers) still show.
     logging.getLogger("celery.app.trace").setLevel(logging.WARNING)
 
-    @app.task(name=TRAIN_TASK, bind=True)  # type: ignore[untyped-decorator]  # celery has no type hints
-    def train(self: Task, payload: dict[str, Any]) -> None:
-        runtime.train(payload, self.request.hostname or "unknown")
+    register_leased(
+        app, TRAIN_TASK, runtime, lambda payload, host: TrainJob(runtime, TrainRequest.decode(payload), host)
+    )
 
     @app.task(name=SEARCH_TASK, bind=True)  # type: ignore[untyped-decorator]  # celery has no type hints
     def search(self: Task, payload: dict[str, Any]) -> None:

@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import redis
 
 from store import keys
-from store.contract import TrainRequest
 from store.jobs import JobStore
 from store.leases import Leases, drain_key, parse_drain
 from store.script_outcomes import ClaimOutcome, PreemptOutcome
@@ -218,16 +217,16 @@ class RegistrationClaim:
     claim is taken over.
     """
 
-    def __init__(self, runtime: Runtime, request: TrainRequest, token: int) -> None:
-        self.runtime, self.request, self.token = runtime, request, token
+    def __init__(self, runtime: Runtime, job_id: str, tenant: str, model: str, token: int) -> None:
+        self.runtime, self.job_id, self.tenant, self.model, self.token = runtime, job_id, tenant, model, token
         self.existing: RecoveredResult | None = None
         self.outcome: ClaimOutcome | None = None
 
     def __call__(self) -> bool:
-        leases, job_id = self.runtime.leases, self.request.job_id
+        leases, job_id = self.runtime.leases, self.job_id
         code, holder = retry_redis(lambda: leases.claim_registration(job_id, self.token), f"job {job_id}: claim")
         if code is ClaimOutcome.HELD:
-            self.existing = registered_by(self.runtime.registry, self.request.tenant, self.request.model, job_id)
+            self.existing = registered_by(self.runtime.registry, self.tenant, self.model, job_id)
             if self.existing is not None:
                 log.warning(
                     "job %s: attempt %s already registered version %s; not registering another",
