@@ -1,19 +1,20 @@
 """The worker's task `mlqueue.rollout`: move an alias to a candidate version step by step, guarded by live figures.
 
-It runs under the same attempt lease as a training (store/leases.py: a heartbeat, the cancel check, the sweeper
-re-sends it when its worker dies), built like worker/optimize_task.py. Its progress is its checkpoint: the step it
-reached is in the job record, so a new attempt re-applies that step's split and judges it afresh. Every way out
-but success puts the alias back as it was before the rollout: a tripped guard, a cancel, a candidate the workers
-cannot load. The alias lock (store/rollouts.py) is released at the end, whatever the end.
+It is a leased job run by the one attempt runner (worker/attempt.py `run_leased`: a fenced attempt, a heartbeat,
+the cancel check, one recorded ending; the sweeper re-sends it when its worker dies). Its progress is its
+checkpoint: the step it reached is in the job record, so a new attempt re-applies that step's split and judges it
+afresh. Every way out but success puts the alias back as it was before the rollout: a tripped guard, a cancel, a
+candidate the workers cannot load. The alias lock (store/rollouts.py) is released with the recorded ending.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from celery import Celery, Task
+from celery import Celery
 
 from store import live_metrics, rollouts
 from store.contract import ROLLOUT_TASK, TRAIN_QUEUE
@@ -21,7 +22,8 @@ from store.readiness import VersionNotReady
 from store.rollouts import GuardTripped, RolloutRequest
 from store.traffic import TrafficPolicy, move_traffic
 from training.errors import Cancelled
-from worker.train_hooks import CancelCheck, JobHeartbeat, requeue_on_shutdown, retry_redis
+from worker.attempt import Attempt, LeasedJob, Verdict, register_leased
+from worker.train_hooks import CancelCheck, retry_redis
 
 if TYPE_CHECKING:
     from worker.runtime import Runtime
@@ -132,57 +134,51 @@ def _brief(summary: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def run_rollout(runtime: Runtime, payload: dict[str, Any], hostname: str) -> None:
-    request = RolloutRequest.decode(payload)
-    job_id = request.job_id
-    token, why = retry_redis(lambda: runtime.leases.begin(job_id, hostname), f"job {job_id}: start", 30.0)
-    if token is None:
-        log.info("rollout %s not started: %s", job_id, why)
-        return
-    heartbeat = JobHeartbeat(runtime.leases, job_id, token, hostname, runtime.settings.heartbeat_s)
-    check = CancelCheck(runtime.jobs, job_id, hostname=hostname, lost=heartbeat.lost, interval_s=POLL_S)
-    job: Any = runtime.jobs.get(job_id) or {}
-    start = int((job.get("progress") or {}).get("step") or 0)  # a resumed attempt re-applies the step it reached
-    rollout = Rollout(runtime, request, check)
-    result: dict[str, Any] | None = None
-    error: dict[str, Any] | None = None
-    try:
-        with heartbeat:
-            result = rollout.run(start)
-        status = "succeeded"
-    except Cancelled:
-        if check.reason == "lost":
-            log.warning("rollout %s: attempt %d stopped; a newer attempt owns it", job_id, token)
-            return
-        if check.reason == "drain":
-            requeue_on_shutdown(
-                runtime.leases, job_id, token, lambda: send(runtime, request), "it re-applies its current step"
-            )
-            return
-        rollout.restore()
-        status = "cancelled"
-    except Exception as exc:
-        # A tripped guard, or anything else: the alias must not stay half-moved.
+class RolloutJob(LeasedJob):
+    """A rollout as a leased job (worker/attempt.py): its progress is its checkpoint, every ending but success
+    restores the alias, and the alias lock goes with the recorded ending."""
+
+    kept = "it re-applies the step it reached"
+
+    def __init__(self, runtime: Runtime, request: RolloutRequest) -> None:
+        self.runtime, self.request, self.job_id = runtime, request, request.job_id
+        self.rollout: Rollout | None = None
+
+    def run(self, attempt: Attempt) -> Mapping[str, Any]:
+        job: Any = self.runtime.jobs.get(self.job_id) or {}
+        start = int((job.get("progress") or {}).get("step") or 0)  # a resumed attempt re-applies its step
+        self.rollout = rollout = Rollout(self.runtime, self.request, attempt.should_stop)
         try:
-            rollout.restore()
+            return rollout.run(start)
+        except Cancelled:
+            if attempt.should_stop.reason == "cancel":
+                rollout.restore()  # drained or lost: the job goes on elsewhere, the alias stays where it is
+            raise
         except Exception:
-            log.exception("rollout %s: could not restore alias %r", job_id, request.alias)
-        status, error = "failed", runtime.error_for(job_id, exc)
-    try:
-        runtime.conclude(job_id, token, hostname, status, result, error)
-    finally:
-        rollouts.unlock(runtime.jobs.redis, request.tenant, request.model, request.alias, job_id)
+            # A tripped guard, or anything else: the alias must not stay half-moved.
+            try:
+                rollout.restore()
+            except Exception:
+                log.exception("rollout %s: could not restore alias %r", self.job_id, self.request.alias)
+            raise
 
+    def resend(self) -> None:
+        app = self.runtime.app
+        assert app is not None, "register_tasks() sets the app"
+        app.send_task(ROLLOUT_TASK, args=[self.request.encode()], task_id=self.job_id, queue=TRAIN_QUEUE)
 
-def send(runtime: Runtime, request: RolloutRequest) -> None:
-    app = getattr(runtime, "app", None)
-    assert app is not None, "register_tasks() sets the app"
-    app.send_task(ROLLOUT_TASK, args=[request.encode()], task_id=request.job_id, queue=TRAIN_QUEUE)
+    def on_begin(self, started: bool) -> None:
+        if not started:  # the job ended before this delivery (e.g. cancelled while queued): free its alias
+            self.unlock()
+
+    def on_recorded(self, verdict: Verdict) -> None:
+        self.unlock()
+
+    def unlock(self) -> None:
+        r = self.request
+        retry_redis(lambda: rollouts.unlock(self.runtime.jobs.redis, r.tenant, r.model, r.alias, r.job_id), "unlock")
 
 
 def register_rollout(app: Celery, runtime: Runtime) -> None:
     """Register `mlqueue.rollout` on `app` (called by worker.tasks.register_tasks)."""
-
-    @app.task(name=ROLLOUT_TASK, bind=True)  # type: ignore[untyped-decorator]  # celery has no type hints
-    def rollout(self: Task, payload: dict[str, Any]) -> None:
-        run_rollout(runtime, payload, self.request.hostname or "unknown")
+    register_leased(app, ROLLOUT_TASK, runtime, lambda payload, _: RolloutJob(runtime, RolloutRequest.decode(payload)))
