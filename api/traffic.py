@@ -15,7 +15,7 @@ from flask_openapi3 import APIBlueprint, Tag
 from pydantic import BaseModel, Field
 
 from api.model_routes import known_name
-from api.schemas import Problem, VersionPath
+from api.schemas import ModelPath, Problem, VersionPath
 from api.services import services, tenant
 from store import keys, live_metrics, rollouts
 from store.traffic import InvalidTraffic, TrafficPolicy, TrafficStore, move_traffic, parse_policy, problem
@@ -147,6 +147,17 @@ def live(path: VersionPath, query: LiveQuery) -> Response:
         services().redis, tenant(), name, path.version, live_metrics.WINDOWS[query.window]
     )
     return jsonify({"model": name, "version": path.version, "window": query.window, **live_metrics.summary(fields)})
+
+
+@bp.get("/<name>/traffic")
+def traffic(path: ModelPath) -> Response:
+    """Every alias of the model as a traffic policy: {alias: {"versions": {version: percent}, "shadow"}}; an alias
+    without a split is its one version at 100 (the dashboard shows the versions of each alias side by side)."""
+    name = known_name(path.name)
+    aliases = services().registry.aliases(tenant(), name)
+    policies = traffic_of(tenant(), name)
+    out = {a: policies.get(a) or {"versions": {str(v): 100}, "shadow": None} for a, v in sorted(aliases.items())}
+    return jsonify({"model": name, "aliases": out})
 
 
 def traffic_of(tenant_: str, name: str) -> dict[str, Any]:

@@ -3,23 +3,29 @@ the traffic it moves, requests go through the Flask app from background threads 
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import pytest
 import redis
+from api_server import gunicorn
 from flask.testing import FlaskClient
 from polling import wait_until
 from sklearn.datasets import load_iris
 from worker_processes import wait_until_announced
 
 from api import create_app
+from mlqueue import Client
 from store.contract import INFERENCE_QUEUE, TRAIN_QUEUE
 from store.liveness import WorkerLiveness
 from store.settings import Settings
@@ -248,3 +254,37 @@ def test_a_flip_under_32_closed_loop_connections_loses_no_request(
     slowest_after = max(a[3] for a in answers[before:])
     # Reported, not asserted (no timed assertions on a shared machine): readiness is what keeps this low.
     print(f"flip: p99 before {slow_before * 1000:.0f} ms, slowest after {slowest_after * 1000:.0f} ms")
+
+
+def test_client_rollout_and_mlq_rollout_follow_a_rollout_over_http(
+    workers: Any, app: dict[str, FlaskClient], models: dict[str, Any], mlq_settings: Settings, tmp_path: Path
+) -> None:
+    client = app["client"]
+    env = {"MLQ_REDIS_URL": mlq_settings.redis_url, "MLQ_HOME": str(mlq_settings.home)}
+    events: list[dict[str, Any]] = []
+    with gunicorn(env, tmp_path / "api.log") as base, Client(base) as http, Load(client, models["rows"], 2):
+        job = http.rollout(
+            "iris", 2, steps=[50, 100], step_seconds=1, guard=FAST, follow=True, on_progress=events.append
+        )
+        assert job["status"] == "succeeded", job
+        assert any((e.get("progress") or {}).get("percent") == 50 for e in events), events
+        assert http.live("iris", 2)["requests"] > 0
+        back = subprocess.run(
+            [
+                str(Path(sys.executable).parent / "mlq"),
+                "rollout",
+                "iris",
+                "1",
+                "--steps",
+                "100",
+                "--url",
+                base,
+                "--json",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert back.returncode == 0, back.stderr
+    assert json.loads(back.stdout)["status"] == "succeeded" and "queued rollout" in back.stderr
+    assert alias_state(client) == (1, None)
