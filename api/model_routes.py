@@ -65,6 +65,9 @@ def get_version(path: VersionPath) -> Response:
 @bp.delete("/<name>/versions/<int:version>", responses={204: None, 409: Problem})
 def delete_version(path: VersionPath) -> tuple[str, int]:
     """Delete a version; 409 while an alias points at it."""
+    from api.traffic import check_not_in_traffic  # a split or shadow version is in use too
+
+    check_not_in_traffic(tenant(), known_name(path.name), path.version)
     services().registry.delete_version(tenant(), known_name(path.name), path.version)
     return "", 204
 
@@ -128,8 +131,10 @@ def set_alias(path: AliasPath, body: AliasBody) -> Response:
 
 @bp.delete("/<name>/aliases/<alias>", responses={204: None})
 def delete_alias(path: AliasPath) -> tuple[str, int]:
+    from api.traffic import check_alias_free
     from store.traffic import TrafficStore
 
+    check_alias_free(tenant(), known_name(path.name), path.alias)
     services().registry.delete_alias(tenant(), known_name(path.name), path.alias)
     TrafficStore(services().redis).delete(tenant(), path.name, path.alias)
     return "", 204

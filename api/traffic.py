@@ -19,7 +19,7 @@ from api.schemas import ModelPath, Problem, VersionPath
 from api.services import services, tenant
 from store import keys, live_metrics, rollouts
 from store.traffic import InvalidTraffic, TrafficPolicy, TrafficStore, move_traffic, parse_policy, problem
-from training.errors import MLQError, ResourceNotFound
+from training.errors import MLQError, ResourceNotFound, VersionInUse
 from training.registry import _as_int
 
 bp = APIBlueprint(
@@ -101,17 +101,11 @@ def check_policy(tenant_: str, name: str, policy: TrafficPolicy) -> None:
             )
 
 
-def apply_policy(tenant_: str, name: str, alias: str, policy: TrafficPolicy, owner: str | None = None) -> None:
-    """Check, warm up, then store `policy` on `alias` (the registry alias names its primary). `owner`: the
-    rollout job making the change; anyone else is refused while a rollout holds the alias."""
+def apply_policy(tenant_: str, name: str, alias: str, policy: TrafficPolicy) -> None:
+    """Check, warm up, then store `policy` on `alias` (the registry alias names its primary); refused while a
+    rollout holds the alias (the rollout itself moves it with store.traffic.move_traffic)."""
     svc = services()
-    holder = rollout_holder(tenant_, name, alias)
-    if holder and holder != owner:
-        raise RolloutInProgress(
-            f"rollout {holder} is moving alias {alias!r} of {name!r}; cancel it (POST /v1/jobs/{holder}/cancel) "
-            "or wait for it to end",
-            errors=[{"loc": ["path", "alias"], "msg": f"owned by rollout {holder}"}],
-        )
+    check_alias_free(tenant_, name, alias)
     check_policy(tenant_, name, policy)
     move_traffic(svc.redis, svc.registry, tenant_, name, alias, policy, svc.settings.ready_timeout_s)
     # This process sees the change at once; the API's other processes within api/predict.py's MODEL_RECHECK_S.
@@ -131,6 +125,27 @@ def rollout_holder(tenant_: str, name: str, alias: str) -> str | None:
         rollouts.unlock(svc.redis, tenant_, name, alias, holder)
         return None
     return str(holder)
+
+
+def check_not_in_traffic(tenant_: str, name: str, version: int) -> None:
+    """VersionInUse when a split or a shadow still sends requests to `version` (the registry alias knows only the
+    largest share)."""
+    users = sorted(a for a, p in TrafficStore(services().redis).all(tenant_, name).items() if version in p.serves)
+    if users:
+        raise VersionInUse(
+            f"version {version} of {name!r} takes traffic on alias(es) {', '.join(users)}; "
+            "move that traffic first (PUT the alias without it)"
+        )
+
+
+def check_alias_free(tenant_: str, name: str, alias: str) -> None:
+    holder = rollout_holder(tenant_, name, alias)
+    if holder:
+        raise RolloutInProgress(
+            f"rollout {holder} is moving alias {alias!r} of {name!r}; cancel it (POST /v1/jobs/{holder}/cancel) "
+            "or wait for it to end",
+            errors=[{"loc": ["path", "alias"], "msg": f"owned by rollout {holder}"}],
+        )
 
 
 def alias_policy(body: Any) -> TrafficPolicy:

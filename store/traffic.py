@@ -59,6 +59,11 @@ class TrafficPolicy:
         return min(self.versions, key=lambda v: (-self.versions[v], v))
 
     @property
+    def serves(self) -> set[int]:
+        """Every version that gets requests: the shares and the shadow."""
+        return {*self.versions, *([self.shadow_version] if self.shadow_version is not None else [])}
+
+    @property
     def split(self) -> bool:
         return len(self.versions) > 1 or self.shadow_version is not None
 

@@ -151,6 +151,9 @@ def test_a_routing_key_always_lands_on_the_same_version(
             landed.setdefault(key, set()).add(int(answer.headers["X-Model-Version"]))
     assert all(len(versions) == 1 for versions in landed.values()), landed
     assert {v for versions in landed.values() for v in versions} == {1, 2}  # 40 keys do not all hash one way
+    # A version with a share is in use, though the registry alias names only the largest share.
+    refused = client.delete("/v1/models/iris/versions/2")
+    assert refused.status_code == 409 and refused.get_json()["code"] == "version_in_use"
 
 
 def test_a_shadow_at_100_percent_never_changes_an_answer_and_its_agreement_is_recomputable(
