@@ -195,3 +195,28 @@ def test_a_plain_version_puts_the_alias_back_without_a_policy(worker: Any, clien
         for _ in range(20)
     }
     assert served == {"1"}
+
+
+def test_a_version_the_workers_cannot_load_is_refused_before_any_traffic_moves(
+    worker: Any, client: FlaskClient, models: dict[str, Any], tmp_path: Any
+) -> None:
+    registry: ModelRegistry = models["registry"]
+    stage = tmp_path / "stage"
+    stage.mkdir()
+    source = registry.verified_dir(TENANT, "iris", 1)
+    for path in source.iterdir():
+        if path.name != "manifest.json":
+            (stage / path.name).write_bytes(path.read_bytes())
+    manifest: dict[str, Any] = dict(registry.manifest(TENANT, "iris", 1))
+    for key in ("files", "artifact", "version", "created_at", "hmac"):
+        manifest.pop(key, None)
+    broken = registry.register(TENANT, "iris", stage, manifest)["version"]
+    damaged = next(p for p in (registry.root / TENANT / "iris" / str(broken)).iterdir() if p.name != "manifest.json")
+    damaged.write_bytes(damaged.read_bytes() + b"tampered")  # its sha256 no longer matches: it never loads
+    answer = put_alias(client, {"versions": {"1": 90, str(broken): 10}})
+    problem = answer.get_json()
+    assert answer.status_code == 503 and problem["code"] == "version_not_ready", problem
+    assert f"version {broken}" in problem["detail"] and "sha256" in problem["detail"]
+    served = {client.post("/v1/models/iris/predict", json={"inputs": [models["rows"][0]]}).headers["X-Model-Version"]}
+    assert served == {"1"}  # nothing moved
+    registry.delete_version(TENANT, "iris", broken)
