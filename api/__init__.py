@@ -37,7 +37,8 @@ from api.parsing import FastJSON, check_json_body
 from api.problems import register_error_handlers, validation_error_response
 from api.schemas import Problem as ProblemModel
 from api.services import Services
-from api.waits import WaitSlots, client_socket
+from api.wait_slots import WaitSlots
+from api.waits import client_socket
 from store.backends import dataset_store, model_registry
 from store.celery_config import make_celery
 from store.jobs import JobStore

@@ -12,13 +12,14 @@ from api.limits import check_training_params
 from api.parsing import json_body, wait_seconds
 from api.replies import job_reply
 from api.schemas import Job, JobHeaders, JobList, JobPath, JobsQuery, Problem, TrainBody, WaitQuery
+from api.search import cancel_search
 from api.services import services, tenant
 from api.submit import submit
-from api.train_checks import check_dataset_fits
+from api.train_checks import check_columns, check_dataset_fits
 from api.waits import wait_for_job
 from api.warm_start import check_warm_start
 from store.contract import TRAIN_QUEUE, TRAIN_TASK, TrainRequest
-from training.errors import ColumnNotFound, DataError, ResourceNotFound
+from training.errors import ResourceNotFound
 from training.params import check_algorithm, validate_params
 
 log = logging.getLogger(__name__)
@@ -37,32 +38,6 @@ def _not_found(job_id: str) -> ResourceNotFound:
     return ResourceNotFound(f"no job {job_id!r}; list yours with GET /v1/jobs")
 
 
-def _check_columns(body: TrainBody, meta: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """The dataset's columns by name; ColumnNotFound naming each missing column and listing the available ones."""
-    columns = {c["name"]: c for c in meta["columns"]}
-    available = ", ".join(columns)
-    wanted = [(["target"], body.target)] + [(["features", i], f) for i, f in enumerate(body.features or [])]
-    missing = [(loc, name) for loc, name in wanted if name not in columns]
-    if missing:
-        names = ", ".join(repr(name) for _, name in missing)
-        raise ColumnNotFound(
-            f"column {names} not found in dataset {meta['id']}; available columns: {available}",
-            errors=[
-                {"loc": loc, "msg": f"column {name!r} is not in the dataset; available: {available}"}
-                for loc, name in missing
-            ],
-        )
-    if body.features is not None:
-        if body.target in body.features:
-            raise DataError(
-                f"the target {body.target!r} cannot also be a feature; remove it from features",
-                errors=[{"loc": ["features"], "msg": "contains the target"}],
-            )
-        if len(set(body.features)) != len(body.features):
-            raise DataError("features lists a column twice", errors=[{"loc": ["features"], "msg": "duplicates"}])
-    return columns
-
-
 @bp.post("/train", responses={200: Job, 202: Job, 409: Problem, 415: Problem, 429: Problem})
 @json_body
 def train(query: WaitQuery, header: JobHeaders, body: TrainBody) -> Response:
@@ -72,7 +47,7 @@ def train(query: WaitQuery, header: JobHeaders, body: TrainBody) -> Response:
 
     def build(job_id: str) -> tuple[dict[str, Any], dict[str, Any]]:
         meta = svc.datasets.get(tenant(), body.dataset)
-        columns = _check_columns(body, meta)
+        columns = check_columns(body, meta)
         warm_start = check_warm_start(body, columns)  # before validate_params: it may fill in hidden_layers
         # A text target can only be classified: catch a regression-only algorithm before it is queued.
         task = body.task or ("classification" if columns[body.target]["dtype"] == "string" else None)
@@ -138,8 +113,6 @@ def cancel_job(path: JobPath) -> tuple[Response, int]:
     if found is None:
         raise _not_found(path.job_id)
     if found["type"] == "search":  # its queued and running trials are cancelled with it
-        from api.search import cancel_search
-
         return cancel_search(path.job_id), 202
     job = svc.jobs.request_cancel(path.job_id)
     if job["status"] == "cancelled":

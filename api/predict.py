@@ -14,7 +14,6 @@ import threading
 import time
 from typing import Any, NamedTuple
 
-import orjson
 import redis
 from flask import Response, abort, current_app, request
 from flask_openapi3 import APIBlueprint, Tag
@@ -29,7 +28,7 @@ from api.problems import ApiError, Unavailable, validation_error_response
 from api.replies import job_reply
 from api.schemas import Job, JobHeaders, ModelPath, PredictBody, Problem, WaitQuery
 from api.services import Services, services, tenant
-from api.submit import IDEMPOTENCY_TTL_S, _key_name, fingerprint, replay
+from api.submit import IdempotencyClaim
 from api.traffic import VERSION_HEADER, choose_version, policy_for
 from api.waits import DISCONNECT_CHECK_S, client_gone, client_socket
 from store.datasets import TooManyRows
@@ -231,7 +230,8 @@ def predict(
             errors=[{"loc": ["inputs"], "msg": f"at most {limit} rows"}],
         )
     key = header.idempotency_key
-    replayed = replay(key, query.wait)
+    claim = IdempotencyClaim(key)
+    replayed = claim.replay(query.wait)
     if replayed is not None:
         return replayed
     owner = tenant()
@@ -268,18 +268,15 @@ def predict(
         held = seconds > 0 and svc.waits.acquire(owner, "wait")
         # Without an Idempotency-Key to record first, the first slice of the wait rides in the same round trip.
         job, reply = submit_prediction(svc, record, message, seconds if held and not key else 0)
-        if key:
-            svc.redis.set(
-                _key_name(key), orjson.dumps({"fingerprint": fingerprint(), "job_id": job_id}), ex=IDEMPOTENCY_TTL_S
-            )
+        claim.record(job_id)
         done = True
         if held:
             job = reply or await_reply(svc.jobs, job, seconds, waited=0 if key else DISCONNECT_CHECK_S)
     finally:
         if held:
             svc.waits.release(owner, "wait")
-        if key and not done:
-            svc.redis.delete(_key_name(key))
+        if not done:
+            claim.release()
     response = job_reply(svc.jobs.public(job), created=True, waited_s=seconds if held else 0, from_prefer=from_prefer)
     response.headers[VERSION_HEADER] = str(version)
     return response

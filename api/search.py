@@ -11,12 +11,12 @@ from typing import Any
 from flask import Response, jsonify
 from flask_openapi3 import APIBlueprint, Tag
 
-from api.jobs import _check_columns
 from api.limits import check_training_params
 from api.parsing import json_body
 from api.schemas import Job, JobHeaders, Problem, SearchBody, WaitQuery
 from api.services import services, tenant
 from api.submit import submit
+from api.train_checks import check_columns
 from store.backends import artifact_store
 from store.contract import SEARCH_TASK, TRAIN_QUEUE, SearchRequest
 from store.ids import new_id
@@ -52,7 +52,7 @@ def search(query: WaitQuery, header: JobHeaders, body: SearchBody) -> Response:
 
     def build(job_id: str) -> tuple[dict[str, Any], dict[str, Any]]:
         meta = svc.datasets.get(tenant(), body.dataset)
-        columns = _check_columns(body, meta)  # type: ignore[arg-type]  # the same target/features fields
+        columns = check_columns(body, meta)
         # A text target can only be classified: refuse regression-only algorithms and metrics now.
         task = body.task or ("classification" if columns[body.target]["dtype"] == "string" else None)
         metric, direction = check_metric(body.metric, body.direction, task)

@@ -16,7 +16,7 @@ from store.settings import Settings
 from training.registry import ModelRegistry
 
 if TYPE_CHECKING:
-    from api.waits import WaitSlots
+    from api.wait_slots import WaitSlots
 
 
 @dataclass(frozen=True)

@@ -38,45 +38,49 @@ def fingerprint() -> str:
     return hashlib.sha256(f"{request.method}\n{request.path}\n{canonical}".encode()).hexdigest()
 
 
-def _claim(key: str, print_: str) -> str | None:
-    """Claim the key (None) or return the job id it already stands for; ApiError 422/409 otherwise."""
-    redis = services().redis
-    name = _key_name(key)
-    if redis.set(name, json.dumps({"fingerprint": print_, "job_id": None}), nx=True, ex=IDEMPOTENCY_TTL_S):
-        return None
-    raw = redis.get(name)
-    stored = json.loads(raw) if raw else {"fingerprint": print_, "job_id": None}
-    if stored["fingerprint"] != print_:
-        raise IdempotencyKeyReused(
-            "this Idempotency-Key was already used with a different request body; use a new key for a new request",
-            errors=[{"loc": ["header", "Idempotency-Key"], "msg": "reused with a different body"}],
-        )
-    if stored["job_id"] is None:
-        raise IdempotencyKeyInUse(
-            "a request with this Idempotency-Key is still being handled; retry in a moment",
-            headers={"Retry-After": "1"},
-        )
-    return stored["job_id"]
+class IdempotencyClaim:
+    """One request's Idempotency-Key (none: every method does nothing): claimed first, then either recorded with
+    the job it created or released, so that a client may fix a refused body and retry with the same key."""
 
+    def __init__(self, key: str | None) -> None:
+        self.key = key
+        self.name = keys.idempotency(tenant(), hashlib.sha256(key.encode()).hexdigest()) if key else None
 
-def _key_name(key: str) -> str:
-    return keys.idempotency(tenant(), hashlib.sha256(key.encode()).hexdigest())
+    def replay(self, wait: int | None) -> Response | None:
+        """With the key already used for this body, the answer for its job; None to go on and create one (the key
+        is then held as "in flight"). ApiError 422 for another body, 409 while the first request is handled."""
+        if self.name is None:
+            return None
+        redis, print_ = services().redis, fingerprint()
+        if redis.set(self.name, json.dumps({"fingerprint": print_, "job_id": None}), nx=True, ex=IDEMPOTENCY_TTL_S):
+            return None
+        raw = redis.get(self.name)
+        stored = json.loads(raw) if raw else {"fingerprint": print_, "job_id": None}
+        if stored["fingerprint"] != print_:
+            raise IdempotencyKeyReused(
+                "this Idempotency-Key was already used with a different request body; use a new key for a new request",
+                errors=[{"loc": ["header", "Idempotency-Key"], "msg": "reused with a different body"}],
+            )
+        if stored["job_id"] is None:
+            raise IdempotencyKeyInUse(
+                "a request with this Idempotency-Key is still being handled; retry in a moment",
+                headers={"Retry-After": "1"},
+            )
+        job = services().jobs.get_for(tenant(), stored["job_id"])
+        if job is None:
+            raise IdempotencyKeyExpired("the job this Idempotency-Key created has expired; use a new key")
+        return answer(job, wait)
 
+    def record(self, job_id: str) -> None:
+        """The key now stands for `job_id`: a retry replays it."""
+        if self.name is not None:
+            payload = json.dumps({"fingerprint": fingerprint(), "job_id": job_id})
+            services().redis.set(self.name, payload, ex=IDEMPOTENCY_TTL_S)
 
-def replay(key: str | None, wait: int | None) -> Response | None:
-    """With an Idempotency-Key already used for this body, the answer for its job; None to go on and create one.
-
-    A fresh key is claimed (held as "in flight") by this call; the caller records the job id on it or drops it.
-    """
-    if not key:
-        return None
-    existing = _claim(key, fingerprint())
-    if existing is None:
-        return None
-    job = services().jobs.get_for(tenant(), existing)
-    if job is None:
-        raise IdempotencyKeyExpired("the job this Idempotency-Key created has expired; use a new key")
-    return answer(job, wait)
+    def release(self) -> None:
+        """Give the key back (the request was refused or failed)."""
+        if self.name is not None:
+            services().redis.delete(self.name)
 
 
 def submit(
@@ -94,8 +98,8 @@ def submit(
     `build(job_id)` raises for invalid input, else returns (the Celery message, the request kept on the record).
     """
     svc = services()
-    key = headers.idempotency_key
-    replayed = replay(key, wait)
+    claim = IdempotencyClaim(headers.idempotency_key)
+    replayed = claim.replay(wait)
     if replayed is not None:
         return replayed
     done = admitted = created = False
@@ -109,14 +113,11 @@ def submit(
         job = svc.jobs.create(tenant(), job_type, model, record, job_id=job_id)
         created = True
         _publish(task_name, message, job_id, queue)
-        if key:
-            svc.redis.set(
-                _key_name(key), json.dumps({"fingerprint": fingerprint(), "job_id": job_id}), ex=IDEMPOTENCY_TTL_S
-            )
+        claim.record(job_id)
         done = True
     finally:
         if not done:
-            _undo(job_id, key, admitted=admitted and not created)
+            _undo(job_id, claim, admitted=admitted and not created)
     return answer(job, wait)
 
 
@@ -142,14 +143,13 @@ def _publish(task_name: str, message: dict[str, Any], job_id: str, queue: str) -
         raise Unavailable() from None
 
 
-def _undo(job_id: str, key: str | None, *, admitted: bool) -> None:
+def _undo(job_id: str, claim: IdempotencyClaim, *, admitted: bool) -> None:
     """Give back what a refused or failed submission claimed: its active-job slot and its Idempotency-Key."""
     svc = services()
     try:
         if admitted:
             svc.jobs.release(tenant(), job_id)
-        if key:
-            svc.redis.delete(_key_name(key))
+        claim.release()
     except Exception as exc:  # noqa: BLE001 - Redis is down: the original error is what the client must see
         log.warning("could not release the claims of job %s: %s", job_id, exc)
 

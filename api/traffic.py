@@ -14,13 +14,12 @@ from flask import Response, current_app, jsonify, request
 from flask_openapi3 import APIBlueprint, Tag
 from pydantic import BaseModel, Field
 
-from api.model_routes import known_name
 from api.schemas import ModelPath, Problem, VersionPath
 from api.services import services, tenant
 from store import keys, live_metrics, rollouts
 from store.traffic import InvalidTraffic, TrafficPolicy, TrafficStore, move_traffic, parse_policy, problem
 from training.errors import MLQError, ResourceNotFound, VersionInUse
-from training.registry import _as_int
+from training.registry import NAME_RE
 
 bp = APIBlueprint(
     "traffic",
@@ -62,7 +61,9 @@ def alias_of(ref: str | int | None) -> str | None:
     """The alias a predict request's `version` names (None names production), or None for a version number."""
     if ref is None:
         return "production"
-    return None if _as_int(ref) is not None else str(ref)
+    if isinstance(ref, int) or (isinstance(ref, str) and ref.isascii() and ref.isdigit()):
+        return None
+    return str(ref)
 
 
 def policy_for(tenant_: str, name: str, ref: str | int | None) -> TrafficPolicy | None:
@@ -72,8 +73,6 @@ def policy_for(tenant_: str, name: str, ref: str | int | None) -> TrafficPolicy 
 
 def schema_of(tenant_: str, name: str, version: int, loc: list[Any], plain: bool = False) -> tuple[Any, Any]:
     """The feature names and dtypes of a version that may take traffic; InvalidTraffic naming `loc` if none."""
-    from api.predict import feature_types  # api.predict imports this module for the predict path
-
     try:
         manifest = services().registry.manifest(tenant_, name, version)
     except ResourceNotFound as exc:
@@ -82,8 +81,26 @@ def schema_of(tenant_: str, name: str, version: int, loc: list[Any], plain: bool
         raise problem(loc, f"unknown version: {exc.message}") from None
     if isinstance(manifest.get("export"), dict):
         raise problem(loc, f"version {version} is an export (a file to download), it cannot serve; use its parent")
-    names, dtypes = feature_types(manifest)
-    return names, {n: dtypes.get(n, "") for n in names}
+    return feature_schema(manifest)
+
+
+def feature_schema(manifest: Any) -> tuple[list[str], dict[str, str]]:
+    """Feature names in order and their dtypes, from either manifest shape (as api/predict.py checks rows)."""
+    names, dtypes = [], dict(manifest.get("feature_dtypes") or {})
+    for feature in manifest.get("features") or []:
+        if isinstance(feature, dict):
+            names.append(feature["name"])
+            dtypes.setdefault(feature["name"], feature.get("dtype", ""))
+        else:
+            names.append(str(feature))
+    return names, {n: str(dtypes.get(n, "")) for n in names}
+
+
+def known_name(name: str) -> str:
+    """As api/model_routes.py's: a name that cannot exist is a 404 (that module imports this one)."""
+    if not NAME_RE.fullmatch(name):
+        raise ResourceNotFound(f"no model named {name!r}; list yours with GET /v1/models")
+    return name
 
 
 def check_policy(tenant_: str, name: str, policy: TrafficPolicy) -> None:

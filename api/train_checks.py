@@ -9,9 +9,12 @@ cleaning (duplicates, `missing: drop`) is still the worker's to find.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from training.errors import DataError
+from training.errors import ColumnNotFound, DataError
+
+if TYPE_CHECKING:
+    from api.schemas import SearchBody, TrainBody
 
 # training.data.MIN_ROWS (kept equal by tests/unit/test_train_checks.py; training.data imports pandas).
 MIN_ROWS = 10
@@ -61,3 +64,29 @@ def check_dataset_fits(meta: dict[str, Any], target: str, features: list[str] | 
         raise DataError(
             f"dataset {meta['id']} cannot train this model: " + "; ".join(e["msg"] for e in errors), errors=errors
         )
+
+
+def check_columns(body: TrainBody | SearchBody, meta: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The dataset's columns by name; ColumnNotFound naming each missing column and listing the available ones."""
+    columns = {c["name"]: c for c in meta["columns"]}
+    available = ", ".join(columns)
+    wanted = [(["target"], body.target)] + [(["features", i], f) for i, f in enumerate(body.features or [])]
+    missing = [(loc, name) for loc, name in wanted if name not in columns]
+    if missing:
+        names = ", ".join(repr(name) for _, name in missing)
+        raise ColumnNotFound(
+            f"column {names} not found in dataset {meta['id']}; available columns: {available}",
+            errors=[
+                {"loc": loc, "msg": f"column {name!r} is not in the dataset; available: {available}"}
+                for loc, name in missing
+            ],
+        )
+    if body.features is not None:
+        if body.target in body.features:
+            raise DataError(
+                f"the target {body.target!r} cannot also be a feature; remove it from features",
+                errors=[{"loc": ["features"], "msg": "contains the target"}],
+            )
+        if len(set(body.features)) != len(body.features):
+            raise DataError("features lists a column twice", errors=[{"loc": ["features"], "msg": "duplicates"}])
+    return columns

@@ -6,9 +6,12 @@ Torch-free and Celery-free: the API imports it to enqueue by name, the workers t
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from enum import StrEnum
 from typing import Any
 
+# Re-exported: the statuses and types, defined with their transitions in store/job_states.py.
+from store.job_states import FINAL_STATUSES as FINAL_STATUSES
+from store.job_states import JobStatus as JobStatus
+from store.job_states import JobType as JobType
 from training.params import ALGORITHM_NAMES  # noqa: F401  (re-exported: the names the contract accepts)
 
 TRAIN_QUEUE = "train"
@@ -24,30 +27,6 @@ BATCH_PREDICT_TASK = "mlqueue.batch_predict"
 SEARCH_TASK = "mlqueue.search"  # a search's own message: it fans its trials out as train jobs (store/searches.py)
 OPTIMIZE_TASK = "mlqueue.optimize"  # on the train queue: it fine-tunes, distills and measures like a training
 ROLLOUT_TASK = "mlqueue.rollout"  # on the train queue: a leased job that moves an alias step by step
-
-
-class JobStatus(StrEnum):
-    QUEUED = "queued"
-    RUNNING = "running"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-
-    @property
-    def final(self) -> bool:
-        return self in FINAL_STATUSES
-
-
-FINAL_STATUSES = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED})
-
-
-class JobType(StrEnum):
-    TRAIN = "train"
-    PREDICT = "predict"
-    BATCH_PREDICT = "batch_predict"
-    SEARCH = "search"
-    OPTIMIZE = "optimize"
-    ROLLOUT = "rollout"
 
 
 # The jobs that hold an attempt lease (store/leases.py), and the task and queue a requeued one is sent to.

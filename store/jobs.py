@@ -21,12 +21,13 @@ import redis
 from redis.client import Pipeline
 
 from store import job_scripts, keys
-from store.contract import FINAL_STATUSES, TRAIN_QUEUE, JobStatus
+from store.contract import TRAIN_QUEUE
 from store.ids import is_job_id, new_id
 from store.job_cursor import InvalidCursor as InvalidCursor  # re-exported: the API catches it from here
 from store.job_cursor import decode_cursor, encode_cursor
 from store.job_events import job_log, tenant_channel, tenant_log
 from store.job_scripts import JOB_LOG_MAXLEN, TENANT_LOG_MAXLEN
+from store.job_states import FINAL_STATUSES, JobStatus, JobType
 from store.liveness import WorkerLiveness
 from store.lua_loader import LuaScript, outcome, run_pipeline
 from store.records import JobRecord, PublicJob
@@ -83,7 +84,8 @@ class JobStore:
     def channel(job_id: str) -> str:
         return keys.job_channel(job_id)
 
-    def _keys(self, job_id: str) -> list[str]:
+    def script_keys(self, job_id: str) -> list[str]:
+        """KEYS[1..6] of every script that may end a job (store/lua/lib/finish.lua's `job` table), in order."""
         return [
             self.key(job_id),
             RUNNING_SET,
@@ -186,6 +188,8 @@ class JobStore:
     def _decode(self, raw: dict[Any, Any]) -> JobRecord:
         rec = {_text(k): _text(v) for k, v in raw.items()}
         job: dict[str, Any] = {k: (rec.get(k) or None) for k in _PUBLIC}
+        # Typed members (StrEnum: they compare, and serialise to JSON, as their words).
+        job["status"], job["type"] = JobStatus(rec["status"]), JobType(rec["type"])
         job["attempts"] = int(rec.get("attempts") or 0)
         for field in ("progress", "result", "error", "request"):
             job[field] = _json_or_none(rec.get(field, ""))
@@ -292,7 +296,7 @@ class JobStore:
         now, now_ms = now_rfc3339()
         error = Cancelled("the job was cancelled before it started").to_json()
         reply = self._mark_running(
-            keys=self._keys(job_id), args=[job_id, worker, now, now_ms, self.ttl_s, error, *DURATION_BUCKETS]
+            keys=self.script_keys(job_id), args=[job_id, worker, now, now_ms, self.ttl_s, error, *DURATION_BUCKETS]
         )
         return self.started(reply)
 
@@ -322,14 +326,16 @@ class JobStore:
             json.dumps(error) if error is not None else "",
             *DURATION_BUCKETS,
         ]
-        return outcome(self._finish(keys=self._keys(job_id), args=args), FinishOutcome)[0] is FinishOutcome.DONE
+        return outcome(self._finish(keys=self.script_keys(job_id), args=args), FinishOutcome)[0] is FinishOutcome.DONE
 
     def request_cancel(self, job_id: str) -> JobRecord:
         """Flag the job for cancellation; a queued job ends `cancelled` at once. JobConflict if already final."""
         now, now_ms = now_rfc3339()
         error = Cancelled("the job was cancelled before it started").to_json()
         result, _ = outcome(
-            self._cancel(keys=self._keys(job_id), args=[job_id, now, now_ms, self.ttl_s, error, *DURATION_BUCKETS]),
+            self._cancel(
+                keys=self.script_keys(job_id), args=[job_id, now, now_ms, self.ttl_s, error, *DURATION_BUCKETS]
+            ),
             CancelOutcome,
         )
         job = self.get(job_id)
@@ -416,7 +422,9 @@ class JobStore:
         now, now_ms = now_rfc3339()
         error = Cancelled("the job was cancelled before it started").to_json()
         self._mark_running.queue(
-            pipe, keys=self._keys(job_id), args=[job_id, worker, now, now_ms, self.ttl_s, error, *DURATION_BUCKETS]
+            pipe,
+            keys=self.script_keys(job_id),
+            args=[job_id, worker, now, now_ms, self.ttl_s, error, *DURATION_BUCKETS],
         )
 
     def finish_and_reply_in(
@@ -444,7 +452,7 @@ class JobStore:
             json.dumps(error) if error is not None else "",
             *DURATION_BUCKETS,
         ]
-        self._finish_reply.queue(pipe, keys=[*self._keys(job_id), self.reply_key(job_id)], args=args)
+        self._finish_reply.queue(pipe, keys=[*self.script_keys(job_id), self.reply_key(job_id)], args=args)
 
     def decode_reply(self, raw: str | bytes) -> JobRecord:
         """The job from a reply pushed by finish_and_reply_in (a flat [field, value, ...] JSON array)."""

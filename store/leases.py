@@ -79,8 +79,8 @@ class Leases:
     """The fenced transitions of a training's attempts; every method is one Lua script (atomic)."""
 
     def __init__(self, jobs: JobStore, stale_s: float, max_attempts: int, time_limit_s: float = 0) -> None:
-        if len(jobs._keys("job_x")) != 6:  # the lease scripts put the heartbeat at KEYS[7]
-            raise RuntimeError("JobStore._keys() changed; update the KEYS of store/lua/*.lua")
+        if len(jobs.script_keys("job_x")) != 6:  # the lease scripts put the heartbeat at KEYS[7]
+            raise RuntimeError("JobStore.script_keys() changed; update the KEYS of store/lua/*.lua")
         self.jobs = jobs
         self.redis = jobs.redis
         self.stale_s = stale_s
@@ -95,7 +95,7 @@ class Leases:
         self._claim = LuaScript(self.redis, "claim")
 
     def _keys(self, job_id: str) -> list[str]:
-        return [*self.jobs._keys(job_id), heartbeat_key(job_id)]
+        return [*self.jobs.script_keys(job_id), heartbeat_key(job_id)]
 
     @property
     def _ttl_ms(self) -> int:
@@ -189,7 +189,7 @@ class Leases:
         return outcome(reply, SweepOutcome)[0]
 
     def unrequeue(self, job_id: str, attempts: int) -> bool:
-        reply = self._unrequeue(keys=[self.jobs.key(job_id), self.jobs._keys(job_id)[1]], args=[job_id, attempts])
+        reply = self._unrequeue(keys=[self.jobs.key(job_id), self.jobs.script_keys(job_id)[1]], args=[job_id, attempts])
         return outcome(reply, UnrequeueOutcome)[0] is UnrequeueOutcome.RESTORED
 
     def claim_registration(self, job_id: str, token: int, takeover_from: str = "") -> tuple[ClaimOutcome, str]:

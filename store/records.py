@@ -1,12 +1,15 @@
 """The typed shapes of a job: the record as JobStore decodes it, and the contract's job object. Stdlib only.
 
-Types for the checker, plain dicts at run time: the JSON the API serves (docs/api.md, "Job object") does not
+Types for the checker, plain dicts at run time (status and type: StrEnum members, JSON as their words): the
+JSON the API serves (docs/api.md, "Job object") does not
 change. A job's `result` depends on its type (a training's: training.manifest.TrainResult), so it stays JSON here.
 """
 
 from __future__ import annotations
 
 from typing import Any, TypedDict
+
+from store.job_states import JobStatus, JobType
 
 
 class JobRecord(TypedDict):
@@ -16,8 +19,8 @@ class JobRecord(TypedDict):
     """
 
     id: str
-    type: str  # a store.contract.JobType value
-    status: str  # a store.contract.JobStatus value
+    type: JobType
+    status: JobStatus
     model: str | None
     created_at: str
     started_at: str | None
@@ -42,8 +45,8 @@ class PublicJob(TypedDict):
     """The contract's job object (JobStore.public): no tenant or request internals."""
 
     id: str
-    type: str
-    status: str
+    type: JobType
+    status: JobStatus
     model: str | None
     created_at: str
     started_at: str | None

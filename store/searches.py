@@ -174,7 +174,7 @@ class Searches:
         rows = []
         for index, (trial, raw) in enumerate(zip(request.trials, raws, strict=True)):
             job: Mapping[str, Any] = (
-                self.jobs._decode(raw) if raw else {"status": "queued", "result": None, "error": None}
+                self.jobs.decode(raw) if raw else {"status": "queued", "result": None, "error": None}
             )
             result = job.get("result") or {}
             rows.append(

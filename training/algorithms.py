@@ -78,7 +78,7 @@ TRUSTED_TYPES: list[str] = [
     "sklearn._loss.link.MultinomialLogit",
     "sklearn._loss.link.Interval",
 ]
-_ARCHITECTURE_KEYS = ("input_dim", "hidden_layers", "output_dim", "task", "target_mean", "target_std")
+ARCHITECTURE_KEYS = ("input_dim", "hidden_layers", "output_dim", "task", "target_mean", "target_std")
 
 
 @dataclass
@@ -195,7 +195,7 @@ class TorchMLPModel:
         self.initial_state: dict[str, torch.Tensor] | None = None  # set by training/warm_start.py
         self.train_summary: dict[str, Any] | None = None  # train_loop's result: best epoch, stopped early, ...
 
-    def _new_net(self) -> MLP:
+    def new_net(self) -> MLP:
         a = self.architecture
         return MLP(a["input_dim"], a["hidden_layers"], a["output_dim"])
 
@@ -222,7 +222,7 @@ class TorchMLPModel:
             y_val = (np.asarray(y_val, dtype=np.float64) - mean) / std
         # Seeded before the layers are built so the initial weights, too, depend only on the seed.
         torch.manual_seed(p["seed"])
-        self.net = self._new_net()
+        self.net = self.new_net()
         if self.initial_state is not None:  # warm start: continue from a registered version's weights
             self.net.load_state_dict(self.initial_state)
         class_weight = None
@@ -288,13 +288,13 @@ class TorchMLPModel:
     def load(cls, directory: Path, device: str = "cpu") -> TorchMLPModel:
         try:
             arch = json.loads((directory / ARCHITECTURE_FILE).read_text())
-            missing = [k for k in _ARCHITECTURE_KEYS if k not in arch]
+            missing = [k for k in ARCHITECTURE_KEYS if k not in arch]
             if missing:
                 raise ValueError(f"missing keys {missing}")
             n_classes = arch["output_dim"] if arch["task"] == CLASSIFICATION else 0
             model = cls(arch["task"], {"hidden_layers": arch["hidden_layers"]}, arch["input_dim"], n_classes)
-            model.architecture = {k: arch[k] for k in _ARCHITECTURE_KEYS}
-            net = model._new_net()
+            model.architecture = {k: arch[k] for k in ARCHITECTURE_KEYS}
+            net = model.new_net()
             net.load_state_dict(load_file(str(directory / WEIGHTS_FILE)))  # strict: every tensor, right shapes
         except (OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:
             raise ArtifactTampered(f"cannot load the MLP from {directory}: {exc}") from exc
@@ -390,17 +390,3 @@ def check_servable(kind: str) -> None:
             f"this version is a {kind} export for download (GET .../artifact), not a model the "
             "workers serve; predict with the version it was exported from"
         )
-
-
-def load_model(directory: Path, kind: str, device: str = "cpu") -> Model:
-    """Read a saved model back without executing code from the files; `device` applies to torch models."""
-    if kind == "sklearn":
-        return SklearnModel.load(directory)
-    if kind == "torch":
-        return TorchMLPModel.load(directory, device)
-    if kind == "torch_int8":  # training/quantized.py: int8 weights + scales, rebuilt without running code
-        from training.quantized import QuantizedMLPModel
-
-        return QuantizedMLPModel.load(directory)
-    check_servable(kind)
-    raise MLQError(f"unknown model kind {kind!r}; expected 'sklearn', 'torch' or 'torch_int8'")

@@ -52,7 +52,7 @@ def distill(
     n_classes = teacher_proba.shape[1]
     student = TorchMLPModel(CLASSIFICATION, {"hidden_layers": hidden_layers}, X_train.shape[1], n_classes)
     torch.manual_seed(seed)  # before the layers exist: the initial weights depend on the seed alone
-    net = student._new_net()
+    net = student.new_net()
     dev = resolve_device(device)
     net.to(dev)
     X = torch.as_tensor(np.asarray(X_train, dtype=np.float32)).to(dev)

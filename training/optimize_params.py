@@ -14,7 +14,7 @@ from training.params import CLASSIFICATION, ParamSpec, _check_value
 
 METHODS = ("quantize_dynamic", "prune", "distill", "export")
 EXPORT_FORMATS = ("onnx", "torchscript")
-# Model kinds (manifest "model_kind"): what training/algorithms.load_model reads, plus the download-only exports.
+# Model kinds (manifest "model_kind"): what training/loading.load_model reads, plus the download-only exports.
 SERVABLE_KINDS = ("sklearn", "torch", "torch_int8")
 EXPORT_KINDS = ("onnx", "torchscript")
 

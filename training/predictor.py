@@ -14,10 +14,11 @@ from typing import Any
 
 import numpy as np
 
-from training.algorithms import Model, check_servable, load_model
+from training.algorithms import Model, check_servable
 from training.compiled import compile_preprocessor
 from training.data import load_preprocessor
 from training.errors import InvalidInput, MLQError
+from training.loading import load_model
 from training.manifest import ModelManifest
 from training.postprocess import CLASSIFICATION, check_postprocess
 from training.registry import ModelRegistry

@@ -21,7 +21,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from training.algorithms import _ARCHITECTURE_KEYS, ARCHITECTURE_FILE, WEIGHTS_FILE, TorchMLPModel
+from training.algorithms import ARCHITECTURE_FILE, ARCHITECTURE_KEYS, WEIGHTS_FILE, TorchMLPModel
 from training.errors import ArtifactTampered, MLQError
 from training.mlp import MLP
 
@@ -100,12 +100,12 @@ class QuantizedMLPModel(TorchMLPModel):
     def load(cls, directory: Path, device: str = "cpu") -> QuantizedMLPModel:
         try:
             arch = json.loads((directory / ARCHITECTURE_FILE).read_text())
-            missing = [k for k in (*_ARCHITECTURE_KEYS, "quantization") if k not in arch]
+            missing = [k for k in (*ARCHITECTURE_KEYS, "quantization") if k not in arch]
             if missing:
                 raise ValueError(f"missing keys {missing}")
             per_channel = bool(arch["quantization"].get("per_channel"))
             model = cls(arch["task"], {"hidden_layers": arch["hidden_layers"]}, arch["input_dim"], arch["output_dim"])
-            model.architecture = {k: arch[k] for k in (*_ARCHITECTURE_KEYS, "quantization")}
+            model.architecture = {k: arch[k] for k in (*ARCHITECTURE_KEYS, "quantization")}
             # The module structure comes from the architecture; the file only fills in tensors.
             net = _quantize(MLP(arch["input_dim"], arch["hidden_layers"], arch["output_dim"]), per_channel)
             tensors = load_file(str(directory / WEIGHTS_FILE))

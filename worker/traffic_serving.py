@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from typing import Any, Protocol
 
 import numpy as np
 import redis
@@ -22,8 +23,16 @@ from store.live_metrics import LiveBatch
 from training.predictor import Predictor
 from worker.model_cache import ModelCache
 
-if TYPE_CHECKING:
-    from worker.inference import Item
+
+class Item(Protocol):
+    """What is read here of worker/inference.py's Item (not imported: that module imports this one)."""
+
+    entry_id: str
+    request: Any
+    run: bool
+    error: dict[str, Any] | None
+    outputs: list[Any] | None
+
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +51,7 @@ def _latency_ms(entry_id: str, now_ms: float) -> float:
         return 0.0
 
 
-def figures_of(items: list[Item], regression: dict[tuple[str, str, int], bool]) -> LiveBatch:
+def figures_of(items: Sequence[Item], regression: dict[tuple[str, str, int], bool]) -> LiveBatch:
     """The live figures of one answered batch (requests that ran; already-final ones are not counted)."""
     batch, now_ms = LiveBatch(), time.time() * 1000
     for it in items:
@@ -60,7 +69,7 @@ def figures_of(items: list[Item], regression: dict[tuple[str, str, int], bool]) 
     return batch
 
 
-def run_shadows(client: redis.Redis, cache: ModelCache, items: list[Item]) -> None:
+def run_shadows(client: redis.Redis, cache: ModelCache, items: Sequence[Item]) -> None:
     """Run the shadow copies of an answered batch, one forward pass per shadow version, and write the figures."""
     groups: dict[tuple[str, str, int], list[Item]] = {}
     for it in items:
@@ -73,7 +82,7 @@ def run_shadows(client: redis.Redis, cache: ModelCache, items: list[Item]) -> No
         figures = batch[(tenant, model, version)]
         try:
             predictor = cache.get(tenant, model, version)
-            rows = [row for it in group for row in it.request.inputs]  # type: ignore[union-attr]
+            rows = [row for it in group for row in it.request.inputs]
             outputs = outputs_of(predictor, predictor.scores(rows))
         except Exception as exc:  # a broken shadow is counted, never raised: the answers already went out
             log.warning("shadow %s/%s v%d failed: %s", tenant, model, version, exc)
@@ -83,7 +92,7 @@ def run_shadows(client: redis.Redis, cache: ModelCache, items: list[Item]) -> No
         regression = not predictor.classes
         start = 0
         for it in group:
-            n = len(it.request.inputs)  # type: ignore[union-attr]
+            n = len(it.request.inputs)
             mine = outputs[start : start + n]
             start += n
             figures.request(0.0, False, shadow=True)

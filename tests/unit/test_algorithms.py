@@ -26,9 +26,9 @@ from training.algorithms import (
     Model,
     SklearnModel,
     build_model,
-    load_model,
 )
 from training.errors import ArtifactTampered, Cancelled, InvalidParams, MLQError, UnknownAlgorithm
+from training.loading import load_model
 from training.params import ALGORITHM_NAMES, ALGORITHM_TASKS, CLASSIFICATION, REGRESSION, validate_params
 
 # Small settings so the whole file stays fast on a shared two-core machine.
