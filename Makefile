@@ -21,7 +21,7 @@ test: $(STAMP)
 
 # ruff (check and format); mypy --strict (pyproject's [tool.mypy]: api store worker training mlqueue tests, and the
 # conftest.py files of tests/integration and tests/reliability in runs of their own: three modules named conftest);
-# import-linter (the layers of docs/architecture.md).
+# import-linter (the layers of docs/architecture.md); no import circle (tests/unit/test_import_cycles.py).
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -29,6 +29,7 @@ lint: $(STAMP)
 	$(BIN)/mypy tests/integration/conftest.py
 	$(BIN)/mypy tests/reliability/conftest.py
 	$(BIN)/lint-imports
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests/unit/test_import_cycles.py
 
 run: $(STAMP)
 	$(BIN)/mlq dev

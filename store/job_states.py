@@ -37,8 +37,6 @@ INITIAL_STATE = JobStatus.QUEUED
 READY_STATES = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED})
 UNREADY_STATES = frozenset({JobStatus.QUEUED, JobStatus.RUNNING})
 FINAL_STATUSES = READY_STATES  # the name the code used before this module
-# A leased job's attempt ends in one of these (worker/attempt.py writes them with finish_fenced.lua).
-ATTEMPT_ENDINGS = READY_STATES
 
 Q, R = JobStatus.QUEUED, JobStatus.RUNNING
 S, F, C = JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED

@@ -27,7 +27,7 @@ from store.job_cursor import InvalidCursor as InvalidCursor  # re-exported: the 
 from store.job_cursor import decode_cursor, encode_cursor
 from store.job_events import job_log, tenant_channel, tenant_log
 from store.job_scripts import JOB_LOG_MAXLEN, TENANT_LOG_MAXLEN
-from store.job_states import FINAL_STATUSES, JobStatus, JobType
+from store.job_states import FINAL_STATUSES, INITIAL_STATE, JobStatus, JobType
 from store.liveness import WorkerLiveness
 from store.lua_loader import LuaScript, outcome, run_pipeline
 from store.records import JobRecord, PublicJob
@@ -104,7 +104,7 @@ class JobStore:
             "id": job_id or new_id("job"),
             "tenant": tenant,
             "type": type,
-            "status": JobStatus.QUEUED.value,
+            "status": INITIAL_STATE.value,
             "model": model or "",
             "created_at": created_at,
             "created_ms": created_ms,

@@ -62,9 +62,6 @@ class Ending(StrEnum):
     DECLINED = "declined"  # the registration claim was refused to a stale attempt; nothing recorded
 
 
-RECORDED = frozenset({Ending.SUCCEEDED, Ending.FAILED, Ending.CANCELLED})
-
-
 @dataclass(frozen=True)
 class Verdict:
     """An ending with what is recorded for it (a result for SUCCEEDED, an error for FAILED)."""

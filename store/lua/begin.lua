@@ -22,7 +22,7 @@
 --
 -- Returns {'started', token} | {'missing'} | {'final'} | {'cancelled'} | {'running_elsewhere'} (a live attempt
 -- holds it) | {'poison'} (attempts used up: ended failed) (BeginOutcome).
--- #include lib/finish.lua
+-- #include lib/guards.lua
 
 local job = {key = KEYS[1], running = KEYS[2], metrics_jobs = KEYS[3], metrics_duration = KEYS[4],
              cancel = KEYS[5], channel = KEYS[6]}
@@ -34,18 +34,10 @@ local buckets = {unpack(ARGV, 10)}
 local status = redis.call('HGET', job.key, 'status')
 if not status then return {'missing'} end
 if is_final(status) then return {'final'} end
-if redis.call('EXISTS', job.cancel) == 1 then
-  finish(job, job_id, 'cancelled', now, now_ms, ttl_s, '', cancelled_error, buckets)
-  return {'cancelled'}
-end
+if end_if_cancelled(job, job_id, now, now_ms, ttl_s, cancelled_error, buckets) then return {'cancelled'} end
 if status == 'running' and redis.call('EXISTS', heartbeat) == 1 then return {'running_elsewhere'} end
 -- queued, or running with a dead holder whose message came back before a sweeper noticed
-local used = tonumber(redis.call('HGET', job.key, 'attempts') or '0') -
-             tonumber(redis.call('HGET', job.key, 'preempted') or '0')
-if used >= max_attempts then
-  finish(job, job_id, 'failed', now, now_ms, ttl_s, '', poison_error, buckets)
-  return {'poison'}
-end
+if end_if_poison(job, job_id, now, now_ms, ttl_s, max_attempts, poison_error, buckets) then return {'poison'} end
 if (redis.call('HGET', job.key, 'started_at') or '') == '' then
   redis.call('HSET', job.key, 'started_at', now, 'started_ms', now_ms)
 end

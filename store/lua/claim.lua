@@ -11,13 +11,12 @@
 --
 -- Returns {'claimed'} | {'fenced'} (not the current attempt) | {'cancelled'} | {'held', holder} (attempt
 -- `holder` claimed it) (ClaimOutcome).
+-- #include lib/fence.lua
 
 local job_key, claim, cancel_flag = KEYS[1], KEYS[2], KEYS[3]
 local token, ttl_s, takeover_from = ARGV[1], ARGV[2], ARGV[3]
 
-if redis.call('HGET', job_key, 'status') ~= 'running' or redis.call('HGET', job_key, 'attempts') ~= token then
-  return {'fenced'}
-end
+if not holds(job_key, token) then return {'fenced'} end
 if redis.call('EXISTS', cancel_flag) == 1 then return {'cancelled'} end
 local holder = redis.call('GET', claim)
 if holder and holder ~= token and holder ~= takeover_from then return {'held', holder} end

@@ -19,6 +19,7 @@
 -- ARGV[9..] buckets   the duration histogram's bounds, in seconds
 --
 -- Returns {'done'} | {'already_final'} | {'fenced'} (another attempt holds it) | {'gone'} (FinishOutcome).
+-- #include lib/fence.lua
 -- #include lib/finish.lua
 
 local job = {key = KEYS[1], running = KEYS[2], metrics_jobs = KEYS[3], metrics_duration = KEYS[4],
@@ -31,7 +32,7 @@ local buckets = {unpack(ARGV, 9)}
 local status = redis.call('HGET', job.key, 'status')
 if not status then return {'gone'} end
 if is_final(status) then return {'already_final'} end
-if status ~= 'running' or redis.call('HGET', job.key, 'attempts') ~= token then return {'fenced'} end
+if not holds(job.key, token) then return {'fenced'} end
 finish(job, job_id, new_status, now, now_ms, ttl_s, result, err, buckets)
 redis.call('DEL', heartbeat)
 return {'done'}

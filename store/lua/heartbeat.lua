@@ -7,12 +7,11 @@
 -- ARGV[3] lease_ms   its time to live
 --
 -- Returns {'refreshed'} | {'lost'} (final, requeued, or a newer attempt runs) (HeartbeatOutcome).
+-- #include lib/fence.lua
 
 local job_key, heartbeat = KEYS[1], KEYS[2]
 local token, holder, lease_ms = ARGV[1], ARGV[2], ARGV[3]
 
-if redis.call('HGET', job_key, 'status') ~= 'running' or redis.call('HGET', job_key, 'attempts') ~= token then
-  return {'lost'}
-end
+if not holds(job_key, token) then return {'lost'} end
 redis.call('SET', heartbeat, holder, 'PX', lease_ms)
 return {'refreshed'}

@@ -17,7 +17,7 @@
 -- ARGV[7..] buckets        the duration histogram's bounds, in seconds
 --
 -- Returns {'started'} | {'missing'} | {'final'} | {'cancelled'} (BeginOutcome).
--- #include lib/finish.lua
+-- #include lib/guards.lua
 
 local job = {key = KEYS[1], running = KEYS[2], metrics_jobs = KEYS[3], metrics_duration = KEYS[4],
              cancel = KEYS[5], channel = KEYS[6]}
@@ -27,10 +27,7 @@ local buckets = {unpack(ARGV, 7)}
 local status = redis.call('HGET', job.key, 'status')
 if not status then return {'missing'} end
 if is_final(status) then return {'final'} end
-if redis.call('EXISTS', job.cancel) == 1 then
-  finish(job, job_id, 'cancelled', now, now_ms, ttl_s, '', cancelled_error, buckets)
-  return {'cancelled'}
-end
+if end_if_cancelled(job, job_id, now, now_ms, ttl_s, cancelled_error, buckets) then return {'cancelled'} end
 if redis.call('HGET', job.key, 'started_at') == '' then
   redis.call('HSET', job.key, 'started_at', now, 'started_ms', now_ms)
 end

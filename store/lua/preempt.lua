@@ -17,7 +17,8 @@
 -- ARGV[6..] buckets  the duration histogram's bounds, in seconds
 --
 -- Returns {'requeued'} (send it again) | {'cancelled'} | {'fenced'} (PreemptOutcome).
--- #include lib/finish.lua
+-- #include lib/fence.lua
+-- #include lib/guards.lua
 
 local job = {key = KEYS[1], running = KEYS[2], metrics_jobs = KEYS[3], metrics_duration = KEYS[4],
              cancel = KEYS[5], channel = KEYS[6]}
@@ -25,16 +26,8 @@ local heartbeat = KEYS[7]
 local job_id, token, now, now_ms, ttl_s = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local buckets = {unpack(ARGV, 6)}
 
-if redis.call('HGET', job.key, 'status') ~= 'running' or redis.call('HGET', job.key, 'attempts') ~= token then
-  return {'fenced'}
-end
+if not holds(job.key, token) then return {'fenced'} end
 redis.call('DEL', heartbeat)
-if redis.call('EXISTS', job.cancel) == 1 then
-  finish(job, job_id, 'cancelled', now, now_ms, ttl_s, '', '', buckets)
-  return {'cancelled'}
-end
-redis.call('HSET', job.key, 'status', 'queued', 'worker', '')
-redis.call('HINCRBY', job.key, 'preempted', 1)
-redis.call('SREM', job.running, job_id)
-emit(job.key, job.channel, 'queued')
+if end_if_cancelled(job, job_id, now, now_ms, ttl_s, '', buckets) then return {'cancelled'} end
+requeue(job, job_id, 'preempted')
 return {'requeued'}

@@ -23,7 +23,7 @@
 -- Returns {'requeued'} (send it again) | {'cancelled'} | {'poison'} | {'time_limit'} | {'alive'} (its lease
 -- holds) | {'not_running'} (dropped from the running set) | {'not_leased'} (a job type without leases)
 -- (SweepOutcome).
--- #include lib/finish.lua
+-- #include lib/guards.lua
 
 local job = {key = KEYS[1], running = KEYS[2], metrics_jobs = KEYS[3], metrics_duration = KEYS[4],
              cancel = KEYS[5], channel = KEYS[6]}
@@ -42,23 +42,12 @@ if status ~= 'running' then
 end
 if not LEASED_TYPES[redis.call('HGET', job.key, 'type')] then return {'not_leased'} end
 if redis.call('EXISTS', heartbeat) == 1 then return {'alive'} end
-if redis.call('EXISTS', job.cancel) == 1 then
-  finish(job, job_id, 'cancelled', now, now_ms, ttl_s, '', cancelled_error, buckets)
-  return {'cancelled'}
-end
-local used = tonumber(redis.call('HGET', job.key, 'attempts') or '0') -
-             tonumber(redis.call('HGET', job.key, 'preempted') or '0')
-if used >= max_attempts then
-  finish(job, job_id, 'failed', now, now_ms, ttl_s, '', poison_error, buckets)
-  return {'poison'}
-end
+if end_if_cancelled(job, job_id, now, now_ms, ttl_s, cancelled_error, buckets) then return {'cancelled'} end
+if end_if_poison(job, job_id, now, now_ms, ttl_s, max_attempts, poison_error, buckets) then return {'poison'} end
 local attempt_started_ms = tonumber(redis.call('HGET', job.key, 'attempt_started_ms') or '0') or 0
 if time_limit_ms > 0 and attempt_started_ms > 0 and now_ms - attempt_started_ms >= time_limit_ms then
   finish(job, job_id, 'failed', now, now_ms, ttl_s, '', time_limit_error, buckets)
   return {'time_limit'}
 end
-redis.call('HSET', job.key, 'status', 'queued', 'worker', '')
-redis.call('HINCRBY', job.key, 'requeues', 1)
-redis.call('SREM', job.running, job_id)
-emit(job.key, job.channel, 'queued')
+requeue(job, job_id, 'requeues')
 return {'requeued'}

@@ -40,7 +40,7 @@ def referenced(code: str) -> set[str]:
 
 def test_there_are_the_scripts_the_python_side_knows() -> None:
     assert sorted(SCRIPT_OUTCOMES) == SCRIPTS
-    assert LIBRARIES == ["lib/emit.lua", "lib/finish.lua", "lib/keys.lua"]
+    assert LIBRARIES == ["lib/emit.lua", "lib/fence.lua", "lib/finish.lua", "lib/guards.lua", "lib/keys.lua"]
 
 
 @pytest.mark.parametrize("name", SCRIPTS)
@@ -86,7 +86,7 @@ def test_every_outcome_of_an_enum_is_returned_by_one_of_its_scripts() -> None:
 def test_a_library_is_included_once_before_the_code_that_uses_it() -> None:
     composed = source("begin")
     order = [m for m in re.findall(r"^-- ---- (\S+) ----$", composed, re.MULTILINE)]
-    assert order == ["lib/keys.lua", "lib/emit.lua", "lib/finish.lua", "begin.lua"]
+    assert order == ["lib/keys.lua", "lib/emit.lua", "lib/finish.lua", "lib/guards.lua", "begin.lua"]
     assert source("progress").count("local function emit(") == 1
     assert "#include" not in source("admit")
 
