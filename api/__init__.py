@@ -132,5 +132,9 @@ def create_app(settings: Settings | None = None) -> OpenAPI:
         app.register_api(module.bp)
     app.register_api(drift.bp)  # beside the model routes: GET /v1/models/{name}/versions/{v}/drift
     app.register_api(model_upload.bp)  # POST /v1/models/{name}/versions: bring your own ONNX model
+    from api import rollouts, traffic  # alias traffic, live figures, rollouts (issue 19); own line: fewer conflicts
+
+    app.register_api(traffic.bp)
+    app.register_api(rollouts.bp)
     app.register_blueprint(ui.bp)  # the dashboard's static files: not part of the OpenAPI document
     return app

@@ -18,6 +18,7 @@ import redis
 from prometheus_client import CollectorRegistry, Counter, Gauge, multiprocess
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
+from api.live_prom import live_families
 from store.contract import WORKER_QUEUES
 from store.inference_queue import batch_size_histogram, queue_depths, stats
 from store.jobs import DURATION_BUCKETS, JobStore
@@ -66,6 +67,7 @@ class JobsCollector:
         size_buckets, size_sum, _ = batch_size_histogram(batching)
         sizes.add_metric([], size_buckets, sum_value=size_sum)
         yield sizes
+        yield from live_families(self.jobs.redis)  # per model version (api/live_prom.py)
 
 
 def make_metrics(jobs: JobStore) -> tuple[CollectorRegistry, Counter, dict[str, Gauge]]:

@@ -19,7 +19,6 @@ from api.schemas import (
     Problem,
     VersionPath,
 )
-from api.servable import refuse_export
 from api.services import services, tenant
 from training.errors import ResourceNotFound
 from training.registry import NAME_RE
@@ -66,6 +65,9 @@ def get_version(path: VersionPath) -> Response:
 @bp.delete("/<name>/versions/<int:version>", responses={204: None, 409: Problem})
 def delete_version(path: VersionPath) -> tuple[str, int]:
     """Delete a version; 409 while an alias points at it."""
+    from api.traffic import check_not_in_traffic  # a split or shadow version is in use too
+
+    check_not_in_traffic(tenant(), known_name(path.name), path.version)
     services().registry.delete_version(tenant(), known_name(path.name), path.version)
     return "", 204
 
@@ -116,15 +118,23 @@ def _exported_file(name: str, version: int) -> Response | None:
 
 @bp.put("/<name>/aliases/<alias>", responses={200: ModelSummary})
 def set_alias(path: AliasPath, body: AliasBody) -> Response:
-    """Point an alias (production, staging, …) at a version; workers serving the alias follow it."""
+    """Point an alias (production, staging, …) at a version, or split it between versions with an optional shadow;
+    waits until the inference workers hold the versions, then moves traffic."""
+    from api.traffic import alias_policy, apply_policy, traffic_of  # traffic policies: api/traffic.py
+
     registry = services().registry
     name = known_name(path.name)
-    refuse_export(name, body.version, registry.manifest(tenant(), name, body.version))
-    registry.set_alias(tenant(), name, path.alias, body.version)
-    return jsonify(_summary(registry.get_model(tenant(), name)))
+    registry.check_name(path.alias, "alias")
+    apply_policy(tenant(), name, path.alias, alias_policy(body))
+    return jsonify({**_summary(registry.get_model(tenant(), name)), "traffic": traffic_of(tenant(), name)})
 
 
 @bp.delete("/<name>/aliases/<alias>", responses={204: None})
 def delete_alias(path: AliasPath) -> tuple[str, int]:
+    from api.traffic import check_alias_free
+    from store.traffic import TrafficStore
+
+    check_alias_free(tenant(), known_name(path.name), path.alias)
     services().registry.delete_alias(tenant(), known_name(path.name), path.alias)
+    TrafficStore(services().redis).delete(tenant(), path.name, path.alias)
     return "", 204

@@ -30,12 +30,14 @@ from api.schemas import Job, JobHeaders, ModelPath, PredictBody, Problem, WaitQu
 from api.servable import refuse_export
 from api.services import Services, services, tenant
 from api.submit import IdempotencyClaim
+from api.traffic import VERSION_HEADER, choose_version, policy_for
 from api.waits import DISCONNECT_CHECK_S, client_gone, client_socket
 from store.datasets import TooManyRows
 from store.ids import new_id
 from store.inference_queue import STREAM, stream_entry
 from store.jobs import JobStore
 from store.records import JobRecord
+from store.traffic import TrafficPolicy
 from training.errors import InvalidInput
 from training.manifest import ModelManifest
 from training.postprocess import check_postprocess
@@ -88,6 +90,7 @@ class ModelInfo(NamedTuple):
     dtypes: dict[str, str]
     task: str  # with n_classes: what the post-processing options are checked against at submit
     n_classes: int
+    policy: TrafficPolicy | None = None  # the alias's split or shadow (api/traffic.py); None: `version` only
 
 
 def feature_types(manifest: ModelManifest) -> tuple[list[str], dict[str, str]]:
@@ -161,14 +164,21 @@ def model_info(tenant_: str, name: str, ref: str | int | None) -> ModelInfo:
     if info is not None and now - info.checked_at < MODEL_RECHECK_S:
         return info
     token = svc.registry.state_token(tenant_, name)
-    if info is not None and info.token == token:
+    policy = policy_for(tenant_, name, ref)  # a split changes no registry token: read with it, once a second
+    if info is not None and info.token == token and info.policy == policy:
         info = info._replace(checked_at=now)
     else:
-        version = svc.registry.resolve(tenant_, name, ref)
+        version = policy.primary if policy else svc.registry.resolve(tenant_, name, ref)
         manifest = svc.registry.manifest(tenant_, name, version)
         refuse_export(name, version, manifest)
         info = ModelInfo(
-            now, token, version, *feature_types(manifest), manifest.get("task", ""), len(manifest.get("classes") or [])
+            now,
+            token,
+            version,
+            *feature_types(manifest),
+            manifest.get("task", ""),
+            len(manifest.get("classes") or []),
+            policy,
         )
     cache[key] = info
     return info
@@ -238,21 +248,24 @@ def predict(
         postprocess = body.postprocess.model_dump(exclude_none=True) if body.postprocess else {}
         check_postprocess(postprocess, info.task, info.n_classes)  # top_k beyond the classes, proba of a regressor
         job_id = new_id("job")
+        version, shadow = choose_version(info.version, info.policy, body.routing_key)
         # PredictRequest's fields, built directly: its encode() (dataclasses.asdict) deep-copies every row.
         message = {
             "job_id": job_id,
             "tenant": owner,
             "model": name,
-            "version": info.version,
+            "version": version,
             "inputs": body.inputs,
             "postprocess": postprocess,
         }
+        if shadow is not None:
+            message["shadow"] = shadow
         # The record keeps the reference, not the rows: job records stay small.
         record = svc.jobs.new_record(
             owner,
             "predict",
             name,
-            {"model": name, "version": info.version, "rows": len(body.inputs), "postprocess": postprocess},
+            {"model": name, "version": version, "rows": len(body.inputs), "postprocess": postprocess},
             job_id,
         )
         # A wait holds one of the tenant's wait slots (api/waits.py); with none free the answer is a 202 at once.
@@ -268,7 +281,9 @@ def predict(
             svc.waits.release(owner, "wait")
         if not done:
             claim.release()
-    return job_reply(svc.jobs.public(job), created=True, waited_s=seconds if held else 0, from_prefer=from_prefer)
+    response = job_reply(svc.jobs.public(job), created=True, waited_s=seconds if held else 0, from_prefer=from_prefer)
+    response.headers[VERSION_HEADER] = str(version)
+    return response
 
 
 def submit_prediction(

@@ -11,7 +11,7 @@ from training.params import ALGORITHM_NAMES
 
 MODEL_NAME = r"^[a-z0-9][a-z0-9._-]{0,62}$"
 JobStatusName = Literal["queued", "running", "succeeded", "failed", "cancelled"]
-JobTypeName = Literal["train", "predict", "batch_predict", "optimize", "search"]
+JobTypeName = Literal["train", "predict", "batch_predict", "optimize", "search", "rollout"]
 
 
 def _whole_number(value: Any) -> Any:
@@ -244,13 +244,16 @@ class AliasPath(ModelPath):
 
 
 class AliasBody(Body):
-    version: JsonInt = Field(ge=1, le=2**31 - 1)
+    version: JsonInt | None = Field(None, ge=1, le=2**31 - 1, description="one version takes all traffic")
+    versions: dict[str, Any] | None = Field(None, description='shares in percent, e.g. {"3": 90, "4": 10}')
+    shadow: dict[str, Any] | None = Field(None, description='a copy of requests: {"version": 5, "percent": 20}')
 
 
 class ModelSummary(BaseModel):
     name: str
     latest_version: int | None
     aliases: dict[str, int]
+    traffic: dict[str, Any] | None = None  # per alias with a split or shadow: {"versions", "shadow"}
 
 
 class ModelList(BaseModel):
@@ -280,6 +283,9 @@ class PredictBody(Body):
     version: str | int | None = Field(None, description="alias or version number; default production, else latest")
     inputs: list[dict[str, Any] | list[Any]] = Field(min_length=1, description="raw rows, up to MLQ_MAX_BATCH_ROWS")
     postprocess: Postprocess | None = None
+    routing_key: str | None = Field(
+        None, max_length=256, description="the same key always lands on the same version of a split alias"
+    )
 
 
 class BatchPostprocess(Body):

@@ -631,6 +631,47 @@ def optimize(
             click.echo(f"saved version {result['version']}'s artifact to {download}", err=True)
 
 
+@cli.command()
+@click.argument("model")
+@click.argument("to", type=click.IntRange(1))
+@click.option("--alias", default="production", show_default=True, help="The alias to move.")
+@click.option("--steps", default="5,25,50,100", show_default=True, help="Percents of traffic, increasing to 100.")
+@click.option("--step-seconds", type=click.FloatRange(min=0, min_open=True), default=300, show_default=True)
+@click.option("--guard", help='JSON, e.g. \'{"max_error_rate": 0.01, "max_p99_ms": 50, "min_requests": 200}\'.')
+@click.option("--idempotency-key", help="Resubmitting with the same key returns the same job.")
+@http_options
+def rollout(
+    model: str,
+    to: int,
+    alias: str,
+    steps: str,
+    step_seconds: float,
+    guard: str | None,
+    idempotency_key: str | None,
+    url: str,
+    token: str | None,
+    as_json: bool,
+) -> None:
+    """Move ALIAS of MODEL to version TO step by step, guarded by live figures; follow it live (Ctrl-C stops
+    watching, not the rollout: `mlq jobs cancel ID` rolls it back)."""
+    try:
+        percents = [int(s) for s in steps.split(",") if s.strip()]
+    except ValueError:
+        raise UsageProblem(f"--steps must be comma-separated whole percents, got {steps!r}") from None
+    with Client(url, token) as client:
+        job = client.rollout(
+            model,
+            to,
+            alias=alias,
+            steps=percents,
+            step_seconds=step_seconds,
+            guard=json_object("--guard", guard),
+            idempotency_key=idempotency_key,
+        )
+        click.echo(f"queued rollout {job['id']}: {model} {alias} -> version {to}", err=True)
+        finish(client, job, as_json)
+
+
 # -- running the service ----------------------------------------------------------------------------------------
 
 

@@ -336,6 +336,36 @@ class Client:
         body = {**(params or {}), "method": method}
         return self._create_job(f"/v1/models/{model}/versions/{int(version)}/optimize", body, wait, idempotency_key)
 
+    def rollout(
+        self,
+        model: str,
+        to: int,
+        alias: str = "production",
+        steps: list[int] | None = None,
+        step_seconds: float | None = None,
+        guard: dict[str, float] | None = None,
+        follow: bool = False,
+        on_progress: Callable[[dict[str, Any]], None] | None = None,
+        idempotency_key: str | None = None,
+    ) -> dict[str, Any]:
+        """Start a guarded rollout of version `to` on `alias` (docs/rollouts.md); returns the job, or with
+        `follow=True` the finished job, fed by its event stream (each step's figures reach `on_progress`)."""
+        body = {"alias": alias, "to": int(to), "steps": steps, "step_seconds": step_seconds, "guard": guard}
+        job = self._create_job(f"/v1/models/{model}/rollouts", body, None, idempotency_key)
+        return self.follow(job["id"], on_progress=on_progress) if follow else job
+
+    def set_traffic(
+        self, name: str, alias: str, versions: dict[int, int], shadow: dict[str, int] | None = None
+    ) -> dict[str, Any]:
+        """Split `alias` between versions ({3: 90, 4: 10}: percents), with an optional shadow {"version", "percent"}."""
+        body = {"versions": {str(v): w for v, w in versions.items()}, "shadow": shadow}
+        found: dict[str, Any] = self._json("PUT", f"/v1/models/{name}/aliases/{alias}", json=body)
+        return found
+
+    def live(self, name: str, version: int, window: str = "5m") -> dict[str, Any]:
+        """A version's live figures over the last `window` (5m or 1h)."""
+        return self._object("GET", f"/v1/models/{name}/versions/{int(version)}/live", params={"window": window})
+
     def _create_job(self, path: str, body: dict[str, Any], wait: float | None, key: str | None) -> dict[str, Any]:
         body = {k: v for k, v in body.items() if v is not None}
         # A key of our own makes a retried POST return the same job instead of queueing a second one.

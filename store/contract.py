@@ -26,6 +26,7 @@ TRAIN_TASK = "mlqueue.train"  # predictions are not Celery tasks: see store/infe
 BATCH_PREDICT_TASK = "mlqueue.batch_predict"
 SEARCH_TASK = "mlqueue.search"  # a search's own message: it fans its trials out as train jobs (store/searches.py)
 OPTIMIZE_TASK = "mlqueue.optimize"  # on the train queue: it fine-tunes, distills and measures like a training
+ROLLOUT_TASK = "mlqueue.rollout"  # on the train queue: a leased job that moves an alias step by step
 
 
 # The jobs that hold an attempt lease (store/leases.py), and the task and queue a requeued one is sent to.
@@ -33,6 +34,7 @@ LEASED_TASKS = {
     JobType.TRAIN.value: (TRAIN_TASK, TRAIN_QUEUE),
     JobType.BATCH_PREDICT.value: (BATCH_PREDICT_TASK, BATCH_QUEUE),
     JobType.OPTIMIZE.value: (OPTIMIZE_TASK, TRAIN_QUEUE),
+    JobType.ROLLOUT.value: (ROLLOUT_TASK, TRAIN_QUEUE),
 }
 
 
@@ -74,6 +76,7 @@ class PredictRequest:
     version: str | int | None
     inputs: list[Any]
     postprocess: dict[str, Any] = field(default_factory=dict)
+    shadow: int | None = None  # a version that runs a copy of the request after it is answered (store/traffic.py)
 
     def encode(self) -> dict[str, Any]:
         return asdict(self)

@@ -164,3 +164,35 @@ def from_legacy(key: str) -> tuple[str, str] | None:
         tenant, _, model = rest.partition("/")
         return tenant, registry_model(tenant, model)
     return None
+
+
+# ---- traffic on aliases, live per-version metrics, readiness (store/traffic.py, store/live_metrics.py) -------
+
+
+def traffic(tenant: str, model: str) -> str:
+    """A model's traffic policies: a hash, field = alias, value = the policy as JSON (weights, shadow)."""
+    return f"{PREFIX}t:{tenant}:traffic:{model}"
+
+
+def live_bucket(tenant: str, model: str, version: int, minute: int) -> str:
+    """One minute of one version's live counters (a hash with a TTL: the windows read the last 5 or 60)."""
+    return f"{PREFIX}t:{tenant}:live:{model}:{version}:{minute}"
+
+
+def live_total(tenant: str, model: str, version: int) -> str:
+    """One version's counters since it first served (Prometheus counters must not go down)."""
+    return f"{PREFIX}t:{tenant}:live:{model}:{version}:total"
+
+
+LIVE_INDEX = f"{PREFIX}live:versions"  # zset "tenant/model/version" → last minute it served (for /metrics)
+WARM_REQUESTS = f"{PREFIX}warm:requests"  # zset "tenant/model/version" → when asked: what inference workers load
+
+
+def ready(tenant: str, model: str, version: int) -> str:
+    """The inference consumers that hold one version in memory: a hash, consumer name → when it loaded it."""
+    return f"{PREFIX}t:{tenant}:ready:{model}:{version}"
+
+
+def rollout_lock(tenant: str, model: str, alias: str) -> str:
+    """The rollout job that owns an alias (SET NX): never two rollouts at once on one alias."""
+    return f"{PREFIX}t:{tenant}:rollout:{model}:{alias}"

@@ -141,6 +141,8 @@ class Settings:
     drift_counting: bool = True
     # An uploaded ONNX model (POST /v1/models/{name}/versions): its file, tokenizer and external data together.
     max_model_mb: int = 500
+    # Traffic: how long an alias change or a rollout step waits for the inference workers to load a version.
+    ready_timeout_s: float = 60.0
 
     @property
     def datasets_dir(self) -> Path:
@@ -209,6 +211,7 @@ class Settings:
             cache_max_mb=_int(env, "MLQ_CACHE_MAX_MB", d.cache_max_mb, 1),
             drift_counting=_int(env, "MLQ_DRIFT_COUNTING", int(d.drift_counting), 0) != 0,
             max_model_mb=_int(env, "MLQ_MAX_MODEL_MB", d.max_model_mb, 1),
+            ready_timeout_s=_float(env, "MLQ_READY_TIMEOUT_S", d.ready_timeout_s),
         )
 
 

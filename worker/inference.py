@@ -32,12 +32,14 @@ from store.contract import INFERENCE_QUEUE, PredictRequest
 from store.inference_queue import FIELD, GROUP, STATS, STREAM, batch_size_field
 from store.inference_queue import decode as decode_request
 from store.jobs import JobStore
+from store.live_metrics import LiveBatch
 from store.settings import Settings
 from training.errors import TooManyAttempts
 from training.postprocess import check_postprocess
 from training.predictor import Predictor
 from worker.drift_tally import DriftTally
 from worker.model_cache import ModelCache
+from worker.traffic_serving import figures_of, outputs_of, run_shadows, warm_up
 
 if TYPE_CHECKING:
     from worker.runtime import Runtime
@@ -60,6 +62,7 @@ class Item:
     run: bool = True  # False: its job is already final (cancelled, answered) or undecodable
     result: bytes | None = None
     error: dict[str, Any] | None = None
+    outputs: list[Any] | None = None  # one label or value per row: the live figures and a shadow's comparison
 
 
 class InferenceConsumer:
@@ -124,6 +127,7 @@ class InferenceConsumer:
                 if time.monotonic() >= next_claim:
                     next_claim = time.monotonic() + CLAIM_EVERY_S
                     self.claim_stale()
+                    warm_up(self.redis, self.cache, self.name)
                 items = self.read()
                 if items:
                     self.serve(items)
@@ -230,6 +234,7 @@ class InferenceConsumer:
             if it.run and it.request is not None:
                 groups.setdefault((it.request.tenant, it.request.model, it.request.version), []).append(it)
         counts = {"rows": 0, "forward_passes": 0, "alone": 0}
+        regression: dict[tuple[str, str, int], bool] = {}
         for (tenant, model, version), group in groups.items():
             try:
                 predictor = self.cache.get(tenant, model, version)
@@ -237,8 +242,10 @@ class InferenceConsumer:
                 for it in group:
                     it.error = self.error_for(it.job_id or "", exc)
                 continue
+            regression[(tenant, model, version)] = not predictor.classes
             self.predict_group(predictor, group, counts)
-        self.answer(items, counts)
+        self.answer(items, counts, figures_of(items, regression))
+        run_shadows(self.redis, self.cache, items)
 
     def predict_group(self, predictor: Predictor, group: list[Item], counts: dict[str, int]) -> None:
         """ONE forward pass for every request of `group` (same model version); fall back to one pass per
@@ -263,10 +270,12 @@ class InferenceConsumer:
         counts["rows"] += len(rows)
         counts["forward_passes"] += 1 if rows else 0
         self.drift.observe(predictor, rows, scores)
+        outputs = outputs_of(predictor, scores)
         start = 0
         for it, options in ready:
             n = len(it.request.inputs)  # type: ignore[union-attr]
             it.result = self._result(predictor, predictor.postprocess(scores[start : start + n], options))
+            it.outputs = outputs[start : start + n]
             start += n
 
     def _predict_one(self, predictor: Predictor, it: Item, options: dict[str, Any], counts: dict[str, int]) -> None:
@@ -281,6 +290,7 @@ class InferenceConsumer:
         counts["forward_passes"] += 1
         self.drift.observe(predictor, it.request.inputs, scores)
         it.result = self._result(predictor, predictor.postprocess(scores, options))
+        it.outputs = outputs_of(predictor, scores)
 
     @staticmethod
     def _result(predictor: Predictor, predictions: list[dict[str, Any]]) -> bytes:
@@ -290,7 +300,7 @@ class InferenceConsumer:
             option=orjson.OPT_SERIALIZE_NUMPY,
         )
 
-    def answer(self, items: list[Item], counts: dict[str, int]) -> None:
+    def answer(self, items: list[Item], counts: dict[str, int], figures: LiveBatch | None = None) -> None:
         """ONE round trip: finish each job and wake its submitter, ack + delete the entries, count the batch.
 
         Sent again, whole, after Redis lost its scripts (a restart): acks and deletes repeat harmlessly, and the
@@ -317,6 +327,8 @@ class InferenceConsumer:
                 if value:
                     pipe.hincrby(STATS, key, value)
             self.drift.flush_in(pipe)
+            if figures is not None:
+                figures.write_in(pipe)
 
         self.jobs.run_pipeline(queue)
 

@@ -255,6 +255,9 @@ def register_tasks(app: Celery, settings: Settings) -> WorkerRuntime:
     from worker.optimize_task import register_optimize
 
     register_optimize(app, runtime)
+    from worker.rollout_task import register_rollout
+
+    register_rollout(app, runtime)
 
     def on_process_init(sender: Any = None, **_: Any) -> None:
         # The sender is the worker's node name (e.g. cpu@host); its queues were chosen before the fork.

@@ -33,7 +33,7 @@ local max_attempts, poison_error = tonumber(ARGV[6]), ARGV[7]
 local time_limit_ms, time_limit_error = tonumber(ARGV[8]), ARGV[9]
 local buckets = {unpack(ARGV, 10)}
 
-local LEASED_TYPES = {train = true, batch_predict = true, optimize = true}
+local LEASED_TYPES = {train = true, batch_predict = true, optimize = true, rollout = true}
 
 local status = redis.call('HGET', job.key, 'status')
 if status ~= 'running' then

@@ -359,6 +359,15 @@ def test_promoting_a_version_moves_the_alias(api: str, mlq_settings: Settings, p
     screenshot(page, "models.png")
     aliases = httpx.get(f"{api}/v1/models/flowers").json()["aliases"]
     assert aliases == {"production": 2}
+    # A split: the traffic panel shows the alias's versions side by side, with their live figures.
+    split = httpx.put(f"{api}/v1/models/flowers/aliases/production", json={"versions": {"1": 90, "2": 10}})
+    assert split.status_code == 200, split.text
+    page.reload()
+    panel = page.locator('#traffic-panel table[data-alias="production"]')
+    expect(panel.locator('tr[data-version="1"]')).to_contain_text("90%")
+    expect(panel.locator('tr[data-version="2"]')).to_contain_text("10%")
+    expect(panel.locator('tr[data-version="2"] td.live-requests')).to_have_text("0")
+    screenshot(page, "traffic.png")
 
 
 def test_an_uploaded_onnx_version_shows_its_kind_inputs_and_outputs(

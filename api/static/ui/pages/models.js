@@ -3,6 +3,7 @@
 
 import { download, get, put } from "../api.js";
 import { barChart } from "../charts.js";
+import { trafficPanel } from "./traffic.js";
 import { confirmAction, fmtBytes, fmtNumber, fmtTime, h, notice, problemText, replace } from "../dom.js";
 import { driftCard } from "./drift.js";
 
@@ -105,7 +106,8 @@ export async function modelPage(view, name, signal) {
       h("span", { class: "muted" }, ` ${versions.length} version(s); best value of each metric in bold`)),
     h("div", { class: "scroll" }, h("table", { class: "table", id: "versions-table" },
       h("thead", {}, h("tr", {}, ["version", "aliases", "algorithm", "created"].map((c) => h("th", {}, c)),
-        metricNames.map((c) => h("th", { class: "num" }, c)), h("th", {}))), tbody)), more));
+        metricNames.map((c) => h("th", { class: "num" }, c)), h("th", {}))), tbody)), more,
+    trafficPanel(name, signal)));
   showMore();
 }
 
