@@ -88,6 +88,7 @@ class ModelInfo(NamedTuple):
     dtypes: dict[str, str]
     task: str  # with n_classes: what the post-processing options are checked against at submit
     n_classes: int
+    classes: list[Any]  # the manifest's classes in order (the OIP `probabilities` columns)
 
 
 def feature_types(manifest: ModelManifest) -> tuple[list[str], dict[str, str]]:
@@ -165,7 +166,13 @@ def model_info(tenant_: str, name: str, ref: str | int | None) -> ModelInfo:
         version = svc.registry.resolve(tenant_, name, ref)
         manifest = svc.registry.manifest(tenant_, name, version)
         info = ModelInfo(
-            now, token, version, *feature_types(manifest), manifest.get("task", ""), len(manifest.get("classes") or [])
+            now,
+            token,
+            version,
+            *feature_types(manifest),
+            manifest.get("task", ""),
+            len(manifest.get("classes") or []),
+            list(manifest.get("classes") or []),
         )
     cache[key] = info
     return info
@@ -210,28 +217,59 @@ def predict(
         JobHeaders, {h: request.headers[h] for h in ("Idempotency-Key", "Prefer") if h in request.headers}
     )
     body = _validated(PredictBody, request.get_json())
-    svc = services()
     name = known_name(name)
-    limit = svc.settings.max_batch_rows
-    if len(body.inputs) > limit:
-        raise TooManyRows(
-            f"{len(body.inputs)} rows is more than the limit of {limit} per request "
-            "(MLQ_MAX_BATCH_ROWS); split the batch, or upload the rows as a dataset and score it "
-            f"with POST /v1/models/{name}/batch-predict",
-            errors=[{"loc": ["inputs"], "msg": f"at most {limit} rows"}],
-        )
+    check_row_count(name, len(body.inputs))
     key = header.idempotency_key
     replayed = replay(key, query.wait)
     if replayed is not None:
         return replayed
-    owner = tenant()
     seconds, from_prefer = wait_seconds(query.wait)
+    postprocess = body.postprocess.model_dump(exclude_none=True) if body.postprocess else {}
+    outcome = run_prediction(tenant(), name, body.version, body.inputs, postprocess, seconds, key=key)
+    return job_reply(
+        services().jobs.public(outcome.job),
+        created=True,
+        waited_s=seconds if outcome.waited else 0,
+        from_prefer=from_prefer,
+    )
+
+
+def check_row_count(name: str, rows: int) -> None:
+    """TooManyRows when a request carries more rows than MLQ_MAX_BATCH_ROWS."""
+    limit = services().settings.max_batch_rows
+    if rows > limit:
+        raise TooManyRows(
+            f"{rows} rows is more than the limit of {limit} per request "
+            "(MLQ_MAX_BATCH_ROWS); split the batch, or upload the rows as a dataset and score it "
+            f"with POST /v1/models/{name}/batch-predict",
+            errors=[{"loc": ["inputs"], "msg": f"at most {limit} rows"}],
+        )
+
+
+class Outcome(NamedTuple):
+    job: JobRecord  # as it was answered, or as it is when the wait ended
+    waited: bool  # whether the request held a wait slot (and so waited up to its seconds)
+
+
+def run_prediction(
+    owner: str,
+    name: str,
+    ref: str | int | None,
+    rows: list[Any],
+    postprocess: dict[str, Any],
+    seconds: int,
+    *,
+    key: str | None = None,
+) -> Outcome:
+    """The one path of an online prediction, whichever protocol it came in by (/v1 predict, /v2 infer): rate
+    limit, rows checked against the version's features, job record + stream entry in one round trip, then the
+    wait for the answer (up to `seconds`, when a wait slot is free)."""
+    svc = services()
     done = held = False
     try:
         check_rate_limit()
-        info = model_info(owner, name, body.version)
-        check_rows(body.inputs, info.names, info.dtypes)
-        postprocess = body.postprocess.model_dump(exclude_none=True) if body.postprocess else {}
+        info = model_info(owner, name, ref)
+        check_rows(rows, info.names, info.dtypes)
         check_postprocess(postprocess, info.task, info.n_classes)  # top_k beyond the classes, proba of a regressor
         job_id = new_id("job")
         # PredictRequest's fields, built directly: its encode() (dataclasses.asdict) deep-copies every row.
@@ -240,7 +278,7 @@ def predict(
             "tenant": owner,
             "model": name,
             "version": info.version,
-            "inputs": body.inputs,
+            "inputs": rows,
             "postprocess": postprocess,
         }
         # The record keeps the reference, not the rows: job records stay small.
@@ -248,7 +286,7 @@ def predict(
             owner,
             "predict",
             name,
-            {"model": name, "version": info.version, "rows": len(body.inputs), "postprocess": postprocess},
+            {"model": name, "version": info.version, "rows": len(rows), "postprocess": postprocess},
             job_id,
         )
         # A wait holds one of the tenant's wait slots (api/waits.py); with none free the answer is a 202 at once.
@@ -267,7 +305,7 @@ def predict(
             svc.waits.release(owner, "wait")
         if key and not done:
             svc.redis.delete(_key_name(key))
-    return job_reply(svc.jobs.public(job), created=True, waited_s=seconds if held else 0, from_prefer=from_prefer)
+    return Outcome(job, held)
 
 
 def submit_prediction(
