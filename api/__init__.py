@@ -14,7 +14,21 @@ from flask_openapi3 import Info, OpenAPI
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from api import algorithms, batch, datasets, events, health, jobs, model_routes, oip, optimize, predict, search, ui
+from api import (
+    algorithms,
+    batch,
+    datasets,
+    events,
+    health,
+    jobs,
+    model_routes,
+    oip,
+    optimize,
+    predict,
+    search,
+    serving,
+    ui,
+)
 from api.auth import init_auth
 from api.csrf import init_csrf
 from api.hub import EventHub
@@ -124,6 +138,7 @@ def create_app(settings: Settings | None = None) -> OpenAPI:
 
     for module in (health, datasets, jobs, events, model_routes, predict, batch, search, optimize, algorithms):
         app.register_api(module.bp)
+    app.register_api(serving.bp)  # PUT /v1/models/{name}/serving
     app.register_api(oip.bp)  # the Open Inference Protocol's /v2, beside /v1
     app.register_blueprint(ui.bp)  # the dashboard's static files: not part of the OpenAPI document
     return app

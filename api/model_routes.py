@@ -52,8 +52,11 @@ def list_models() -> Response:
 
 @bp.get("/<name>", responses={200: Model})
 def get_model(path: ModelPath) -> Response:
-    """The model with all its versions (manifests)."""
-    return jsonify(services().registry.get_model(tenant(), known_name(path.name)))
+    """The model with all its versions (manifests) and its serving policy (PUT /v1/models/{name}/serving)."""
+    from api.serving import serving_view  # api.serving imports this module (known_name)
+
+    model = services().registry.get_model(tenant(), known_name(path.name))
+    return jsonify({**model, "serving": serving_view(tenant(), path.name)})
 
 
 @bp.get("/<name>/versions/<int:version>", responses={200: Manifest})

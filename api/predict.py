@@ -29,14 +29,17 @@ from api.problems import ApiError, Unavailable, validation_error_response
 from api.replies import job_reply
 from api.schemas import Job, JobHeaders, ModelPath, PredictBody, Problem, WaitQuery
 from api.services import Services, services, tenant
+from api.serving import ServeOptions, deadline_after, header_timeout_ms, priority_of, queue_cap
 from api.submit import IDEMPOTENCY_TTL_S, _key_name, fingerprint, replay
 from api.waits import DISCONNECT_CHECK_S, client_gone, client_socket
 from store.datasets import TooManyRows
 from store.ids import new_id
-from store.inference_queue import STREAM, stream_entry
+from store.inference_queue import STREAM, STREAM_HIGH, stream_entry
 from store.jobs import JobStore
+from store.lua_loader import outcome as script_outcome
 from store.records import JobRecord
-from training.errors import InvalidInput
+from store.script_outcomes import CreateOutcome
+from training.errors import DeadlineExceeded, InvalidInput, QueueFull
 from training.manifest import ModelManifest
 from training.postprocess import check_postprocess
 
@@ -54,9 +57,12 @@ bp = APIBlueprint(
         413: Problem,
         415: Problem,
         422: Problem,
+        429: Problem,
         503: Problem,
+        504: Problem,
     },
 )
+PLAIN = ServeOptions()  # no deadline, normal priority
 MAX_REPORTED = 20  # enough to fix a batch; a 1000-row batch of mistakes needs no 1000-entry answer
 MODEL_RECHECK_S = 1.0  # the registry's state token costs ~50 us (a file read + a directory listing)
 _lock = threading.Lock()
@@ -223,15 +229,35 @@ def predict(
     replayed = replay(key, query.wait)
     if replayed is not None:
         return replayed
-    seconds, from_prefer = wait_seconds(query.wait)
+    wait, from_prefer = wait_seconds(query.wait)
+    seconds: float = wait
     postprocess = body.postprocess.model_dump(exclude_none=True) if body.postprocess else {}
-    outcome = run_prediction(tenant(), name, body.version, body.inputs, postprocess, seconds, key=key)
+    timeout_ms = header_timeout_ms()
+    options = ServeOptions(
+        deadline_after(timeout_ms, "X-Request-Timeout-Ms") if timeout_ms is not None else None,
+        priority_of(body.priority, "priority"),
+    )
+    if timeout_ms is not None:  # a request with a deadline waits for its answer up to it, then it is a 504
+        seconds = min(seconds, timeout_ms / 1000) if seconds else timeout_ms / 1000
+    outcome = run_prediction(tenant(), name, body.version, body.inputs, postprocess, seconds, key=key, options=options)
+    if options.deadline_ms is not None:
+        past_deadline(outcome.job)
     return job_reply(
         services().jobs.public(outcome.job),
         created=True,
-        waited_s=seconds if outcome.waited else 0,
+        waited_s=round(seconds) if outcome.waited else 0,
         from_prefer=from_prefer,
     )
+
+
+def past_deadline(job: JobRecord) -> None:
+    """DeadlineExceeded (504) for a job that ended `expired`, or that has no answer when its wait ran out."""
+    if job["status"] == "expired" or job["status"] in ("queued", "running"):
+        raise DeadlineExceeded(
+            f"no answer before the request's deadline: job {job['id']} is {job['status']} "
+            f"(GET /v1/jobs/{job['id']}); a request still queued at its deadline is never computed",
+            headers={"Location": f"/v1/jobs/{job['id']}"},
+        )
 
 
 def check_row_count(name: str, rows: int) -> None:
@@ -257,9 +283,10 @@ def run_prediction(
     ref: str | int | None,
     rows: list[Any],
     postprocess: dict[str, Any],
-    seconds: int,
+    seconds: float,
     *,
     key: str | None = None,
+    options: ServeOptions = PLAIN,
 ) -> Outcome:
     """The one path of an online prediction, whichever protocol it came in by (/v1 predict, /v2 infer): rate
     limit, rows checked against the version's features, job record + stream entry in one round trip, then the
@@ -273,7 +300,7 @@ def run_prediction(
         check_postprocess(postprocess, info.task, info.n_classes)  # top_k beyond the classes, proba of a regressor
         job_id = new_id("job")
         # PredictRequest's fields, built directly: its encode() (dataclasses.asdict) deep-copies every row.
-        message = {
+        message: dict[str, Any] = {
             "job_id": job_id,
             "tenant": owner,
             "model": name,
@@ -281,6 +308,14 @@ def run_prediction(
             "inputs": rows,
             "postprocess": postprocess,
         }
+        # The serving fields only when set: the stream entry of a plain request stays as it was.
+        alias = ref if isinstance(ref, str) and not ref.isdigit() else None
+        cap = queue_cap(owner, name, alias)
+        for field, value in (("alias", alias), ("deadline_ms", options.deadline_ms), ("counted", cap > 0)):
+            if value:
+                message[field] = value
+        if options.priority != "normal":
+            message["priority"] = options.priority
         # The record keeps the reference, not the rows: job records stay small.
         record = svc.jobs.new_record(
             owner,
@@ -292,7 +327,9 @@ def run_prediction(
         # A wait holds one of the tenant's wait slots (api/waits.py); with none free the answer is a 202 at once.
         held = seconds > 0 and svc.waits.acquire(owner, "wait")
         # Without an Idempotency-Key to record first, the first slice of the wait rides in the same round trip.
-        job, reply = submit_prediction(svc, record, message, seconds if held and not key else 0)
+        job, reply = submit_prediction(
+            svc, record, message, seconds if held and not key and not cap else 0, cap, options.priority
+        )
         if key:
             svc.redis.set(
                 _key_name(key), orjson.dumps({"fingerprint": fingerprint(), "job_id": job_id}), ex=IDEMPOTENCY_TTL_S
@@ -309,20 +346,35 @@ def run_prediction(
 
 
 def submit_prediction(
-    svc: Services, record: dict[str, str | int], message: dict[str, Any], wait_s: float
+    svc: Services,
+    record: dict[str, str | int],
+    message: dict[str, Any],
+    wait_s: float,
+    queue_cap: int = 0,
+    priority: str = "normal",
 ) -> tuple[JobRecord, JobRecord | None]:
-    """ONE round trip: the script that writes the job record and appends the request to the inference stream,
-    then (when `wait_s` > 0) a BLPOP on the job's reply list for up to DISCONNECT_CHECK_S of it, pipelined behind
-    it (a blocking command may be the last of a pipeline). Returns the job, and its finished state if it came."""
+    """ONE round trip: the script that writes the job record and appends the request to the inference stream
+    (the high-priority lane's for priority "high"), then (when `wait_s` > 0) a BLPOP on the job's reply list for
+    up to DISCONNECT_CHECK_S of it, pipelined behind it (a blocking command may be the last of a pipeline).
+    Returns the job, and its finished state if it came. QueueFull when the model has `queue_cap` queued."""
     client = waiter() if wait_s > 0 else svc.redis  # the app's client times out after 2 s; a BLPOP may take 5
+    stream = STREAM_HIGH if priority == "high" else STREAM
     try:
         with client.pipeline(transaction=False) as pipe:
-            job = svc.jobs.create_and_enqueue_in(pipe, record, STREAM, stream_entry(message))
+            job = svc.jobs.create_and_enqueue_in(pipe, record, stream, stream_entry(message), queue_cap)
             if wait_s > 0:
                 pipe.blpop([svc.jobs.reply_key(job["id"])], timeout=min(wait_s, DISCONNECT_CHECK_S))
             results = pipe.execute()
     except redis.RedisError:
         raise unavailable() from None
+    created, details = script_outcome(results[0], CreateOutcome)
+    if created is CreateOutcome.FULL:
+        raise QueueFull(
+            f"model {record['model']!r} already has {details[0] if details else queue_cap} requests queued, its "
+            f"serving policy's max_queued ({queue_cap}); retry after a moment, or raise it with "
+            f"PUT /v1/models/{record['model']}/serving",
+            headers={"Retry-After": "1"},
+        )
     reply = results[1] if wait_s > 0 else None
     return job, (svc.jobs.decode_reply(reply[1]) if reply else None)
 

@@ -10,7 +10,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_valida
 from training.params import ALGORITHM_NAMES
 
 MODEL_NAME = r"^[a-z0-9][a-z0-9._-]{0,62}$"
-JobStatusName = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+JobStatusName = Literal["queued", "running", "succeeded", "failed", "cancelled", "expired"]
 JobTypeName = Literal["train", "predict", "batch_predict", "optimize", "search"]
 
 
@@ -280,6 +280,9 @@ class PredictBody(Body):
     version: str | int | None = Field(None, description="alias or version number; default production, else latest")
     inputs: list[dict[str, Any] | list[Any]] = Field(min_length=1, description="raw rows, up to MLQ_MAX_BATCH_ROWS")
     postprocess: Postprocess | None = None
+    priority: Literal["high", "normal"] | None = Field(
+        None, description="the inference lane: high requests are served first (normal ones wait a bounded time)"
+    )
 
 
 class BatchPostprocess(Body):

@@ -31,13 +31,16 @@ class JobStatus(StrEnum):
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    # An online prediction whose deadline passed before a worker took it: never computed (worker/inference.py).
+    EXPIRED = "expired"
 
     @property
     def final(self) -> bool:
         return self in FINAL_STATUSES
 
 
-FINAL_STATUSES = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED})
+FINAL_STATUSES = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.EXPIRED})
+PRIORITIES = ("high", "normal")  # a prediction's lane (store/inference_queue.py)
 
 
 class JobType(StrEnum):
@@ -94,6 +97,10 @@ class PredictRequest:
     version: str | int | None
     inputs: list[Any]
     postprocess: dict[str, Any] = field(default_factory=dict)
+    alias: str | None = None  # the alias the client named, whose serving policy applies (store/serving.py)
+    deadline_ms: int | None = None  # epoch ms after which the request is never computed (it ends `expired`)
+    priority: str = "normal"  # "high" | "normal": the stream (lane) it was queued on
+    counted: bool = False  # whether it is in the model's queued set (its `max_queued` cap)
 
     def encode(self) -> dict[str, Any]:
         return asdict(self)
