@@ -313,7 +313,7 @@ def _infer(name: str, ref: str | None) -> Response:
     rows = rows_from_tensors(read_tensors(req, binary), info.names, info.dtypes)
     check_row_count(name, len(rows))
     seconds, options = _options(req)
-    outcome = run_prediction(owner, name, ref, rows, {}, seconds, options=options)
+    outcome = run_prediction(owner, name, ref, rows, {}, seconds, options=options, rows_checked=True)
     if not outcome.waited:
         raise TooManyWaits("too many requests are waiting for answers; retry shortly", headers={"Retry-After": "1"})
     return _answer(req, info, dict(outcome.job))

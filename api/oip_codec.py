@@ -171,10 +171,9 @@ def _check_json_values(values: list[Any], datatype: str, where: str) -> None:
         bad = next((v for v in values if not isinstance(v, bool)), None)
         if bad is not None:
             raise BadTensor(f"{where}: a BOOL tensor's data must be true or false, got {bad!r}")
-    else:
+    elif not set(map(type, values)) <= {int, float}:  # one C-level pass; the loop below only names the culprit
         bad = next((v for v in values if isinstance(v, bool) or not isinstance(v, int | float)), None)
-        if bad is not None:
-            raise BadTensor(f"{where}: a {datatype} tensor's data must be numbers, got {bad!r}")
+        raise BadTensor(f"{where}: a {datatype} tensor's data must be numbers, got {bad!r}")
 
 
 def _number(value: Any, where: str) -> Any:
@@ -185,10 +184,19 @@ def _number(value: Any, where: str) -> Any:
     return value
 
 
+def _numbers(values: Any, where: str) -> list[Any]:
+    """The values as a list, NaN as None, refusing ±inf; their sum (one C loop) is finite in the common case."""
+    total = sum(values)
+    if isinstance(total, float) and not math.isfinite(total):
+        return [_number(v, where) for v in values]
+    return values if isinstance(values, list) else list(values)
+
+
 def rows_from_tensors(
     tensors: dict[str, tuple[list[int], str, Any]], names: list[str], dtypes: dict[str, str]
 ) -> list[list[Any]]:
-    """Rows in the manifest's feature order, from one tensor per feature or one [n, features] matrix."""
+    """Rows in the manifest's feature order, from one tensor per feature or one [n, features] matrix. Every value
+    is what /v1's row check (api.predict.check_rows) accepts: numbers (at most 64-bit) for numeric features."""
     numeric = all(dtypes.get(n) == "number" for n in names)
     if set(tensors) == {MATRIX_INPUT} and MATRIX_INPUT not in names:
         if not numeric:
@@ -203,7 +211,7 @@ def rows_from_tensors(
         if datatype not in NUMERIC or datatype == "BOOL":
             raise BadTensor(f"{where}: datatype must be numeric (FP32, FP64, INT64, ...), got {datatype}")
         width = len(names)
-        flat = [_number(v, where) for v in values]
+        flat = _numbers(values, where)
         return [flat[i : i + width] for i in range(0, len(flat), width)]
     missing = [n for n in names if n not in tensors]
     unknown = [n for n in tensors if n not in names]
@@ -231,7 +239,7 @@ def rows_from_tensors(
                 raise BadTensor(
                     f"{where}: feature {name!r} is numeric; send FP32, FP64 or an integer type, not {datatype}"
                 )
-            columns.append([_number(v, where) for v in values])
+            columns.append(_numbers(values, where))
         elif datatype == "BYTES":
             columns.append([_text(v, where) for v in values])
         else:

@@ -232,6 +232,10 @@ def test_binary_data_whose_size_disagrees_with_its_header_is_a_400(base: str) ->
         body, headers = _binary_request({"inputs": [spec]}, blob)
         answer = httpx.post(url, content=body, headers=headers, timeout=60)
         assert answer.status_code == 400 and says in answer.json()["error"], answer.text
+    infinite = struct.pack("<4f", 5.1, float("inf"), 1.4, 0.2)
+    body, headers = _binary_request({"inputs": [spec]}, infinite)
+    answer = httpx.post(url, content=body, headers=headers, timeout=60)
+    assert answer.status_code == 400 and "finite" in answer.json()["error"], answer.text
     spec["parameters"] = {"binary_data_size": 12}
     body, headers = _binary_request({"inputs": [spec]}, good[:12])
     answer = httpx.post(url, content=body, headers=headers, timeout=60)
