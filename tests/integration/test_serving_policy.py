@@ -184,6 +184,10 @@ def test_a_request_past_its_deadline_is_never_computed_and_ends_expired(
             "/v1/models/iris-a/predict", json={"inputs": [rows[2]]}, headers={"X-Request-Timeout-Ms": "50"}
         )
         assert answer.status_code == 504 and answer.get_json()["code"] == "deadline_exceeded"
+        # A Prefer: wait shorter than the deadline ends first: the usual 202, the job keeps its deadline.
+        headers = {"X-Request-Timeout-Ms": "20000", "Prefer": "wait=1"}
+        shorter = app.post("/v1/models/iris-a/predict", json={"inputs": [rows[3]]}, headers=headers)
+        assert shorter.status_code == 202, shorter.get_json()
     job_url = answer.headers["Location"]
     assert wait_until(lambda: app.get(job_url).get_json()["status"] == "expired", 60, what="the job expired")
     for bad in ("0", "-5", "soon"):
