@@ -106,16 +106,17 @@ def put_serving(path: ModelPath, body: ServingBody) -> Response:
 
 
 def queue_cap(owner: str, name: str, alias: str | None) -> int:
-    """The model's (alias's) max_queued, cached per process for POLICY_TTL_S."""
-    cache: dict[tuple[str, str], tuple[float, dict[str, Any]]] = current_app.extensions.setdefault(
-        "mlq_serving_policies", {}
+    """The model's (alias's) max_queued, cached per process for POLICY_TTL_S: on the predict path, a dict lookup."""
+    cache: dict[tuple[str, str, str | None], tuple[float, int]] = current_app.extensions.setdefault(
+        "mlq_serving_caps", {}
     )
     now = time.monotonic()
-    found = cache.get((owner, name))
+    found = cache.get((owner, name, alias))
     if found is None or now - found[0] >= serving.POLICY_TTL_S:
-        found = (now, serving.read_document(services().redis, owner, name))
-        cache[(owner, name)] = found
-    return serving.effective(found[1], alias, defaults()).max_queued
+        doc = serving.read_document(services().redis, owner, name)
+        found = (now, serving.effective(doc, alias, defaults()).max_queued)
+        cache[(owner, name, alias)] = found
+    return found[1]
 
 
 class ServeOptions(NamedTuple):
