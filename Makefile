@@ -15,9 +15,17 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e '.[worker,dev]'
 	touch $(STAMP)
 
-install: $(STAMP)
+# kserve's v2 REST client, for tests/integration/test_oip.py, in a venv of its own: kserve 0.21 pins pandas<3,
+# protobuf<7 and psutil<6, below what the project's venv holds (pandas 3, protobuf 7).
+KSERVE_STAMP := .venv-kserve/.installed
+$(KSERVE_STAMP):
+	test -x .venv-kserve/bin/python || $(PY) -m venv .venv-kserve
+	.venv-kserve/bin/pip install -q 'kserve==0.21.0'
+	touch $(KSERVE_STAMP)
 
-test: $(STAMP)
+install: $(STAMP) $(KSERVE_STAMP)
+
+test: $(STAMP) $(KSERVE_STAMP)
 	$(BIN)/python -m pytest -q
 
 # ruff (check and format); mypy --strict (pyproject's [tool.mypy]: api store worker training mlqueue tests, and the

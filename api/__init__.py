@@ -14,7 +14,22 @@ from flask_openapi3 import Info, OpenAPI
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from api import algorithms, batch, datasets, drift, events, health, jobs, model_routes, optimize, predict, search, ui
+from api import (
+    algorithms,
+    batch,
+    datasets,
+    drift,
+    events,
+    health,
+    jobs,
+    model_routes,
+    oip,
+    optimize,
+    predict,
+    search,
+    serving,
+    ui,
+)
 from api import model_upload as model_upload
 from api.auth import init_auth
 from api.csrf import init_csrf
@@ -136,5 +151,7 @@ def create_app(settings: Settings | None = None) -> OpenAPI:
 
     app.register_api(traffic.bp)
     app.register_api(rollouts.bp)
+    app.register_api(serving.bp)  # PUT /v1/models/{name}/serving
+    app.register_api(oip.bp)  # the Open Inference Protocol's /v2, beside /v1
     app.register_blueprint(ui.bp)  # the dashboard's static files: not part of the OpenAPI document
     return app

@@ -20,7 +20,8 @@ def _digest(token: str) -> bytes:
 
 
 def init_auth(app: Flask, settings: Settings) -> None:
-    """Install the hook that sets `g.tenant` for every /v1 request (401 when tokens are set and none fits)."""
+    """Install the hook that sets `g.tenant` for every /v1 and /v2 request (401 when tokens are set and none fits);
+    the Open Inference Protocol's health probes (/v2/health/...) need none, like /healthz."""
     known = [(_digest(token), tenant) for token, tenant in settings.auth_tokens.items()]
     for _, tenant in known:
         if not NAME_RE.fullmatch(tenant):
@@ -28,7 +29,8 @@ def init_auth(app: Flask, settings: Settings) -> None:
 
     @app.before_request
     def authenticate() -> None:
-        if not request.path.startswith("/v1"):
+        path = request.path
+        if not (path.startswith("/v1") or (path.startswith("/v2") and not path.startswith("/v2/health/"))):
             return
         if not known:
             g.tenant = "default"

@@ -8,6 +8,7 @@ from typing import Any
 from flask import Response, jsonify
 from flask_openapi3 import APIBlueprint, Tag
 
+from api.model_names import known_name as known_name  # re-exported: the routes' import
 from api.schemas import (
     AliasBody,
     AliasPath,
@@ -20,8 +21,8 @@ from api.schemas import (
     VersionPath,
 )
 from api.services import services, tenant
+from api.serving import serving_view
 from training.errors import ResourceNotFound
-from training.registry import NAME_RE
 
 bp = APIBlueprint(
     "models",
@@ -31,13 +32,6 @@ bp = APIBlueprint(
     abp_security=[{"bearer": []}],
     abp_responses={400: Problem, 401: Problem, 404: Problem, 422: Problem, 503: Problem},
 )
-
-
-def known_name(name: str) -> str:
-    """A name that cannot exist is simply not found (a 404 like any unknown model, not a 422)."""
-    if not NAME_RE.fullmatch(name):
-        raise ResourceNotFound(f"no model named {name!r}; list yours with GET /v1/models")
-    return name
 
 
 def _summary(model: Mapping[str, Any]) -> dict[str, Any]:
@@ -52,8 +46,10 @@ def list_models() -> Response:
 
 @bp.get("/<name>", responses={200: Model})
 def get_model(path: ModelPath) -> Response:
-    """The model with all its versions (manifests)."""
-    return jsonify(services().registry.get_model(tenant(), known_name(path.name)))
+    """The model with all its versions (manifests) and its serving policy (PUT /v1/models/{name}/serving)."""
+
+    model = services().registry.get_model(tenant(), known_name(path.name))
+    return jsonify({**model, "serving": serving_view(tenant(), path.name)})
 
 
 @bp.get("/<name>/versions/<int:version>", responses={200: Manifest})

@@ -29,16 +29,19 @@ from api.replies import job_reply
 from api.schemas import Job, JobHeaders, ModelPath, PredictBody, Problem, WaitQuery
 from api.servable import refuse_export
 from api.services import Services, services, tenant
+from api.serving import ServeOptions, deadline_after, header_timeout_ms, priority_of, queue_cap
 from api.submit import IdempotencyClaim
 from api.traffic import VERSION_HEADER, choose_version, policy_for
 from api.waits import DISCONNECT_CHECK_S, client_gone, client_socket
 from store.datasets import TooManyRows
 from store.ids import new_id
-from store.inference_queue import STREAM, stream_entry
-from store.jobs import JobStore
+from store.inference_queue import STREAM, STREAM_HIGH, stream_entry
+from store.jobs import JobStore, now_rfc3339
+from store.lua_loader import outcome as script_outcome
 from store.records import JobRecord
+from store.script_outcomes import CreateOutcome
 from store.traffic import TrafficPolicy
-from training.errors import InvalidInput
+from training.errors import DeadlineExceeded, InvalidInput, QueueFull
 from training.manifest import ModelManifest
 from training.postprocess import check_postprocess
 
@@ -56,9 +59,13 @@ bp = APIBlueprint(
         413: Problem,
         415: Problem,
         422: Problem,
+        429: Problem,
         503: Problem,
+        504: Problem,
     },
 )
+PLAIN = ServeOptions()  # no deadline, normal priority
+DEADLINE_SLACK_MS = 20  # a wait cut to the deadline ends a few ms before it (clock reads, the last BLPOP slice)
 MAX_REPORTED = 20  # enough to fix a batch; a 1000-row batch of mistakes needs no 1000-entry answer
 MODEL_RECHECK_S = 1.0  # the registry's state token costs ~50 us (a file read + a directory listing)
 _lock = threading.Lock()
@@ -90,6 +97,7 @@ class ModelInfo(NamedTuple):
     dtypes: dict[str, str]
     task: str  # with n_classes: what the post-processing options are checked against at submit
     n_classes: int
+    classes: list[Any]  # the manifest's classes in order (the OIP `probabilities` columns)
     policy: TrafficPolicy | None = None  # the alias's split or shadow (api/traffic.py); None: `version` only
 
 
@@ -178,6 +186,7 @@ def model_info(tenant_: str, name: str, ref: str | int | None) -> ModelInfo:
             *feature_types(manifest),
             manifest.get("task", ""),
             len(manifest.get("classes") or []),
+            list(manifest.get("classes") or []),
             policy,
         )
     cache[key] = info
@@ -223,84 +232,179 @@ def predict(
         JobHeaders, {h: request.headers[h] for h in ("Idempotency-Key", "Prefer") if h in request.headers}
     )
     body = _validated(PredictBody, request.get_json())
-    svc = services()
     name = known_name(name)
-    limit = svc.settings.max_batch_rows
-    if len(body.inputs) > limit:
+    check_row_count(name, len(body.inputs))
+    claim = IdempotencyClaim(header.idempotency_key)
+    replayed = claim.replay(query.wait)
+    if replayed is not None:
+        return replayed
+    wait, from_prefer = wait_seconds(query.wait)
+    seconds: float = wait
+    postprocess = body.postprocess.model_dump(exclude_none=True) if body.postprocess else {}
+    timeout_ms = header_timeout_ms()
+    options = ServeOptions(
+        deadline_after(timeout_ms, "X-Request-Timeout-Ms") if timeout_ms is not None else None,
+        priority_of(body.priority, "priority"),
+    )
+    if timeout_ms is not None:  # a request with a deadline waits for its answer up to it, then it is a 504
+        seconds = min(seconds, timeout_ms / 1000) if seconds else timeout_ms / 1000
+    outcome = run_prediction(
+        tenant(),
+        name,
+        body.version,
+        body.inputs,
+        postprocess,
+        seconds,
+        claim=claim,
+        options=options,
+        routing_key=body.routing_key,
+    )
+    if options.deadline_ms is not None and outcome.waited:
+        past_deadline(outcome.job, options.deadline_ms)
+    response = job_reply(
+        services().jobs.public(outcome.job),
+        created=True,
+        waited_s=round(seconds) if outcome.waited else 0,
+        from_prefer=from_prefer,
+    )
+    response.headers[VERSION_HEADER] = str(outcome.version)
+    return response
+
+
+def past_deadline(job: JobRecord, deadline_ms: int) -> None:
+    """DeadlineExceeded (504) for a job that ended `expired`, or that has no answer at its deadline (a shorter
+    Prefer: wait that ran out first is the usual 202)."""
+    _, now_ms = now_rfc3339()
+    late = now_ms >= deadline_ms - DEADLINE_SLACK_MS and job["status"] in ("queued", "running")
+    if job["status"] == "expired" or late:
+        raise DeadlineExceeded(
+            f"no answer before the request's deadline: job {job['id']} is {job['status']} "
+            f"(GET /v1/jobs/{job['id']}); a request still queued at its deadline is never computed",
+            headers={"Location": f"/v1/jobs/{job['id']}"},
+        )
+
+
+def check_row_count(name: str, rows: int) -> None:
+    """TooManyRows when a request carries more rows than MLQ_MAX_BATCH_ROWS."""
+    limit = services().settings.max_batch_rows
+    if rows > limit:
         raise TooManyRows(
-            f"{len(body.inputs)} rows is more than the limit of {limit} per request "
+            f"{rows} rows is more than the limit of {limit} per request "
             "(MLQ_MAX_BATCH_ROWS); split the batch, or upload the rows as a dataset and score it "
             f"with POST /v1/models/{name}/batch-predict",
             errors=[{"loc": ["inputs"], "msg": f"at most {limit} rows"}],
         )
-    key = header.idempotency_key
-    claim = IdempotencyClaim(key)
-    replayed = claim.replay(query.wait)
-    if replayed is not None:
-        return replayed
-    owner = tenant()
-    seconds, from_prefer = wait_seconds(query.wait)
+
+
+class Outcome(NamedTuple):
+    job: JobRecord  # as it was answered, or as it is when the wait ended
+    waited: bool  # whether the request held a wait slot (and so waited up to its seconds)
+    version: int  # the version that serves it (a split alias's choice)
+
+
+def run_prediction(
+    owner: str,
+    name: str,
+    ref: str | int | None,
+    rows: list[Any],
+    postprocess: dict[str, Any],
+    seconds: float,
+    *,
+    claim: IdempotencyClaim | None = None,
+    options: ServeOptions = PLAIN,
+    rows_checked: bool = False,
+    routing_key: str | None = None,
+) -> Outcome:
+    """The one path of an online prediction, whichever protocol it came in by (/v1 predict, /v2 infer): rate
+    limit, rows checked against the version's features, job record + stream entry in one round trip, then the
+    wait for the answer (up to `seconds`, when a wait slot is free)."""
+    svc = services()
     done = held = False
+    keyed = claim is not None and claim.key is not None  # the key is recorded before the wait's first slice
     try:
         check_rate_limit()
-        info = model_info(owner, name, body.version)
-        check_rows(body.inputs, info.names, info.dtypes)
-        postprocess = body.postprocess.model_dump(exclude_none=True) if body.postprocess else {}
+        info = model_info(owner, name, ref)
+        if not rows_checked:  # the OIP codec builds rows that pass it by construction
+            check_rows(rows, info.names, info.dtypes)
         check_postprocess(postprocess, info.task, info.n_classes)  # top_k beyond the classes, proba of a regressor
         job_id = new_id("job")
-        version, shadow = choose_version(info.version, info.policy, body.routing_key)
+        version, shadow = choose_version(info.version, info.policy, routing_key)
         # PredictRequest's fields, built directly: its encode() (dataclasses.asdict) deep-copies every row.
-        message = {
+        message: dict[str, Any] = {
             "job_id": job_id,
             "tenant": owner,
             "model": name,
             "version": version,
-            "inputs": body.inputs,
+            "inputs": rows,
             "postprocess": postprocess,
         }
         if shadow is not None:
             message["shadow"] = shadow
+        # The serving fields only when set: the stream entry of a plain request stays as it was.
+        alias = ref if isinstance(ref, str) and not ref.isdigit() else None
+        cap = queue_cap(owner, name, alias)
+        for field, value in (("alias", alias), ("deadline_ms", options.deadline_ms), ("counted", cap > 0)):
+            if value:
+                message[field] = value
+        if options.priority != "normal":
+            message["priority"] = options.priority
         # The record keeps the reference, not the rows: job records stay small.
         record = svc.jobs.new_record(
             owner,
             "predict",
             name,
-            {"model": name, "version": version, "rows": len(body.inputs), "postprocess": postprocess},
+            {"model": name, "version": version, "rows": len(rows), "postprocess": postprocess},
             job_id,
         )
         # A wait holds one of the tenant's wait slots (api/waits.py); with none free the answer is a 202 at once.
         held = seconds > 0 and svc.waits.acquire(owner, "wait")
         # Without an Idempotency-Key to record first, the first slice of the wait rides in the same round trip.
-        job, reply = submit_prediction(svc, record, message, seconds if held and not key else 0)
-        claim.record(job_id)
+        job, reply = submit_prediction(
+            svc, record, message, seconds if held and not keyed and not cap else 0, cap, options.priority
+        )
+        if claim is not None:
+            claim.record(job_id)
         done = True
         if held:
-            job = reply or await_reply(svc.jobs, job, seconds, waited=0 if key else DISCONNECT_CHECK_S)
+            job = reply or await_reply(svc.jobs, job, seconds, waited=0 if keyed else DISCONNECT_CHECK_S)
     finally:
         if held:
             svc.waits.release(owner, "wait")
-        if not done:
+        if claim is not None and not done:
             claim.release()
-    response = job_reply(svc.jobs.public(job), created=True, waited_s=seconds if held else 0, from_prefer=from_prefer)
-    response.headers[VERSION_HEADER] = str(version)
-    return response
+    return Outcome(job, held, version)
 
 
 def submit_prediction(
-    svc: Services, record: dict[str, str | int], message: dict[str, Any], wait_s: float
+    svc: Services,
+    record: dict[str, str | int],
+    message: dict[str, Any],
+    wait_s: float,
+    queue_cap: int = 0,
+    priority: str = "normal",
 ) -> tuple[JobRecord, JobRecord | None]:
-    """ONE round trip: the script that writes the job record and appends the request to the inference stream,
-    then (when `wait_s` > 0) a BLPOP on the job's reply list for up to DISCONNECT_CHECK_S of it, pipelined behind
-    it (a blocking command may be the last of a pipeline). Returns the job, and its finished state if it came."""
+    """ONE round trip: the script that writes the job record and appends the request to the inference stream
+    (the high-priority lane's for priority "high"), then (when `wait_s` > 0) a BLPOP on the job's reply list for
+    up to DISCONNECT_CHECK_S of it, pipelined behind it (a blocking command may be the last of a pipeline).
+    Returns the job, and its finished state if it came. QueueFull when the model has `queue_cap` queued."""
     client = waiter() if wait_s > 0 else svc.redis  # the app's client times out after 2 s; a BLPOP may take 5
+    stream = STREAM_HIGH if priority == "high" else STREAM
     try:
         with client.pipeline(transaction=False) as pipe:
-            job = svc.jobs.create_and_enqueue_in(pipe, record, STREAM, stream_entry(message))
+            job = svc.jobs.create_and_enqueue_in(pipe, record, stream, stream_entry(message), queue_cap)
             if wait_s > 0:
                 pipe.blpop([svc.jobs.reply_key(job["id"])], timeout=min(wait_s, DISCONNECT_CHECK_S))
             results = pipe.execute()
     except redis.RedisError:
         raise unavailable() from None
+    created, details = script_outcome(results[0], CreateOutcome)
+    if created is CreateOutcome.FULL:
+        raise QueueFull(
+            f"model {record['model']!r} already has {details[0] if details else queue_cap} requests queued, its "
+            f"serving policy's max_queued ({queue_cap}); retry after a moment, or raise it with "
+            f"PUT /v1/models/{record['model']}/serving",
+            headers={"Retry-After": "1"},
+        )
     reply = results[1] if wait_s > 0 else None
     return job, (svc.jobs.decode_reply(reply[1]) if reply else None)
 

@@ -10,7 +10,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_valida
 from training.params import ALGORITHM_NAMES
 
 MODEL_NAME = r"^[a-z0-9][a-z0-9._-]{0,62}$"
-JobStatusName = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+JobStatusName = Literal["queued", "running", "succeeded", "failed", "cancelled", "expired"]
 JobTypeName = Literal["train", "predict", "batch_predict", "optimize", "search", "rollout"]
 
 
@@ -285,6 +285,9 @@ class PredictBody(Body):
     postprocess: Postprocess | None = None
     routing_key: str | None = Field(
         None, max_length=256, description="the same key always lands on the same version of a split alias"
+    )
+    priority: Literal["high", "normal"] | None = Field(
+        None, description="the inference lane: high requests are served first (normal ones wait a bounded time)"
     )
 
 

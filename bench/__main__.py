@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import redis
 
-from bench import models, preprocessing, traffic, wrk
+from bench import models, oip, preprocessing, traffic, wrk
 from bench.stack import ROOT, Proc, Stack, cpu_seconds, holds_torch, rss_mb
 from bench.table import table
 from store.inference_queue import stats
@@ -28,7 +28,7 @@ RESULTS = ROOT / "bench" / "results"
 
 def measure(
     url: str,
-    body: dict[str, Any],
+    body: dict[str, Any] | bytes,
     args: argparse.Namespace,
     workdir: Path,
     procs: dict[str, Proc],
@@ -36,17 +36,19 @@ def measure(
     connections: int = 32,
     rate: float | None = None,
     latency_ms: float = 0.0,
+    headers: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Warm up, then one measured wrk run with CPU per process (and batch sizes when `client` is mlqueue's).
 
     `rate`: paced load at about that many req/s (W4's CPU per request below saturation), else closed-loop.
+    `body`: JSON, or raw bytes sent with `headers` (W7's binary tensors).
     """
-    wrk.run(url, body, args.warmup, workdir, connections, rate, latency_ms)
+    wrk.run(url, body, args.warmup, workdir, connections, rate, latency_ms, headers)
     pids = {name: proc.pids for name, proc in procs.items()}
     cpu_before = {name: cpu_seconds(p) for name, p in pids.items()}
     batches_before = stats(client) if client else None
     started = time.monotonic()
-    result = wrk.run(url, body, args.duration, workdir, connections, rate, latency_ms)
+    result = wrk.run(url, body, args.duration, workdir, connections, rate, latency_ms, headers)
     wall = time.monotonic() - started
     used = {name: cpu_seconds(p) - cpu_before[name] for name, p in pids.items()}
     result["cpu_pct"] = {name: round(100 * seconds / wall, 1) for name, seconds in used.items()}
@@ -76,23 +78,33 @@ def run_mlqueue(args: argparse.Namespace, stack: Stack, workdir: Path, out: dict
     wait_ready(client, "train")
     print("training mlp32 and mlp-wide through the service ...", flush=True)
     rows = models.train_models(client, workdir)
-    print("W3: training through the queue vs in-process ...", flush=True)
-    out["W3"] = models.w3_training(client, workdir, args.w3_rows, Path(stack.env["MLQ_HOME"]))
-    print(f"  {out['W3']}", flush=True)
+    if not args.only_w7:
+        print("W3: training through the queue vs in-process ...", flush=True)
+        out["W3"] = models.w3_training(client, workdir, args.w3_rows, Path(stack.env["MLQ_HOME"]))
+        print(f"  {out['W3']}", flush=True)
     stack.stop(train)
-    print("W2: forward passes in-process ...", flush=True)
-    out["W2"] = models.w2_compute(Path(stack.env["MLQ_HOME"]))
-    print("P: compiled preprocessing vs the ColumnTransformer ...", flush=True)
-    out["P"] = preprocessing.measure(Path(stack.env["MLQ_HOME"]), list(models.MODELS))
+    if not args.only_w7:
+        print("W2: forward passes in-process ...", flush=True)
+        out["W2"] = models.w2_compute(Path(stack.env["MLQ_HOME"]))
+        print("P: compiled preprocessing vs the ColumnTransformer ...", flush=True)
+        out["P"] = preprocessing.measure(Path(stack.env["MLQ_HOME"]), list(models.MODELS))
     infer = stack.celery("inference", "worker.app", "inference")
     wait_ready(client, "inference")
     r = redis.Redis.from_url(stack.env["MLQ_REDIS_URL"], decode_responses=True)
-    for workload, name in (("W1", "mlp32"), ("W1b", "mlp-wide")):
+    for workload, name in (("W1", "mlp32"), ("W1b", "mlp-wide"))[1 if args.only_w7 else 0 :]:
         path, body = body_for(name, rows[name])
         print(f"{workload} mlqueue ...", flush=True)
         out.setdefault(workload, {})["mlqueue"] = measure(
             url + path, body, args, workdir, {"api": api, "worker": infer, "redis": redis_proc(stack)}, r
         )
+    if not args.skip_w7:
+        procs = {"api": api, "worker": infer, "redis": redis_proc(stack)}
+
+        def one(to: str, sent: dict[str, Any] | bytes, headers: dict[str, str] | None) -> dict[str, Any]:
+            return measure(to, sent, args, workdir, procs, r, headers=headers)
+
+        out["W7"] = oip.w7(url, rows["mlp-wide"], one)
+        out["WP"] = oip.policies(url, rows["mlp-wide"], args, one)
     out["idle"] = idle(api, infer)
     if args.w4_rates:
         path, body = body_for("mlp-wide", rows["mlp-wide"])
@@ -225,6 +237,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=float, default=3.0, help="warm-up seconds per run (default 3)")
     parser.add_argument("--w3-rows", type=int, default=100_000)
     parser.add_argument("--skip-w4", action="store_true")
+    parser.add_argument("--skip-w7", action="store_true", help="skip W7 (/v2 vs /v1) and WP (batching policies)")
+    parser.add_argument("--only-w7", action="store_true", help="W1b, W7 and WP only: no W3, W4, baselines")
     parser.add_argument(
         "--api-worker-class",
         choices=["gevent", "gthread"],
@@ -248,6 +262,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.quick:
         args.duration, args.warmup, args.w3_rows = 5.0, 1.0, min(args.w3_rows, 20_000)
+    if args.only_w7:
+        args.skip_w4, args.w4_rates, args.skip_baselines, args.skip_w7 = True, "", True, False
     wrk.require_wrk()
     stamp = time.strftime("%Y%m%d-%H%M%S")
     workdir = Path(os.environ.get("BENCH_WORKDIR", f"/tmp/mlq-bench-{stamp}"))
@@ -285,11 +301,14 @@ def main(argv: list[str] | None = None) -> int:
     path = RESULTS / f"{stamp}.json"
     path.write_text(json.dumps(out, indent=1))
     print()
-    print(table(out))
+    if not args.only_w7:
+        print(table(out))
     if "W10" in out:
         from bench import byom
 
         print("\n" + byom.table(out["W10"]))
+    print()
+    print(oip.tables(out))
     print(f"\nraw results: {path}; logs: {workdir}")
     return 0
 

@@ -11,8 +11,7 @@ from typing import Any
 
 LUA = """
 wrk.method = "POST"
-wrk.headers["Content-Type"] = "application/json"
-wrk.headers["Prefer"] = "wait=10"
+%s
 wrk.body = %s
 local threads = {}
 function setup(thread) table.insert(threads, thread) end
@@ -28,6 +27,7 @@ end
 # interval + latency ms. wrk's Lua has no wall clock, so the caller subtracts a latency measured beforehand
 # (see pacing_interval); the measured rate is what counts.
 PACED = "\nfunction delay() return %d end\n"
+JSON_HEADERS = {"Content-Type": "application/json", "Prefer": "wait=10"}
 UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0, "m": 60_000.0}
 
 
@@ -50,20 +50,27 @@ def pacing_interval(rate: float, connections: int, latency_ms: float = 0.0) -> i
 
 def run(
     url: str,
-    body: dict[str, Any],
+    body: dict[str, Any] | bytes,
     seconds: float,
     workdir: Path,
     connections: int = 32,
     rate: float | None = None,
     latency_ms: float = 0.0,
+    headers: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """One wrk run against `url`; req/s, p50/p99 (ms), non-2xx, non-200 (e.g. 202: not answered in time).
 
     With `rate`, the load is paced at about `rate` req/s (see PACED) instead of closed-loop as fast as possible.
+    `body` is JSON, or raw bytes (sent with `headers`, e.g. an OIP binary request).
     """
     script = workdir / "post.lua"
-    # A Lua long string holds the JSON as it is: no escaping to get wrong.
-    lua = LUA % ("[==[" + json.dumps(body) + "]==]")
+    sent = JSON_HEADERS if headers is None else headers
+    lines = "\n".join(f'wrk.headers["{k}"] = "{v}"' for k, v in sent.items())
+    if isinstance(body, bytes):
+        text = '"' + "".join(f"\\{b}" for b in body) + '"'  # Lua decimal escapes: any byte
+    else:
+        text = "[==[" + json.dumps(body) + "]==]"  # a Lua long string holds the JSON as it is
+    lua = LUA % (lines, text)
     if rate:
         lua += PACED % pacing_interval(rate, connections, latency_ms)
     script.write_text(lua)

@@ -350,7 +350,7 @@ def jobs() -> None:
 
 
 @jobs.command("list")
-@click.option("--status", type=click.Choice(["queued", "running", "succeeded", "failed", "cancelled"]))
+@click.option("--status", type=click.Choice(["queued", "running", "succeeded", "failed", "cancelled", "expired"]))
 @click.option("--type", "type_", type=click.Choice(JOB_TYPES))
 @click.option("--model")
 @click.option("--limit", type=click.IntRange(1, 10_000), default=20, show_default=True)

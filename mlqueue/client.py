@@ -22,7 +22,7 @@ import httpx
 from mlqueue.errors import JobCancelled, JobFailed, MLQueueError, Unreachable, WaitTimeout, error_for
 
 DEFAULT_URL = "http://127.0.0.1:8000"
-FINAL = frozenset({"succeeded", "failed", "cancelled"})
+FINAL = frozenset({"succeeded", "failed", "cancelled", "expired"})
 MAX_WAIT_S = 30.0  # the API's cap on ?wait=
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
 

@@ -147,7 +147,7 @@ def finish(client: Client, job: dict[str, Any], as_json: bool, show: str = "resu
     """Follow a job to its end with a progress line on stderr (fed by its event stream, else by polling); print it
     (or its result); exit 1 unless it succeeded."""
     bar = JobProgress()
-    final = job.get("status") in ("succeeded", "failed", "cancelled")
+    final = job.get("status") in ("succeeded", "failed", "cancelled", "expired")
     if show == "job" or not final:
         bar.update(job)
     if not final:

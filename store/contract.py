@@ -27,6 +27,7 @@ BATCH_PREDICT_TASK = "mlqueue.batch_predict"
 SEARCH_TASK = "mlqueue.search"  # a search's own message: it fans its trials out as train jobs (store/searches.py)
 OPTIMIZE_TASK = "mlqueue.optimize"  # on the train queue: it fine-tunes, distills and measures like a training
 ROLLOUT_TASK = "mlqueue.rollout"  # on the train queue: a leased job that moves an alias step by step
+PRIORITIES = ("high", "normal")  # a prediction's lane (store/inference_queue.py)
 
 
 # The jobs that hold an attempt lease (store/leases.py), and the task and queue a requeued one is sent to.
@@ -77,6 +78,10 @@ class PredictRequest:
     inputs: list[Any]
     postprocess: dict[str, Any] = field(default_factory=dict)
     shadow: int | None = None  # a version that runs a copy of the request after it is answered (store/traffic.py)
+    alias: str | None = None  # the alias the client named, whose serving policy applies (store/serving.py)
+    deadline_ms: int | None = None  # epoch ms after which the request is never computed (it ends `expired`)
+    priority: str = "normal"  # "high" | "normal": the stream (lane) it was queued on
+    counted: bool = False  # whether it is in the model's queued set (its `max_queued` cap)
 
     def encode(self) -> dict[str, Any]:
         return asdict(self)

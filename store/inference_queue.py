@@ -24,6 +24,8 @@ from store import keys
 from store.contract import BATCH_QUEUE, INFERENCE_QUEUE, TRAIN_QUEUE
 
 STREAM = keys.INFERENCE_STREAM
+STREAM_HIGH = keys.INFERENCE_STREAM_HIGH  # the high-priority lane (worker/batch_policy.py says how it is read)
+STREAMS = (STREAM_HIGH, STREAM)  # the order a consumer reads them in
 GROUP = "inference"
 FIELD = "r"  # the entry's one field: the PredictRequest as JSON
 # Counters every inference worker adds to: batches read, requests, rows, forward passes (rows per forward
@@ -65,14 +67,17 @@ def decode(raw: str | bytes) -> dict[str, Any]:
 
 def queued_requests(client: redis.Redis) -> list[dict[str, Any]]:
     """The requests in the stream not yet answered (read or not), oldest first: for tests and operators."""
-    entries: Any = client.xrange(STREAM)
+    entries: Any = [e for stream in STREAMS for e in client.xrange(stream) or []]
     # Works with either kind of client: decoded (str keys) or raw (bytes keys).
     return [decode(fields.get(FIELD) or fields[FIELD.encode()]) for _, fields in entries]
 
 
 def depth(client: redis.Redis) -> int:
     """Requests in the stream not yet answered (an answered request's entry is deleted)."""
-    return int(client.xlen(STREAM))
+    with client.pipeline(transaction=False) as pipe:
+        for stream in STREAMS:
+            pipe.xlen(stream)
+        return sum(int(n) for n in pipe.execute())
 
 
 def queue_depths(client: redis.Redis) -> dict[str, int]:
@@ -87,7 +92,7 @@ def queue_depths(client: redis.Redis) -> dict[str, int]:
 def stats(client: redis.Redis) -> dict[str, int]:
     """The workers' batching counters (see STATS); 0 for what was never counted."""
     raw: Any = client.hgetall(STATS)
-    out = {"batches": 0, "requests": 0, "rows": 0, "forward_passes": 0, "alone": 0}
+    out = {"batches": 0, "requests": 0, "rows": 0, "forward_passes": 0, "alone": 0, "expired": 0}
     for key, value in raw.items():
         out[key.decode() if isinstance(key, bytes) else key] = int(value)
     return out

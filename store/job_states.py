@@ -17,6 +17,8 @@ class JobStatus(StrEnum):
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    # An online prediction whose deadline passed before a worker took it: never computed (worker/inference.py).
+    EXPIRED = "expired"
 
     @property
     def final(self) -> bool:
@@ -34,7 +36,7 @@ class JobType(StrEnum):
 
 # A job is created QUEUED (JobStore.create, create_predict.lua) and ends in exactly one READY state.
 INITIAL_STATE = JobStatus.QUEUED
-READY_STATES = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED})
+READY_STATES = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.EXPIRED})
 UNREADY_STATES = frozenset({JobStatus.QUEUED, JobStatus.RUNNING})
 FINAL_STATUSES = READY_STATES  # the name the code used before this module
 

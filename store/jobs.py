@@ -39,6 +39,9 @@ METRICS_JOBS = keys.METRICS_JOBS
 METRICS_DURATION = keys.METRICS_DURATION
 DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 4 * 3600.0)
 FINAL = tuple(s.value for s in FINAL_STATUSES)
+# A request counted against a model's queue cap stops counting after this long even if no worker took it (one
+# lost with its stream, e.g. a flushed Redis): a cap can never block a model for good.
+QUEUED_STALE_MS = 60_000
 _PUBLIC = ("id", "type", "status", "model", "created_at", "started_at", "finished_at", "attempts")
 
 
@@ -163,24 +166,34 @@ class JobStore:
         return self._decode({k: str(v) for k, v in record.items()})
 
     def create_and_enqueue_in(
-        self, pipe: Pipeline, record: dict[str, str | int], stream: str, entry: dict[str, bytes]
+        self,
+        pipe: Pipeline,
+        record: dict[str, str | int],
+        stream: str,
+        entry: dict[str, bytes],
+        queue_cap: int = 0,
     ) -> JobRecord:
         """Queue on `pipe` ONE script that writes a new predict job's record (from new_record) and appends its
         request to the inference stream: atomic like create() + XADD in a MULTI, at a fraction of the cost, and
-        a non-transactional pipeline may then carry the BLPOP that waits for the answer (api/predict.py)."""
+        a non-transactional pipeline may then carry the BLPOP that waits for the answer (api/predict.py).
+        With `queue_cap` > 0 the script refuses (CreateOutcome.FULL, nothing written) when the model already has
+        that many queued (store/lua/create_predict.lua)."""
         fields: list[Any] = [x for item in record.items() for x in item]
         ((field, body),) = entry.items()
         pipe.eval(
             job_scripts.CREATE_PREDICT,
-            4,
+            5,
             self.key(str(record["id"])),
             keys.tenant_jobs(str(record["tenant"])),
             METRICS_JOBS,
             stream,
+            keys.queued_predictions(str(record["tenant"]), str(record["model"])),
             record["id"],
             record["created_ms"],
             field,
             body,
+            queue_cap,
+            QUEUED_STALE_MS,
             *fields,
         )
         return self._decode({k: str(v) for k, v in record.items()})

@@ -110,7 +110,19 @@ def registry_model(tenant: str, model: str) -> str:
 # ---- online inference -----------------------------------------------------------------------------------
 
 INFERENCE_STREAM = f"{PREFIX}inference:requests"  # the prediction requests, read by a consumer group
+INFERENCE_STREAM_HIGH = f"{PREFIX}inference:requests:high"  # the high-priority lane, read before the one above
 INFERENCE_STATS = f"{PREFIX}inference:stats"  # the inference workers' batching counters
+
+
+def serving_policy(tenant: str, model: str) -> str:
+    """A model's serving policy (batch size, queue delay, queue cap; per alias too): JSON (store/serving.py)."""
+    return f"{PREFIX}t:{tenant}:serving:{model}"
+
+
+def queued_predictions(tenant: str, model: str) -> str:
+    """The model's queued predictions counted against its `max_queued` cap: a sorted set, score = queued ms."""
+    return f"{PREFIX}t:{tenant}:queued:{model}"
+
 
 # ---- workers ----------------------------------------------------------------------------------------------
 

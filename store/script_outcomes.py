@@ -50,6 +50,7 @@ class CreateOutcome(StrEnum):
     """create_predict.lua."""
 
     CREATED = "created"
+    FULL = "full"  # the model's queue cap (max_queued) is reached: nothing was written
 
 
 class ProgressOutcome(StrEnum):

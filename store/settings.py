@@ -106,6 +106,8 @@ class Settings:
     torch_threads: int = 1
     batch_max_size: int = 64
     batch_max_delay_ms: float = 2.0
+    # Priority lanes: the longest a normal-priority prediction may be passed over for high-priority ones.
+    priority_max_passover_ms: float = 100.0
     secret_key: str = ""
     # Limits on what a client controls (issue: nothing lost, nobody in).
     max_rows: int = 1_000_000  # rows in an uploaded dataset
@@ -188,6 +190,7 @@ class Settings:
             torch_threads=_int(env, "MLQ_TORCH_THREADS", d.torch_threads, 1),
             batch_max_size=_int(env, "MLQ_BATCH_MAX_SIZE", d.batch_max_size, 1),
             batch_max_delay_ms=_float(env, "MLQ_BATCH_MAX_DELAY_MS", d.batch_max_delay_ms),
+            priority_max_passover_ms=_float(env, "MLQ_PRIORITY_MAX_PASSOVER_MS", d.priority_max_passover_ms),
             secret_key=env.get("MLQ_SECRET_KEY", ""),
             max_rows=_int(env, "MLQ_MAX_ROWS", d.max_rows, 1),
             max_columns=_int(env, "MLQ_MAX_COLUMNS", d.max_columns, 1),

@@ -145,6 +145,21 @@ class TimeLimit(MLQError):
     status = 500
 
 
+class DeadlineExceeded(MLQError):
+    """Raised when an online prediction's deadline (X-Request-Timeout-Ms, OIP `timeout`) passed before its answer;
+    a worker never computes such a request, its job ends `expired`."""
+
+    code = "deadline_exceeded"
+    status = 504
+
+
+class QueueFull(MLQError):
+    """Raised when a model already has its serving policy's `max_queued` predictions waiting: retry later."""
+
+    code = "queue_full"
+    status = 429
+
+
 class TooManyAttempts(MLQError):
     """An online prediction was taken by MLQ_MAX_ATTEMPTS inference workers that all died before answering."""
 

@@ -28,15 +28,18 @@ import redis
 from celery import Celery, signals
 from redis.client import NEVER_DECODE, Pipeline
 
+from store import keys
 from store.contract import INFERENCE_QUEUE, PredictRequest
-from store.inference_queue import FIELD, GROUP, STATS, STREAM, batch_size_field
+from store.inference_queue import FIELD, GROUP, STATS, STREAM, STREAMS, batch_size_field
 from store.inference_queue import decode as decode_request
-from store.jobs import JobStore
+from store.jobs import JobStore, now_rfc3339
 from store.live_metrics import LiveBatch
+from store.serving import Policy
 from store.settings import Settings
-from training.errors import TooManyAttempts
+from training.errors import DeadlineExceeded, TooManyAttempts
 from training.postprocess import check_postprocess
 from training.predictor import Predictor
+from worker.batch_policy import BatchPolicies, chunks, full, hold_until, pick, rows_of
 from worker.drift_tally import DriftTally
 from worker.model_cache import ModelCache
 from worker.traffic_serving import figures_of, outputs_of, run_shadows, warm_up
@@ -63,6 +66,9 @@ class Item:
     result: bytes | None = None
     error: dict[str, Any] | None = None
     outputs: list[Any] | None = None  # one label or value per row: the live figures and a shadow's comparison
+    stream: str = STREAM  # the lane it was read from
+    read_at: float = 0.0  # monotonic: when this consumer first read it (priority lanes' passover bound)
+    expired: bool = False  # its deadline passed before it was computed: it ends `expired`, never computed
 
 
 class InferenceConsumer:
@@ -81,6 +87,7 @@ class InferenceConsumer:
         error_for: ErrorFor,
         claim_idle_s: float = CLAIM_IDLE_S,
         drift: DriftTally | None = None,
+        max_passover_ms: float = 100.0,
     ) -> None:
         self.redis = client
         self.jobs = jobs
@@ -92,6 +99,9 @@ class InferenceConsumer:
         self.error_for = error_for
         self.claim_idle_ms = int(claim_idle_s * 1000)
         self.drift = drift or DriftTally.off()  # live inputs and predictions into the reference bins
+        self.policies = BatchPolicies(client, Policy(self.max_size, max(0.0, max_delay_ms)))
+        self.max_passover_s = max(0.0, max_passover_ms) / 1000
+        self._carry: list[Item] = []  # normal-lane requests read but left for the next batch (priority lanes)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self.run, name="mlq-inference", daemon=True)
 
@@ -106,19 +116,23 @@ class InferenceConsumer:
         if self._thread.is_alive():
             self._thread.join(timeout=timeout_s)
         try:
-            pending = self.redis.xpending_range(STREAM, GROUP, "-", "+", 1, consumername=self.name)
+            pending = [
+                p for s in STREAMS for p in self.redis.xpending_range(s, GROUP, "-", "+", 1, consumername=self.name)
+            ]
             if not pending:
-                self.redis.xgroup_delconsumer(STREAM, GROUP, self.name)
+                for stream in STREAMS:
+                    self.redis.xgroup_delconsumer(stream, GROUP, self.name)
         except redis.RedisError as exc:
             log.warning("inference consumer %s: could not leave the group: %s", self.name, exc)
 
     def ensure_group(self) -> None:
-        try:
-            # From id 0: requests queued before any worker ever started are served too.
-            self.redis.xgroup_create(STREAM, GROUP, id="0", mkstream=True)
-        except redis.ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise
+        for stream in STREAMS:
+            try:
+                # From id 0: requests queued before any worker ever started are served too.
+                self.redis.xgroup_create(stream, GROUP, id="0", mkstream=True)
+            except redis.ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise
 
     def run(self) -> None:
         next_claim = 0.0
@@ -144,6 +158,9 @@ class InferenceConsumer:
             except Exception:
                 log.exception("inference consumer %s: unexpected error; continuing", self.name)
                 self._stop.wait(0.1)
+        if self._carry:  # read, so answered before this consumer goes
+            carried, self._carry = self._carry, []
+            self._retry(lambda: self.serve(carried))
 
     def _retry(self, step: Callable[[], None]) -> None:
         try:
@@ -158,29 +175,45 @@ class InferenceConsumer:
         # one entry that is not UTF-8 made the whole reply fail, so every read or claim that held it failed.
         return self.redis.execute_command(*command, **{NEVER_DECODE: []})
 
-    def _xread(self, count: int, block_ms: int) -> list[Item]:
+    def _xread(self, count: int, block_ms: int | None, streams: tuple[str, ...] = STREAMS) -> list[Item]:
+        block = ("BLOCK", block_ms) if block_ms is not None else ()
         reply = self._raw(
-            "XREADGROUP", "GROUP", GROUP, self.name, "COUNT", count, "BLOCK", block_ms, "STREAMS", STREAM, ">"
+            "XREADGROUP", "GROUP", GROUP, self.name, "COUNT", count, *block, "STREAMS", *streams, *(">",) * len(streams)
         )
-        return [self.decode(entry_id, fields) for _, entries in reply or [] for entry_id, fields in entries]
+        now = time.monotonic()
+        items = []
+        for stream, entries in reply or []:
+            name = stream.decode() if isinstance(stream, bytes) else stream
+            for entry_id, fields in entries:
+                item = self.decode(entry_id, fields)
+                item.stream, item.read_at = name, now
+                items.append(item)
+        return items
 
     def read(self) -> list[Item]:
-        """What is waiting, up to max_size rows; after the first arrival, wait at most max_delay for more."""
-        items = self._xread(self.max_size, BLOCK_MS)
+        """What is waiting, up to the largest batch size in rows; after the first arrival, wait at most the
+        shortest queue delay of the models in hand for more. High-priority requests go first (batch_policy.pick)."""
+        cap = self.policies.largest()
+        carried = self._carry
+        self._carry = []
+        carried_rows = sum(rows_of(it.request) for it in carried)
+        # With a full batch carried, only the high lane is read; with anything carried, nothing blocks.
+        streams = STREAMS if carried_rows < cap else STREAMS[:1]
+        items = carried + self._xread(cap, None if carried else BLOCK_MS, streams)
         if not items:
             return []
-        rows = sum(len(it.request.inputs) if it.request else 1 for it in items)
-        deadline = time.monotonic() + self.max_delay_s
-        while rows < self.max_size:
+        deadline = hold_until(items, self.policies)
+        while not full(items, cap, self.policies):
             left_ms = int((deadline - time.monotonic()) * 1000)
             if left_ms < 1:
                 break
-            more = self._xread(self.max_size - rows, left_ms)
+            more = self._xread(cap - sum(rows_of(it.request) for it in items), left_ms)
             if not more:
                 break
             items += more
-            rows += sum(len(it.request.inputs) if it.request else 1 for it in more)
-        return items
+            deadline = min(deadline, hold_until(more, self.policies))
+        batch, self._carry = pick(items, cap, STREAM, self.max_passover_s)
+        return batch
 
     def decode(self, entry_id: str | bytes, fields: dict[Any, Any] | None) -> Item:
         entry_id = entry_id.decode() if isinstance(entry_id, bytes) else entry_id  # stream ids are ASCII
@@ -197,15 +230,21 @@ class InferenceConsumer:
 
     def claim_stale(self) -> None:
         """Take over entries whose consumer died; fail those delivered max_attempts times already."""
-        pending: Any = self.redis.xpending_range(STREAM, GROUP, "-", "+", self.max_size, idle=self.claim_idle_ms)
+        for stream in STREAMS:
+            self._claim_stale(stream)
+
+    def _claim_stale(self, stream: str) -> None:
+        pending: Any = self.redis.xpending_range(stream, GROUP, "-", "+", self.max_size, idle=self.claim_idle_ms)
         if not pending:
             return
         deliveries = {p["message_id"]: int(p["times_delivered"]) for p in pending}
         # XCLAIM counts one more delivery of each entry; with every entry decoded on its own, a claim can no
         # longer fail after that, so the count that MLQ_MAX_ATTEMPTS bounds is of real deliveries only.
-        claimed = self._raw("XCLAIM", STREAM, GROUP, self.name, self.claim_idle_ms, *deliveries)
+        claimed = self._raw("XCLAIM", stream, GROUP, self.name, self.claim_idle_ms, *deliveries)
         items = [self.decode(entry_id, fields) for entry_id, fields in claimed or []]
+        now = time.monotonic()
         for it in items:
+            it.stream, it.read_at = stream, now
             if deliveries.get(it.entry_id, 0) >= self.max_attempts and it.job_id:
                 it.run = False
                 it.error = TooManyAttempts(
@@ -219,21 +258,25 @@ class InferenceConsumer:
     # ---- serving -------------------------------------------------------------------------------------------
     def serve(self, items: list[Item]) -> None:
         """Answer one batch: mark running, predict per model version, finish + reply + ack in one pipeline."""
+        self.expire(items)
         live = [it for it in items if it.run and it.job_id]
-        if live:
+        counted = [it.request for it in items if it.request is not None and it.request.counted]
+        if live or counted:
 
             def start(pipe: Pipeline) -> None:
                 for it in live:
                     self.jobs.mark_running_in(pipe, it.job_id, self.name)  # type: ignore[arg-type]
+                for request in counted:  # taken off the stream: no longer counted against the model's queue cap
+                    pipe.zrem(keys.queued_predictions(request.tenant, request.model), request.job_id)
 
-            started = self.jobs.run_pipeline(start)
+            started = self.jobs.run_pipeline(start)[: len(live)]  # the ZREMs' replies come after
             for it, reply in zip(live, started, strict=True):
                 it.run = self.jobs.started(reply)  # else cancelled while queued, or answered by another worker
         groups: dict[tuple[str, str, Any], list[Item]] = {}
         for it in items:
             if it.run and it.request is not None:
                 groups.setdefault((it.request.tenant, it.request.model, it.request.version), []).append(it)
-        counts = {"rows": 0, "forward_passes": 0, "alone": 0}
+        counts = {"rows": 0, "forward_passes": 0, "alone": 0, "expired": sum(1 for it in items if it.expired)}
         regression: dict[tuple[str, str, int], bool] = {}
         for (tenant, model, version), group in groups.items():
             try:
@@ -243,9 +286,23 @@ class InferenceConsumer:
                     it.error = self.error_for(it.job_id or "", exc)
                 continue
             regression[(tenant, model, version)] = not predictor.classes
-            self.predict_group(predictor, group, counts)
+            # Forward passes of at most the model's max_batch_size rows (its serving policy).
+            for chunk in chunks(group, self.policies.get(group[0].request).max_batch_size):
+                self.predict_group(predictor, chunk, counts)
         self.answer(items, counts, figures_of(items, regression))
         run_shadows(self.redis, self.cache, items)
+
+    def expire(self, items: list[Item]) -> None:
+        """Requests whose deadline has passed are not computed: their jobs end `expired` (answered in answer())."""
+        _, now_ms = now_rfc3339()
+        for it in items:
+            deadline = it.request.deadline_ms if it.request is not None else None
+            if it.run and it.job_id and deadline is not None and deadline <= now_ms:
+                it.run, it.expired = False, True
+                it.error = DeadlineExceeded(
+                    f"the request's deadline passed {now_ms - deadline} ms before a worker could take it; it was "
+                    "not computed (send a longer X-Request-Timeout-Ms, or fewer requests at once)"
+                ).to_dict()
 
     def predict_group(self, predictor: Predictor, group: list[Item], counts: dict[str, int]) -> None:
         """ONE forward pass for every request of `group` (same model version); fall back to one pass per
@@ -310,15 +367,19 @@ class InferenceConsumer:
             for it in items:
                 if it.job_id is None:
                     continue
-                if it.error is not None:
+                if it.expired:
+                    self.jobs.finish_and_reply_in(pipe, it.job_id, "expired", error=it.error)
+                elif it.error is not None:
                     self.jobs.finish_and_reply_in(pipe, it.job_id, "failed", error=it.error)
                 elif it.result is not None:
                     self.jobs.finish_and_reply_in(pipe, it.job_id, "succeeded", result=it.result)
                 else:  # already final: the script changes nothing and replies with the record as it is
                     self.jobs.finish_and_reply_in(pipe, it.job_id, "failed")
-            ids = [it.entry_id for it in items]
-            pipe.xack(STREAM, GROUP, *ids)
-            pipe.xdel(STREAM, *ids)
+            for stream in STREAMS:
+                ids = [it.entry_id for it in items if it.stream == stream]
+                if ids:
+                    pipe.xack(stream, GROUP, *ids)
+                    pipe.xdel(stream, *ids)
             pipe.hincrby(STATS, "batches", 1)
             # Requests are what was decoded; a dropped undecodable entry is no request.
             pipe.hincrby(STATS, "requests", sum(1 for it in items if it.job_id is not None))
@@ -355,6 +416,7 @@ def attach(app: Celery, runtime: Runtime, settings: Settings) -> None:
             error_for=runtime.error_for,
             claim_idle_s=settings.inference_claim_idle_s,
             drift=DriftTally.from_settings(runtime.redis, settings),
+            max_passover_ms=settings.priority_max_passover_ms,
         )
         running.append(consumer.start())
         log.info(

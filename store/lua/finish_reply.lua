@@ -10,7 +10,7 @@
 -- KEYS[6] job.channel           the job's channel (store.keys.job_channel)
 -- KEYS[7] reply_list  the submitter's reply list (store.keys.job_reply)
 -- ARGV[1] job_id
--- ARGV[2] new_status  succeeded | failed | cancelled
+-- ARGV[2] new_status  succeeded | failed | cancelled | expired (a prediction past its deadline)
 -- ARGV[3] now         RFC 3339
 -- ARGV[4] now_ms
 -- ARGV[5] ttl_s       how long the record lives once final

@@ -120,7 +120,7 @@ export async function follow(path, { onEvent, onOpen, signal, from = null, endsB
       if (onOpen) onOpen();
       let final = false;
       await readEvents(response, (ev) => {
-        if (ev.data.event && ["succeeded", "failed", "cancelled"].includes(ev.data.event)) final = true;
+        if (ev.data.event && ["succeeded", "failed", "cancelled", "expired"].includes(ev.data.event)) final = true;
         onEvent(ev);
       }, (id) => { last = id; });
       if (endsByItself && final) return;

@@ -64,7 +64,7 @@ export function jobSeconds(job) {
   return (end - Date.parse(job.started_at)) / 1000;
 }
 
-export const FINAL = ["succeeded", "failed", "cancelled"];
+export const FINAL = ["succeeded", "failed", "cancelled", "expired"];
 
 // A final status is a job's last. An answer that left before the job ended (a re-read, a cancel's reply) may come
 // back after the final event: `answer` is then outdated and must not make `shown` look unfinished again.

@@ -5,7 +5,9 @@
 -- duration counts from the job's first start to now.
 -- #include lib/emit.lua
 
-local function is_final(status) return status == 'succeeded' or status == 'failed' or status == 'cancelled' end
+local function is_final(status)
+  return status == 'succeeded' or status == 'failed' or status == 'cancelled' or status == 'expired'
+end
 
 local function finish(job, job_id, new_status, now, now_ms, ttl_s, result, err, buckets)
   redis.call('HSET', job.key, 'status', new_status, 'finished_at', now, 'result', result, 'error', err)

@@ -6,7 +6,7 @@ import { FINAL, confirmAction, fmtDuration, fmtTime, h, jobSeconds, notice, outd
   statusBadge } from "../dom.js";
 
 const PAGE = 50;
-const STATUSES = ["", "queued", "running", "succeeded", "failed", "cancelled"];
+const STATUSES = ["", "queued", "running", "succeeded", "failed", "cancelled", "expired"];
 const TYPES = ["", "train", "search", "optimize", "batch_predict", "predict"];
 
 function select(name, values, value) {

@@ -35,6 +35,16 @@ export async function modelsPage(view, signal) {
       : h("p", { class: "muted" }, "No models yet: a training that succeeds registers one.")));
 }
 
+// The serving policy (PUT /v1/models/{name}/serving): the model's effective batching and queue cap, then each
+// alias whose own settings differ.
+function servingText(serving) {
+  if (!serving) return "";
+  const say = (p) => `batches of up to ${p.max_batch_size} rows held up to ${p.max_queue_delay_ms} ms, ` +
+    (p.max_queued ? `at most ${p.max_queued} queued` : "no queue cap");
+  const aliases = Object.keys(serving.aliases || {}).map((a) => `; ${a}: ${say(serving.effective[a])}`);
+  return `Serving: ${say(serving.effective.model)}${aliases.join("")}`;
+}
+
 export async function modelPage(view, name, signal) {
   let model = await get(`/v1/models/${encodeURIComponent(name)}`, { signal });
   const versions = [...model.versions].reverse(); // newest first
@@ -104,6 +114,7 @@ export async function modelPage(view, name, signal) {
       h("datalist", { id: "alias-names" }, ["production", "staging", ...Object.keys(model.aliases)]
         .filter((a, i, all) => all.indexOf(a) === i).map((a) => h("option", { value: a }))),
       h("span", { class: "muted" }, ` ${versions.length} version(s); best value of each metric in bold`)),
+    h("p", { class: "muted", id: "model-serving" }, servingText(model.serving)),
     h("div", { class: "scroll" }, h("table", { class: "table", id: "versions-table" },
       h("thead", {}, h("tr", {}, ["version", "aliases", "algorithm", "created"].map((c) => h("th", {}, c)),
         metricNames.map((c) => h("th", { class: "num" }, c)), h("th", {}))), tbody)), more,
