@@ -96,6 +96,8 @@ def idempotency(tenant: str, digest: str) -> str:
 
 INFERENCE_STREAM = f"{PREFIX}inference:requests"  # the prediction requests, read by a consumer group
 INFERENCE_STATS = f"{PREFIX}inference:stats"  # the inference workers' batching counters
+INFERENCE_RESIDENCY = f"{PREFIX}inference:residency"  # the model caches' counters (hits, loads, evictions)
+INFERENCE_RESIDENT = f"{PREFIX}inference:resident"  # per worker process: the bytes its model cache holds
 
 # ---- workers ----------------------------------------------------------------------------------------------
 

@@ -229,7 +229,7 @@ class InferenceConsumer:
         counts = {"rows": 0, "forward_passes": 0, "alone": 0}
         for (tenant, model, version), group in groups.items():
             try:
-                predictor = self.cache.get(tenant, model, version)
+                predictor = self.cache.get(tenant, model, version, requests=len(group))
             except Exception as exc:
                 for it in group:
                     it.error = self.error_for(it.job_id or "", exc)
