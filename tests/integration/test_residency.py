@@ -99,9 +99,9 @@ def test_round_robin_over_more_versions_than_fit_fails_nothing_and_counts_evicti
     assert failed == []
     assert [a[2]["result"]["version"] for a in answers] == [a[0] for a in answers]
 
-    def counted() -> dict[str, float] | None:
+    def counted() -> dict[str, float]:
         now = scrape(app_client)
-        return now if counter(now, "evictions") - counter(before, "evictions") >= 3 * ROUNDS - 2 else None
+        return now if counter(now, "evictions") - counter(before, "evictions") >= 3 * ROUNDS - 2 else {}
 
     after = wait_until(counted, timeout_s=60, what="the evictions on /metrics")
     assert counter(after, "loads") - counter(before, "loads") == 3 * ROUNDS
@@ -126,12 +126,13 @@ def test_repeated_requests_for_a_resident_version_are_hits(
             "/v1/models/m/predict", json={"version": 2, "inputs": [models["rows"][i]]}, headers=WAIT
         )
         assert response.status_code == 200 and response.get_json()["status"] == "succeeded"
-    after = wait_until(
-        lambda: (now := scrape(app_client)) and counter(now, "hits") - counter(before, "hits") >= 4 and now,
-        timeout_s=60,
-        what="the hits on /metrics",
-    )
-    assert counter(after, "hits") - counter(before, "hits") in (4, 5)  # 5 if v2 was still resident
+
+    def counted() -> dict[str, float]:
+        now = scrape(app_client)
+        return now if counter(now, "hits") - counter(before, "hits") >= 4 else {}
+
+    after = wait_until(counted, timeout_s=60, what="the hits on /metrics")
+    assert counter(after, "hits") - counter(before, "hits") in (4.0, 5.0)  # 5 if v2 was still resident
     assert 0 < after["mlq_model_cache_hit_ratio"] < 1
 
 
