@@ -81,6 +81,7 @@ def residency_metrics(counts: dict[str, float], caches: dict[str, dict[str, Any]
         ("loads", "Model versions loaded into a worker's cache"),
         ("load_failures", "Model version loads that failed (missing, tampered, too large for the budget)"),
         ("evictions", "Model versions dropped from a worker's cache to stay within its memory budget"),
+        ("handoffs", "Predict requests handed by a worker without their version to one that held it"),
     ):
         counter = CounterMetricFamily(f"mlq_model_cache_{name}", help_)
         counter.add_metric([], counts.get(name, 0.0))

@@ -2,7 +2,8 @@
 
 Stdlib + redis only (the API imports it). Two hashes:
 - COUNTERS, summed over every worker process that ever reported: `hits` and `misses` (requests whose version
-  was / was not in memory), `loads`, `load_failures`, `evictions`, and the cold-load histogram: `load_s:{bound}`
+  was / was not in memory), `loads`, `load_failures`, `evictions`, `handoffs` (requests handed to a worker that
+  held their version: worker/warm_routing.py), and the cold-load histogram: `load_s:{bound}`
   per bucket (not cumulative; cumulated at scrape time like the batch sizes), `load_seconds_sum`.
 - RESIDENT, one field per worker process (its consumer name): JSON `{"bytes", "budget", "models", "device",
   "at"}`, rewritten by the process every few seconds and removed when it stops; a field older than STALE_S
@@ -22,7 +23,7 @@ from store import keys
 COUNTERS = keys.INFERENCE_RESIDENCY
 RESIDENT = keys.INFERENCE_RESIDENT
 LOAD_SECONDS_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
-COUNTER_NAMES = ("hits", "misses", "loads", "load_failures", "evictions")
+COUNTER_NAMES = ("hits", "misses", "loads", "load_failures", "evictions", "handoffs")
 STALE_S = 30.0
 
 

@@ -37,6 +37,7 @@ from training.errors import TooManyAttempts
 from training.postprocess import check_postprocess
 from training.predictor import Predictor
 from worker.model_cache import ModelCache
+from worker.warm_routing import WarmRouter
 
 if TYPE_CHECKING:
     from worker.runtime import Runtime
@@ -76,6 +77,7 @@ class InferenceConsumer:
         max_attempts: int,
         error_for: ErrorFor,
         claim_idle_s: float = CLAIM_IDLE_S,
+        router: WarmRouter | None = None,
     ) -> None:
         self.redis = client
         self.jobs = jobs
@@ -86,6 +88,7 @@ class InferenceConsumer:
         self.max_attempts = max_attempts
         self.error_for = error_for
         self.claim_idle_ms = int(claim_idle_s * 1000)
+        self.router = router  # worker/warm_routing.py: requests for versions held elsewhere go there
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self.run, name="mlq-inference", daemon=True)
 
@@ -103,6 +106,8 @@ class InferenceConsumer:
             pending = self.redis.xpending_range(STREAM, GROUP, "-", "+", 1, consumername=self.name)
             if not pending:
                 self.redis.xgroup_delconsumer(STREAM, GROUP, self.name)
+            if self.router is not None:
+                self.router.stop()
         except redis.RedisError as exc:
             log.warning("inference consumer %s: could not leave the group: %s", self.name, exc)
 
@@ -113,6 +118,8 @@ class InferenceConsumer:
         except redis.ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
                 raise
+        if self.router is not None:
+            self.router.ensure()
 
     def run(self) -> None:
         next_claim = 0.0
@@ -152,10 +159,17 @@ class InferenceConsumer:
         return self.redis.execute_command(*command, **{NEVER_DECODE: []})
 
     def _xread(self, count: int, block_ms: int) -> list[Item]:
+        streams = [STREAM] if self.router is None else [STREAM, self.router.doorbell]
+        ids = [">"] * len(streams)
         reply = self._raw(
-            "XREADGROUP", "GROUP", GROUP, self.name, "COUNT", count, "BLOCK", block_ms, "STREAMS", STREAM, ">"
+            "XREADGROUP", "GROUP", GROUP, self.name, "COUNT", count, "BLOCK", block_ms, "STREAMS", *streams, *ids
         )
-        return [self.decode(entry_id, fields) for _, entries in reply or [] for entry_id, fields in entries]
+        items = []
+        for stream, entries in reply or []:
+            if self.router is not None and stream != STREAM.encode():  # the doorbell: requests handed to us
+                entries = self.router.picked_up(entries)
+            items += [self.decode(entry_id, fields) for entry_id, fields in entries]
+        return items
 
     def read(self) -> list[Item]:
         """What is waiting, up to max_size rows; after the first arrival, wait at most max_delay for more."""
@@ -212,6 +226,8 @@ class InferenceConsumer:
     # ---- serving -------------------------------------------------------------------------------------------
     def serve(self, items: list[Item]) -> None:
         """Answer one batch: mark running, predict per model version, finish + reply + ack in one pipeline."""
+        if self.router is not None:
+            items = self.router.route(items)  # requests for versions another live worker holds go there
         live = [it for it in items if it.run and it.job_id]
         if live:
 
@@ -326,16 +342,18 @@ def attach(app: Celery, runtime: Runtime, settings: Settings) -> None:
     def on_process_init(sender: Any = None, **_: Any) -> None:
         if INFERENCE_QUEUE not in app.amqp.queues.consume_from:
             return
+        name = f"{sender}:{os.getpid()}"
         consumer = InferenceConsumer(
             runtime.redis,
             runtime.jobs,
             runtime.cache,
-            f"{sender}:{os.getpid()}",
+            name,
             max_size=settings.batch_max_size,
             max_delay_ms=settings.batch_max_delay_ms,
             max_attempts=settings.max_attempts,
             error_for=runtime.error_for,
             claim_idle_s=settings.inference_claim_idle_s,
+            router=WarmRouter(runtime.redis, runtime.cache, name, busy_entries=settings.batch_max_size),
         )
         running.append(consumer.start())
         log.info(
