@@ -97,21 +97,30 @@ def test_a_forest_is_estimated_by_walking_its_trees_arrays() -> None:
     assert object_bytes(large) > 5 * object_bytes(small)
 
 
-def test_a_budget_for_two_versions_evicts_the_least_recently_used(registry: ModelRegistry, size: int) -> None:
+def test_a_budget_for_two_versions_evicts_the_least_requested_then_least_recent(
+    registry: ModelRegistry, size: int
+) -> None:
     cache = ModelCache(registry, device="cpu", budget_bytes=int(2.5 * size))
     cache.get("default", "m", 1)
     cache.get("default", "m", 2)
-    cache.get("default", "m", 1)  # v1 is now the most recently used: v2 goes first
+    cache.get("default", "m", 1)  # v1 asked twice: v2 goes first
     predictor = cache.get("default", "m", 3)
     assert cache.loaded() == [("default", "m", 1), ("default", "m", 3)]
     assert cache.resident_bytes() <= cache.budget_bytes
     assert predictor.predict([ROW])[0]["label"] in {"setosa", "versicolor", "virginica"}
-    cache.get("default", "m", 2)  # back again: loaded again, v1 (least recent now) evicted
-    assert cache.loaded() == [("default", "m", 3), ("default", "m", 2)]
+    cache.get("default", "m", 2)  # back again (asked twice now): v3, asked once, makes room; not v1
+    assert cache.loaded() == [("default", "m", 1), ("default", "m", 2)]
     counts = cache.counters.take()
     assert counts["loads"] == 4 and counts["evictions"] == 2
     assert counts["hits"] == 1 and counts["misses"] == 4
     assert sum(v for k, v in counts.items() if k.startswith("load_s:")) == 4
+
+
+def test_equally_requested_versions_go_least_recently_used_first(registry: ModelRegistry, size: int) -> None:
+    cache = ModelCache(registry, device="cpu", budget_bytes=int(2.5 * size))
+    for version in (1, 2, 3, 1):  # round robin: every version asked as often, so recency decides
+        cache.get("default", "m", version)
+    assert cache.loaded() == [("default", "m", 3), ("default", "m", 1)]
 
 
 def test_a_version_behind_a_pinned_alias_is_never_evicted(registry: ModelRegistry, size: int) -> None:
