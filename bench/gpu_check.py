@@ -113,6 +113,7 @@ def wait_for(what: str, probe: Any, timeout: float) -> Any:
 def run(args: argparse.Namespace, stack: Stack, workdir: Path, check: Check) -> None:
     cuda = args.device == "cuda"
     gpus = visible_gpus() if cuda else []
+    print(f"starting the API and the workers ({'every visible GPU' if cuda else 'cpu'}) ...", flush=True)
     api, url = stack.api("api")
     env = {"MLQ_MODEL_MEMORY_MB": str(BUDGET_MB)}
     if not cuda:
@@ -131,6 +132,7 @@ def run(args: argparse.Namespace, stack: Stack, workdir: Path, check: Check) -> 
     want = sorted(f"cuda:{g}" for g in gpus) if cuda else ["cpu"]
     check.add("one worker per device", devices == want, f"{len(ready)} worker processes on {', '.join(devices)}")
 
+    print(f"training 3 versions of {NAME} on {args.device} through the API ...", flush=True)
     started = time.monotonic()
     row = train_versions(client, workdir, 3, device=args.device)
     check.add(
@@ -142,6 +144,7 @@ def run(args: argparse.Namespace, stack: Stack, workdir: Path, check: Check) -> 
     ok = answer.get("status") == "succeeded" and answer["result"]["version"] == 1
     check.add("predict through the API", ok, f"status {answer.get('status')}, label {_label(answer)}")
 
+    print(f"round robin over 3 versions under MLQ_MODEL_MEMORY_MB={BUDGET_MB} ...", flush=True)
     before = residency.counters(r)
     failures = 0
     for i in range(9):
@@ -175,6 +178,7 @@ def run(args: argparse.Namespace, stack: Stack, workdir: Path, check: Check) -> 
         check.add("nvidia-smi: one worker process per GPU", ok, detail)
 
     body = {"version": 1, "inputs": [row]}
+    print(f"W1b on mlqueue: 32 connections for {args.duration:.0f} s ...", flush=True)
     loadgen.run(url, lambda: (path, body), 2, 32)
     batches = stats(r)
     mlq = loadgen.run(url, lambda: (path, body), args.duration, 32)
@@ -197,6 +201,7 @@ def run(args: argparse.Namespace, stack: Stack, workdir: Path, check: Check) -> 
         "BENCH_MODELS": NAME,
         "CUDA_VISIBLE_DEVICES": gpus[0] if gpus else "",
     }
+    print(f"W1b on the bare in-process server on {args.device} ...", flush=True)
     base, base_url = stack.gunicorn("inprocess", "bench.baselines.inprocess_flask:app", extra_env=base_env)
     loadgen.run(base_url, lambda: (path, body), 2, 32)
     bare = loadgen.run(base_url, lambda: (path, body), args.duration, 32)

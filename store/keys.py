@@ -100,7 +100,6 @@ INFERENCE_RESIDENCY = f"{PREFIX}inference:residency"  # the model caches' counte
 INFERENCE_RESIDENT = f"{PREFIX}inference:resident"  # per worker process: the bytes its model cache holds
 
 
-
 def inference_doorbell(consumer: str) -> str:
     """An inference consumer's doorbell: a Stream of the request ids other consumers handed to it (warm routing)."""
     return f"{PREFIX}inference:doorbell:{consumer}"

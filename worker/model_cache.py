@@ -197,7 +197,7 @@ class ModelCache:
             return 0
 
     def _make_room(self, key: Key, nbytes: int) -> None:
-        """Evict least recently used, unpinned versions until `nbytes` more fit; ModelTooLarge if they never can.
+        """Evict unpinned versions, least requested first, until `nbytes` more fit; ModelTooLarge if they never can.
 
         Called before a load with the weights files' size (a lower bound of the footprint, so a refusal then is
         certain and nothing was loaded in vain), and after it with the measured size."""
