@@ -166,7 +166,7 @@ class InferenceConsumer:
         )
         items = []
         for stream, entries in reply or []:
-            if self.router is not None and stream != STREAM.encode():  # the doorbell: requests handed to us
+            if self.router is not None and stream == self.router.doorbell.encode():  # requests handed to us
                 entries = self.router.picked_up(entries)
             items += [self.decode(entry_id, fields) for entry_id, fields in entries]
         return items
