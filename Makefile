@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint run bench clean
+.PHONY: install test lint run bench gpu-check clean
 
 # torch is pinned here, before the project, so that pip keeps that build: pyproject allows a range, and a bare
 # `torch` requirement would otherwise pick the newest release (a multi-GB CUDA build on Linux).
@@ -47,6 +47,15 @@ run: $(STAMP)
 bench: $(STAMP)
 	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
 	$(BIN)/python -m bench $(ARGS)
+
+# The GPU check (bench/gpu_check.py; docs/benchmarks.md, G1): every visible GPU, one worker each, one table, exit
+# status non-zero on any failure; `make gpu-check ARGS=--device=cpu` runs the same flow on the CPU. On a machine
+# whose pip found a CPU build of torch (a local wheel), PyPI's Linux wheel of torch 2.13.0 (CUDA 13.0) replaces it.
+gpu-check: $(STAMP)
+	command -v redis-server >/dev/null || (apt-get update -qq && apt-get install -y -qq redis-server)
+	$(BIN)/python -m bench.gpu_check --needs-cuda-torch || \
+		$(BIN)/pip install -q --isolated --force-reinstall --index-url https://pypi.org/simple torch==2.13.0
+	timeout 360 $(BIN)/python -m bench.gpu_check $(ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from typing import Any
 
 import redis
 from prometheus_client import CollectorRegistry, Counter, Gauge, multiprocess
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
 from api.live_prom import live_families
+from store import residency
 from store.contract import WORKER_QUEUES
 from store.inference_queue import batch_size_histogram, queue_depths, stats
 from store.jobs import DURATION_BUCKETS, JobStore
@@ -38,6 +40,7 @@ class JobsCollector:
             depths = queue_depths(self.jobs.redis)
             workers = WorkerLiveness(self.jobs.redis).counts()
             batching = stats(self.jobs.redis)
+            cache_counts, caches = residency.counters(self.jobs.redis), residency.resident(self.jobs.redis)
         except redis.RedisError:
             up.add_metric([], 0)
             yield up
@@ -68,6 +71,48 @@ class JobsCollector:
         sizes.add_metric([], size_buckets, sum_value=size_sum)
         yield sizes
         yield from live_families(self.jobs.redis)  # per model version (api/live_prom.py)
+        yield from residency_metrics(cache_counts, caches)
+
+
+def residency_metrics(counts: dict[str, float], caches: dict[str, dict[str, Any]]) -> Iterator[Metric]:
+    """The inference workers' model caches (store/residency.py): requests served from memory or after a load,
+    loads, evictions, cold-load seconds, and per worker process the bytes held against its budget."""
+    for name, help_ in (
+        ("hits", "Predict requests whose model version was already in a worker's memory"),
+        ("misses", "Predict requests whose model version had to be loaded first"),
+        ("loads", "Model versions loaded into a worker's cache"),
+        ("load_failures", "Model version loads that failed (missing, tampered, too large for the budget)"),
+        ("evictions", "Model versions dropped from a worker's cache to stay within its memory budget"),
+        ("handoffs", "Predict requests handed by a worker without their version to one that held it"),
+    ):
+        counter = CounterMetricFamily(f"mlq_model_cache_{name}", help_)
+        counter.add_metric([], counts.get(name, 0.0))
+        yield counter
+    asked = counts.get("hits", 0.0) + counts.get("misses", 0.0)
+    rate = GaugeMetricFamily("mlq_model_cache_hit_ratio", "Share of predict requests served without a load")
+    rate.add_metric([], counts.get("hits", 0.0) / asked if asked else 0.0)
+    yield rate
+    load = HistogramMetricFamily("mlq_model_load_seconds", "Cold-load time of a model version, miss to ready")
+    load_buckets, load_sum = residency.load_seconds_histogram(counts)
+    load.add_metric([], load_buckets, sum_value=load_sum)
+    yield load
+    held = GaugeMetricFamily(
+        "mlq_model_cache_bytes", "Bytes of loaded model versions per worker process", labels=["worker", "device"]
+    )
+    budget = GaugeMetricFamily(
+        "mlq_model_cache_budget_bytes", "MLQ_MODEL_MEMORY_MB per worker process (0: none)", labels=["worker", "device"]
+    )
+    versions = GaugeMetricFamily(
+        "mlq_model_cache_versions", "Model versions in memory per worker process", labels=["worker", "device"]
+    )
+    for worker, record in sorted(caches.items()):
+        labels = [worker, str(record.get("device", ""))]
+        held.add_metric(labels, float(record.get("bytes", 0)))
+        budget.add_metric(labels, float(record.get("budget", 0)))
+        versions.add_metric(labels, float(len(record.get("models", []))))
+    yield held
+    yield budget
+    yield versions
 
 
 def make_metrics(jobs: JobStore) -> tuple[CollectorRegistry, Counter, dict[str, Gauge]]:

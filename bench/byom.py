@@ -21,6 +21,7 @@ import redis
 from bench.__main__ import measure, redis_proc, wait_ready
 from bench.stack import ROOT, Stack
 from bench.wrk import require_wrk
+from training.predictors import load_predictor
 
 RESULTS = ROOT / "bench" / "results"
 # One review of ~25 words per request: a few buckets' worth of tokens, under the model's 32.
@@ -52,10 +53,9 @@ def export_wide(home: Path, row: list[float], path: Path) -> list[Any]:
     """mlp-wide (trained through the service by `make bench`) exported by mlqueue's own ONNX export: raw columns
     in, probabilities out. Returns its classes."""
     from training.export import export_onnx
-    from training.predictor import Predictor
     from training.registry import ModelRegistry
 
-    predictor = Predictor.load(ModelRegistry(home / "models"), "default", "mlp-wide", device="cpu")
+    predictor = load_predictor(ModelRegistry(home / "models"), "default", "mlp-wide", device="cpu")
     width = predictor.preprocess([row]).shape[1]
     export_onnx(
         predictor.preprocessor,

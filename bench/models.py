@@ -11,6 +11,8 @@ import numpy as np
 import pandas as pd
 from sklearn.datasets import make_classification
 
+from training.predictors import load_predictor
+
 # name: (features, hidden layers, classes, rows, epochs)
 MODELS = {"mlp32": (32, [256, 256], 2, 10_000, 3), "mlp-wide": (256, [2048, 2048], 16, 4_000, 2)}
 
@@ -154,14 +156,13 @@ def w2_compute(home: Path, seconds: float = 1.0) -> dict[str, Any]:
     """W2: forward-pass rows/s for 1-, 32- and 64-row calls, one torch thread, no server."""
     import torch
 
-    from training.predictor import Predictor
     from training.registry import ModelRegistry
 
     torch.set_num_threads(1)
     registry = ModelRegistry(home / "models")
     out: dict[str, Any] = {}
     for name, (features, *_rest) in MODELS.items():
-        model = Predictor.load(registry, "default", name).model
+        model = load_predictor(registry, "default", name).model
         for batch in (1, 32, 64):
             X = np.random.default_rng(0).standard_normal((batch, features)).astype(np.float32)
             model.predict_proba(X)

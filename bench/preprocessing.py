@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from training.predictor import Predictor
+from training.predictors import load_predictor
 from training.registry import ModelRegistry
 from training.rows import frame_from_rows
 
@@ -57,7 +58,7 @@ def measure(home: Path, names: list[str], row_counts: tuple[int, ...] = (1, 32))
     registry = ModelRegistry(home / "models")
     out: dict[str, Any] = {}
     for name in names:
-        predictor = Predictor.load(registry, "default", name)
+        predictor = load_predictor(registry, "default", name)
         rng = np.random.default_rng(0)
         for n in row_counts:
             rows = rng.standard_normal((n, len(predictor.features))).tolist()

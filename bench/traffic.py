@@ -29,6 +29,7 @@ import redis
 
 from bench import models, wrk
 from bench.stack import ROOT, Proc, Stack
+from training.predictors import load_predictor
 
 
 @dataclass(frozen=True)
@@ -114,11 +115,10 @@ def counting_cost(home: Path, redis_url: str, batch: int = 32, repeats: int = 20
     pipeline that answers the batch)."""
     import numpy as np
 
-    from training.predictor import Predictor
     from training.registry import ModelRegistry
     from worker.drift_tally import DriftTally
 
-    predictor = Predictor.load(ModelRegistry(home / "models"), "default", MODEL, 1)
+    predictor = load_predictor(ModelRegistry(home / "models"), "default", MODEL, 1)
     features, _, classes, _, _ = models.MODELS[MODEL]
     frame = models.dataset(features, classes, 2000).drop(columns="y")
     client = redis.Redis.from_url(redis_url)

@@ -112,6 +112,18 @@ def registry_model(tenant: str, model: str) -> str:
 INFERENCE_STREAM = f"{PREFIX}inference:requests"  # the prediction requests, read by a consumer group
 INFERENCE_STREAM_HIGH = f"{PREFIX}inference:requests:high"  # the high-priority lane, read before the one above
 INFERENCE_STATS = f"{PREFIX}inference:stats"  # the inference workers' batching counters
+INFERENCE_RESIDENCY = f"{PREFIX}inference:residency"  # the model caches' counters (hits, loads, evictions)
+INFERENCE_RESIDENT = f"{PREFIX}inference:resident"  # per worker process: the bytes its model cache holds
+
+
+def inference_doorbell(consumer: str) -> str:
+    """An inference consumer's doorbell: a Stream of the request ids other consumers handed to it (warm routing)."""
+    return f"{PREFIX}inference:doorbell:{consumer}"
+
+
+def warm_holders(tenant: str, name: str, version: int) -> str:
+    """The inference consumers holding a model version in memory: a set of consumer names (warm routing)."""
+    return f"{PREFIX}t:{tenant}:warm:{name}:{version}"
 
 
 def serving_policy(tenant: str, model: str) -> str:

@@ -85,6 +85,18 @@ def parse_preload(raw: str) -> tuple[tuple[str, str, str], ...]:
     return tuple(out)
 
 
+def parse_pin_aliases(raw: str) -> tuple[str, ...]:
+    """`production,staging` → ("production", "staging"): aliases whose versions no model cache evicts."""
+    names = tuple(filter(None, (p.strip() for p in raw.split(","))))
+    bad = [n for n in names if not n.replace("-", "").replace("_", "").replace(".", "").isalnum()]
+    if bad:
+        raise SettingsError(
+            f"MLQ_PIN_ALIASES names {', '.join(map(repr, bad))}, not an alias name; "
+            "write alias names separated by commas, e.g. production,staging"
+        )
+    return names
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything a process of mlqueue is configured with. See the README's settings table."""
@@ -108,6 +120,11 @@ class Settings:
     batch_max_delay_ms: float = 2.0
     # Priority lanes: the longest a normal-priority prediction may be passed over for high-priority ones.
     priority_max_passover_ms: float = 100.0
+    # Model residency (worker/model_cache.py): the memory each inference worker process may fill with loaded
+    # versions on its device (0: no memory budget, only 32 versions at most), and the aliases whose versions
+    # are never evicted (MLQ_PRELOAD's entries are pinned too).
+    model_memory_mb: int = 0
+    pin_aliases: tuple[str, ...] = ()
     secret_key: str = ""
     # Limits on what a client controls (issue: nothing lost, nobody in).
     max_rows: int = 1_000_000  # rows in an uploaded dataset
@@ -191,6 +208,8 @@ class Settings:
             batch_max_size=_int(env, "MLQ_BATCH_MAX_SIZE", d.batch_max_size, 1),
             batch_max_delay_ms=_float(env, "MLQ_BATCH_MAX_DELAY_MS", d.batch_max_delay_ms),
             priority_max_passover_ms=_float(env, "MLQ_PRIORITY_MAX_PASSOVER_MS", d.priority_max_passover_ms),
+            model_memory_mb=_int(env, "MLQ_MODEL_MEMORY_MB", d.model_memory_mb, 0),
+            pin_aliases=parse_pin_aliases(env.get("MLQ_PIN_ALIASES", "")),
             secret_key=env.get("MLQ_SECRET_KEY", ""),
             max_rows=_int(env, "MLQ_MAX_ROWS", d.max_rows, 1),
             max_columns=_int(env, "MLQ_MAX_COLUMNS", d.max_columns, 1),

@@ -43,6 +43,7 @@ from worker.batch_policy import BatchPolicies, chunks, full, hold_until, pick, r
 from worker.drift_tally import DriftTally
 from worker.model_cache import ModelCache
 from worker.traffic_serving import figures_of, outputs_of, run_shadows, warm_up
+from worker.warm_routing import WarmRouter
 
 if TYPE_CHECKING:
     from worker.runtime import Runtime
@@ -88,6 +89,7 @@ class InferenceConsumer:
         claim_idle_s: float = CLAIM_IDLE_S,
         drift: DriftTally | None = None,
         max_passover_ms: float = 100.0,
+        router: WarmRouter | None = None,
     ) -> None:
         self.redis = client
         self.jobs = jobs
@@ -102,6 +104,7 @@ class InferenceConsumer:
         self.policies = BatchPolicies(client, Policy(self.max_size, max(0.0, max_delay_ms)))
         self.max_passover_s = max(0.0, max_passover_ms) / 1000
         self._carry: list[Item] = []  # normal-lane requests read but left for the next batch (priority lanes)
+        self.router = router  # worker/warm_routing.py: requests for versions held elsewhere go there
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self.run, name="mlq-inference", daemon=True)
 
@@ -122,6 +125,8 @@ class InferenceConsumer:
             if not pending:
                 for stream in STREAMS:
                     self.redis.xgroup_delconsumer(stream, GROUP, self.name)
+            if self.router is not None:
+                self.router.stop()
         except redis.RedisError as exc:
             log.warning("inference consumer %s: could not leave the group: %s", self.name, exc)
 
@@ -133,6 +138,8 @@ class InferenceConsumer:
             except redis.ResponseError as exc:
                 if "BUSYGROUP" not in str(exc):
                     raise
+        if self.router is not None:
+            self.router.ensure()
 
     def run(self) -> None:
         next_claim = 0.0
@@ -177,13 +184,19 @@ class InferenceConsumer:
 
     def _xread(self, count: int, block_ms: int | None, streams: tuple[str, ...] = STREAMS) -> list[Item]:
         block = ("BLOCK", block_ms) if block_ms is not None else ()
+        # Requests another consumer handed to this one come through its doorbell (worker/warm_routing.py); they
+        # are normal-lane entries, read with the normal lane.
+        doorbell = self.router.doorbell if self.router is not None and STREAM in streams else None
+        names = (*streams, doorbell) if doorbell else streams
         reply = self._raw(
-            "XREADGROUP", "GROUP", GROUP, self.name, "COUNT", count, *block, "STREAMS", *streams, *(">",) * len(streams)
+            "XREADGROUP", "GROUP", GROUP, self.name, "COUNT", count, *block, "STREAMS", *names, *(">",) * len(names)
         )
         now = time.monotonic()
         items = []
         for stream, entries in reply or []:
             name = stream.decode() if isinstance(stream, bytes) else stream
+            if self.router is not None and name == doorbell:  # requests handed to us
+                entries, name = self.router.picked_up(entries), STREAM
             for entry_id, fields in entries:
                 item = self.decode(entry_id, fields)
                 item.stream, item.read_at = name, now
@@ -259,6 +272,8 @@ class InferenceConsumer:
     def serve(self, items: list[Item]) -> None:
         """Answer one batch: mark running, predict per model version, finish + reply + ack in one pipeline."""
         self.expire(items)
+        if self.router is not None:
+            items = self.router.route(items)  # requests for versions another live worker holds go there
         live = [it for it in items if it.run and it.job_id]
         counted = [it.request for it in items if it.request is not None and it.request.counted]
         if live or counted:
@@ -280,7 +295,7 @@ class InferenceConsumer:
         regression: dict[tuple[str, str, int], bool] = {}
         for (tenant, model, version), group in groups.items():
             try:
-                predictor = self.cache.get(tenant, model, version)
+                predictor = self.cache.get(tenant, model, version, requests=len(group))
             except Exception as exc:
                 for it in group:
                     it.error = self.error_for(it.job_id or "", exc)
@@ -405,11 +420,12 @@ def attach(app: Celery, runtime: Runtime, settings: Settings) -> None:
     def on_process_init(sender: Any = None, **_: Any) -> None:
         if INFERENCE_QUEUE not in app.amqp.queues.consume_from:
             return
+        name = f"{sender}:{os.getpid()}"
         consumer = InferenceConsumer(
             runtime.redis,
             runtime.jobs,
             runtime.cache,
-            f"{sender}:{os.getpid()}",
+            name,
             max_size=settings.batch_max_size,
             max_delay_ms=settings.batch_max_delay_ms,
             max_attempts=settings.max_attempts,
@@ -417,6 +433,7 @@ def attach(app: Celery, runtime: Runtime, settings: Settings) -> None:
             claim_idle_s=settings.inference_claim_idle_s,
             drift=DriftTally.from_settings(runtime.redis, settings),
             max_passover_ms=settings.priority_max_passover_ms,
+            router=WarmRouter(runtime.redis, runtime.cache, name, busy_entries=settings.batch_max_size),
         )
         running.append(consumer.start())
         log.info(

@@ -24,6 +24,7 @@ from celery import Celery, Task, signals
 from store.backends import artifact_store, dataset_store, model_registry
 from store.contract import (
     BATCH_QUEUE,
+    INFERENCE_QUEUE,
     LEASED_TASKS,
     OPTIMIZE_TASK,
     SEARCH_TASK,
@@ -40,6 +41,7 @@ from training.manifest import RecoveredResult, TrainResult
 from training.pipeline import train_model
 from worker.attempt import Attempt, Ending, LeasedJob, Verdict, job_error, register_leased
 from worker.model_cache import ModelCache
+from worker.residency_report import ResidencyReporter
 from worker.train_hooks import progress_reporter, retry_redis
 
 log = logging.getLogger(__name__)
@@ -62,13 +64,18 @@ class WorkerRuntime:
         self.registry = model_registry(settings, lambda: self.redis)
         self.datasets = dataset_store(settings)
         self.store = artifact_store(settings)
-        self.cache = ModelCache(self.registry)
+        self.cache = ModelCache(
+            self.registry,
+            budget_bytes=settings.model_memory_mb * 1024 * 1024,
+            pins=[*((None, None, alias) for alias in settings.pin_aliases), *settings.preload],
+        )
         self._redis: redis.Redis | None = None
         self._jobs: JobStore | None = None
         self._leases: Leases | None = None
         self._heartbeat: Heartbeat | None = None
         self._sweeper: Sweeper | None = None
         self._searches: Searches | None = None
+        self._residency: ResidencyReporter | None = None
         self.app: Celery | None = None  # set by register_tasks: re-sends go through it, by task name
 
     @property
@@ -150,6 +157,9 @@ class WorkerRuntime:
             models=self.cache.describe,
         )
         self._heartbeat.start()
+        if INFERENCE_QUEUE in queues or BATCH_QUEUE in queues:  # the processes that serve from the model cache
+            name = f"{hostname}:{os.getpid()}"
+            self._residency = ResidencyReporter(self.redis, self.cache, name, _device_label()).start()
         if TRAIN_QUEUE in queues or BATCH_QUEUE in queues:
             # Every train and batch process sweeps: whichever is alive puts a dead worker's job back within seconds.
             self._sweeper = Sweeper(self.leases, self.resend, self.settings.stale_job_s / 2, on_ended=self._swept)
@@ -162,6 +172,9 @@ class WorkerRuntime:
             self.trial_changed(TrainRequest.decode(self.leases.train_payload(job)), "sweeper")
 
     def stop(self) -> None:
+        if self._residency is not None:
+            self._residency.stop()
+            self._residency = None
         if self._sweeper is not None:
             self._sweeper.stop()
             self._sweeper = None

@@ -43,7 +43,9 @@ class BareModel:
         self.net = nn.Sequential(*layers)
         weights = load_file(str(directory / "model.safetensors"))
         self.net.load_state_dict({key.removeprefix("layers."): value for key, value in weights.items()})
-        self.net.eval()
+        # BENCH_DEVICE (G1, `make gpu-check`): the same network on cuda, the way a tutorial moves it there.
+        self.device = torch.device(os.environ.get("BENCH_DEVICE", "cpu"))
+        self.net.to(self.device).eval()
         scaler = (
             load_preprocessor(directory / manifest["preprocessor_file"])
             .named_transformers_["number"]
@@ -55,11 +57,12 @@ class BareModel:
         classes = manifest["classes"]
         assert classes is not None, f"{name} is not a classifier; the bare baseline serves classifiers (softmax)"
         self.classes = classes
+        self.mean, self.scale = self.mean.to(self.device), self.scale.to(self.device)
 
     def predict(self, inputs: list[list[float]]) -> list[dict[str, Any]]:
-        x = torch.tensor(inputs, dtype=torch.float32)
+        x = torch.tensor(inputs, dtype=torch.float32).to(self.device)
         with torch.inference_mode():
-            proba = torch.softmax(self.net((x - self.mean) / self.scale), dim=1)
+            proba = torch.softmax(self.net((x - self.mean) / self.scale), dim=1).cpu()
         labels = proba.argmax(dim=1).tolist()
         return [
             {"row": i, "label": self.classes[label], "proba": p}
