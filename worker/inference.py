@@ -20,7 +20,6 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -42,6 +41,7 @@ from training.predictor import Predictor
 from worker.batch_policy import BatchPolicies, chunks, full, hold_until, pick, rows_of
 from worker.drift_tally import DriftTally
 from worker.model_cache import ModelCache
+from worker.stream_item import Item as Item  # re-exported: the consumer's unit of work
 from worker.traffic_serving import figures_of, outputs_of, run_shadows, warm_up
 from worker.warm_routing import WarmRouter
 
@@ -54,22 +54,6 @@ BLOCK_MS = 1000  # an idle consumer wakes once a second (to notice a shutdown): 
 CLAIM_EVERY_S = 2.0
 CLAIM_IDLE_S = 30.0  # longer than any batch takes; a live worker's entries are never taken from it
 ErrorFor = Callable[[str, BaseException], dict[str, Any]]
-
-
-@dataclass
-class Item:
-    """One stream entry on its way through a batch."""
-
-    entry_id: str
-    job_id: str | None
-    request: PredictRequest | None
-    run: bool = True  # False: its job is already final (cancelled, answered) or undecodable
-    result: bytes | None = None
-    error: dict[str, Any] | None = None
-    outputs: list[Any] | None = None  # one label or value per row: the live figures and a shadow's comparison
-    stream: str = STREAM  # the lane it was read from
-    read_at: float = 0.0  # monotonic: when this consumer first read it (priority lanes' passover bound)
-    expired: bool = False  # its deadline passed before it was computed: it ends `expired`, never computed
 
 
 class InferenceConsumer:

@@ -27,7 +27,7 @@ from store.inference_queue import GROUP, STREAM
 from worker.model_cache import Key, ModelCache
 
 if TYPE_CHECKING:
-    from worker.inference import Item
+    from worker.stream_item import Item
 
 log = logging.getLogger(__name__)
 
