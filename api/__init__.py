@@ -26,6 +26,7 @@ from api.services import Services
 from api.waits import WaitSlots, client_socket
 from store.backends import dataset_store, model_registry
 from store.celery_config import make_celery
+from store.fair import FairQueues
 from store.jobs import JobStore
 from store.settings import Settings
 
@@ -88,7 +89,7 @@ def create_app(settings: Settings | None = None) -> OpenAPI:
     )
     client = redis.Redis(connection_pool=pool)
     job_store = JobStore(client, ttl_s=settings.job_ttl_s)
-    scraped, http_requests, gauges = make_metrics(job_store)
+    scraped, http_requests, gauges = make_metrics(job_store, settings.secret_key)
     app.extensions["mlq"] = Services(
         # On MLQ_HOME, or on the artifact store MLQ_ARTIFACTS names (then this replica keeps no uploads).
         settings=settings,
@@ -99,6 +100,7 @@ def create_app(settings: Settings | None = None) -> OpenAPI:
         celery=publisher(make_celery(settings)),
         hub=EventHub(settings.redis_url),
         waits=WaitSlots(settings.max_waits, settings.max_waits_per_tenant, gauges),
+        fair=FairQueues(client, settings.tenant_weights, settings.max_running_per_tenant),
     )
     app.extensions["mlq_metrics"] = scraped
 

@@ -19,6 +19,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, multiprocess
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
 from store.contract import QUEUES
+from store.fair import QUEUE_TYPES, FairQueues, tenant_label
 from store.inference_queue import batch_size_histogram, queue_depths, stats
 from store.jobs import DURATION_BUCKETS, JobStore
 from store.liveness import WorkerLiveness
@@ -27,8 +28,9 @@ from store.liveness import WorkerLiveness
 class JobsCollector:
     """A custom collector: each scrape reads the shared counters from Redis."""
 
-    def __init__(self, jobs: JobStore) -> None:
+    def __init__(self, jobs: JobStore, secret_key: str = "") -> None:
         self.jobs = jobs
+        self.secret_key = secret_key  # the key of the tenants' pseudonyms (store.fair.tenant_label)
 
     def collect(self) -> Iterator[Metric]:
         up = GaugeMetricFamily("mlq_redis_up", "1 when Redis answered this scrape")
@@ -37,6 +39,8 @@ class JobsCollector:
             depths = queue_depths(self.jobs.redis)
             workers = WorkerLiveness(self.jobs.redis).counts()
             batching = stats(self.jobs.redis)
+            fair = FairQueues(self.jobs.redis)
+            loads = {queue: fair.loads(queue) for queue in QUEUE_TYPES}
         except redis.RedisError:
             up.add_metric([], 0)
             yield up
@@ -62,13 +66,23 @@ class JobsCollector:
             alive.add_metric([queue], workers.get(queue, 0))
         yield depth
         yield alive
+        tenants = GaugeMetricFamily(
+            "mlq_tenant_jobs",
+            "A tenant's jobs queued and running on a fairly scheduled queue (tenant: a pseudonym)",
+            labels=["queue", "tenant", "state"],
+        )
+        for queue, per_tenant in loads.items():
+            for name, load in per_tenant.items():
+                tenants.add_metric([queue, tenant_label(name, self.secret_key), "queued"], load.queued)
+                tenants.add_metric([queue, tenant_label(name, self.secret_key), "running"], load.running)
+        yield tenants
         sizes = HistogramMetricFamily("mlq_inference_batch_size", "Predict requests answered by one batch")
         size_buckets, size_sum, _ = batch_size_histogram(batching)
         sizes.add_metric([], size_buckets, sum_value=size_sum)
         yield sizes
 
 
-def make_metrics(jobs: JobStore) -> tuple[CollectorRegistry, Counter, dict[str, Gauge]]:
+def make_metrics(jobs: JobStore, secret_key: str = "") -> tuple[CollectorRegistry, Counter, dict[str, Gauge]]:
     """What a scrape reads (a prometheus CollectorRegistry), the HTTP request counter and the in-progress gauges.
 
     Without PROMETHEUS_MULTIPROC_DIR (tests, `flask run`) the metrics live in a registry of the app's own, so
@@ -76,7 +90,7 @@ def make_metrics(jobs: JobStore) -> tuple[CollectorRegistry, Counter, dict[str, 
     it; "livesum" gauges count only the processes alive.
     """
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(JobsCollector(jobs))
+    registry.register(JobsCollector(jobs, secret_key))
     shared = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
     if shared:
         multiprocess.MultiProcessCollector(registry)

@@ -24,6 +24,7 @@ from api.schemas import JobHeaders
 from api.services import services, tenant
 from api.waits import wait_for_job
 from store import keys
+from store.fair import QUEUE_TYPES, flow_of
 from store.ids import new_id
 from store.records import JobRecord
 from training.errors import EnqueueFailed
@@ -128,6 +129,8 @@ def _publish(task_name: str, message: dict[str, Any], job_id: str, queue: str) -
     """
     svc = services()
     try:
+        if queue in QUEUE_TYPES:  # the train and batch queues: the message runs whichever job is fairly next
+            svc.fair.enqueue(queue, tenant(), job_id, flow_of(message))
         svc.celery.send_task(task_name, args=[message], task_id=job_id, queue=queue, ignore_result=True)
     except Exception as exc:
         log.error("could not enqueue job %s: %s: %s", job_id, type(exc).__name__, exc)

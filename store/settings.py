@@ -63,6 +63,42 @@ def parse_preload(raw: str) -> tuple[tuple[str, str, str], ...]:
     return tuple(out)
 
 
+def parse_weights(raw: str, tenants: set[str]) -> dict[str, float]:
+    """`acme=3,beta=1` → {tenant: weight}; every tenant must be one the API knows (MLQ_AUTH_TOKENS, else default)."""
+    weights: dict[str, float] = {}
+    for part in filter(None, (p.strip() for p in raw.split(","))):
+        tenant, sep, value = part.partition("=")
+        try:
+            weight = float(value)
+        except ValueError:
+            weight = -1.0
+        if not sep or not tenant.strip() or not weight > 0 or weight == float("inf"):
+            raise SettingsError(
+                f"MLQ_TENANT_WEIGHTS: {part!r} is not tenant=weight with a weight above 0; "
+                "set it like 'acme=3,beta=1' (a tenant not named weighs 1)"
+            )
+        if tenant.strip() not in tenants:
+            raise SettingsError(
+                f"MLQ_TENANT_WEIGHTS names tenant {tenant.strip()!r}, which is not a tenant of MLQ_AUTH_TOKENS "
+                f"(known: {', '.join(sorted(tenants))}); remove it or add the tenant's token"
+            )
+        weights[tenant.strip()] = weight
+    return weights
+
+
+def _cap(env: Mapping[str, str]) -> int:
+    raw = env.get("MLQ_MAX_RUNNING_PER_TENANT", "")
+    if raw.strip() == "":
+        return 0
+    value = _int(env, "MLQ_MAX_RUNNING_PER_TENANT", 0)
+    if value < 1:
+        raise SettingsError(
+            f"MLQ_MAX_RUNNING_PER_TENANT={value}: a cap of 0 would run nothing; set it to 1 or more, "
+            "or leave it unset for no cap"
+        )
+    return value
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything a process of mlqueue is configured with. See the README's settings table."""
@@ -112,6 +148,10 @@ class Settings:
     s3_endpoint_url: str = ""  # e.g. http://minio:9000; empty: boto3's own (AWS_ENDPOINT_URL…, else AWS)
     cache_dir: Path | None = None  # downloaded datasets and versions; None: <home>/cache
     cache_max_mb: int = 10_240
+    # Fair scheduling of the train and batch queues (store/fair.py): a tenant's share (default 1) and the most
+    # train (or batch) jobs one tenant may run at once on its queue's workers; 0: no cap.
+    tenant_weights: Mapping[str, float] = field(default_factory=dict)
+    max_running_per_tenant: int = 0
 
     @property
     def datasets_dir(self) -> Path:
@@ -141,10 +181,11 @@ class Settings:
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
         d = cls()
+        auth_tokens = parse_tokens(env.get("MLQ_AUTH_TOKENS", ""))
         return cls(
             redis_url=env.get("MLQ_REDIS_URL") or d.redis_url,
             home=Path(env.get("MLQ_HOME") or d.home).absolute(),
-            auth_tokens=parse_tokens(env.get("MLQ_AUTH_TOKENS", "")),
+            auth_tokens=auth_tokens,
             preload=parse_preload(env.get("MLQ_PRELOAD", "")),
             max_upload_mb=_int(env, "MLQ_MAX_UPLOAD_MB", d.max_upload_mb, 1),
             max_batch_rows=_int(env, "MLQ_MAX_BATCH_ROWS", d.max_batch_rows, 1),
@@ -177,6 +218,10 @@ class Settings:
             s3_endpoint_url=env.get("MLQ_S3_ENDPOINT_URL", ""),
             cache_dir=Path(env["MLQ_CACHE_DIR"]).absolute() if env.get("MLQ_CACHE_DIR") else None,
             cache_max_mb=_int(env, "MLQ_CACHE_MAX_MB", d.cache_max_mb, 1),
+            tenant_weights=parse_weights(
+                env.get("MLQ_TENANT_WEIGHTS", ""), set(auth_tokens.values()) if auth_tokens else {"default"}
+            ),
+            max_running_per_tenant=_cap(env),
         )
 
 

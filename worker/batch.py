@@ -29,7 +29,7 @@ from celery import Celery, Task, signals
 
 from store.backends import output_store
 from store.batch_format import OutputColumns, assemble, write_part
-from store.contract import BATCH_PREDICT_TASK, BATCH_QUEUE, INFERENCE_QUEUE, BatchPredictRequest
+from store.contract import BATCH_PREDICT_TASK, BATCH_QUEUE, INFERENCE_QUEUE, BatchPredictRequest, JobType
 from store.outputs import MEDIA_TYPES, filename
 from store.script_outcomes import BeginOutcome
 from training.errors import AllRowsFailed, Cancelled, ColumnNotFound
@@ -252,6 +252,7 @@ def preempt(runtime: Runtime, request: BatchPredictRequest, token: int) -> None:
     assert app is not None  # a task runs inside a worker, which has its Celery app
 
     def resend() -> object:
+        runtime.fair.enqueue(BATCH_QUEUE, request.tenant, request.job_id)
         return app.send_task(BATCH_PREDICT_TASK, args=[request.encode()], task_id=request.job_id, queue=BATCH_QUEUE)
 
     requeue_on_shutdown(runtime.leases, request.job_id, token, resend, "parts and checkpoint kept")
@@ -262,7 +263,7 @@ def register_batch(app: Celery, runtime: Runtime) -> None:
 
     @app.task(name=BATCH_PREDICT_TASK, bind=True)  # type: ignore[untyped-decorator]  # celery has no type hints
     def batch_predict(self: Task, payload: dict[str, Any]) -> None:
-        run_batch(runtime, payload, self.request.hostname or "unknown")
+        runtime.run_fair(BATCH_QUEUE, JobType.BATCH_PREDICT.value, payload, self.request.hostname or "unknown")
 
     def on_process_init(**_: Any) -> None:
         queues = app.amqp.queues.consume_from

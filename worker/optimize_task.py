@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from celery import Celery, Task
 
-from store.contract import OPTIMIZE_TASK, OptimizeRequest
+from store.contract import OPTIMIZE_TASK, TRAIN_QUEUE, JobType, OptimizeRequest
 from store.script_outcomes import ClaimOutcome
 from training.errors import Cancelled, RegistrationDeclined, ResourceNotFound
 from training.optimize import optimize_version
@@ -104,4 +104,4 @@ def register_optimize(app: Celery, runtime: Runtime) -> None:
 
     @app.task(name=OPTIMIZE_TASK, bind=True)  # type: ignore[untyped-decorator]  # celery has no type hints
     def optimize(self: Task, payload: dict[str, Any]) -> None:
-        run_optimize(runtime, payload, self.request.hostname or "unknown")
+        runtime.run_fair(TRAIN_QUEUE, JobType.OPTIMIZE.value, payload, self.request.hostname or "unknown")

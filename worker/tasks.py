@@ -32,8 +32,10 @@ from store.contract import (
     SEARCH_TASK,
     TRAIN_QUEUE,
     TRAIN_TASK,
+    JobType,
     TrainRequest,
 )
+from store.fair import FairQueues, flow_of
 from store.jobs import JobStore
 from store.leases import Leases, Sweeper, request_drain
 from store.liveness import Heartbeat, WorkerLiveness
@@ -44,6 +46,7 @@ from training.errors import Cancelled, InternalError, MLQError, RegistrationDecl
 from training.manifest import RecoveredResult, TrainResult
 from training.pipeline import train_model
 from worker.checkpoint_sync import CheckpointSync, remove_checkpoint
+from worker.fair_dispatch import FairDispatcher
 from worker.model_cache import ModelCache
 from worker.train_hooks import (
     CancelCheck,
@@ -81,6 +84,8 @@ class WorkerRuntime:
         self._heartbeat: Heartbeat | None = None
         self._sweeper: Sweeper | None = None
         self._searches: Searches | None = None
+        self._fair: FairQueues | None = None
+        self.dispatcher: FairDispatcher | None = None  # set by register_tasks, once every job type has its runner
         self.app: Celery | None = None  # set by register_tasks: re-sends go through it, by task name
 
     @property
@@ -108,6 +113,17 @@ class WorkerRuntime:
         return self._leases
 
     @property
+    def fair(self) -> FairQueues:
+        if self._fair is None:
+            self._fair = FairQueues(self.redis, self.settings.tenant_weights, self.settings.max_running_per_tenant)
+        return self._fair
+
+    def run_fair(self, queue: str, job_type: str, payload: dict[str, Any], hostname: str) -> None:
+        """A message of `queue` arrived: run the job that is fairly next (worker/fair_dispatch.py)."""
+        assert self.dispatcher is not None, "register_tasks() sets the dispatcher"
+        self.dispatcher.run(queue, job_type, payload, hostname)
+
+    @property
     def searches(self) -> Searches:
         if self._searches is None:
             self._searches = Searches(self.jobs, self.registry, self.settings.searches_dir, self.store)
@@ -130,6 +146,7 @@ class WorkerRuntime:
         """Put a training (or an optimize job: its request has a `method`) back on the `train` queue, by name."""
         assert self.app is not None, "register_tasks() sets the app"
         task = OPTIMIZE_TASK if "method" in payload else TRAIN_TASK
+        self.fair.enqueue(TRAIN_QUEUE, payload["tenant"], payload["job_id"], flow_of(payload))
         self.app.send_task(task, args=[payload], task_id=payload["job_id"], queue=TRAIN_QUEUE)
 
     def resend(self, payload: dict[str, Any]) -> None:
@@ -137,6 +154,7 @@ class WorkerRuntime:
         assert self.app is not None, "register_tasks() sets the app"
         job = self.jobs.get(payload["job_id"])
         task, queue = LEASED_TASKS.get(job["type"] if job else "train", (TRAIN_TASK, TRAIN_QUEUE))
+        self.fair.enqueue(queue, payload["tenant"], payload["job_id"], flow_of(payload))
         self.app.send_task(task, args=[payload], task_id=payload["job_id"], queue=queue)
 
     def start(self, hostname: str, queues: list[str]) -> None:
@@ -340,16 +358,28 @@ def register_tasks(app: Celery, settings: Settings) -> WorkerRuntime:
 
     @app.task(name=TRAIN_TASK, bind=True)  # type: ignore[untyped-decorator]  # celery has no type hints
     def train(self: Task, payload: dict[str, Any]) -> None:
-        runtime.train(payload, self.request.hostname or "unknown")
+        runtime.run_fair(TRAIN_QUEUE, JobType.TRAIN.value, payload, self.request.hostname or "unknown")
 
     @app.task(name=SEARCH_TASK, bind=True)  # type: ignore[untyped-decorator]  # celery has no type hints
     def search(self: Task, payload: dict[str, Any]) -> None:
         # Quick: it only creates and sends the trials, which then spread over every train worker.
-        runtime.searches.fan_out(payload, self.request.hostname or "unknown", runtime.send_train)
+        runtime.run_fair(TRAIN_QUEUE, JobType.SEARCH.value, payload, self.request.hostname or "unknown")
 
-    from worker.optimize_task import register_optimize
+    from worker.batch import run_batch
+    from worker.optimize_task import register_optimize, run_optimize
 
     register_optimize(app, runtime)
+    # Whichever message a worker takes, it runs the job that is fairly next, with the runner of that job's type.
+    runtime.dispatcher = FairDispatcher(
+        lambda: runtime.fair,
+        lambda: runtime.jobs,
+        {
+            JobType.TRAIN.value: runtime.train,
+            JobType.OPTIMIZE.value: lambda payload, host: run_optimize(runtime, payload, host),
+            JobType.SEARCH.value: lambda payload, host: runtime.searches.fan_out(payload, host, runtime.send_train),
+            JobType.BATCH_PREDICT.value: lambda payload, host: run_batch(runtime, payload, host),
+        },
+    )
 
     def on_process_init(sender: Any = None, **_: Any) -> None:
         # The sender is the worker's node name (e.g. cpu@host); its queues were chosen before the fork.
