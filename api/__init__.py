@@ -24,6 +24,7 @@ from api.problems import register_error_handlers, validation_error_response
 from api.schemas import Problem as ProblemModel
 from api.services import Services
 from api.waits import WaitSlots, client_socket
+from store import redis_url
 from store.backends import dataset_store, model_registry
 from store.celery_config import make_celery
 from store.fair import FairQueues
@@ -77,7 +78,7 @@ def create_app(settings: Settings | None = None) -> OpenAPI:
 
     # One immediate retry on a connection error replaces a connection that broke while Redis restarted; a Redis
     # that is down refuses at once, so a request still fails (503) in milliseconds, a hung one within 2 s.
-    pool = redis.BlockingConnectionPool.from_url(
+    client = redis_url.pool_client(
         settings.redis_url,
         max_connections=REDIS_POOL_SIZE,
         timeout=POOL_WAIT_S,
@@ -87,7 +88,6 @@ def create_app(settings: Settings | None = None) -> OpenAPI:
         decode_responses=True,
         retry=Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,)),
     )
-    client = redis.Redis(connection_pool=pool)
     job_store = JobStore(client, ttl_s=settings.job_ttl_s)
     scraped, http_requests, gauges = make_metrics(job_store, settings.secret_key)
     app.extensions["mlq"] = Services(

@@ -36,6 +36,7 @@ from store.ids import new_id
 from store.inference_queue import STREAM, stream_entry
 from store.jobs import JobStore
 from store.records import JobRecord
+from store.redis_url import client as redis_client
 from training.errors import InvalidInput
 from training.manifest import ModelManifest
 from training.postprocess import check_postprocess
@@ -178,7 +179,7 @@ def waiter() -> redis.Redis:
         with _lock:
             client = current_app.extensions.get("mlq_predict_waiter")
             if client is None:
-                client = redis.Redis.from_url(
+                client = redis_client(
                     services().settings.redis_url,
                     socket_connect_timeout=2.0,
                     socket_timeout=MAX_WAIT_S + 5,

@@ -163,3 +163,7 @@ def fair_picked(queue: str) -> str:
 def fair_picked_at(queue: str) -> str:
     """When each picked job was picked, ms (a sorted set): one still queued long after goes back to its flow."""
     return f"{PREFIX}fair:{queue}:picked_at"
+
+
+# ---- replication (Sentinel mode, store/redis_url.py) ---------------------------------------------------------
+REPLICATION_PROBE = f"{PREFIX}replication:probe"  # written right before WAIT: its offset covers every earlier write

@@ -152,6 +152,8 @@ class Settings:
     # train (or batch) jobs one tenant may run at once on its queue's workers; 0: no cap.
     tenant_weights: Mapping[str, float] = field(default_factory=dict)
     max_running_per_tenant: int = 0
+    # With Sentinel, a job submission is answered only once a replica has it (WAIT 1), or after this long; 0: never.
+    redis_wait_ms: int = 1000
 
     @property
     def datasets_dir(self) -> Path:
@@ -183,7 +185,7 @@ class Settings:
         d = cls()
         auth_tokens = parse_tokens(env.get("MLQ_AUTH_TOKENS", ""))
         return cls(
-            redis_url=env.get("MLQ_REDIS_URL") or d.redis_url,
+            redis_url=_redis_url(env.get("MLQ_REDIS_URL") or d.redis_url),
             home=Path(env.get("MLQ_HOME") or d.home).absolute(),
             auth_tokens=auth_tokens,
             preload=parse_preload(env.get("MLQ_PRELOAD", "")),
@@ -222,7 +224,14 @@ class Settings:
                 env.get("MLQ_TENANT_WEIGHTS", ""), set(auth_tokens.values()) if auth_tokens else {"default"}
             ),
             max_running_per_tenant=_cap(env),
+            redis_wait_ms=_int(env, "MLQ_REDIS_WAIT_MS", d.redis_wait_ms, 0),
         )
+
+
+def _redis_url(raw: str) -> str:
+    from store.redis_url import check  # imports redis; here to keep this module's imports stdlib-only
+
+    return check(raw.strip())
 
 
 def _store_url(raw: str) -> str:

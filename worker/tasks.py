@@ -39,6 +39,7 @@ from store.fair import FairQueues, flow_of
 from store.jobs import JobStore
 from store.leases import Leases, Sweeper, request_drain
 from store.liveness import Heartbeat, WorkerLiveness
+from store.redis_url import client as redis_client
 from store.script_outcomes import BeginOutcome, ClaimOutcome, FinishOutcome
 from store.searches import Searches
 from store.settings import Settings
@@ -92,7 +93,7 @@ class WorkerRuntime:
     def redis(self) -> redis.Redis:
         # Opened lazily: a client created before a fork would be shared by parent and child.
         if self._redis is None:
-            self._redis = redis.Redis.from_url(self.settings.redis_url, decode_responses=True)
+            self._redis = redis_client(self.settings.redis_url, decode_responses=True)
         return self._redis
 
     @property
