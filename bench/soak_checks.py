@@ -37,7 +37,8 @@ def job_ids(client: redis.Redis, tenants: list[str]) -> list[str]:
 
 
 def final_events(client: redis.Redis, job_id: str) -> int:
-    return sum(1 for _, entry in client.xrange(keys.job_log(job_id)) if entry.get("event") in FINAL)
+    entries = client.xrange(keys.job_log(job_id)) or []
+    return sum(1 for _, entry in entries if entry and str(entry.get("event")) in FINAL)
 
 
 def check(
