@@ -18,10 +18,13 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import redis
 from celery.exceptions import Reject
 
+from store import keys
 from store.fair import FairQueues
 from store.jobs import JobStore
+from store.leases import parse_drain
 from store.script_outcomes import FairPickOutcome
 from worker.train_hooks import retry_redis
 
@@ -70,10 +73,17 @@ class FairDispatcher:
                     )
                 self.runners[picked_type](picked_payload, hostname)
                 return
-            if time.monotonic() >= waited_until:
-                # Only capped tenants have work. Give the message back rather than hold it for hours.
+            if time.monotonic() >= waited_until or self._draining(hostname):
+                # Only capped tenants have work. Give the message back rather than hold it for hours (or hold up a
+                # warm shutdown).
                 raise Reject("only tenants at MLQ_MAX_RUNNING_PER_TENANT have queued jobs", requeue=True)
             time.sleep(self.poll_s)
+
+    def _draining(self, hostname: str) -> bool:
+        try:
+            return parse_drain(self.jobs().redis.get(keys.drain(hostname))) is not None
+        except redis.RedisError:
+            return False
 
     def _payload(self, job_id: str) -> tuple[str, dict[str, Any]] | None:
         job = retry_redis(lambda: self.jobs().get(job_id), f"job {job_id}: read", 30.0)
