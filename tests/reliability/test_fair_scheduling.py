@@ -118,7 +118,7 @@ def test_with_a_cap_of_one_a_tenant_never_runs_two_jobs_at_once_on_two_workers(
         return all(s in FINAL for s in statuses + [record(jobs, j)["status"] for j in b])
 
     wait_until(done, 300.0, what="every job ended", interval_s=0.05)
-    assert most == 1, f"alice had {most} jobs running at once"
+    assert most <= 1, f"alice had {most} jobs running at once"
     assert all(record(jobs, j)["status"] == "succeeded" for j in a + b)
     # The records agree: alice's attempts never overlapped (each started after the previous one finished).
     spans = sorted((record(jobs, j)["started_at"], record(jobs, j)["finished_at"]) for j in a)
