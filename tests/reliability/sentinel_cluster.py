@@ -11,6 +11,7 @@ import shutil
 import signal
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -67,7 +68,7 @@ class SentinelCluster:
         def sentinels_agree() -> bool:
             for port in self.sentinel_ports:
                 try:
-                    info = redis.Redis(port=port, socket_timeout=2).sentinel_master(MASTER)
+                    info: dict[str, Any] = redis.Redis(port=port, socket_timeout=2).sentinel_master(MASTER)  # type: ignore[assignment]
                 except redis.RedisError:
                     return False
                 if int(info.get("num-other-sentinels", 0)) < 2 or int(info.get("num-slaves", 0)) < 1:
@@ -77,7 +78,8 @@ class SentinelCluster:
         wait_until(sentinels_agree, 60.0, what="three sentinels that know the replica", interval_s=0.2)
 
     def master_port(self) -> int:
-        address = redis.Redis(port=self.sentinel_ports[0], socket_timeout=2).sentinel_get_master_addr_by_name(MASTER)
+        client = redis.Redis(port=self.sentinel_ports[0], socket_timeout=2)
+        address: tuple[str, int] = client.sentinel_get_master_addr_by_name(MASTER)  # type: ignore[assignment]
         return int(address[1])
 
     def kill_primary(self) -> None:

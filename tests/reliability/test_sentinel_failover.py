@@ -132,13 +132,18 @@ def run(cluster: SentinelCluster, base: str, log: Path) -> None:
     jobs = JobStore(client, ttl_s=3600)
     lost = [j for j in acknowledged if jobs.get(j) is None]
     assert lost == [], f"{len(lost)} of {len(acknowledged)} acknowledged submissions were lost"
+
+    def status(job_id: str) -> str:
+        job = jobs.get(job_id)
+        return "gone" if job is None else str(job["status"])
+
     wait_until(
-        lambda: all((jobs.get(j) or {}).get("status") in FINAL for j in acknowledged),
+        lambda: all(status(j) in FINAL for j in acknowledged),
         300.0,
         what="every acknowledged job ended on the new primary",
         interval_s=0.5,
     )
-    ended = Counter(str((jobs.get(j) or {}).get("status")) for j in acknowledged)
+    ended = Counter(status(j) for j in acknowledged)
     sub = Counter(s for _, s, _ in load.submitted)
     pred = Counter(s for _, s in load.predicted)
     print(
