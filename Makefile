@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint run bench gpu-check clean
+.PHONY: install test lint run bench gpu-check soak clean
 
 # torch is pinned here, before the project, so that pip keeps that build: pyproject allows a range, and a bare
 # `torch` requirement would otherwise pick the newest release (a multi-GB CUDA build on Linux).
@@ -56,6 +56,10 @@ gpu-check: $(STAMP)
 	$(BIN)/python -m bench.gpu_check --needs-cuda-torch || \
 		$(BIN)/pip install -q --isolated --force-reinstall --index-url https://pypi.org/simple torch==2.13.0
 	timeout 360 $(BIN)/python -m bench.gpu_check $(ARGS)
+
+# The chaos soak (docs/operations.md, "The soak"): `make soak ARGS="--minutes 30"`; 10 minutes by default.
+soak: $(STAMP)
+	$(BIN)/python -m bench.soak $(ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -43,8 +43,10 @@ from api.schemas import Problem as ProblemModel
 from api.services import Services
 from api.wait_slots import WaitSlots
 from api.waits import client_socket
+from store import redis_url
 from store.backends import dataset_store, model_registry
 from store.celery_config import make_celery
+from store.fair import FairQueues
 from store.jobs import JobStore
 from store.settings import Settings
 
@@ -95,7 +97,7 @@ def create_app(settings: Settings | None = None) -> OpenAPI:
 
     # One immediate retry on a connection error replaces a connection that broke while Redis restarted; a Redis
     # that is down refuses at once, so a request still fails (503) in milliseconds, a hung one within 2 s.
-    pool = redis.BlockingConnectionPool.from_url(
+    client = redis_url.pool_client(
         settings.redis_url,
         max_connections=REDIS_POOL_SIZE,
         timeout=POOL_WAIT_S,
@@ -105,9 +107,8 @@ def create_app(settings: Settings | None = None) -> OpenAPI:
         decode_responses=True,
         retry=Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,)),
     )
-    client = redis.Redis(connection_pool=pool)
     job_store = JobStore(client, ttl_s=settings.job_ttl_s)
-    scraped, http_requests, gauges = make_metrics(job_store)
+    scraped, http_requests, gauges = make_metrics(job_store, settings.secret_key)
     app.extensions["mlq"] = Services(
         # On MLQ_HOME, or on the artifact store MLQ_ARTIFACTS names (then this replica keeps no uploads).
         settings=settings,
@@ -118,6 +119,7 @@ def create_app(settings: Settings | None = None) -> OpenAPI:
         celery=publisher(make_celery(settings)),
         hub=EventHub(settings.redis_url),
         waits=WaitSlots(settings.max_waits, settings.max_waits_per_tenant, gauges),
+        fair=FairQueues(client, settings.tenant_weights, settings.max_running_per_tenant),
     )
     app.extensions["mlq_metrics"] = scraped
     scraped.register(DriftCollector(lambda: client, lambda: app.extensions["mlq"].registry))  # drift gauges

@@ -22,6 +22,8 @@ from typing import Any
 
 import redis
 
+from store.redis_url import client as connect
+
 log = logging.getLogger(__name__)
 # A confirmation only fails to come when the connection breaks (then every pending one is released at once), but
 # in a burst of thousands of arriving waits the listener may take seconds to be scheduled: be patient.
@@ -51,9 +53,7 @@ class EventHub:
     def __init__(self, redis_url: str) -> None:
         # No socket timeout on the reading side (it blocks in get_message with its own timeout) and no health check
         # PINGs: a PING sent from a request's greenlet would race the listener for the reply.
-        self._client = redis.Redis.from_url(
-            redis_url, socket_connect_timeout=2.0, socket_keepalive=True, health_check_interval=0
-        )
+        self._client = connect(redis_url, socket_connect_timeout=2.0, socket_keepalive=True, health_check_interval=0)
         self._lock = threading.Lock()
         self._waiters: dict[str, set[Waiter]] = {}
         self._pending: dict[str, deque[threading.Event]] = {}  # SUBSCRIBEs sent, not yet confirmed, in order

@@ -22,6 +22,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from api.live_prom import live_families
 from store import residency
 from store.contract import WORKER_QUEUES
+from store.fair import QUEUE_TYPES, FairQueues, tenant_label
 from store.inference_queue import batch_size_histogram, queue_depths, stats
 from store.jobs import DURATION_BUCKETS, JobStore
 from store.liveness import WorkerLiveness
@@ -30,8 +31,9 @@ from store.liveness import WorkerLiveness
 class JobsCollector:
     """A custom collector: each scrape reads the shared counters from Redis."""
 
-    def __init__(self, jobs: JobStore) -> None:
+    def __init__(self, jobs: JobStore, secret_key: str = "") -> None:
         self.jobs = jobs
+        self.secret_key = secret_key  # the key of the tenants' pseudonyms (store.fair.tenant_label)
 
     def collect(self) -> Iterator[Metric]:
         up = GaugeMetricFamily("mlq_redis_up", "1 when Redis answered this scrape")
@@ -41,6 +43,8 @@ class JobsCollector:
             workers = WorkerLiveness(self.jobs.redis).counts()
             batching = stats(self.jobs.redis)
             cache_counts, caches = residency.counters(self.jobs.redis), residency.resident(self.jobs.redis)
+            fair = FairQueues(self.jobs.redis)
+            loads = {queue: fair.loads(queue) for queue in QUEUE_TYPES}
         except redis.RedisError:
             up.add_metric([], 0)
             yield up
@@ -66,6 +70,16 @@ class JobsCollector:
             alive.add_metric([queue], workers.get(queue, 0))
         yield depth
         yield alive
+        tenants = GaugeMetricFamily(
+            "mlq_tenant_jobs",
+            "A tenant's jobs queued and running on a fairly scheduled queue (tenant: a pseudonym)",
+            labels=["queue", "tenant", "state"],
+        )
+        for queue, per_tenant in loads.items():
+            for name, load in per_tenant.items():
+                tenants.add_metric([queue, tenant_label(name, self.secret_key), "queued"], load.queued)
+                tenants.add_metric([queue, tenant_label(name, self.secret_key), "running"], load.running)
+        yield tenants
         sizes = HistogramMetricFamily("mlq_inference_batch_size", "Predict requests answered by one batch")
         size_buckets, size_sum, _ = batch_size_histogram(batching)
         sizes.add_metric([], size_buckets, sum_value=size_sum)
@@ -115,7 +129,7 @@ def residency_metrics(counts: dict[str, float], caches: dict[str, dict[str, Any]
     yield versions
 
 
-def make_metrics(jobs: JobStore) -> tuple[CollectorRegistry, Counter, dict[str, Gauge]]:
+def make_metrics(jobs: JobStore, secret_key: str = "") -> tuple[CollectorRegistry, Counter, dict[str, Gauge]]:
     """What a scrape reads (a prometheus CollectorRegistry), the HTTP request counter and the in-progress gauges.
 
     Without PROMETHEUS_MULTIPROC_DIR (tests, `flask run`) the metrics live in a registry of the app's own, so
@@ -123,7 +137,7 @@ def make_metrics(jobs: JobStore) -> tuple[CollectorRegistry, Counter, dict[str, 
     it; "livesum" gauges count only the processes alive.
     """
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(JobsCollector(jobs))
+    registry.register(JobsCollector(jobs, secret_key))
     shared = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
     if shared:
         multiprocess.MultiProcessCollector(registry)

@@ -39,6 +39,7 @@ from store.inference_queue import STREAM, STREAM_HIGH, stream_entry
 from store.jobs import JobStore, now_rfc3339
 from store.lua_loader import outcome as script_outcome
 from store.records import JobRecord
+from store.redis_url import client as redis_client
 from store.script_outcomes import CreateOutcome
 from store.traffic import TrafficPolicy
 from training.errors import DeadlineExceeded, InvalidInput, QueueFull
@@ -200,7 +201,7 @@ def waiter() -> redis.Redis:
         with _lock:
             client = current_app.extensions.get("mlq_predict_waiter")
             if client is None:
-                client = redis.Redis.from_url(
+                client = redis_client(
                     services().settings.redis_url,
                     socket_connect_timeout=2.0,
                     socket_timeout=MAX_WAIT_S + 5,

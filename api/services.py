@@ -11,6 +11,7 @@ from flask import current_app, g
 
 from api.hub import EventHub
 from store.datasets import DatasetStore
+from store.fair import FairQueues
 from store.jobs import JobStore
 from store.settings import Settings
 from training.registry import ModelRegistry
@@ -29,6 +30,7 @@ class Services:
     celery: Celery
     hub: EventHub
     waits: WaitSlots
+    fair: FairQueues  # the train and batch queues' fair order (store/fair.py)
 
 
 def services() -> Services:

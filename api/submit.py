@@ -23,7 +23,8 @@ from api.replies import job_reply
 from api.schemas import JobHeaders
 from api.services import services, tenant
 from api.waits import wait_for_job
-from store import keys
+from store import keys, redis_url
+from store.fair import QUEUE_TYPES, flow_of
 from store.ids import new_id
 from store.records import JobRecord
 from training.errors import EnqueueFailed
@@ -114,6 +115,7 @@ def submit(
         created = True
         _publish(task_name, message, job_id, queue)
         claim.record(job_id)
+        _replicate(job_id)
         done = True
     finally:
         if not done:
@@ -129,6 +131,8 @@ def _publish(task_name: str, message: dict[str, Any], job_id: str, queue: str) -
     """
     svc = services()
     try:
+        if queue in QUEUE_TYPES:  # the train and batch queues: the message runs whichever job is fairly next
+            svc.fair.enqueue(queue, tenant(), job_id, flow_of(message))
         svc.celery.send_task(task_name, args=[message], task_id=job_id, queue=queue, ignore_result=True)
     except Exception as exc:
         log.error("could not enqueue job %s: %s: %s", job_id, type(exc).__name__, exc)
@@ -141,6 +145,19 @@ def _publish(task_name: str, message: dict[str, Any], job_id: str, queue: str) -
         except Exception as finish_exc:  # noqa: BLE001 - Redis is down; the 503 below is the answer either way
             log.error("job %s stays queued without a message: %s", job_id, finish_exc)
         raise Unavailable() from None
+
+
+def _replicate(job_id: str) -> None:
+    """With Sentinel, answer 202 only once a replica has the job (WAIT 1): a failover then cannot lose it.
+
+    A replica that does not confirm within MLQ_REDIS_WAIT_MS (it is down, or far behind) does not fail the request:
+    the job is on the primary (and its AOF), only not yet safe from a failover; the log says so.
+    """
+    svc = services()
+    if not (redis_url.is_sentinel(svc.settings.redis_url) and svc.settings.redis_wait_ms):
+        return
+    if redis_url.replicated(svc.redis, svc.settings.redis_wait_ms) < 1:
+        log.warning("job %s: no replica confirmed it within %d ms", job_id, svc.settings.redis_wait_ms)
 
 
 def _undo(job_id: str, claim: IdempotencyClaim, *, admitted: bool) -> None:

@@ -11,6 +11,7 @@ from celery import Celery
 from kombu import Exchange, Queue
 
 from store import kombu_transport as broker
+from store import redis_url
 from store.contract import BATCH_PREDICT_TASK, BATCH_QUEUE, INFERENCE_QUEUE, OPTIMIZE_TASK, TRAIN_QUEUE, TRAIN_TASK
 from store.settings import Settings
 
@@ -29,10 +30,12 @@ def make_celery(settings: Settings) -> Celery:
     No task is registered here: the API only sends tasks by name; a worker process registers them with
     `worker.tasks.register_tasks(app, settings)` (see `worker/app.py`).
     """
-    app = Celery("mlqueue", broker=settings.redis_url, backend=settings.redis_url, set_as_current=False)
+    # With Sentinel (MLQ_REDIS_URL=redis+sentinel://...) kombu's sentinel transport finds the primary itself.
+    broker_url, sentinel_options = redis_url.kombu_broker(settings.redis_url)
+    app = Celery("mlqueue", broker=broker_url, backend=broker_url, set_as_current=False)
     # Redis redelivers a message that is not acked within the visibility timeout, even while it still runs.
     # It must exceed the longest job plus its queue wait, and be set in all three places (celery#5935).
-    transport = {"visibility_timeout": settings.visibility_timeout_s}
+    transport = {"visibility_timeout": settings.visibility_timeout_s, **sentinel_options}
     app.conf.update(
         # Pickle is never accepted: a message is data, never code.
         task_serializer="json",
@@ -74,7 +77,7 @@ def make_celery(settings: Settings) -> Celery:
         task_store_errors_even_if_ignored=False,
         broker_connection_retry_on_startup=True,
         # One item on the queue that is not a kombu message must not stop the worker (see store/kombu_transport.py).
-        broker_transport=broker.TRANSPORT if settings.redis_url.startswith("redis://") else None,
+        broker_transport=_transport(settings.redis_url),
         task_time_limit=settings.job_time_limit_s,
         task_soft_time_limit=soft_time_limit(settings.job_time_limit_s),
         worker_hijack_root_logger=False,
@@ -85,3 +88,10 @@ def make_celery(settings: Settings) -> Celery:
         task_send_sent_event=False,
     )
     return app
+
+
+def _transport(url: str) -> str | None:
+    """Our kombu transport (it drops a malformed message instead of dying) for redis:// and Sentinel brokers."""
+    if redis_url.is_sentinel(url):
+        return broker.SENTINEL_TRANSPORT
+    return broker.TRANSPORT if url.startswith("redis://") else None

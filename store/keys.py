@@ -220,3 +220,51 @@ def ready(tenant: str, model: str, version: int) -> str:
 def rollout_lock(tenant: str, model: str, alias: str) -> str:
     """The rollout job that owns an alias (SET NX): never two rollouts at once on one alias."""
     return f"{PREFIX}t:{tenant}:rollout:{model}:{alias}"
+
+
+# ---- fair scheduling of the train and batch queues (store/fair.py) -----------------------------------------
+# Tenant-scoped keys live under mlq:t:{tenant}: (issue 18), so no tenant name can collide with a global key.
+
+
+def fair_suffix(queue: str) -> str:
+    """What follows `mlq:t:{tenant}:` in a tenant's fair-queue keys of `queue` (fair_pick.lua derives them)."""
+    return f"fair:{queue}:"
+
+
+def fair_flows(tenant: str, queue: str) -> str:
+    """The tenant's flows with queued jobs (a ring: its other jobs, and one per search), served in turn."""
+    return f"{TENANT_PREFIX}{tenant}:{fair_suffix(queue)}flows"
+
+
+def fair_flow(tenant: str, queue: str, flow: str) -> str:
+    """One flow's queued job ids, oldest first."""
+    return f"{TENANT_PREFIX}{tenant}:{fair_suffix(queue)}flow:{flow}"
+
+
+def fair_tenants(queue: str) -> str:
+    """The tenants with queued jobs on `queue` (a set)."""
+    return f"{PREFIX}fair:{queue}:tenants"
+
+
+def fair_pass(queue: str) -> str:
+    """Each tenant's virtual time on `queue` (a hash): the tenant with the lowest is served next."""
+    return f"{PREFIX}fair:{queue}:pass"
+
+
+def fair_vtime(queue: str) -> str:
+    """The virtual time of the last job picked on `queue`: where a tenant that had nothing queued starts."""
+    return f"{PREFIX}fair:{queue}:vtime"
+
+
+def fair_picked(queue: str) -> str:
+    """Jobs picked but maybe not started yet: job id → "tenant\\nflow" (a hash)."""
+    return f"{PREFIX}fair:{queue}:picked"
+
+
+def fair_picked_at(queue: str) -> str:
+    """When each picked job was picked, ms (a sorted set): one still queued long after goes back to its flow."""
+    return f"{PREFIX}fair:{queue}:picked_at"
+
+
+# ---- replication (Sentinel mode, store/redis_url.py) ---------------------------------------------------------
+REPLICATION_PROBE = f"{PREFIX}replication:probe"  # written right before WAIT: its offset covers every earlier write

@@ -24,12 +24,12 @@ log = logging.getLogger(__name__)
 MALFORMED = (ValueError, TypeError, KeyError, AttributeError)
 
 
-class Channel(kombu_redis.Channel):
-    """A Redis channel whose BRPOP reader drops what it cannot read as a message."""
+class DropsMalformed:
+    """A Redis channel mixin whose BRPOP reader drops what it cannot read as a message."""
 
     def _brpop_read(self, **options: Any) -> bool:
         try:
-            return bool(super()._brpop_read(**options))  # type: ignore[no-untyped-call]  # kombu's, unannotated
+            return bool(super()._brpop_read(**options))  # type: ignore[misc]  # a mixin of kombu's Channel, unannotated
         except MALFORMED as exc:
             log.error(
                 "dropped a malformed message from the broker (not a kombu envelope; nothing ran): %r",
@@ -39,10 +39,25 @@ class Channel(kombu_redis.Channel):
             return True  # an item was consumed; the event loop goes on reading
 
 
+class Channel(DropsMalformed, kombu_redis.Channel):
+    """kombu's Redis channel that drops malformed messages."""
+
+
+class SentinelChannel(DropsMalformed, kombu_redis.SentinelChannel):
+    """kombu's Sentinel channel (MLQ_REDIS_URL=redis+sentinel://...) that drops malformed messages."""
+
+
 class Transport(kombu_redis.Transport):
     """kombu's Redis transport with `Channel` above."""
 
     Channel = Channel
 
 
+class SentinelTransport(kombu_redis.SentinelTransport):
+    """kombu's Sentinel transport with `SentinelChannel` above."""
+
+    Channel = SentinelChannel
+
+
 TRANSPORT = f"{__name__}:Transport"
+SENTINEL_TRANSPORT = f"{__name__}:SentinelTransport"

@@ -42,6 +42,7 @@ from store import keys
 from store.jobs import DURATION_BUCKETS, JobStore, now_rfc3339
 from store.lua_loader import LuaScript, outcome
 from store.records import JobRecord
+from store.redis_url import client as connect
 from store.script_outcomes import (
     BeginOutcome,
     ClaimOutcome,
@@ -225,7 +226,7 @@ def request_drain(redis_url: str, hostname: str, grace_s: float) -> None:
 
     A short-lived client: the main process forks the pool and must not keep a connection.
     """
-    client = redis.Redis.from_url(redis_url, socket_timeout=2, socket_connect_timeout=2)
+    client = connect(redis_url, socket_timeout=2, socket_connect_timeout=2)
     try:
         record = json.dumps({"deadline": time.time() + max(0.0, grace_s), "pid": os.getpid()})
         client.set(drain_key(hostname), record, ex=int(max(grace_s, 0) + 3600))

@@ -109,6 +109,21 @@ class DriftCountOutcome(StrEnum):
     COUNTED = "counted"  # followed by the number of fields added
 
 
+class FairEnqueueOutcome(StrEnum):
+    """fair_enqueue.lua."""
+
+    QUEUED = "queued"
+    ALREADY_QUEUED = "already_queued"  # a re-send of a job still in its flow: nothing changed
+
+
+class FairPickOutcome(StrEnum):
+    """fair_pick.lua."""
+
+    PICKED = "picked"  # followed by the job's id: run that job
+    WAIT = "wait"  # only tenants at MLQ_MAX_RUNNING_PER_TENANT have queued jobs: ask again soon
+    EMPTY = "empty"  # nothing is queued fairly: run the message's own job (a re-send, or an older message)
+
+
 SCRIPT_OUTCOMES: dict[str, type[StrEnum]] = {
     "admit": AdmitOutcome,
     "begin": BeginOutcome,
@@ -116,6 +131,8 @@ SCRIPT_OUTCOMES: dict[str, type[StrEnum]] = {
     "claim": ClaimOutcome,
     "create_predict": CreateOutcome,
     "drift_count": DriftCountOutcome,
+    "fair_enqueue": FairEnqueueOutcome,
+    "fair_pick": FairPickOutcome,
     "finish": FinishOutcome,
     "finish_fenced": FinishOutcome,
     "finish_reply": FinishOutcome,

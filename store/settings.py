@@ -8,15 +8,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from training.errors import MLQError
+from training.errors import SettingsError as SettingsError  # re-exported: its home before
 from training.registry import NAME_RE, NAME_RULE
-
-
-class SettingsError(MLQError, ValueError):
-    """Raised when an `MLQ_*` variable cannot be parsed; the message names the variable and the expected form."""
-
-    code = "invalid_setting"
-    status = 500
 
 
 def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
@@ -97,6 +90,42 @@ def parse_pin_aliases(raw: str) -> tuple[str, ...]:
     return names
 
 
+def parse_weights(raw: str, tenants: set[str]) -> dict[str, float]:
+    """`acme=3,beta=1` → {tenant: weight}; every tenant must be one the API knows (MLQ_AUTH_TOKENS, else default)."""
+    weights: dict[str, float] = {}
+    for part in filter(None, (p.strip() for p in raw.split(","))):
+        tenant, sep, value = part.partition("=")
+        try:
+            weight = float(value)
+        except ValueError:
+            weight = -1.0
+        if not sep or not tenant.strip() or not weight > 0 or weight == float("inf"):
+            raise SettingsError(
+                f"MLQ_TENANT_WEIGHTS: {part!r} is not tenant=weight with a weight above 0; "
+                "set it like 'acme=3,beta=1' (a tenant not named weighs 1)"
+            )
+        if tenant.strip() not in tenants:
+            raise SettingsError(
+                f"MLQ_TENANT_WEIGHTS names tenant {tenant.strip()!r}, which is not a tenant of MLQ_AUTH_TOKENS "
+                f"(known: {', '.join(sorted(tenants))}); remove it or add the tenant's token"
+            )
+        weights[tenant.strip()] = weight
+    return weights
+
+
+def _cap(env: Mapping[str, str]) -> int:
+    raw = env.get("MLQ_MAX_RUNNING_PER_TENANT", "")
+    if raw.strip() == "":
+        return 0
+    value = _int(env, "MLQ_MAX_RUNNING_PER_TENANT", 0)
+    if value < 1:
+        raise SettingsError(
+            f"MLQ_MAX_RUNNING_PER_TENANT={value}: a cap of 0 would run nothing; set it to 1 or more, "
+            "or leave it unset for no cap"
+        )
+    return value
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything a process of mlqueue is configured with. See the README's settings table."""
@@ -162,6 +191,12 @@ class Settings:
     max_model_mb: int = 500
     # Traffic: how long an alias change or a rollout step waits for the inference workers to load a version.
     ready_timeout_s: float = 60.0
+    # Fair scheduling of the train and batch queues (store/fair.py): a tenant's share (default 1) and the most
+    # train (or batch) jobs one tenant may run at once on its queue's workers; 0: no cap.
+    tenant_weights: Mapping[str, float] = field(default_factory=dict)
+    max_running_per_tenant: int = 0
+    # With Sentinel, a job submission is answered only once a replica has it (WAIT 1), or after this long; 0: never.
+    redis_wait_ms: int = 1000
 
     @property
     def datasets_dir(self) -> Path:
@@ -191,10 +226,11 @@ class Settings:
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
         d = cls()
+        auth_tokens = parse_tokens(env.get("MLQ_AUTH_TOKENS", ""))
         return cls(
-            redis_url=env.get("MLQ_REDIS_URL") or d.redis_url,
+            redis_url=_redis_url(env.get("MLQ_REDIS_URL") or d.redis_url),
             home=Path(env.get("MLQ_HOME") or d.home).absolute(),
-            auth_tokens=parse_tokens(env.get("MLQ_AUTH_TOKENS", "")),
+            auth_tokens=auth_tokens,
             allowed_hosts=parse_allowed_hosts(env.get("MLQ_ALLOWED_HOSTS", "")),
             preload=parse_preload(env.get("MLQ_PRELOAD", "")),
             max_upload_mb=_int(env, "MLQ_MAX_UPLOAD_MB", d.max_upload_mb, 1),
@@ -234,7 +270,18 @@ class Settings:
             drift_counting=_int(env, "MLQ_DRIFT_COUNTING", int(d.drift_counting), 0) != 0,
             max_model_mb=_int(env, "MLQ_MAX_MODEL_MB", d.max_model_mb, 1),
             ready_timeout_s=_float(env, "MLQ_READY_TIMEOUT_S", d.ready_timeout_s),
+            tenant_weights=parse_weights(
+                env.get("MLQ_TENANT_WEIGHTS", ""), set(auth_tokens.values()) if auth_tokens else {"default"}
+            ),
+            max_running_per_tenant=_cap(env),
+            redis_wait_ms=_int(env, "MLQ_REDIS_WAIT_MS", d.redis_wait_ms, 0),
         )
+
+
+def _redis_url(raw: str) -> str:
+    from store.redis_url import check  # imports redis; here to keep this module's imports stdlib-only
+
+    return check(raw.strip())
 
 
 def _store_url(raw: str) -> str:

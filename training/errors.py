@@ -224,3 +224,10 @@ class NotCompilable(MLQError):
 
     code = "not_compilable"
     status = 500
+
+
+class SettingsError(MLQError, ValueError):
+    """Raised when an `MLQ_*` variable cannot be parsed; the message names the variable and the expected form."""
+
+    code = "invalid_setting"
+    status = 500

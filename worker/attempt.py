@@ -272,11 +272,32 @@ def run_leased(runtime: Runtime, job: LeasedJob, hostname: str) -> Ending | None
 
 
 def register_leased(
-    app: Celery, name: str, runtime: Runtime, job_for: Callable[[dict[str, Any], str], LeasedJob]
+    app: Celery,
+    name: str,
+    runtime: Runtime,
+    job_for: Callable[[dict[str, Any], str], LeasedJob],
+    fair: tuple[str, str] | None = None,
 ) -> None:
-    """Register the Celery task `name`: each delivery of `payload` runs `job_for(payload, hostname)` as one attempt."""
+    """Register the Celery task `name`: each delivery of `payload` runs `job_for(payload, hostname)` as one attempt.
+
+    With `fair` = (queue, job type) a delivery runs the job that is fairly next on that queue instead, which may be
+    another tenant's (worker/fair_dispatch.py; its runner for each type is `leased_runner(runtime, job_for)`)."""
 
     @app.task(name=name, bind=True)  # type: ignore[untyped-decorator]  # celery has no type hints
     def leased(self: Task, payload: dict[str, Any]) -> None:
         hostname = self.request.hostname or "unknown"
+        if fair is not None:
+            runtime.run_fair(fair[0], fair[1], payload, hostname)
+        else:
+            run_leased(runtime, job_for(payload, hostname), hostname)
+
+
+def leased_runner(
+    runtime: Runtime, job_for: Callable[[dict[str, Any], str], LeasedJob]
+) -> Callable[[dict[str, Any], str], None]:
+    """What the fair dispatcher calls to run a picked job of one leased type: one attempt of it."""
+
+    def run(payload: dict[str, Any], hostname: str) -> None:
         run_leased(runtime, job_for(payload, hostname), hostname)
+
+    return run

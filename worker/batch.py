@@ -31,7 +31,7 @@ from celery import Celery, signals
 
 from store.backends import output_store
 from store.batch_format import OutputColumns, assemble, write_part
-from store.contract import BATCH_PREDICT_TASK, BATCH_QUEUE, INFERENCE_QUEUE, BatchPredictRequest
+from store.contract import BATCH_PREDICT_TASK, BATCH_QUEUE, INFERENCE_QUEUE, BatchPredictRequest, JobType
 from store.outputs import MEDIA_TYPES, filename
 from training.errors import AllRowsFailed, Cancelled, ColumnNotFound
 from training.postprocess import check_postprocess
@@ -221,6 +221,8 @@ class BatchJob(LeasedJob):
     def resend(self) -> object:
         app = self.runtime.app
         assert app is not None  # a task runs inside a worker, which has its Celery app
+        # Into its tenant's fair queue first: the message runs whichever batch job is fairly next.
+        self.runtime.fair.enqueue(BATCH_QUEUE, self.request.tenant, self.job_id)
         return app.send_task(BATCH_PREDICT_TASK, args=[self.request.encode()], task_id=self.job_id, queue=BATCH_QUEUE)
 
     def settle(self, attempt: Attempt, verdict: Verdict) -> Verdict:
@@ -233,10 +235,14 @@ class BatchJob(LeasedJob):
         return verdict
 
 
+def batch_job(runtime: Runtime) -> Callable[[dict[str, Any], str], LeasedJob]:
+    return lambda payload, _: BatchJob(runtime, BatchPredictRequest.decode(payload))
+
+
 def register_batch(app: Celery, runtime: Runtime) -> None:
     """Register `mlqueue.batch_predict` on `app`; processes that serve only batch work lower their priority."""
     register_leased(
-        app, BATCH_PREDICT_TASK, runtime, lambda payload, _: BatchJob(runtime, BatchPredictRequest.decode(payload))
+        app, BATCH_PREDICT_TASK, runtime, batch_job(runtime), fair=(BATCH_QUEUE, JobType.BATCH_PREDICT.value)
     )
 
     def on_process_init(**_: Any) -> None:

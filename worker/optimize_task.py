@@ -9,12 +9,12 @@ starts over.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from celery import Celery
 
-from store.contract import OPTIMIZE_TASK, OptimizeRequest
+from store.contract import OPTIMIZE_TASK, TRAIN_QUEUE, JobType, OptimizeRequest
 from training.errors import ResourceNotFound
 from training.optimize import optimize_version
 from worker.attempt import Attempt, LeasedJob, register_leased
@@ -66,8 +66,10 @@ class OptimizeJob(LeasedJob):
         self.runtime.send_train(self.request.encode())
 
 
+def optimize_job(runtime: Runtime) -> Callable[[dict[str, Any], str], LeasedJob]:
+    return lambda payload, _: OptimizeJob(runtime, OptimizeRequest.decode(payload))
+
+
 def register_optimize(app: Celery, runtime: Runtime) -> None:
     """Register `mlqueue.optimize` on `app` (called by worker.tasks.register_tasks)."""
-    register_leased(
-        app, OPTIMIZE_TASK, runtime, lambda payload, _: OptimizeJob(runtime, OptimizeRequest.decode(payload))
-    )
+    register_leased(app, OPTIMIZE_TASK, runtime, optimize_job(runtime), fair=(TRAIN_QUEUE, JobType.OPTIMIZE.value))

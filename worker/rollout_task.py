@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from celery import Celery
 
 from store import live_metrics, rollouts
-from store.contract import ROLLOUT_TASK, TRAIN_QUEUE
+from store.contract import ROLLOUT_TASK, TRAIN_QUEUE, JobType
 from store.readiness import VersionNotReady
 from store.rollouts import GuardTripped, RolloutRequest
 from store.traffic import TrafficPolicy, move_traffic
@@ -165,6 +165,8 @@ class RolloutJob(LeasedJob):
     def resend(self) -> None:
         app = self.runtime.app
         assert app is not None, "register_tasks() sets the app"
+        # Into its tenant's fair queue first, like every job of the train queue (store/fair.py).
+        self.runtime.fair.enqueue(TRAIN_QUEUE, self.request.tenant, self.job_id)
         app.send_task(ROLLOUT_TASK, args=[self.request.encode()], task_id=self.job_id, queue=TRAIN_QUEUE)
 
     def on_begin(self, started: bool) -> None:
@@ -181,4 +183,8 @@ class RolloutJob(LeasedJob):
 
 def register_rollout(app: Celery, runtime: Runtime) -> None:
     """Register `mlqueue.rollout` on `app` (called by worker.tasks.register_tasks)."""
-    register_leased(app, ROLLOUT_TASK, runtime, lambda payload, _: RolloutJob(runtime, RolloutRequest.decode(payload)))
+    register_leased(app, ROLLOUT_TASK, runtime, rollout_job(runtime), fair=(TRAIN_QUEUE, JobType.ROLLOUT.value))
+
+
+def rollout_job(runtime: Runtime) -> Callable[[dict[str, Any], str], LeasedJob]:
+    return lambda payload, _: RolloutJob(runtime, RolloutRequest.decode(payload))

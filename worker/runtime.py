@@ -12,6 +12,7 @@ from celery import Celery
 
 from store.artifacts import ArtifactStore
 from store.datasets import DatasetStore
+from store.fair import FairQueues
 from store.jobs import JobStore
 from store.leases import Leases
 from store.settings import Settings
@@ -37,6 +38,12 @@ class Runtime(Protocol):
 
     @property
     def leases(self) -> Leases: ...
+
+    @property
+    def fair(self) -> FairQueues: ...
+
+    def run_fair(self, queue: str, job_type: str, payload: dict[str, Any], hostname: str) -> None:
+        """A message of the train or batch queue arrived: run the job that is fairly next (store/fair.py)."""
 
     def send_train(self, payload: dict[str, Any]) -> None:
         """Put a training or an optimize job back on the `train` queue, by task name."""

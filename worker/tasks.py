@@ -30,16 +30,20 @@ from store.contract import (
     SEARCH_TASK,
     TRAIN_QUEUE,
     TRAIN_TASK,
+    JobType,
     TrainRequest,
 )
+from store.fair import FairQueues, flow_of
 from store.jobs import JobStore
 from store.leases import Leases, Sweeper, request_drain
 from store.liveness import Heartbeat, WorkerLiveness
+from store.redis_url import client as redis_client
 from store.searches import Searches
 from store.settings import Settings
 from training.manifest import RecoveredResult, TrainResult
 from training.pipeline import train_model
-from worker.attempt import Attempt, Ending, LeasedJob, Verdict, job_error, register_leased
+from worker.attempt import Attempt, Ending, LeasedJob, Verdict, job_error, leased_runner, register_leased
+from worker.fair_dispatch import FairDispatcher
 from worker.model_cache import ModelCache
 from worker.residency_report import ResidencyReporter
 from worker.train_hooks import progress_reporter, retry_redis
@@ -76,13 +80,15 @@ class WorkerRuntime:
         self._sweeper: Sweeper | None = None
         self._searches: Searches | None = None
         self._residency: ResidencyReporter | None = None
+        self._fair: FairQueues | None = None
+        self.dispatcher: FairDispatcher | None = None  # set by register_tasks, once every job type has its runner
         self.app: Celery | None = None  # set by register_tasks: re-sends go through it, by task name
 
     @property
     def redis(self) -> redis.Redis:
         # Opened lazily: a client created before a fork would be shared by parent and child.
         if self._redis is None:
-            self._redis = redis.Redis.from_url(self.settings.redis_url, decode_responses=True)
+            self._redis = redis_client(self.settings.redis_url, decode_responses=True)
         return self._redis
 
     @property
@@ -101,6 +107,17 @@ class WorkerRuntime:
                 time_limit_s=self.settings.job_time_limit_s,
             )
         return self._leases
+
+    @property
+    def fair(self) -> FairQueues:
+        if self._fair is None:
+            self._fair = FairQueues(self.redis, self.settings.tenant_weights, self.settings.max_running_per_tenant)
+        return self._fair
+
+    def run_fair(self, queue: str, job_type: str, payload: dict[str, Any], hostname: str) -> None:
+        """A message of `queue` arrived: run the job that is fairly next (worker/fair_dispatch.py)."""
+        assert self.dispatcher is not None, "register_tasks() sets the dispatcher"
+        self.dispatcher.run(queue, job_type, payload, hostname)
 
     @property
     def searches(self) -> Searches:
@@ -125,6 +142,7 @@ class WorkerRuntime:
         """Put a training (or an optimize job: its request has a `method`) back on the `train` queue, by name."""
         assert self.app is not None, "register_tasks() sets the app"
         task = OPTIMIZE_TASK if "method" in payload else TRAIN_TASK
+        self.fair.enqueue(TRAIN_QUEUE, payload["tenant"], payload["job_id"], flow_of(payload))
         self.app.send_task(task, args=[payload], task_id=payload["job_id"], queue=TRAIN_QUEUE)
 
     def resend(self, payload: dict[str, Any]) -> None:
@@ -132,6 +150,7 @@ class WorkerRuntime:
         assert self.app is not None, "register_tasks() sets the app"
         job = self.jobs.get(payload["job_id"])
         task, queue = LEASED_TASKS.get(job["type"] if job else "train", (TRAIN_TASK, TRAIN_QUEUE))
+        self.fair.enqueue(queue, payload["tenant"], payload["job_id"], flow_of(payload))
         self.app.send_task(task, args=[payload], task_id=payload["job_id"], queue=queue)
 
     def start(self, hostname: str, queues: list[str]) -> None:
@@ -256,21 +275,35 @@ def register_tasks(app: Celery, settings: Settings) -> WorkerRuntime:
     # job's real outcome instead; Celery's own warnings and errors (time limits, lost workers) still show.
     logging.getLogger("celery.app.trace").setLevel(logging.WARNING)
 
-    register_leased(
-        app, TRAIN_TASK, runtime, lambda payload, host: TrainJob(runtime, TrainRequest.decode(payload), host)
-    )
+    def train_job(payload: dict[str, Any], host: str) -> TrainJob:
+        return TrainJob(runtime, TrainRequest.decode(payload), host)
+
+    register_leased(app, TRAIN_TASK, runtime, train_job, fair=(TRAIN_QUEUE, JobType.TRAIN.value))
 
     @app.task(name=SEARCH_TASK, bind=True)  # type: ignore[untyped-decorator]  # celery has no type hints
     def search(self: Task, payload: dict[str, Any]) -> None:
         # Quick: it only creates and sends the trials, which then spread over every train worker.
-        runtime.searches.fan_out(payload, self.request.hostname or "unknown", runtime.send_train)
+        runtime.run_fair(TRAIN_QUEUE, JobType.SEARCH.value, payload, self.request.hostname or "unknown")
 
-    from worker.optimize_task import register_optimize
+    from worker.batch import batch_job
+    from worker.optimize_task import optimize_job, register_optimize
 
     register_optimize(app, runtime)
-    from worker.rollout_task import register_rollout
+    from worker.rollout_task import register_rollout, rollout_job
 
     register_rollout(app, runtime)
+    # Whichever message a worker takes, it runs the job that is fairly next, with the runner of that job's type.
+    runtime.dispatcher = FairDispatcher(
+        lambda: runtime.fair,
+        lambda: runtime.jobs,
+        {
+            JobType.TRAIN.value: leased_runner(runtime, train_job),
+            JobType.OPTIMIZE.value: leased_runner(runtime, optimize_job(runtime)),
+            JobType.SEARCH.value: lambda payload, host: runtime.searches.fan_out(payload, host, runtime.send_train),
+            JobType.BATCH_PREDICT.value: leased_runner(runtime, batch_job(runtime)),
+            JobType.ROLLOUT.value: leased_runner(runtime, rollout_job(runtime)),
+        },
+    )
 
     def on_process_init(sender: Any = None, **_: Any) -> None:
         # The sender is the worker's node name (e.g. cpu@host); its queues were chosen before the fork.

@@ -152,8 +152,22 @@ def test_every_service_has_a_healthcheck_and_every_worker_pings_its_own_celery_n
 
 def test_api_and_workers_share_the_artifact_volume_at_mlq_home(compose: dict[str, Any]) -> None:
     for name, service in compose["services"].items():
-        if name in ("redis", "minio"):
+        if name in ("redis", "minio") or name.startswith(("redis-", "sentinel-")):
             continue
         home = service["environment"]["MLQ_HOME"]
         assert f"artifacts:{home}" in service["volumes"], name
-        assert service["environment"]["MLQ_REDIS_URL"].startswith("redis://redis:6379/"), name
+        assert "redis://redis:6379/" in service["environment"]["MLQ_REDIS_URL"], name
+
+
+def test_the_sentinel_profile_has_a_replica_and_three_sentinels_watching_redis_with_a_quorum_of_two(
+    compose: dict[str, Any],
+) -> None:
+    services = compose["services"]
+    profiled = {name for name, s in services.items() if "sentinel" in s.get("profiles", [])}
+    assert profiled == {"redis-replica", "sentinel-1", "sentinel-2", "sentinel-3"}
+    assert "--replicaof redis 6379" in " ".join(services["redis-replica"]["command"])
+    for name in ("sentinel-1", "sentinel-2", "sentinel-3"):
+        script = services[name]["command"][-1]
+        assert "sentinel monitor mymaster redis 6379 2" in script and "--sentinel" in script
+    # The processes follow the sentinels when MLQ_REDIS_URL says so; plain redis:// stays the default.
+    assert services["api"]["environment"]["MLQ_REDIS_URL"] == "${MLQ_REDIS_URL:-redis://redis:6379/0}"

@@ -40,7 +40,14 @@ def referenced(code: str) -> set[str]:
 
 def test_there_are_the_scripts_the_python_side_knows() -> None:
     assert sorted(SCRIPT_OUTCOMES) == SCRIPTS
-    assert LIBRARIES == ["lib/emit.lua", "lib/fence.lua", "lib/finish.lua", "lib/guards.lua", "lib/keys.lua"]
+    assert LIBRARIES == [
+        "lib/emit.lua",
+        "lib/fair.lua",
+        "lib/fence.lua",
+        "lib/finish.lua",
+        "lib/guards.lua",
+        "lib/keys.lua",
+    ]
 
 
 @pytest.mark.parametrize("name", SCRIPTS)
