@@ -341,7 +341,7 @@ def watch(job_id: str, url: str, token: str | None, as_json: bool) -> None:
 
 # The job types the API lists by (store.contract.JobType; a test keeps them equal). Spelled here: the client loads
 # nothing of the server's packages.
-JOB_TYPES = ("train", "predict", "batch_predict", "search", "optimize")
+JOB_TYPES = ("train", "predict", "batch_predict", "search", "optimize", "rollout")
 
 
 @cli.group()
