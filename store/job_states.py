@@ -57,7 +57,8 @@ TRANSITIONS: dict[str, frozenset[Transition]] = {
     "finish": frozenset({(u, r) for u in UNREADY_STATES for r in READY_STATES}),
     "finish_reply": frozenset({(u, r) for u in UNREADY_STATES for r in READY_STATES}),
     # A leased attempt's own ending: only while it holds the job (running, its token).
-    "finish_fenced": frozenset({(R, S), (R, F), (R, C)}),
+    # (The script takes any final status; `expired` is an online prediction's, which holds no lease.)
+    "finish_fenced": frozenset({(R, S), (R, F), (R, C), (R, JobStatus.EXPIRED)}),
     # A dead worker's job: requeued, or ended (cancel requested; attempts used up; past its time limit).
     "sweep": frozenset({(R, Q), (R, C), (R, F)}),
     # A draining worker gives its job back, or ends it cancelled if that was requested.
@@ -67,6 +68,9 @@ TRANSITIONS: dict[str, frozenset[Transition]] = {
 }
 # Scripts that read or refresh a job but never change its status.
 STATUS_PRESERVING = frozenset({"admit", "claim", "create_predict", "heartbeat", "progress"})
+# Scripts that write no job record at all: the fair queues' order (fair_pick only reads a job's status to skip an
+# ended one) and the drift counters.
+NOT_JOB_SCRIPTS = frozenset({"fair_enqueue", "fair_pick", "drift_count"})
 ALLOWED: frozenset[Transition] = frozenset().union(*TRANSITIONS.values())
 
 
