@@ -88,14 +88,18 @@ def _state(obj: Any) -> list[Any]:
 
 
 def predictor_bytes(predictor: Predictor) -> int:
-    """Host-side bytes of a loaded version: its weights (exact for torch) and its preprocessing (estimated)."""
+    """Host-side bytes of a loaded version: its weights (exact for torch) and its preprocessing (estimated).
+    An uploaded ONNX version says its own (its files: onnxruntime's session holds their weights)."""
+    own = getattr(predictor, "memory_bytes", None)
+    if callable(own):
+        return int(own())
     net = getattr(predictor.model, "net", None)
     weights = module_bytes(net) if isinstance(net, torch.nn.Module) else object_bytes(predictor.model)
     return weights + object_bytes(predictor.preprocessor) + object_bytes(predictor.compiled)
 
 
 def on_gpu(predictor: Predictor) -> bool:
-    net = getattr(predictor.model, "net", None)
+    net = getattr(getattr(predictor, "model", None), "net", None)
     if not isinstance(net, torch.nn.Module):
         return False
     return any(t.is_cuda for t in net.parameters())
