@@ -47,7 +47,8 @@ class Variant:
 
 
 def _second_version(client: httpx.Client, model: str) -> int:
-    """A second version of `model` for the split: trained once through the service like the first (seed 1)."""
+    """A second version of `model` for the split: trained once through the service like the first (seed 1), by
+    the train worker run_w9 starts for it."""
     versions = client.get(f"/v1/models/{model}", timeout=30).json()["versions"]
     if len(versions) >= 2:
         return int(versions[1]["version"])
@@ -127,6 +128,12 @@ def run_w9(
     r = redis.Redis.from_url(stack.env["MLQ_REDIS_URL"], decode_responses=True)
     runs: dict[str, list[dict[str, Any]]] = {n: [] for n in names}
     try:
+        if "split" in names:  # its second version is trained first, by a train worker of its own (gone after)
+            trainer = stack.celery("w9-train", "worker.app", "train")
+            try:
+                _second_version(client, MODEL)
+            finally:
+                stack.stop(trainer)
         for turn in range(args.rounds):
             for name in names:
                 variant = VARIANTS[name]
